@@ -1,0 +1,149 @@
+// `ringattn bench kernel`: times the fused CPU kernel on a seeded problem and
+// judges it against the machine's FMA peak measured in the same run.
+#include <algorithm>
+#include <cstdio>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "core/aligned_buffer.hpp"
+#include "core/cpu.hpp"
+#include "core/fma_peak.hpp"
+#include "core/seeded_data.hpp"
+#include "core/timer.hpp"
+#include "core/version.hpp"
+#include "kernel/attention.hpp"
+
+namespace ringattn::cli {
+namespace {
+
+struct BenchKernelOptions {
+  std::int64_t n = 4096, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;
+  std::string dtype = "f32", compute = "f32";
+  int threads = 0, reps = 5, warmup = 1;
+  bool causal = false, json = false;
+  std::uint64_t seed = 1;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int run(const BenchKernelOptions& o) {
+  const std::int64_t n_kv = o.n_kv > 0 ? o.n_kv : o.n;
+  const std::int64_t kv_heads = o.kv_heads > 0 ? o.kv_heads : o.heads;
+  const int threads = o.threads > 0 ? o.threads : default_threads();
+  const DType dt = parse_dtype(o.dtype);
+  const std::size_t qn = static_cast<std::size_t>(o.batch * o.heads * o.n * o.d);
+  const std::size_t kn = static_cast<std::size_t>(o.batch * kv_heads * n_kv * o.d);
+  const std::size_t es = dtype_size(dt);
+  AlignedBuffer<char> q(qn * es), k(kn * es), v(kn * es);
+  fill_seeded(q.data(), dt, qn, o.seed);
+  fill_seeded(k.data(), dt, kn, o.seed + 1);
+  fill_seeded(v.data(), dt, kn, o.seed + 2);
+
+  AttnParams p = AttnParams::dense(q.data(), k.data(), v.data(), dt, o.batch, o.heads, kv_heads,
+                                   o.n, n_kv, o.d);
+  p.causal = o.causal;
+  p.threads = threads;
+  p.compute = parse_compute_type(o.compute.c_str());
+  p.validate();
+  AlignedBuffer<float> out(qn), lse(static_cast<std::size_t>(o.batch * o.heads * o.n));
+
+  // Peak before and after the timed runs; the larger is the yardstick.
+  const FmaPeak peak_before = measure_fma_peak(threads);
+  for (int i = 0; i < o.warmup; ++i) attention_forward(p, out.data(), lse.data());
+  std::vector<double> secs;
+  for (int i = 0; i < o.reps; ++i) {
+    Timer t;
+    attention_forward(p, out.data(), lse.data());
+    secs.push_back(t.seconds());
+  }
+  const FmaPeak peak_after = measure_fma_peak(threads);
+  const double peak = std::max(peak_before.gflops, peak_after.gflops);
+
+  const double flops = attention_flops(p);
+  const double sec = median(secs);
+  const double gflops = flops / sec / 1e9;
+  nlohmann::json j = {
+      {"benchmark", "kernel"},
+      {"version", kVersion},
+      {"implementation", kernel_implementation(p)},
+      {"batch", o.batch},
+      {"n", o.n},
+      {"n_kv", n_kv},
+      {"d", o.d},
+      {"heads", o.heads},
+      {"kv_heads", kv_heads},
+      {"dtype", dtype_name(dt)},
+      {"compute", compute_type_name(p.compute)},
+      {"causal", o.causal},
+      {"threads", threads},
+      {"reps", o.reps},
+      {"seconds", sec},
+      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
+      {"flops", flops},
+      {"gflops", gflops},
+      {"peak_gflops", peak},
+      {"peak_isa", peak_before.isa},
+      {"fraction_of_peak", gflops / peak},
+  };
+  if (o.json) {
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("kernel %s\n", kernel_implementation(p).c_str());
+    std::printf("shape  B=%lld H=%lld/%lld N=%lld N_kv=%lld D=%lld %s %s, %d threads\n",
+                static_cast<long long>(o.batch), static_cast<long long>(o.heads),
+                static_cast<long long>(kv_heads), static_cast<long long>(o.n),
+                static_cast<long long>(n_kv), static_cast<long long>(o.d), dtype_name(dt),
+                o.causal ? "causal" : "non-causal", threads);
+    std::printf("time   %.4f s (median of %d)\n", sec, o.reps);
+    std::printf("speed  %.1f GFLOP/s = %.3f of the %.1f GFLOP/s %s FMA peak\n", gflops,
+                gflops / peak, peak, peak_before.isa.c_str());
+  }
+  return kOk;
+}
+
+}  // namespace
+
+std::function<int()> add_bench_kernel(CLI::App& bench) {
+  auto opts = std::make_shared<BenchKernelOptions>();
+  CLI::App* c = bench.add_subcommand(
+      "kernel",
+      "Time the fused CPU attention kernel on seeded data and report GFLOP/s against the "
+      "machine's fp32 FMA peak, measured in the same run. flops = 4*N*N_kv*D*H*B (causal: "
+      "visible pairs only, about half).");
+  c->add_option("--n", opts->n, "Query tokens")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--n-kv", opts->n_kv, "Key/value tokens (default: --n; differs for cross-attention)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--d", opts->d, "Head dim (1..256)")->capture_default_str()->check(CLI::Range(1, 256));
+  c->add_option("--heads", opts->heads, "Query heads")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--kv-heads", opts->kv_heads, "Key/value heads, dividing --heads (default: --heads)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--batch", opts->batch, "Batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--dtype", opts->dtype, "Storage type of Q, K, V")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  c->add_option("--compute", opts->compute,
+                "Tile-product precision: f32, or bf16 (inputs and probabilities rounded to bf16, "
+                "fp32 accumulation)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  c->add_option("--threads", opts->threads,
+                "Threads (default: this rank's share of the cores it may run on)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--reps", opts->reps, "Timed runs (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--warmup", opts->warmup, "Untimed runs first")->capture_default_str()->check(CLI::NonNegativeNumber);
+  c->add_option("--seed", opts->seed, "Seed of the synthetic Q, K, V")->capture_default_str();
+  c->add_flag("--causal", opts->causal, "Causal masking (key j visible to query i when j <= i)");
+  c->add_flag("--json", opts->json, "Print one JSON object instead of text");
+  return [opts] { return run(*opts); };
+}
+
+}  // namespace ringattn::cli

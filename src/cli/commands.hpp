@@ -1,0 +1,26 @@
+// The subcommands of the ringattn CLI: each registers its options on a CLI11
+// app and returns the exit code to use. Only cli knows about argv and exit codes.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace ringattn::cli {
+
+// Exit codes (documented in --help and README).
+enum ExitCode : int {
+  kOk = 0,
+  kFailure = 1,       // a check failed (selfcheck beyond tolerance) or an internal error
+  kUsage = 2,         // bad flags or configuration
+  kInputError = 3,    // the input data is unusable
+  kIoError = 4,       // reading or writing files failed
+  kCommError = 5,     // communication failed
+  kFault = 6,         // a rank died or a timeout fired
+};
+
+// Each returns the callback to run when its subcommand was chosen.
+std::function<int()> add_bench_kernel(CLI::App& bench);
+std::function<int()> add_selfcheck(CLI::App& app);
+
+}  // namespace ringattn::cli

@@ -1,0 +1,69 @@
+// ringattn: the command users run. Parses argv with CLI11, runs one subcommand,
+// and turns library errors (ringattn::Error) into one line and an exit code.
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "cli/commands.hpp"
+#include "core/cpu.hpp"
+#include "core/error.hpp"
+#include "core/version.hpp"
+#include "kernel/tile_gemm.hpp"
+
+namespace {
+
+int exit_code_for(ringattn::ErrorClass c) {
+  using ringattn::ErrorClass;
+  using namespace ringattn::cli;
+  switch (c) {
+    case ErrorClass::usage: return kUsage;
+    case ErrorClass::input: return kInputError;
+    case ErrorClass::io: return kIoError;
+    case ErrorClass::comm: return kCommError;
+    case ErrorClass::fault: return kFault;
+    case ErrorClass::internal: return kFailure;
+  }
+  return kFailure;
+}
+
+std::string version_text() {
+  return std::string("ringattn ") + ringattn::kVersion + " (vector ISA " + ringattn::vector_isa() +
+         ", tile GEMM " + ringattn::tile_gemm_target() + ")";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "ringattn: exact attention over sequences split across MPI ranks.\n"
+      "Exit codes: 0 ok, 1 check failed or internal error, 2 usage, 3 input data,\n"
+      "4 I/O, 5 communication, 6 fault.",
+      "ringattn"};
+  app.set_version_flag("--version", version_text);
+  app.require_subcommand(1);
+
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (kernel)");
+  bench->require_subcommand(1);
+  auto run_bench_kernel = ringattn::cli::add_bench_kernel(*bench);
+  auto run_selfcheck = ringattn::cli::add_selfcheck(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : ringattn::cli::kUsage;
+  }
+
+  try {
+    if (bench->got_subcommand("kernel")) return run_bench_kernel();
+    if (app.got_subcommand("selfcheck")) return run_selfcheck();
+  } catch (const ringattn::Error& e) {
+    std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(e.error_class()),
+                 e.what());
+    return exit_code_for(e.error_class());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ringattn: internal error: %s\n", e.what());
+    return ringattn::cli::kFailure;
+  }
+  return ringattn::cli::kUsage;
+}

@@ -1,0 +1,62 @@
+// Run-time CPU feature detection and the default thread count per rank.
+#include "core/cpu.hpp"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
+namespace ringattn {
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = [] {
+    CpuFeatures c;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    c.fma = __builtin_cpu_supports("fma");
+    c.avx2 = __builtin_cpu_supports("avx2");
+    c.avx512f = __builtin_cpu_supports("avx512f");
+    c.avx512bw = __builtin_cpu_supports("avx512bw");
+    c.avx512vl = __builtin_cpu_supports("avx512vl");
+    c.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
+    // gcc 12 has no "f16c" name for __builtin_cpu_supports; AVX2 parts all have it.
+    c.f16c = c.avx2;
+#endif
+    return c;
+  }();
+  return f;
+}
+
+std::string vector_isa() {
+  const auto& c = cpu_features();
+  if (c.avx512f && c.avx512bw && c.avx512vl) return "avx512";
+  if (c.avx2 && c.fma) return "avx2";
+  return "generic";
+}
+
+int affinity_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+int default_threads() {
+  const int cores = affinity_cores();
+  const int online = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  // A launcher that binds each rank to its own cores already gave us our share.
+  if (cores < online) return cores;
+  int local = 1;
+  for (const char* var :
+       {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    if (const char* s = std::getenv(var)) {
+      local = std::max(1, std::atoi(s));
+      break;
+    }
+  }
+  return std::max(1, cores / local);
+}
+
+}  // namespace ringattn

@@ -1,0 +1,33 @@
+// What this CPU can do (checked at run time, so one binary serves CPUs with and
+// without AVX-512) and how many threads a rank may use.
+#pragma once
+
+#include <string>
+
+namespace ringattn {
+
+struct CpuFeatures {
+  bool fma = false;
+  bool avx2 = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bw = false;
+  bool avx512vl = false;
+  bool avx512_bf16 = false;
+};
+
+const CpuFeatures& cpu_features();
+
+// The widest vector ISA the kernels use here: "avx512", "avx2" or "generic".
+std::string vector_isa();
+
+// Cores this process may run on (its affinity mask), divided among the ranks
+// that share the node according to the launcher (OMPI_COMM_WORLD_LOCAL_SIZE,
+// MPI_LOCALNRANKS, SLURM_NTASKS_PER_NODE) unless the mask already is per rank.
+// At least 1. Several ranks on one node therefore never oversubscribe it.
+int default_threads();
+
+// Cores in this process's affinity mask.
+int affinity_cores();
+
+}  // namespace ringattn

@@ -1,0 +1,100 @@
+// Errors for the whole library, and the one set of check macros every layer
+// uses (MPI, HDF5, CUDA, NCCL and plain conditions). Library code throws
+// ringattn::Error; only the CLI turns it into a message and an exit code.
+//
+// The macros only name library calls inside their bodies, so this header
+// includes none of mpi.h, hdf5.h, cuda_runtime.h or nccl.h: a file that uses
+// RA_MPI_CHECK already includes mpi.h.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace ringattn {
+
+// What went wrong, in the classes the exit codes distinguish (see cli).
+enum class ErrorClass {
+  usage,     // bad flags or configuration
+  input,     // the input data is unusable
+  io,        // reading or writing files failed
+  comm,      // MPI / NCCL communication failed
+  fault,     // a rank died, a timeout fired
+  internal,  // a bug: an invariant did not hold
+};
+
+const char* error_class_name(ErrorClass c);
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorClass cls, const std::string& what) : std::runtime_error(what), cls_(cls) {}
+  ErrorClass error_class() const { return cls_; }
+
+ private:
+  ErrorClass cls_;
+};
+
+namespace detail {
+// "host:rank" as far as the environment tells it (no MPI call: core knows no MPI).
+std::string where_am_i();
+[[noreturn]] void throw_error(ErrorClass cls, const char* file, int line, const std::string& msg);
+
+template <class... Args>
+std::string concat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+}  // namespace detail
+
+}  // namespace ringattn
+
+// Throw an Error of class CLS with a message built from the remaining args when
+// COND is false. Use for input validation and invariants alike.
+#define RA_CHECK(cond, cls, ...)                                                       \
+  do {                                                                                 \
+    if (!(cond))                                                                       \
+      ::ringattn::detail::throw_error(::ringattn::ErrorClass::cls, __FILE__, __LINE__, \
+                                      ::ringattn::detail::concat(__VA_ARGS__));        \
+  } while (0)
+
+#define RA_MPI_CHECK(call)                                                               \
+  do {                                                                                   \
+    int ra_rc_ = (call);                                                                 \
+    if (ra_rc_ != MPI_SUCCESS) {                                                         \
+      char ra_msg_[MPI_MAX_ERROR_STRING];                                                \
+      int ra_len_ = 0;                                                                   \
+      MPI_Error_string(ra_rc_, ra_msg_, &ra_len_);                                       \
+      ::ringattn::detail::throw_error(::ringattn::ErrorClass::comm, __FILE__, __LINE__,  \
+                                      ::ringattn::detail::concat(#call, ": ", ra_msg_)); \
+    }                                                                                    \
+  } while (0)
+
+// HDF5 calls return a negative value on failure; the error stack was printed or
+// captured by the caller's H5E settings.
+#define RA_H5_CHECK(call)                                                             \
+  ([&]() {                                                                            \
+    auto ra_rc_ = (call);                                                             \
+    if (ra_rc_ < 0)                                                                   \
+      ::ringattn::detail::throw_error(::ringattn::ErrorClass::io, __FILE__, __LINE__, \
+                                      ::ringattn::detail::concat(#call, " failed"));  \
+    return ra_rc_;                                                                    \
+  }())
+
+#define RA_CUDA_CHECK(call)                                                     \
+  do {                                                                          \
+    cudaError_t ra_rc_ = (call);                                                \
+    if (ra_rc_ != cudaSuccess)                                                  \
+      ::ringattn::detail::throw_error(                                          \
+          ::ringattn::ErrorClass::fault, __FILE__, __LINE__,                    \
+          ::ringattn::detail::concat(#call, ": ", cudaGetErrorString(ra_rc_))); \
+  } while (0)
+
+#define RA_NCCL_CHECK(call)                                                     \
+  do {                                                                          \
+    ncclResult_t ra_rc_ = (call);                                               \
+    if (ra_rc_ != ncclSuccess)                                                  \
+      ::ringattn::detail::throw_error(                                          \
+          ::ringattn::ErrorClass::comm, __FILE__, __LINE__,                     \
+          ::ringattn::detail::concat(#call, ": ", ncclGetErrorString(ra_rc_))); \
+  } while (0)

@@ -1,0 +1,140 @@
+// FMA peak microbenchmark. The loop bodies are intrinsics in functions with
+// their own target attribute, so the binary runs on any x86-64 and measures
+// the widest unit present. The accumulators feed a result that is returned,
+// and the multiplier comes from a volatile, so nothing can be folded away.
+#include "core/fma_peak.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "core/cpu.hpp"
+#include "core/timer.hpp"
+
+namespace ringattn {
+namespace {
+
+volatile float g_mul = 0.9999f;
+volatile float g_add = 0.0001f;
+
+constexpr long kInner = 1 << 16;
+
+#define RA_FMA12(FMA)   \
+  a0 = FMA(a0, b, c);   \
+  a1 = FMA(a1, b, c);   \
+  a2 = FMA(a2, b, c);   \
+  a3 = FMA(a3, b, c);   \
+  a4 = FMA(a4, b, c);   \
+  a5 = FMA(a5, b, c);   \
+  a6 = FMA(a6, b, c);   \
+  a7 = FMA(a7, b, c);   \
+  a8 = FMA(a8, b, c);   \
+  a9 = FMA(a9, b, c);   \
+  a10 = FMA(a10, b, c); \
+  a11 = FMA(a11, b, c);
+
+// Returns flops done; runs whole blocks of kInner iterations until `seconds`.
+__attribute__((target("avx512f"), noinline)) double fma_loop_avx512(double seconds, float* sink) {
+  const __m512 b = _mm512_set1_ps(g_mul), c = _mm512_set1_ps(g_add);
+  __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2),
+         a3 = _mm512_set1_ps(3), a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5),
+         a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7), a8 = _mm512_set1_ps(8),
+         a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
+  Timer t;
+  long blocks = 0;
+  do {
+    for (long i = 0; i < kInner; ++i) {
+      RA_FMA12(_mm512_fmadd_ps)
+    }
+    ++blocks;
+  } while (t.seconds() < seconds);
+  __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                           _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+  s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+  alignas(64) float r[16];
+  _mm512_store_ps(r, s);
+  float total = 0;
+  for (float x : r) total += x;
+  *sink = total;
+  return static_cast<double>(blocks) * kInner * 12 * 32;
+}
+
+__attribute__((target("avx2,fma"), noinline)) double fma_loop_avx2(double seconds, float* sink) {
+  const __m256 b = _mm256_set1_ps(g_mul), c = _mm256_set1_ps(g_add);
+  __m256 a0 = _mm256_set1_ps(0), a1 = _mm256_set1_ps(1), a2 = _mm256_set1_ps(2),
+         a3 = _mm256_set1_ps(3), a4 = _mm256_set1_ps(4), a5 = _mm256_set1_ps(5),
+         a6 = _mm256_set1_ps(6), a7 = _mm256_set1_ps(7), a8 = _mm256_set1_ps(8),
+         a9 = _mm256_set1_ps(9), a10 = _mm256_set1_ps(10), a11 = _mm256_set1_ps(11);
+  Timer t;
+  long blocks = 0;
+  do {
+    for (long i = 0; i < kInner; ++i) {
+      RA_FMA12(_mm256_fmadd_ps)
+    }
+    ++blocks;
+  } while (t.seconds() < seconds);
+  __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                           _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
+  s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
+  alignas(32) float r[8];
+  _mm256_store_ps(r, s);
+  *sink = r[0] + r[1] + r[2] + r[3] + r[4] + r[5] + r[6] + r[7];
+  return static_cast<double>(blocks) * kInner * 12 * 16;
+}
+
+// No FMA unit: a multiply-add on SSE lanes, counted as 2 flops a lane.
+__attribute__((noinline)) double fma_loop_generic(double seconds, float* sink) {
+  const __m128 b = _mm_set1_ps(g_mul), c = _mm_set1_ps(g_add);
+  auto fma = [](__m128 a, __m128 x, __m128 y) { return _mm_add_ps(_mm_mul_ps(a, x), y); };
+  __m128 a0 = _mm_set1_ps(0), a1 = _mm_set1_ps(1), a2 = _mm_set1_ps(2), a3 = _mm_set1_ps(3),
+         a4 = _mm_set1_ps(4), a5 = _mm_set1_ps(5), a6 = _mm_set1_ps(6), a7 = _mm_set1_ps(7),
+         a8 = _mm_set1_ps(8), a9 = _mm_set1_ps(9), a10 = _mm_set1_ps(10), a11 = _mm_set1_ps(11);
+  Timer t;
+  long blocks = 0;
+  do {
+    for (long i = 0; i < kInner; ++i) {
+      RA_FMA12(fma)
+    }
+    ++blocks;
+  } while (t.seconds() < seconds);
+  __m128 s = _mm_add_ps(_mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3)),
+                        _mm_add_ps(_mm_add_ps(a4, a5), _mm_add_ps(a6, a7)));
+  s = _mm_add_ps(s, _mm_add_ps(_mm_add_ps(a8, a9), _mm_add_ps(a10, a11)));
+  alignas(16) float r[4];
+  _mm_store_ps(r, s);
+  *sink = r[0] + r[1] + r[2] + r[3];
+  return static_cast<double>(blocks) * kInner * 12 * 8;
+}
+
+}  // namespace
+
+FmaPeak measure_fma_peak(int threads, double seconds) {
+  threads = std::max(1, threads);
+  FmaPeak out;
+  out.threads = threads;
+  out.isa = vector_isa();
+  auto loop = out.isa == "avx512" ? fma_loop_avx512
+              : out.isa == "avx2" ? fma_loop_avx2
+                                  : fma_loop_generic;
+  std::vector<double> flops(threads), secs(threads);
+  std::vector<float> sink(threads);
+  auto body = [&](int i) {
+    loop(0.02, &sink[i]);  // warm up: clocks and the vector unit's power state
+    Timer t;
+    flops[i] = loop(seconds, &sink[i]);
+    secs[i] = t.seconds();
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back(body, i);
+  body(0);
+  for (auto& th : pool) th.join();
+  for (int i = 0; i < threads; ++i) out.gflops += flops[i] / secs[i] / 1e9;
+  // Keep the sinks observable.
+  volatile float keep = 0;
+  for (float s : sink) keep = keep + s;
+  return out;
+}
+
+}  // namespace ringattn

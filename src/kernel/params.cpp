@@ -1,0 +1,62 @@
+// AttnParams helpers: dense strides, the default scale, validation.
+#include "kernel/params.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.hpp"
+
+namespace ringattn {
+
+const char* compute_type_name(ComputeType c) {
+  return c == ComputeType::f32 ? "f32" : "bf16";
+}
+
+ComputeType parse_compute_type(const char* s) {
+  if (std::strcmp(s, "f32") == 0) return ComputeType::f32;
+  if (std::strcmp(s, "bf16") == 0) return ComputeType::bf16;
+  RA_CHECK(false, usage, "unknown compute type '", s, "' (expected f32 or bf16)");
+}
+
+AttnParams AttnParams::dense(const void* q, const void* k, const void* v, DType dtype,
+                             std::int64_t batch, std::int64_t heads_q, std::int64_t heads_kv,
+                             std::int64_t n_q, std::int64_t n_kv, std::int64_t head_dim) {
+  AttnParams p;
+  p.q = {q, heads_q * n_q * head_dim, n_q * head_dim, head_dim};
+  p.k = {k, heads_kv * n_kv * head_dim, n_kv * head_dim, head_dim};
+  p.v = {v, heads_kv * n_kv * head_dim, n_kv * head_dim, head_dim};
+  p.dtype = dtype;
+  p.batch = batch;
+  p.heads_q = heads_q;
+  p.heads_kv = heads_kv;
+  p.n_q = n_q;
+  p.n_kv = n_kv;
+  p.head_dim = head_dim;
+  return p;
+}
+
+float AttnParams::effective_scale() const {
+  return scale != 0.0f ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+}
+
+void AttnParams::validate() const {
+  RA_CHECK(batch >= 1, usage, "batch must be >= 1, got ", batch);
+  RA_CHECK(heads_q >= 1 && heads_kv >= 1, usage, "head counts must be >= 1, got q ", heads_q,
+           ", kv ", heads_kv);
+  RA_CHECK(heads_q % heads_kv == 0, usage, "query heads (", heads_q,
+           ") must be a multiple of key/value heads (", heads_kv, ")");
+  RA_CHECK(n_q >= 0 && n_kv >= 0, usage, "negative length: n_q ", n_q, ", n_kv ", n_kv);
+  RA_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, usage, "head dim ", head_dim,
+           " outside the kernel's range 1..", kMaxHeadDim);
+  RA_CHECK(std::isfinite(scale), usage, "softmax scale must be finite");
+  RA_CHECK(threads >= 1, usage, "threads must be >= 1, got ", threads);
+  RA_CHECK(q_pos.empty() || q_pos.size() == n_q, usage, "query positions cover ", q_pos.size(),
+           " rows, the block has ", n_q);
+  RA_CHECK(k_pos.empty() || k_pos.size() == n_kv, usage, "key positions cover ", k_pos.size(),
+           " rows, the block has ", n_kv);
+  if (n_q > 0) RA_CHECK(q.data != nullptr, usage, "query pointer is null");
+  if (n_kv > 0)
+    RA_CHECK(k.data != nullptr && v.data != nullptr, usage, "key/value pointer is null");
+}
+
+}  // namespace ringattn

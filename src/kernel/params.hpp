@@ -1,0 +1,66 @@
+// The one description of a local attention problem that the CPU kernel (and
+// later the CUDA kernel) reads: pointers, strides, sizes, scale, causal flag,
+// global positions. Filled once by the caller, passed whole.
+//
+// Layout per tensor is (batch, head, row, dim) with arbitrary element strides
+// for the first three and unit stride along dim. Query head h reads key/value
+// head h / (heads_q / heads_kv) (grouped-query attention, K/V never expanded).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.hpp"
+#include "kernel/positions.hpp"
+
+namespace ringattn {
+
+// How the tile products are computed.
+enum class ComputeType {
+  f32,   // fp32 products, fp32 accumulation (default)
+  bf16,  // Q, K, P and V rounded to bf16 before the products, fp32 accumulation
+};
+const char* compute_type_name(ComputeType c);
+ComputeType parse_compute_type(const char* s);
+
+struct TensorRef {
+  const void* data = nullptr;
+  std::int64_t batch_stride = 0;  // elements between batches
+  std::int64_t head_stride = 0;   // elements between heads
+  std::int64_t row_stride = 0;    // elements between rows (tokens)
+};
+
+struct AttnParams {
+  TensorRef q;               // (batch, heads_q, n_q, head_dim)
+  TensorRef k;               // (batch, heads_kv, n_kv, head_dim)
+  TensorRef v;               // (batch, heads_kv, n_kv, head_dim)
+  DType dtype = DType::f32;  // storage type of q, k and v
+
+  std::int64_t batch = 1;
+  std::int64_t heads_q = 1;
+  std::int64_t heads_kv = 1;  // divides heads_q
+  std::int64_t n_q = 0;       // query rows in this block (may be 0)
+  std::int64_t n_kv = 0;      // key/value rows in this block (may differ from n_q)
+  std::int64_t head_dim = 0;  // 1 .. kMaxHeadDim
+
+  float scale = 0;  // softmax scale; 0 means 1/sqrt(head_dim)
+  bool causal = false;
+  // Global positions of the query and key rows; empty means 0, 1, 2, ...
+  Positions q_pos;  // size n_q when set
+  Positions k_pos;  // size n_kv when set
+
+  ComputeType compute = ComputeType::f32;
+  int threads = 1;  // threads this call may use (>= 1)
+
+  // Dense (B, H, N, D) tensors with the given sizes: strides filled in.
+  static AttnParams dense(const void* q, const void* k, const void* v, DType dtype,
+                          std::int64_t batch, std::int64_t heads_q, std::int64_t heads_kv,
+                          std::int64_t n_q, std::int64_t n_kv, std::int64_t head_dim);
+
+  float effective_scale() const;
+  // Throws Error(usage) naming the first inconsistent field.
+  void validate() const;
+};
+
+constexpr std::int64_t kMaxHeadDim = 256;
+
+}  // namespace ringattn

@@ -1,0 +1,37 @@
+// Row -> global position maps for blocks made of strided segments.
+#include "kernel/positions.hpp"
+
+#include "core/error.hpp"
+
+namespace ringattn {
+
+Positions& Positions::append(PositionSegment s) {
+  RA_CHECK(s.count >= 0, internal, "position segment with negative count ", s.count);
+  RA_CHECK(s.stride > 0, internal, "position segment stride must be > 0, got ", s.stride);
+  if (s.count == 0) return *this;
+  segments_.push_back(s);
+  size_ += s.count;
+  return *this;
+}
+
+std::int64_t Positions::operator[](std::int64_t i) const {
+  for (const auto& s : segments_) {
+    if (i < s.count) return s.first + i * s.stride;
+    i -= s.count;
+  }
+  RA_CHECK(false, internal, "row ", i, " beyond the positions' ", size_, " rows");
+}
+
+void Positions::fill(std::int64_t begin, std::int64_t n, std::int64_t* out) const {
+  RA_CHECK(begin >= 0 && n >= 0 && begin + n <= size_, internal, "rows [", begin, ", ", begin + n,
+           ") beyond the positions' ", size_, " rows");
+  std::int64_t base = 0;
+  for (const auto& s : segments_) {
+    for (; n > 0 && begin < base + s.count; ++begin, --n, ++out)
+      *out = s.first + (begin - base) * s.stride;
+    base += s.count;
+    if (n == 0) return;
+  }
+}
+
+}  // namespace ringattn

@@ -1,0 +1,91 @@
+// The float64 reference (two passes per row: max, then weighted sum).
+#include "kernel/reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/error.hpp"
+
+namespace ringattn {
+
+void reference_attention(const AttnParams& p, double* o, double* lse) {
+  p.validate();
+  const std::int64_t D = p.head_dim, group = p.heads_q / p.heads_kv;
+  const double scale = p.effective_scale();
+  std::vector<double> s(static_cast<std::size_t>(p.n_kv)), q(static_cast<std::size_t>(D));
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t h = 0; h < p.heads_q; ++h) {
+      const std::int64_t hk = h / group;
+      for (std::int64_t i = 0; i < p.n_q; ++i) {
+        const std::int64_t qpos = p.q_pos.empty() ? i : p.q_pos[i];
+        const std::int64_t qoff = b * p.q.batch_stride + h * p.q.head_stride + i * p.q.row_stride;
+        for (std::int64_t d = 0; d < D; ++d) q[d] = element_f32(p.q.data, p.dtype, qoff + d);
+        double mx = -std::numeric_limits<double>::infinity();
+        for (std::int64_t j = 0; j < p.n_kv; ++j) {
+          const std::int64_t kpos = p.k_pos.empty() ? j : p.k_pos[j];
+          if (p.causal && kpos > qpos) {
+            s[j] = -std::numeric_limits<double>::infinity();
+            continue;
+          }
+          const std::int64_t koff =
+              b * p.k.batch_stride + hk * p.k.head_stride + j * p.k.row_stride;
+          double dot = 0;
+          for (std::int64_t d = 0; d < D; ++d)
+            dot += q[d] * static_cast<double>(element_f32(p.k.data, p.dtype, koff + d));
+          s[j] = dot * scale;
+          if (s[j] > mx) mx = s[j];
+        }
+        double* orow = o + ((b * p.heads_q + h) * p.n_q + i) * D;
+        for (std::int64_t d = 0; d < D; ++d) orow[d] = 0;
+        double l = 0;
+        if (mx != -std::numeric_limits<double>::infinity()) {
+          for (std::int64_t j = 0; j < p.n_kv; ++j) {
+            if (s[j] == -std::numeric_limits<double>::infinity()) continue;
+            const double w = std::exp(s[j] - mx);
+            l += w;
+            const std::int64_t voff =
+                b * p.v.batch_stride + hk * p.v.head_stride + j * p.v.row_stride;
+            for (std::int64_t d = 0; d < D; ++d)
+              orow[d] += w * static_cast<double>(element_f32(p.v.data, p.dtype, voff + d));
+          }
+          for (std::int64_t d = 0; d < D; ++d) orow[d] /= l;
+        }
+        if (lse)
+          lse[(b * p.heads_q + h) * p.n_q + i] =
+              l > 0 ? mx + std::log(l) : -std::numeric_limits<double>::infinity();
+      }
+    }
+}
+
+}  // namespace ringattn
+
+namespace ringattn {
+
+Comparison compare_to_reference(const float* x, const double* ref, std::int64_t n) {
+  Comparison c;
+  for (std::int64_t i = 0; i < n; ++i)
+    if (std::isfinite(ref[i])) c.scale = std::max(c.scale, std::fabs(ref[i]));
+  c.scale = std::max(c.scale, 1e-30);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double xi = x[i], ri = ref[i];
+    double err;
+    if (std::isinf(ri) && xi == ri)
+      err = 0;
+    else if (!std::isfinite(xi) || !std::isfinite(ri))
+      err = std::numeric_limits<double>::infinity();
+    else
+      err = std::fabs(xi - ri);
+    if (err > c.max_abs_err || c.worst < 0) {
+      if (err > c.max_abs_err || c.worst < 0) c.worst = i;
+      c.max_abs_err = std::max(c.max_abs_err, err);
+      c.worst_value = xi;
+      c.worst_ref = ri;
+    }
+  }
+  c.rel_err = c.max_abs_err / c.scale;
+  return c;
+}
+
+}  // namespace ringattn

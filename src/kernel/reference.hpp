@@ -1,0 +1,32 @@
+// The float64 reference: attention computed the obvious way, row by row in
+// double, on the values as stored (f16/bf16 inputs widened exactly). Tests
+// compare the fused kernel and the ring with it.
+#pragma once
+
+#include <cstdint>
+
+#include "kernel/params.hpp"
+
+namespace ringattn {
+
+// o: (batch, heads_q, n_q, head_dim), lse: (batch, heads_q, n_q) or nullptr.
+// Fully masked rows: o = 0, lse = -inf. Ignores p.compute and p.threads.
+void reference_attention(const AttnParams& p, double* o, double* lse);
+
+}  // namespace ringattn
+
+namespace ringattn {
+
+// How far x is from ref: the largest |x - ref| against the output's scale
+// (the largest |ref|, at least 1e-30), and where. Non-finite x counts as
+// infinitely far; -inf in both (an lse of a fully masked row) counts as equal.
+struct Comparison {
+  double max_abs_err = 0;
+  double scale = 0;
+  double rel_err = 0;  // max_abs_err / scale
+  std::int64_t worst = -1;
+  double worst_value = 0, worst_ref = 0;
+};
+Comparison compare_to_reference(const float* x, const double* ref, std::int64_t n);
+
+}  // namespace ringattn

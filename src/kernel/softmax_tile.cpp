@@ -1,0 +1,216 @@
+// One portable source for the softmax step, instantiated per vector width and
+// compiled per ISA through target attributes on thin wrappers (the template
+// bodies are always_inline, so they take the wrapper's ISA). Nothing here
+// needs -ffast-math: -inf must survive, and reductions are written out.
+#include "kernel/softmax_tile.hpp"
+
+// Vector types pass between always_inline helpers of internal linkage only, so
+// the ABI note GCC gives for them (-Wpsabi) cannot matter here.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <cstring>
+
+#include "core/cpu.hpp"
+
+namespace ringattn {
+namespace {
+
+#define RA_INLINE inline __attribute__((always_inline))
+
+template <int W>
+struct Vec;
+template <>
+struct Vec<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef std::int32_t i __attribute__((vector_size(16)));
+};
+template <>
+struct Vec<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef std::int32_t i __attribute__((vector_size(32)));
+};
+template <>
+struct Vec<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef std::int32_t i __attribute__((vector_size(64)));
+};
+
+template <class VF>
+RA_INLINE VF splat(float x) {
+  VF v;
+  for (unsigned i = 0; i < sizeof(VF) / sizeof(float); ++i) v[i] = x;
+  return v;
+}
+
+template <class VF>
+RA_INLINE VF loadv(const float* p) {
+  VF v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <class VF>
+RA_INLINE void storev(float* p, const VF& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// 2^x: round-to-nearest range reduction (magic number: exact for |x| < 2^22),
+// degree-6 Taylor polynomial on [-1/2, 1/2] (relative error ~1e-7), exponent
+// built from bits. x < -126 (including -inf) gives exactly 0.
+template <int W>
+RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
+  using VF = typename Vec<W>::f;
+  using VI = typename Vec<W>::i;
+  const VF lo = splat<VF>(-127.0f), hi = splat<VF>(127.0f);
+  VF xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const VF magic = splat<VF>(12582912.0f);  // 1.5 · 2^23
+  const VF r = (xc + magic) - magic;
+  const VF f = xc - r;
+  VF p = splat<VF>(1.5403530393381608e-4f);
+  p = p * f + 1.3333558146428443e-3f;
+  p = p * f + 9.6181291076284772e-3f;
+  p = p * f + 5.5504108664821580e-2f;
+  p = p * f + 2.4022650695910071e-1f;
+  p = p * f + 6.9314718055994531e-1f;
+  p = p * f + 1.0f;
+  const VI n = __builtin_convertvector(r, VI);
+  VF scale;
+  const VI bits = (n + 127) << 23;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const VF out = p * scale;
+  return x < splat<VF>(-126.0f) ? splat<VF>(0.0f) : out;
+}
+
+template <int W>
+RA_INLINE float hmax(const typename Vec<W>::f& v) {
+  float m = v[0];
+  for (int i = 1; i < W; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+template <int W>
+RA_INLINE float hsum(const typename Vec<W>::f& v) {
+  float s = 0.0f;
+  for (int i = 0; i < W; ++i) s += v[i];
+  return s;
+}
+
+template <int W>
+RA_INLINE typename Vec<W>::f round_bf16v(const typename Vec<W>::f& x) {
+  using VF = typename Vec<W>::f;
+  using VI = typename Vec<W>::i;
+  VI u;
+  std::memcpy(&u, &x, sizeof u);
+  // Round to nearest even on the upper 16 bits (inputs here are finite, >= 0).
+  u = (u + (0x7fff + ((u >> 16) & 1))) & ~0xffff;
+  VF out;
+  std::memcpy(&out, &u, sizeof out);
+  return out;
+}
+
+template <int W>
+RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
+  using VF = typename Vec<W>::f;
+  const float ninf = -__builtin_inff();
+  for (int i = 0; i < t.rows; ++i) {
+    float* s = t.s + static_cast<long>(i) * t.bk;
+    VF vmax = splat<VF>(ninf);
+    for (int j = 0; j < t.bk; j += W) {
+      const VF x = loadv<VF>(s + j);
+      vmax = x > vmax ? x : vmax;
+    }
+    const float tile_max = hmax<W>(vmax);
+    const float m_old = t.m2[i];
+    const float m_new = tile_max > m_old ? tile_max : m_old;
+    if (m_new == ninf) {  // nothing visible yet: probabilities 0, state untouched
+      for (int j = 0; j < t.bk; j += W) storev(s + j, splat<VF>(0.0f));
+      continue;
+    }
+    const VF vm = splat<VF>(m_new);
+    VF vsum = splat<VF>(0.0f);
+    for (int j = 0; j < t.bk; j += W) {
+      VF p = exp2v<W>(loadv<VF>(s + j) - vm);
+      if (t.round_bf16) p = round_bf16v<W>(p);
+      vsum += p;
+      storev(s + j, p);
+    }
+    const float sum = hsum<W>(vsum);
+    if (m_new > m_old) {
+      // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
+      const float alpha = exp2v<W>(splat<VF>(m_old - m_new))[0];
+      t.l[i] = t.l[i] * alpha + sum;
+      float* a = t.acc + static_cast<long>(i) * t.head_dim;
+      for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
+      t.m2[i] = m_new;
+    } else {
+      t.l[i] += sum;
+    }
+  }
+}
+
+template <int W>
+RA_INLINE void exp2_array_impl(const float* x, float* out, int n) {
+  using VF = typename Vec<W>::f;
+  for (int i = 0; i < n; i += W) storev(out + i, exp2v<W>(loadv<VF>(x + i)));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_tile_avx512(
+    const SoftmaxTile& t) {
+  softmax_tile_impl<16>(t);
+}
+__attribute__((target("avx2,fma"))) void softmax_tile_avx2(const SoftmaxTile& t) {
+  softmax_tile_impl<8>(t);
+}
+void softmax_tile_generic(const SoftmaxTile& t) {
+  softmax_tile_impl<4>(t);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void exp2_avx512(const float* x,
+                                                                          float* out, int n) {
+  exp2_array_impl<16>(x, out, n);
+}
+__attribute__((target("avx2,fma"))) void exp2_avx2(const float* x, float* out, int n) {
+  exp2_array_impl<8>(x, out, n);
+}
+void exp2_generic(const float* x, float* out, int n) {
+  exp2_array_impl<4>(x, out, n);
+}
+
+}  // namespace
+
+void softmax_tile(const SoftmaxTile& t) {
+  static const auto impl = [] {
+    const std::string isa = vector_isa();
+    return isa == "avx512" ? softmax_tile_avx512
+           : isa == "avx2" ? softmax_tile_avx2
+                           : softmax_tile_generic;
+  }();
+  impl(t);
+}
+
+void exp2_array(const float* x, float* out, int n) {
+  const std::string isa = vector_isa();
+  if (isa == "avx512")
+    exp2_avx512(x, out, n);
+  else if (isa == "avx2")
+    exp2_avx2(x, out, n);
+  else
+    exp2_generic(x, out, n);
+}
+
+void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,
+               int k_valid, bool causal) {
+  const float ninf = -__builtin_inff();
+  for (int i = 0; i < rows; ++i) {
+    float* row = s + static_cast<long>(i) * bk;
+    for (int j = k_valid; j < bk; ++j) row[j] = ninf;
+    if (causal) {
+      const std::int64_t qp = q_pos[i];
+      for (int j = 0; j < k_valid; ++j)
+        if (k_pos[j] > qp) row[j] = ninf;
+    }
+  }
+}
+
+}  // namespace ringattn

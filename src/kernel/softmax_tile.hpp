@@ -1,0 +1,35 @@
+// The softmax step of the fused kernel on one score tile, as in DESIGN.md:
+// for each row, grow the running max, rescale l and acc by exp(m_old - m_new)
+// only when the max grew, turn scores into probabilities and add them to l.
+// Scores here are base 2 (the query was scaled by scale·log2 e).
+//
+// Compiled for AVX-512, AVX2 and a generic target from one portable source
+// (GCC vector extensions), picked at run time.
+#pragma once
+
+#include <cstdint>
+
+namespace ringattn {
+
+struct SoftmaxTile {
+  float* s;    // (rows, bk) scores in, probabilities out; row stride bk
+  int rows;    // rows to update
+  int bk;      // columns; a multiple of 16
+  float* m2;   // (rows) running max, base 2
+  float* l;    // (rows) running sum
+  float* acc;  // (rows, head_dim) running output, row stride head_dim
+  int head_dim;
+  bool round_bf16;  // round probabilities to bf16 (bf16 compute path)
+};
+
+void softmax_tile(const SoftmaxTile& t);
+
+// Masks scores the causal rule or the block's end hides: s[i][j] = -inf when
+// causal and k_pos[j] > q_pos[i], or when j >= k_valid. s: (rows, bk).
+void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,
+               int k_valid, bool causal);
+
+// Vector exp2 for tests: out[i] = 2^x[i] (0 below 2^-126), n a multiple of 16.
+void exp2_array(const float* x, float* out, int n);
+
+}  // namespace ringattn

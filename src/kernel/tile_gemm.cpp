@@ -1,0 +1,49 @@
+// libxsmm dispatch for the tile products, with a portable fallback.
+#include "kernel/tile_gemm.hpp"
+
+#include <libxsmm.h>
+
+#include <mutex>
+
+namespace ringattn {
+namespace {
+void init_libxsmm() {
+  static std::once_flag once;
+  std::call_once(once, [] { libxsmm_init(); });
+}
+}  // namespace
+
+TileGemm::TileGemm(int m, int n, int k, int lda, int ldb, int ldc, bool accumulate)
+    : m_(m), n_(n), k_(k), lda_(lda), ldb_(ldb), ldc_(ldc), accumulate_(accumulate) {
+  init_libxsmm();
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const int flags = accumulate ? 0 : LIBXSMM_GEMM_FLAG_BETA_0;
+  const libxsmm_blasint lm = m, ln = n, lk = k, la = lda, lb = ldb, lc = ldc;
+  libxsmm_smmfunction f =
+      libxsmm_smmdispatch(lm, ln, lk, &la, &lb, &lc, &alpha, &beta, &flags, nullptr);
+  fn_ = reinterpret_cast<void (*)(const float*, const float*, float*)>(f);
+}
+
+void TileGemm::operator()(const float* a, const float* b, float* c) const {
+  if (fn_) {
+    fn_(a, b, c);
+    return;
+  }
+  for (int j = 0; j < n_; ++j) {
+    float* cj = c + static_cast<long>(j) * ldc_;
+    if (!accumulate_)
+      for (int i = 0; i < m_; ++i) cj[i] = 0.0f;
+    for (int p = 0; p < k_; ++p) {
+      const float bpj = b[static_cast<long>(j) * ldb_ + p];
+      const float* ap = a + static_cast<long>(p) * lda_;
+      for (int i = 0; i < m_; ++i) cj[i] += ap[i] * bpj;
+    }
+  }
+}
+
+const char* tile_gemm_target() {
+  init_libxsmm();
+  return libxsmm_get_target_arch();
+}
+
+}  // namespace ringattn
