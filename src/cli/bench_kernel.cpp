@@ -1,8 +1,8 @@
 // `ringattn bench kernel`: times the fused CPU kernel on a seeded problem and
 // judges it against the machine's FMA peak measured in the same run.
 #include <algorithm>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -118,13 +118,21 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       "machine's fp32 FMA peak, measured in the same run. flops = 4*N*N_kv*D*H*B (causal: "
       "visible pairs only, about half).");
   c->add_option("--n", opts->n, "Query tokens")->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--n-kv", opts->n_kv, "Key/value tokens (default: --n; differs for cross-attention)")
+  c->add_option("--n-kv", opts->n_kv,
+                "Key/value tokens (default: --n; differs for cross-attention)")
       ->check(CLI::PositiveNumber);
-  c->add_option("--d", opts->d, "Head dim (1..256)")->capture_default_str()->check(CLI::Range(1, 256));
-  c->add_option("--heads", opts->heads, "Query heads")->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--kv-heads", opts->kv_heads, "Key/value heads, dividing --heads (default: --heads)")
+  c->add_option("--d", opts->d, "Head dim (1..256)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  c->add_option("--heads", opts->heads, "Query heads")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--batch", opts->batch, "Batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--kv-heads", opts->kv_heads,
+                "Key/value heads, dividing --heads (default: --heads)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--batch", opts->batch, "Batch size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   c->add_option("--dtype", opts->dtype, "Storage type of Q, K, V")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
@@ -139,7 +147,9 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
   c->add_option("--reps", opts->reps, "Timed runs (the median is reported)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--warmup", opts->warmup, "Untimed runs first")->capture_default_str()->check(CLI::NonNegativeNumber);
+  c->add_option("--warmup", opts->warmup, "Untimed runs first")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--seed", opts->seed, "Seed of the synthetic Q, K, V")->capture_default_str();
   c->add_flag("--causal", opts->causal, "Causal masking (key j visible to query i when j <= i)");
   c->add_flag("--json", opts->json, "Print one JSON object instead of text");

@@ -11,12 +11,12 @@ namespace ringattn::cli {
 // Exit codes (documented in --help and README).
 enum ExitCode : int {
   kOk = 0,
-  kFailure = 1,       // a check failed (selfcheck beyond tolerance) or an internal error
-  kUsage = 2,         // bad flags or configuration
-  kInputError = 3,    // the input data is unusable
-  kIoError = 4,       // reading or writing files failed
-  kCommError = 5,     // communication failed
-  kFault = 6,         // a rank died or a timeout fired
+  kFailure = 1,     // a check failed (selfcheck beyond tolerance) or an internal error
+  kUsage = 2,       // bad flags or configuration
+  kInputError = 3,  // the input data is unusable
+  kIoError = 4,     // reading or writing files failed
+  kCommError = 5,   // communication failed
+  kFault = 6,       // a rank died or a timeout fired
 };
 
 // Each returns the callback to run when its subcommand was chosen.

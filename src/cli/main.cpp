@@ -16,12 +16,18 @@ int exit_code_for(ringattn::ErrorClass c) {
   using ringattn::ErrorClass;
   using namespace ringattn::cli;
   switch (c) {
-    case ErrorClass::usage: return kUsage;
-    case ErrorClass::input: return kInputError;
-    case ErrorClass::io: return kIoError;
-    case ErrorClass::comm: return kCommError;
-    case ErrorClass::fault: return kFault;
-    case ErrorClass::internal: return kFailure;
+    case ErrorClass::usage:
+      return kUsage;
+    case ErrorClass::input:
+      return kInputError;
+    case ErrorClass::io:
+      return kIoError;
+    case ErrorClass::comm:
+      return kCommError;
+    case ErrorClass::fault:
+      return kFault;
+    case ErrorClass::internal:
+      return kFailure;
   }
   return kFailure;
 }

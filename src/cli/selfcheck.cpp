@@ -52,8 +52,8 @@ int run(int threads) {
     fill_seeded(q.data(), c.dtype, qn, 11, 0, 2.0f);
     fill_seeded(k.data(), c.dtype, kn, 12, 0, 2.0f);
     fill_seeded(v.data(), c.dtype, kn, 13);
-    AttnParams p = AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, 1, c.hq, c.hkv, c.nq,
-                                     c.nkv, c.d);
+    AttnParams p =
+        AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, 1, c.hq, c.hkv, c.nq, c.nkv, c.d);
     p.causal = c.causal;
     p.compute = c.compute;
     p.q_pos = c.q_pos;
@@ -65,15 +65,16 @@ int run(int threads) {
     attention_forward(p, o.data(), lse.data());
     reference_attention(p, ro.data(), rlse.data());
     const Comparison co = compare_to_reference(o.data(), ro.data(), static_cast<std::int64_t>(qn));
-    const Comparison cl = compare_to_reference(lse.data(), rlse.data(), static_cast<std::int64_t>(rows));
+    const Comparison cl =
+        compare_to_reference(lse.data(), rlse.data(), static_cast<std::int64_t>(rows));
     const bool ok = co.rel_err <= c.tol && cl.max_abs_err <= c.tol * std::max(1.0, cl.scale);
     failures += !ok;
     std::printf("%-20s o err %.2e  lse err %.2e  (tolerance %.0e)  %s\n", c.name, co.rel_err,
                 cl.max_abs_err / std::max(1.0, cl.scale), c.tol, ok ? "ok" : "FAIL");
   }
   std::printf("selfcheck: %zu cases, %d failed (kernel: %s)\n", cases.size(), failures,
-              kernel_implementation(AttnParams::dense(nullptr, nullptr, nullptr, DType::f32, 1, 1,
-                                                      1, 1, 1, 128))
+              kernel_implementation(
+                  AttnParams::dense(nullptr, nullptr, nullptr, DType::f32, 1, 1, 1, 1, 1, 128))
                   .c_str());
   return failures ? kFailure : kOk;
 }
@@ -82,9 +83,10 @@ int run(int threads) {
 
 std::function<int()> add_selfcheck(CLI::App& app) {
   auto threads = std::make_shared<int>(0);
-  CLI::App* c = app.add_subcommand(
-      "selfcheck", "Check the fused kernel against the float64 reference on small built-in "
-                   "problems (exit 1 if any is beyond tolerance)");
+  CLI::App* c =
+      app.add_subcommand("selfcheck",
+                         "Check the fused kernel against the float64 reference on small built-in "
+                         "problems (exit 1 if any is beyond tolerance)");
   c->add_option("--threads", *threads, "Threads (default: this rank's share of the cores)")
       ->check(CLI::PositiveNumber);
   return [threads] { return run(*threads); };

@@ -56,14 +56,19 @@ RA_INLINE void storev(float* p, const VF& v) {
 
 // 2^x: round-to-nearest range reduction (magic number: exact for |x| < 2^22),
 // degree-6 Taylor polynomial on [-1/2, 1/2] (relative error ~1e-7), exponent
-// built from bits. x < -126 (including -inf) gives exactly 0.
-template <int W>
+// built from bits. x < -126 (including -inf) gives exactly 0. kNonPositive
+// skips the upper clamp where the caller guarantees x <= 0 (scores minus
+// their running max).
+template <int W, bool kNonPositive = false>
 RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
   using VF = typename Vec<W>::f;
   using VI = typename Vec<W>::i;
-  const VF lo = splat<VF>(-127.0f), hi = splat<VF>(127.0f);
-  VF xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
+  const VF lo = splat<VF>(-127.0f);
+  VF xc = x > lo ? x : lo;  // one vmaxps, and -inf -> lo
+  if constexpr (!kNonPositive) {
+    const VF hi = splat<VF>(127.0f);
+    xc = xc > hi ? hi : xc;
+  }
   const VF magic = splat<VF>(12582912.0f);  // 1.5 · 2^23
   const VF r = (xc + magic) - magic;
   const VF f = xc - r;
@@ -82,18 +87,35 @@ RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
   return x < splat<VF>(-126.0f) ? splat<VF>(0.0f) : out;
 }
 
+// Horizontal max by halving with constant shuffles (log2 W steps).
 template <int W>
-RA_INLINE float hmax(const typename Vec<W>::f& v) {
-  float m = v[0];
-  for (int i = 1; i < W; ++i) m = v[i] > m ? v[i] : m;
-  return m;
-}
-
-template <int W>
-RA_INLINE float hsum(const typename Vec<W>::f& v) {
-  float s = 0.0f;
-  for (int i = 0; i < W; ++i) s += v[i];
-  return s;
+RA_INLINE float hmax(const typename Vec<W>::f& x) {
+  using VF = typename Vec<W>::f;
+  using VI = typename Vec<W>::i;
+  VF v = x;
+  if constexpr (W == 16) {
+    const VF w = __builtin_shuffle(v, VI{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    v = w > v ? w : v;
+  }
+  if constexpr (W >= 8) {
+    VI m;
+    for (int i = 0; i < W; ++i) m[i] = i ^ 4;
+    const VF w = __builtin_shuffle(v, m);
+    v = w > v ? w : v;
+  }
+  {
+    VI m;
+    for (int i = 0; i < W; ++i) m[i] = i ^ 2;
+    const VF w = __builtin_shuffle(v, m);
+    v = w > v ? w : v;
+  }
+  {
+    VI m;
+    for (int i = 0; i < W; ++i) m[i] = i ^ 1;
+    const VF w = __builtin_shuffle(v, m);
+    v = w > v ? w : v;
+  }
+  return v[0];
 }
 
 template <int W>
@@ -109,7 +131,7 @@ RA_INLINE typename Vec<W>::f round_bf16v(const typename Vec<W>::f& x) {
   return out;
 }
 
-template <int W>
+template <int W, bool kRoundBf16>
 RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
   using VF = typename Vec<W>::f;
   const float ninf = -__builtin_inff();
@@ -118,7 +140,7 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
     VF vmax = splat<VF>(ninf);
     for (int j = 0; j < t.bk; j += W) {
       const VF x = loadv<VF>(s + j);
-      vmax = x > vmax ? x : vmax;
+      vmax = x > vmax ? x : vmax;  // vmaxps
     }
     const float tile_max = hmax<W>(vmax);
     const float m_old = t.m2[i];
@@ -130,21 +152,22 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
     const VF vm = splat<VF>(m_new);
     VF vsum = splat<VF>(0.0f);
     for (int j = 0; j < t.bk; j += W) {
-      VF p = exp2v<W>(loadv<VF>(s + j) - vm);
-      if (t.round_bf16) p = round_bf16v<W>(p);
+      VF p = exp2v<W, true>(loadv<VF>(s + j) - vm);
+      if constexpr (kRoundBf16) p = round_bf16v<W>(p);
       vsum += p;
       storev(s + j, p);
     }
-    const float sum = hsum<W>(vsum);
+    float* l = t.l_lanes + static_cast<long>(i) * kLanes;
     if (m_new > m_old) {
       // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
-      const float alpha = exp2v<W>(splat<VF>(m_old - m_new))[0];
-      t.l[i] = t.l[i] * alpha + sum;
+      const VF valpha = exp2v<W>(splat<VF>(m_old - m_new));
+      const float alpha = valpha[0];
+      storev(l, loadv<VF>(l) * valpha + vsum);
       float* a = t.acc + static_cast<long>(i) * t.head_dim;
       for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
       t.m2[i] = m_new;
     } else {
-      t.l[i] += sum;
+      storev(l, loadv<VF>(l) + vsum);
     }
   }
 }
@@ -157,13 +180,13 @@ RA_INLINE void exp2_array_impl(const float* x, float* out, int n) {
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_tile_avx512(
     const SoftmaxTile& t) {
-  softmax_tile_impl<16>(t);
+  t.round_bf16 ? softmax_tile_impl<16, true>(t) : softmax_tile_impl<16, false>(t);
 }
 __attribute__((target("avx2,fma"))) void softmax_tile_avx2(const SoftmaxTile& t) {
-  softmax_tile_impl<8>(t);
+  t.round_bf16 ? softmax_tile_impl<8, true>(t) : softmax_tile_impl<8, false>(t);
 }
 void softmax_tile_generic(const SoftmaxTile& t) {
-  softmax_tile_impl<4>(t);
+  t.round_bf16 ? softmax_tile_impl<4, true>(t) : softmax_tile_impl<4, false>(t);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void exp2_avx512(const float* x,
@@ -197,6 +220,23 @@ void exp2_array(const float* x, float* out, int n) {
     exp2_avx2(x, out, n);
   else
     exp2_generic(x, out, n);
+}
+
+void spread_lanes(const float* l, int rows, float* l_lanes) {
+  for (int i = 0; i < rows; ++i) {
+    float* row = l_lanes + static_cast<long>(i) * kLanes;
+    row[0] = l[i];
+    for (int j = 1; j < kLanes; ++j) row[j] = 0.0f;
+  }
+}
+
+void sum_lanes(const float* l_lanes, int rows, float* l) {
+  for (int i = 0; i < rows; ++i) {
+    const float* row = l_lanes + static_cast<long>(i) * kLanes;
+    float s = 0.0f;
+    for (int j = 0; j < kLanes; ++j) s += row[j];
+    l[i] = s;
+  }
 }
 
 void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,

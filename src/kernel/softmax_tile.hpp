@@ -12,17 +12,25 @@
 namespace ringattn {
 
 struct SoftmaxTile {
-  float* s;    // (rows, bk) scores in, probabilities out; row stride bk
-  int rows;    // rows to update
-  int bk;      // columns; a multiple of 16
-  float* m2;   // (rows) running max, base 2
-  float* l;    // (rows) running sum
-  float* acc;  // (rows, head_dim) running output, row stride head_dim
+  float* s;        // (rows, bk) scores in, probabilities out; row stride bk
+  int rows;        // rows to update
+  int bk;          // columns; a multiple of 16
+  float* m2;       // (rows) running max, base 2
+  float* l_lanes;  // (rows, kLanes) running sum per vector lane: no tile needs a horizontal
+                   // sum; the row's l is the sum of its lanes (sum_lanes)
+  float* acc;      // (rows, head_dim) running output, row stride head_dim
   int head_dim;
   bool round_bf16;  // round probabilities to bf16 (bf16 compute path)
 };
 
 void softmax_tile(const SoftmaxTile& t);
+
+// Lanes per row of SoftmaxTile::l_lanes: the widest vector (16 floats).
+constexpr int kLanes = 16;
+// l_lanes rows from l: lane 0 = l[i], the others 0.
+void spread_lanes(const float* l, int rows, float* l_lanes);
+// l[i] = sum of row i's lanes.
+void sum_lanes(const float* l_lanes, int rows, float* l);
 
 // Masks scores the causal rule or the block's end hides: s[i][j] = -inf when
 // causal and k_pos[j] > q_pos[i], or when j >= k_valid. s: (rows, bk).
