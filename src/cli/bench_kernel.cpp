@@ -137,8 +137,9 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   c->add_option("--compute", opts->compute,
-                "Tile-product precision: f32, or bf16 (inputs and probabilities rounded to bf16, "
-                "fp32 accumulation)")
+                "Tile-product precision: f32, or bf16 (Q, K, V and probabilities rounded to "
+                "bf16, fp32 accumulation; the rounding is applied to fp32 products, so it shows "
+                "bf16 accuracy, not bf16 speed)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
   c->add_option("--threads", opts->threads,

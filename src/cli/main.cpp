@@ -8,6 +8,7 @@
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "core/version.hpp"
+#include "cuda/device.hpp"
 #include "kernel/tile_gemm.hpp"
 
 namespace {
@@ -33,8 +34,9 @@ int exit_code_for(ringattn::ErrorClass c) {
 }
 
 std::string version_text() {
-  return std::string("ringattn ") + ringattn::kVersion + " (vector ISA " + ringattn::vector_isa() +
-         ", tile GEMM " + ringattn::tile_gemm_target() + ")";
+  return std::string("ringattn ") + ringattn::kVersion + "\n  CPU : vector ISA " +
+         ringattn::vector_isa() + ", libxsmm target " + ringattn::tile_gemm_target() + ", " +
+         std::to_string(ringattn::affinity_cores()) + " cores\n  CUDA: " + ringattn::cuda_summary();
 }
 
 }  // namespace

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# README command (2): set everything up and run all tests. CI runs this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash launch/install_deps.sh
+bash launch/build.sh
+BUILD_DIR=${BUILD_DIR:-build}
+# Open MPI refuses to start as root unless told it is intended (CI runs as root).
+if [[ $(id -u) -eq 0 ]]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+cd "$BUILD_DIR"
+ctest --output-on-failure --timeout 900 "$@"
