@@ -186,6 +186,8 @@ void update_state(const AttnParams& p, AttnState& s) {
     AlignedBuffer<float> llanes(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes)
     std::vector<std::int64_t> qposbuf(BQ);
 
+    // Team thread 0 is the calling thread (the one MPI knows).
+    const bool poll = p.progress != nullptr && omp_get_thread_num() == 0;
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t item = 0; item < items; ++item) {
       const std::int64_t qt = qtile_order[item / (B * HQ)];
@@ -227,6 +229,7 @@ void update_state(const AttnParams& p, AttnState& s) {
                     kind == TileKind::diagonal);
         softmax_tile({sbuf.data(), rows, BK, m2buf.data(), llanes.data(), accbuf.data(), D, bf16});
         gemm_pv(v_pack.data() + tile * BK * D, sbuf.data(), accbuf.data());
+        if (poll) p.progress(p.progress_arg);
       }
 
       std::copy_n(m2buf.data(), rows, s.m2.data() + srow);

@@ -51,6 +51,12 @@ struct AttnParams {
   ComputeType compute = ComputeType::f32;
   int threads = 1;  // threads this call may use (>= 1)
 
+  // Called every few hundred microseconds from the calling thread while the
+  // kernel computes, if set: the ring polls its transfer here, because MPI
+  // moves a large message only when the process calls into it.
+  void (*progress)(void*) = nullptr;
+  void* progress_arg = nullptr;
+
   // Dense (B, H, N, D) tensors with the given sizes: strides filled in.
   static AttnParams dense(const void* q, const void* k, const void* v, DType dtype,
                           std::int64_t batch, std::int64_t heads_q, std::int64_t heads_kv,

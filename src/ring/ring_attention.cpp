@@ -1,0 +1,128 @@
+// The ring step loop with double buffers (see ring_attention.hpp).
+#include "ring/ring_attention.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "core/aligned_buffer.hpp"
+#include "core/error.hpp"
+#include "core/timer.hpp"
+#include "kernel/attention.hpp"
+#include "kernel/state.hpp"
+#include "kernel/tile_classify.hpp"
+
+namespace ringattn {
+namespace {
+
+// Smallest and largest global position of a block.
+std::pair<std::int64_t, std::int64_t> position_range(const Positions& pos) {
+  std::int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (const auto& s : pos.segments()) {
+    lo = std::min(lo, s.first);
+    hi = std::max(hi, s.first + (s.count - 1) * s.stride);
+  }
+  return {lo, hi};
+}
+
+void poll_transport(void* t) {
+  static_cast<Transport*>(t)->progress();
+}
+
+}  // namespace
+
+std::uint64_t ring_block_bytes(const Partition& kv_part, int r, const RingShards& shards) {
+  return 2ull *
+         static_cast<std::uint64_t>(shards.batch * shards.heads_kv * kv_part.local_size(r) *
+                                    shards.head_dim) *
+         dtype_size(shards.dtype);
+}
+
+RingStats ring_attention(Transport& transport, const Partition& q_part, const Partition& kv_part,
+                         const RingShards& shards, float* o, float* lse, const RingOptions& opt) {
+  const int P = transport.size(), r = transport.rank();
+  RA_CHECK(q_part.ranks() == P && kv_part.ranks() == P, usage, "partitions for ", q_part.ranks(),
+           "/", kv_part.ranks(), " ranks used on a ring of ", P);
+  const std::int64_t nq = q_part.local_size(r);
+  const std::int64_t B = shards.batch, HK = shards.heads_kv, D = shards.head_dim;
+  const std::size_t es = dtype_size(shards.dtype);
+
+  Timer total;
+  RingStats stats;
+
+  // Two ring buffers of the largest block; K then V inside: (2, B, HK, n, D).
+  const std::uint64_t capacity = 2ull * B * HK * kv_part.max_local_size() * D * es;
+  AlignedBuffer<char> cur(capacity), next(capacity);
+  {
+    const std::uint64_t half = ring_block_bytes(kv_part, r, shards) / 2;
+    std::memcpy(cur.data(), shards.k, half);
+    std::memcpy(cur.data() + half, shards.v, half);
+  }
+
+  AttnState state(B, shards.heads_q, nq, D);
+  const Positions q_pos = q_part.positions(r);
+  const auto [q_lo, q_hi] = position_range(q_pos);
+
+  for (int s = 0; s < P; ++s) {
+    RingStepStats st;
+    st.source = (r - s + P) % P;
+    const int incoming = (r - s - 1 + 2 * P) % P;
+    const bool hop = s + 1 < P;
+    if (hop) {
+      st.bytes_sent = ring_block_bytes(kv_part, st.source, shards);
+      transport.start(cur.data(), st.bytes_sent, next.data(),
+                      ring_block_bytes(kv_part, incoming, shards));
+    }
+
+    const std::int64_t nkv = kv_part.local_size(st.source);
+    AttnParams p;
+    p.q = {shards.q, shards.heads_q * nq * D, nq * D, D};
+    p.k = {cur.data(), HK * nkv * D, nkv * D, D};
+    p.v = {cur.data() + static_cast<std::size_t>(B * HK * nkv * D) * es, HK * nkv * D, nkv * D, D};
+    p.dtype = shards.dtype;
+    p.batch = B;
+    p.heads_q = shards.heads_q;
+    p.heads_kv = HK;
+    p.n_q = nq;
+    p.n_kv = nkv;
+    p.head_dim = D;
+    p.scale = opt.scale;
+    p.causal = opt.causal;
+    p.q_pos = q_pos;
+    p.k_pos = kv_part.positions(st.source);
+    p.compute = opt.compute;
+    p.threads = opt.threads;
+    if (hop && opt.poll) {
+      p.progress = poll_transport;
+      p.progress_arg = &transport;
+    }
+    const auto [k_lo, k_hi] = position_range(p.k_pos);
+    st.skipped = classify_tile(q_lo, q_hi, k_lo, k_hi, opt.causal) == TileKind::empty;
+
+    Timer t;
+    if (!st.skipped) {
+      st.flops = attention_flops(p);
+      update_state(p, state);
+    }
+    st.compute_s = t.seconds();
+    if (hop) {
+      t.reset();
+      transport.wait();
+      st.wait_s = t.seconds();
+      std::swap(cur, next);
+    }
+    stats.compute_s += st.compute_s;
+    stats.wait_s += st.wait_s;
+    stats.flops += st.flops;
+    stats.bytes_sent += st.bytes_sent;
+    stats.steps.push_back(st);
+  }
+
+  Timer t;
+  finalize(state, o, lse, opt.threads);
+  stats.finalize_s = t.seconds();
+  stats.total_s = total.seconds();
+  return stats;
+}
+
+}  // namespace ringattn
