@@ -23,4 +23,8 @@ enum ExitCode : int {
 std::function<int()> add_bench_kernel(CLI::App& bench);
 std::function<int()> add_selfcheck(CLI::App& app);
 
+class MpiSession;
+// Subcommands that run under mpirun get the MPI session.
+std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench);
+
 }  // namespace ringattn::cli

@@ -2,9 +2,11 @@
 // and turns library errors (ringattn::Error) into one line and an exit code.
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <string>
 
 #include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "core/version.hpp"
@@ -50,9 +52,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", version_text);
   app.require_subcommand(1);
 
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks (kernel)");
+  CLI::App* bench =
+      app.add_subcommand("bench", "Benchmarks: kernel (one process), ring (under mpirun)");
   bench->require_subcommand(1);
   auto run_bench_kernel = ringattn::cli::add_bench_kernel(*bench);
+  auto run_bench_ring = ringattn::cli::add_bench_ring(*bench);
   auto run_selfcheck = ringattn::cli::add_selfcheck(app);
 
   try {
@@ -60,6 +64,27 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : ringattn::cli::kUsage;
+  }
+
+  // MPI subcommands: errors every rank saw alike are printed by rank 0 only;
+  // an error of one rank alone ends the whole job (the others would hang).
+  if (bench->got_subcommand("ring")) {
+    std::unique_ptr<ringattn::cli::MpiSession> mpi;
+    try {
+      mpi = std::make_unique<ringattn::cli::MpiSession>(&argc, &argv);
+      return run_bench_ring(*mpi);
+    } catch (const ringattn::Error& e) {
+      const int code = exit_code_for(e.error_class());
+      if (!mpi || mpi->independent_work() || mpi->rank() == 0)
+        std::fprintf(stderr, "ringattn: %s error: %s\n",
+                     ringattn::error_class_name(e.error_class()), e.what());
+      if (mpi && mpi->independent_work() && mpi->size() > 1) mpi->abort(code);
+      return code;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ringattn: internal error: %s\n", e.what());
+      if (mpi && mpi->size() > 1) mpi->abort(ringattn::cli::kFailure);
+      return ringattn::cli::kFailure;
+    }
   }
 
   try {

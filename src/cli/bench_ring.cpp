@@ -1,0 +1,274 @@
+// `mpirun -np P ringattn bench ring`: the ring on a seeded problem, judged in
+// the same run against the same problem on one rank (efficiency), with the
+// ring's own point-to-point bandwidth measured as nccl-tests' sendrecv does.
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
+#include "comm/mpi_transport.hpp"
+#include "core/aligned_buffer.hpp"
+#include "core/cpu.hpp"
+#include "core/error.hpp"
+#include "core/seeded_data.hpp"
+#include "core/timer.hpp"
+#include "core/version.hpp"
+#include "kernel/attention.hpp"
+#include "ring/partition.hpp"
+#include "ring/ring_attention.hpp"
+
+namespace ringattn::cli {
+namespace {
+
+struct BenchRingOptions {
+  std::int64_t n = 8192, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;
+  std::string dtype = "f32", compute = "f32", partition;
+  int threads = 0, p2p_iters = 5;
+  bool causal = false, json = false, baseline = true, poll = true;
+  std::uint64_t seed = 1;
+};
+
+// Rank r's rows of a seeded (B, H, N, D) tensor: element (b, h, t, d) is
+// seeded_uniform(seed, ((b·H + h)·N + t)·D + d) wherever it lives.
+AlignedBuffer<char> seeded_shard(std::uint64_t seed, DType t, std::int64_t B, std::int64_t H,
+                                 std::int64_t N, std::int64_t D, const Positions& pos) {
+  const std::int64_t n = pos.size();
+  const std::size_t es = dtype_size(t);
+  AlignedBuffer<char> out(static_cast<std::size_t>(B * H * n * D) * es);
+  for (std::int64_t bh = 0; bh < B * H; ++bh)
+    for (std::int64_t i = 0; i < n; ++i)
+      fill_seeded(out.data() + static_cast<std::size_t>((bh * n + i) * D) * es, t,
+                  static_cast<std::size_t>(D), seed,
+                  static_cast<std::uint64_t>((bh * N + pos[i]) * D));
+  return out;
+}
+
+struct Problem {
+  std::int64_t B, HQ, HK, NQ, NKV, D;
+  DType dtype;
+};
+
+// Runs the ring on comm with this rank's seeded shards; returns its stats.
+RingStats run_ring(MPI_Comm comm, const Problem& pb, PartitionKind kind, const BenchRingOptions& o,
+                   int threads) {
+  MpiTransport transport(comm);
+  const int P = transport.size(), r = transport.rank();
+  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);
+  const auto q = seeded_shard(o.seed, pb.dtype, pb.B, pb.HQ, pb.NQ, pb.D, qp.positions(r));
+  const auto k = seeded_shard(o.seed + 1, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+  const auto v = seeded_shard(o.seed + 2, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+  const std::int64_t nloc = qp.local_size(r);
+  AlignedBuffer<float> out(static_cast<std::size_t>(pb.B * pb.HQ * nloc * pb.D));
+  RingOptions opt;
+  opt.causal = o.causal;
+  opt.compute = parse_compute_type(o.compute.c_str());
+  opt.threads = threads;
+  opt.poll = o.poll;
+  const RingShards shards{q.data(), k.data(), v.data(), pb.dtype, pb.B, pb.HQ, pb.HK, pb.D};
+  RA_MPI_CHECK(MPI_Barrier(comm));
+  return ring_attention(transport, qp, kp, shards, out.data(), nullptr, opt);
+}
+
+// Seconds per ring hop of `bytes` (median of iters), every rank at once.
+double time_hop(MPI_Comm comm, std::uint64_t bytes, int iters) {
+  MpiTransport transport(comm);
+  AlignedBuffer<char> a(bytes), b(bytes);
+  a.fill(1);
+  std::vector<double> t;
+  for (int i = 0; i < iters + 1; ++i) {
+    RA_MPI_CHECK(MPI_Barrier(comm));
+    Timer timer;
+    transport.start(a.data(), bytes, b.data(), bytes);
+    transport.wait();
+    double s = timer.seconds();
+    RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, comm));
+    if (i > 0) t.push_back(s);  // the first hop sets up connections
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int run(MpiSession& mpi, const BenchRingOptions& o) {
+  const int P = mpi.size(), rank = mpi.rank();
+  const Problem pb{o.batch,
+                   o.heads,
+                   o.kv_heads > 0 ? o.kv_heads : o.heads,
+                   o.n,
+                   o.n_kv > 0 ? o.n_kv : o.n,
+                   o.d,
+                   parse_dtype(o.dtype)};
+  const PartitionKind kind =
+      o.partition.empty() ? default_partition(o.causal) : parse_partition(o.partition);
+  const int threads = o.threads > 0 ? o.threads : default_threads();
+  // Checks every rank makes alike, before any communication.
+  AttnParams check =
+      AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, 0, 0, pb.D);
+  check.validate();
+  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);
+  mpi.begin_independent_work();
+
+  // T1: the same problem on one rank (rank 0 alone, same threads), first.
+  double t1 = 0;
+  if (o.baseline) {
+    if (rank == 0) t1 = run_ring(MPI_COMM_SELF, pb, kind, o, threads).total_s;
+    RA_MPI_CHECK(MPI_Bcast(&t1, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+  }
+
+  // TP: the slowest rank's ring, timed like T1 (after the shards are made).
+  const RingStats st = run_ring(MPI_COMM_WORLD, pb, kind, o, threads);
+  double tp = st.total_s;
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &tp, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+
+  // Per-rank figures to rank 0: flops, compute, exposed wait, bytes.
+  const double mine[4] = {st.flops, st.compute_s, st.wait_s, static_cast<double>(st.bytes_sent)};
+  std::vector<double> all(4 * static_cast<std::size_t>(P));
+  RA_MPI_CHECK(MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+  // Per-step maxima over ranks.
+  std::vector<double> step_compute(P), step_wait(P);
+  for (int s = 0; s < P; ++s) {
+    step_compute[s] = st.steps[s].compute_s;
+    step_wait[s] = st.steps[s].wait_s;
+  }
+  RA_MPI_CHECK(
+      MPI_Allreduce(MPI_IN_PLACE, step_compute.data(), P, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+  RA_MPI_CHECK(
+      MPI_Allreduce(MPI_IN_PLACE, step_wait.data(), P, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+
+  // The hop alone, at the largest block's size.
+  std::uint64_t hop_bytes = 0;
+  for (int r = 0; r < P; ++r)
+    hop_bytes = std::max(
+        hop_bytes,
+        ring_block_bytes(kp, r, {nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, pb.D}));
+  const double hop_s = P > 1 ? time_hop(MPI_COMM_WORLD, hop_bytes, o.p2p_iters) : 0.0;
+
+  if (rank != 0) return kOk;
+
+  std::vector<double> flops(P), compute(P), wait(P);
+  double bytes = 0;
+  for (int r = 0; r < P; ++r) {
+    flops[r] = all[4 * r];
+    compute[r] = all[4 * r + 1];
+    wait[r] = all[4 * r + 2];
+    bytes += all[4 * r + 3];
+  }
+  const double total_flops = std::accumulate(flops.begin(), flops.end(), 0.0);
+  const double mean_flops = total_flops / P;
+  const double transfer_s = hop_s * (P - 1);  // per rank, if nothing hid it
+  const double exposed = *std::max_element(wait.begin(), wait.end());
+  nlohmann::json j = {
+      {"benchmark", "ring"},
+      {"version", kVersion},
+      {"ranks", P},
+      {"threads_per_rank", threads},
+      {"batch", pb.B},
+      {"n", pb.NQ},
+      {"n_kv", pb.NKV},
+      {"d", pb.D},
+      {"heads", pb.HQ},
+      {"kv_heads", pb.HK},
+      {"dtype", dtype_name(pb.dtype)},
+      {"causal", o.causal},
+      {"partition", partition_name(kind)},
+      {"poll", o.poll},
+      {"seconds", tp},
+      {"gflops", total_flops / tp / 1e9},
+      {"compute_s", compute},
+      {"exposed_wait_s", wait},
+      {"flops", flops},
+      {"load_balance",
+       mean_flops > 0 ? *std::max_element(flops.begin(), flops.end()) / mean_flops : 1.0},
+      {"steps", nlohmann::json::array()},
+      {"p2p",
+       {{"bytes", hop_bytes},
+        {"seconds", hop_s},
+        {"algbw_GBps", hop_s > 0 ? static_cast<double>(hop_bytes) / hop_s / 1e9 : 0.0},
+        {"busbw_GBps", hop_s > 0 ? static_cast<double>(hop_bytes) / hop_s / 1e9 : 0.0}}},
+      {"bytes_sent_total", bytes},
+      {"overlap", transfer_s > 0 ? std::clamp(1.0 - exposed / transfer_s, 0.0, 1.0) : 1.0},
+  };
+  for (int s = 0; s < P; ++s)
+    j["steps"].push_back({{"step", s},
+                          {"compute_s_max", step_compute[s]},
+                          {"wait_s_max", step_wait[s]},
+                          {"transfer_s", s + 1 < P ? hop_s : 0.0}});
+  if (o.baseline) {
+    j["seconds_one_rank"] = t1;
+    j["efficiency"] = t1 / (P * tp);
+  }
+  if (o.json) {
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("ring   %d ranks x %d threads, %s, %s, N=%lld D=%lld H=%lld/%lld\n", P, threads,
+                partition_name(kind), o.causal ? "causal" : "non-causal",
+                static_cast<long long>(pb.NQ), static_cast<long long>(pb.D),
+                static_cast<long long>(pb.HQ), static_cast<long long>(pb.HK));
+    std::printf("time   %.3f s on %d ranks", tp, P);
+    if (o.baseline) std::printf(", %.3f s on one rank: efficiency %.3f", t1, t1 / (P * tp));
+    std::printf("\nbalance %.4f (max/mean attention flops per rank)\n",
+                j["load_balance"].get<double>());
+    std::printf("comm   hop %.1f MB in %.4f s (%.2f GB/s), exposed wait %.4f s, overlap %.3f\n",
+                static_cast<double>(hop_bytes) / 1e6, hop_s, hop_s > 0 ? static_cast<double>(hop_bytes) / hop_s / 1e9 : 0.0, exposed,
+                j["overlap"].get<double>());
+  }
+  return kOk;
+}
+
+}  // namespace
+
+std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
+  auto opts = std::make_shared<BenchRingOptions>();
+  CLI::App* c = bench.add_subcommand(
+      "ring",
+      "Run the ring on seeded data under mpirun and report, on rank 0: time, per-step compute and "
+      "exposed wait, overlap (fraction of transfer time hidden), efficiency = T1 / (P x TP) "
+      "against the same problem on one rank with the same threads (measured first, in the same "
+      "run), load_balance (max/mean attention flops per rank) and the ring's point-to-point "
+      "bandwidth (one hop alone, algbw = busbw = bytes / time as nccl-tests' sendrecv).");
+  c->add_option("--n", opts->n, "Query tokens (whole sequence)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--n-kv", opts->n_kv, "Key/value tokens (default: --n)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--d", opts->d, "Head dim (1..256)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  c->add_option("--heads", opts->heads, "Query heads")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--kv-heads", opts->kv_heads, "Key/value heads (default: --heads)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--batch", opts->batch, "Batch size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--dtype", opts->dtype, "Storage type of Q, K, V (K/V travel in it)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  c->add_option("--compute", opts->compute, "Tile-product precision (see bench kernel)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  c->add_option("--partition", opts->partition,
+                "contiguous, zigzag or striped (default: zigzag when causal, else contiguous)")
+      ->check(CLI::IsMember({"contiguous", "zigzag", "striped"}));
+  c->add_option("--threads", opts->threads,
+                "Threads per rank (default: the rank's share of its node's cores)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--p2p-iters", opts->p2p_iters, "Timed hops for the bandwidth figure")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--seed", opts->seed, "Seed of the synthetic Q, K, V")->capture_default_str();
+  c->add_flag("--causal", opts->causal, "Causal masking");
+  c->add_flag("!--no-baseline", opts->baseline, "Skip the one-rank run (no efficiency figure)");
+  c->add_flag("!--no-poll", opts->poll,
+              "Do not poll the transfer from the kernel (to measure what polling hides)");
+  c->add_flag("--json", opts->json, "Print one JSON object instead of text");
+  return [opts](MpiSession& mpi) { return run(mpi, *opts); };
+}
+
+}  // namespace ringattn::cli

@@ -1,0 +1,33 @@
+// MpiSession (see mpi_session.hpp).
+#include "cli/mpi_session.hpp"
+
+#include <cstdlib>
+
+#include "core/error.hpp"
+
+namespace ringattn::cli {
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int provided = 0;
+  // FUNNELED: only the thread that called MPI_Init calls MPI (the kernel's
+  // progress hook runs on it); OpenMP workers never do.
+  RA_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+  RA_CHECK(provided >= MPI_THREAD_FUNNELED, comm, "MPI gives thread level ", provided,
+           ", ringattn needs MPI_THREAD_FUNNELED");
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  RA_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  RA_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+}
+
+MpiSession::~MpiSession() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void MpiSession::abort(int code) const {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+}  // namespace ringattn::cli
