@@ -1,0 +1,43 @@
+// All ranks reach the same verdict (see agree.hpp). Two collectives on the
+// success path (one all-reduce); a broadcast of the message when a rank failed.
+#include "io/agree.hpp"
+
+#include <climits>
+#include <string>
+
+#include "core/error.hpp"
+
+namespace ringattn {
+
+void agree(MPI_Comm comm, const std::function<void()>& step) {
+  int rank = 0;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+
+  int failed_rank = INT_MAX;  // INT_MAX: this rank succeeded
+  int cls = static_cast<int>(ErrorClass::internal);
+  std::string msg;
+  try {
+    step();
+  } catch (const Error& e) {
+    failed_rank = rank;
+    cls = static_cast<int>(e.error_class());
+    msg = e.what();
+  } catch (const std::exception& e) {
+    failed_rank = rank;
+    msg = std::string("unexpected exception: ") + e.what();
+  }
+
+  int lowest = INT_MAX;
+  RA_MPI_CHECK(MPI_Allreduce(&failed_rank, &lowest, 1, MPI_INT, MPI_MIN, comm));
+  if (lowest == INT_MAX) return;
+
+  // The lowest failing rank tells the others what went wrong.
+  long long len = static_cast<long long>(msg.size());
+  RA_MPI_CHECK(MPI_Bcast(&cls, 1, MPI_INT, lowest, comm));
+  RA_MPI_CHECK(MPI_Bcast(&len, 1, MPI_LONG_LONG, lowest, comm));
+  msg.resize(static_cast<std::size_t>(len));
+  if (len > 0) RA_MPI_CHECK(MPI_Bcast(msg.data(), static_cast<int>(len), MPI_CHAR, lowest, comm));
+  throw Error(static_cast<ErrorClass>(cls), msg);
+}
+
+}  // namespace ringattn

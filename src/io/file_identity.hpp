@@ -1,0 +1,30 @@
+// Which file a path names, as the filesystem sees it: used to refuse an
+// output that would overwrite the input, and recorded in the output's
+// attributes so a result can be traced to the exact input it came from.
+//
+// Includes: <cstdint>, <string>.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ringattn {
+
+struct FileIdentity {
+  std::string path;           // absolute, symbolic links resolved
+  std::uint64_t device = 0;   // st_dev
+  std::uint64_t inode = 0;    // st_ino
+  std::int64_t size = 0;      // bytes
+  std::int64_t mtime_ns = 0;  // last modification, ns since the epoch
+};
+
+// stat() of an existing path (local to the calling rank, not collective).
+// Throws Error(io) naming the path and the system's reason when it fails.
+FileIdentity file_identity(const std::string& path);
+
+// Same inode on the same device: two names of one file (links, "./x", ...).
+inline bool same_file(const FileIdentity& a, const FileIdentity& b) {
+  return a.device == b.device && a.inode == b.inode;
+}
+
+}  // namespace ringattn

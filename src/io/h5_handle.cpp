@@ -1,0 +1,152 @@
+// HDF5 identifier ownership and the quiet, recording error handler (see
+// h5_handle.hpp).
+#include "io/h5_handle.hpp"
+
+#include <string_view>
+
+namespace ringattn {
+
+namespace {
+
+// One per thread, as HDF5's error stacks are.
+thread_local std::string t_last_error;
+
+// The innermost entry of the stack is where the failure started; HDF5 puts
+// the most specific words there ("unable to open file: name = ..., errno = 2").
+herr_t keep_innermost(unsigned n, const H5E_error2_t* err, void* client) {
+  if (n == 0 && err != nullptr && err->desc != nullptr) {
+    auto* out = static_cast<std::string*>(client);
+    *out = err->desc;
+    for (char& c : *out)
+      if (c == '\n' || c == '\r') c = ' ';  // our messages are one line
+  }
+  return 0;
+}
+
+// Installed by H5Quiet in place of H5Eprint2: record, print nothing.
+herr_t record_error(hid_t estack, void* /*client*/) {
+  std::string desc;
+  H5Ewalk2(estack, H5E_WALK_UPWARD, keep_innermost, &desc);
+  if (!desc.empty()) t_last_error = std::move(desc);
+  return 0;
+}
+
+}  // namespace
+
+void H5Handle::close() {
+  if (id_ < 0) return;
+  const hid_t id = std::exchange(id_, H5I_INVALID_HID);
+  switch (kind_) {
+    case H5Kind::file:
+      RA_H5_CHECK(H5Fclose(id));
+      break;
+    case H5Kind::group:
+      RA_H5_CHECK(H5Gclose(id));
+      break;
+    case H5Kind::dataset:
+      RA_H5_CHECK(H5Dclose(id));
+      break;
+    case H5Kind::dataspace:
+      RA_H5_CHECK(H5Sclose(id));
+      break;
+    case H5Kind::datatype:
+      RA_H5_CHECK(H5Tclose(id));
+      break;
+    case H5Kind::plist:
+      RA_H5_CHECK(H5Pclose(id));
+      break;
+    case H5Kind::attribute:
+      RA_H5_CHECK(H5Aclose(id));
+      break;
+    case H5Kind::object:
+      RA_H5_CHECK(H5Oclose(id));
+      break;
+  }
+}
+
+void H5Handle::reset() noexcept {
+  if (id_ < 0) return;
+  const hid_t id = std::exchange(id_, H5I_INVALID_HID);
+  H5Quiet quiet;  // a failing close on an abort path must not print a stack
+  switch (kind_) {
+    case H5Kind::file:
+      H5Fclose(id);
+      break;
+    case H5Kind::group:
+      H5Gclose(id);
+      break;
+    case H5Kind::dataset:
+      H5Dclose(id);
+      break;
+    case H5Kind::dataspace:
+      H5Sclose(id);
+      break;
+    case H5Kind::datatype:
+      H5Tclose(id);
+      break;
+    case H5Kind::plist:
+      H5Pclose(id);
+      break;
+    case H5Kind::attribute:
+      H5Aclose(id);
+      break;
+    case H5Kind::object:
+      H5Oclose(id);
+      break;
+  }
+}
+
+H5Handle h5_float_type(DType t) {
+  RA_CHECK(t != DType::bf16, usage, "bf16 cannot be stored in HDF5 files (use f32 or f16)");
+  H5Handle type(RA_H5_CHECK(H5Tcopy(H5T_IEEE_F32LE)), H5Kind::datatype);
+  if (t == DType::f16) {
+    // Fields first (they fit the 32-bit precision), then shrink to 2 bytes.
+    RA_H5_CHECK(H5Tset_fields(type.get(), 15, 10, 5, 0, 10));
+    RA_H5_CHECK(H5Tset_size(type.get(), 2));
+    RA_H5_CHECK(H5Tset_ebias(type.get(), 15));
+  }
+  return type;
+}
+
+H5Quiet::H5Quiet() {
+  // H5Eget_auto2 fails only when HDF5 itself cannot initialise; then there is
+  // nothing to restore and HDF5 calls will report through their return codes.
+  if (H5Eget_auto2(H5E_DEFAULT, &old_func_, &old_data_) >= 0) {
+    restore_ = true;
+    H5Eset_auto2(H5E_DEFAULT, record_error, nullptr);
+  }
+}
+
+H5Quiet::~H5Quiet() {
+  if (restore_) H5Eset_auto2(H5E_DEFAULT, old_func_, old_data_);
+}
+
+std::string h5_last_error() {
+  return t_last_error;
+}
+
+void h5_clear_last_error() {
+  t_last_error.clear();
+}
+
+namespace detail {
+
+void rethrow_with_context(const Error& e, const std::string& context) {
+  std::string msg = e.what();
+  if (std::string_view(msg).substr(0, context.size()) != context) msg = context + ": " + msg;
+  const std::string reason = h5_last_error();
+  if (!reason.empty() && msg.find(reason) == std::string::npos) {
+    // Before the " [file:line, host:rank]" tail, so the location stays last.
+    const auto tail = msg.rfind(" [");
+    const std::string quote = " (HDF5: " + reason + ")";
+    if (tail == std::string::npos)
+      msg += quote;
+    else
+      msg.insert(tail, quote);
+  }
+  h5_clear_last_error();
+  throw Error(e.error_class(), msg);
+}
+
+}  // namespace detail
+}  // namespace ringattn

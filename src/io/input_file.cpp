@@ -1,0 +1,491 @@
+// Validation on rank 0, the agreed verdict, the collective open and shard
+// reads of the input file (see input_file.hpp).
+#include "io/input_file.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "io/agree.hpp"
+#include "kernel/params.hpp"
+
+namespace ringattn {
+
+namespace {
+
+constexpr int kRoot = 0;
+constexpr std::array<const char*, 4> kAxisNames{"B (batch)", "H (heads)", "N (tokens)",
+                                                "D (head dim)"};
+
+// ---- the verdict's broadcast: InputInfo as bytes ---------------------------------
+
+// One list of fields serves both directions: Packer appends, Unpacker reads back.
+class Packer {
+ public:
+  void operator()(std::int64_t v) { raw(&v, sizeof v); }
+  void operator()(std::uint64_t v) { raw(&v, sizeof v); }
+  void operator()(bool v) { (*this)(std::int64_t{v}); }
+  void operator()(DType v) { (*this)(static_cast<std::int64_t>(v)); }
+  void operator()(const std::string& s) {
+    (*this)(static_cast<std::int64_t>(s.size()));
+    raw(s.data(), s.size());
+  }
+  template <class T>
+  void operator()(const std::vector<T>& v) {
+    (*this)(static_cast<std::int64_t>(v.size()));
+    for (const auto& x : v) (*this)(x);
+  }
+  void operator()(const std::array<std::int64_t, 4>& a) {
+    for (auto x : a) (*this)(x);
+  }
+  std::vector<char> bytes;
+
+ private:
+  void raw(const void* p, std::size_t n) {
+    const char* c = static_cast<const char*>(p);
+    bytes.insert(bytes.end(), c, c + n);
+  }
+};
+
+class Unpacker {
+ public:
+  explicit Unpacker(const std::vector<char>& b) : bytes_(b) {}
+  void operator()(std::int64_t& v) { raw(&v, sizeof v); }
+  void operator()(std::uint64_t& v) { raw(&v, sizeof v); }
+  void operator()(bool& v) {
+    std::int64_t x = 0;
+    (*this)(x);
+    v = x != 0;
+  }
+  void operator()(DType& v) {
+    std::int64_t x = 0;
+    (*this)(x);
+    v = static_cast<DType>(x);
+  }
+  void operator()(std::string& s) {
+    s.resize(static_cast<std::size_t>(size()));
+    raw(s.data(), s.size());
+  }
+  template <class T>
+  void operator()(std::vector<T>& v) {
+    v.resize(static_cast<std::size_t>(size()));
+    for (auto& x : v) (*this)(x);
+  }
+  void operator()(std::array<std::int64_t, 4>& a) {
+    for (auto& x : a) (*this)(x);
+  }
+
+ private:
+  std::int64_t size() {
+    std::int64_t n = 0;
+    (*this)(n);
+    RA_CHECK(n >= 0 && static_cast<std::size_t>(n) <= bytes_.size() - pos_, internal,
+             "input description broadcast is corrupt");
+    return n;
+  }
+  void raw(void* p, std::size_t n) {
+    RA_CHECK(n <= bytes_.size() - pos_, internal, "input description broadcast is short");
+    std::memcpy(p, bytes_.data() + pos_, n);
+    pos_ += n;
+  }
+  const std::vector<char>& bytes_;
+  std::size_t pos_ = 0;
+};
+
+template <class Ar, class D>
+void dataset_fields(Ar& ar, D& d) {
+  ar(d.name);
+  ar(d.dims);
+  ar(d.dtype);
+  ar(d.big_endian);
+  ar(d.layout);
+  ar(d.chunk);
+  ar(d.filters);
+}
+
+template <class Ar, class I>
+void info_fields(Ar& ar, I& i) {
+  ar(i.file.path);
+  ar(i.file.device);
+  ar(i.file.inode);
+  ar(i.file.size);
+  ar(i.file.mtime_ns);
+  for (auto* x : {&i.B, &i.Hq, &i.Hkv, &i.Nq, &i.Nkv, &i.D}) ar(*x);
+  ar(i.dtype);
+  dataset_fields(ar, i.q);
+  dataset_fields(ar, i.k);
+  dataset_fields(ar, i.v);
+}
+
+// Rank 0's info to every rank (two broadcasts).
+void broadcast_info(MPI_Comm comm, int rank, InputInfo& info) {
+  Packer p;
+  if (rank == kRoot) info_fields(p, info);
+  long long n = static_cast<long long>(p.bytes.size());
+  RA_MPI_CHECK(MPI_Bcast(&n, 1, MPI_LONG_LONG, kRoot, comm));
+  p.bytes.resize(static_cast<std::size_t>(n));
+  RA_MPI_CHECK(MPI_Bcast(p.bytes.data(), static_cast<int>(n), MPI_CHAR, kRoot, comm));
+  if (rank != kRoot) {
+    Unpacker u(p.bytes);
+    info_fields(u, info);
+  }
+}
+
+// ---- validation (rank 0, serial driver) -------------------------------------------
+
+std::string shape_text(const std::vector<hsize_t>& dims) {
+  std::ostringstream os;
+  os << '[';
+  for (std::size_t i = 0; i < dims.size(); ++i) os << (i ? ", " : "") << dims[i];
+  os << ']';
+  return os.str();
+}
+
+const char* type_class_name(H5T_class_t c) {
+  switch (c) {
+    case H5T_INTEGER:
+      return "integer";
+    case H5T_FLOAT:
+      return "float";
+    case H5T_TIME:
+      return "time";
+    case H5T_STRING:
+      return "string";
+    case H5T_BITFIELD:
+      return "bitfield";
+    case H5T_OPAQUE:
+      return "opaque";
+    case H5T_COMPOUND:
+      return "compound";
+    case H5T_REFERENCE:
+      return "reference";
+    case H5T_ENUM:
+      return "enum";
+    case H5T_VLEN:
+      return "variable-length";
+    case H5T_ARRAY:
+      return "array";
+    default:
+      return "unknown";
+  }
+}
+
+// " (the file's root holds: a, b, c)" to help with a misspelt dataset name.
+std::string root_listing(hid_t file) {
+  H5G_info_t g{};
+  if (H5Gget_info(file, &g) < 0) return "";
+  std::string out;
+  const hsize_t shown = std::min<hsize_t>(g.nlinks, 8);
+  for (hsize_t i = 0; i < shown; ++i) {
+    char name[256] = "";
+    if (H5Lget_name_by_idx(file, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                           H5P_DEFAULT) < 0)
+      break;
+    out += (i ? ", " : "") + std::string(name);
+  }
+  if (g.nlinks > shown) out += ", ...";
+  return g.nlinks == 0 ? " (the file's root is empty)" : " (the file's root holds: " + out + ")";
+}
+
+// Which of our types a float datatype is; throws Error(input) for anything but
+// IEEE binary32 and binary16 in either byte order.
+DType float_dtype(hid_t type, bool& big_endian) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const std::size_t size = H5Tget_size(type);
+  RA_CHECK(cls == H5T_FLOAT, input, "has ", type_class_name(cls), " elements of ", size,
+           " bytes; expected IEEE float32 or float16");
+  std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+  RA_H5_CHECK(H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize));
+  const std::size_t ebias = H5Tget_ebias(type);
+  const std::size_t precision = H5Tget_precision(type);
+  const int offset = H5Tget_offset(type);
+  const H5T_order_t order = H5Tget_order(type);
+  RA_CHECK(order == H5T_ORDER_LE || order == H5T_ORDER_BE, input,
+           "has floats in an unsupported byte order");
+  big_endian = order == H5T_ORDER_BE;
+  const bool dense = offset == 0 && precision == 8 * size && mpos == 0 && spos == 8 * size - 1;
+  if (size == 4 && dense && epos == 23 && esize == 8 && msize == 23 && ebias == 127)
+    return DType::f32;
+  if (size == 2 && dense && epos == 10 && esize == 5 && msize == 10 && ebias == 15)
+    return DType::f16;
+  RA_CHECK(size != 8, input, "has float64 elements; expected float32 or float16 (convert with ",
+           "numpy's astype)");
+  RA_CHECK(false, input, "has a ", size, "-byte float with ", esize, " exponent and ", msize,
+           " mantissa bits; expected IEEE float32 or float16",
+           size == 2 && esize == 8 ? " (bfloat16 is not accepted in files)" : "");
+}
+
+// Opens, checks and describes one of q, k, v. Messages name no file or
+// dataset: the caller's context adds them.
+DatasetInfo describe_dataset(hid_t file, const std::string& name) {
+  DatasetInfo d;
+  d.name = name;
+  const htri_t exists = H5Lexists(file, name.c_str(), H5P_DEFAULT);  // < 0: a parent is missing
+  h5_clear_last_error();
+  RA_CHECK(exists > 0, input, "no such dataset", root_listing(file));
+  H5Handle obj(RA_H5_CHECK(H5Oopen(file, name.c_str(), H5P_DEFAULT)), H5Kind::object);
+  const H5I_type_t kind = H5Iget_type(obj.get());
+  RA_CHECK(kind == H5I_DATASET, input, "is a ",
+           kind == H5I_GROUP      ? "group"
+           : kind == H5I_DATATYPE ? "named datatype"
+                                  : "object of unknown kind",
+           ", not a dataset");
+  const hid_t dset = obj.get();  // an object opened by H5Oopen is the dataset itself
+
+  H5Handle space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
+  const H5S_class_t sclass = H5Sget_simple_extent_type(space.get());
+  RA_CHECK(sclass == H5S_SIMPLE, input, "is ", sclass == H5S_SCALAR ? "a scalar" : "empty (null)",
+           "; expected 4 dimensions [B, H, N, D]");
+  const int ndims = RA_H5_CHECK(H5Sget_simple_extent_ndims(space.get()));
+  std::vector<hsize_t> dims(static_cast<std::size_t>(ndims));
+  RA_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr));
+  RA_CHECK(ndims == 4, input, "has ", ndims, " dimensions ", shape_text(dims),
+           "; expected 4 [B, H, N, D]");
+  for (std::size_t a = 0; a < 4; ++a) {
+    RA_CHECK(dims[a] > 0, input, "has length 0 along ", kAxisNames[a], " in shape ",
+             shape_text(dims));
+    d.dims[a] = static_cast<std::int64_t>(dims[a]);
+  }
+  RA_CHECK(d.dims[3] <= kMaxHeadDim, input, "has head dim D = ", d.dims[3], " in shape ",
+           shape_text(dims), "; at most ", kMaxHeadDim, " is supported");
+
+  H5Handle type(RA_H5_CHECK(H5Dget_type(dset)), H5Kind::datatype);
+  d.dtype = float_dtype(type.get(), d.big_endian);
+
+  H5Handle dcpl(RA_H5_CHECK(H5Dget_create_plist(dset)), H5Kind::plist);
+  switch (H5Pget_layout(dcpl.get())) {
+    case H5D_CONTIGUOUS:
+      d.layout = "contiguous";
+      break;
+    case H5D_COMPACT:
+      d.layout = "compact";
+      break;
+    case H5D_CHUNKED: {
+      d.layout = "chunked";
+      std::array<hsize_t, 4> chunk{};
+      RA_H5_CHECK(H5Pget_chunk(dcpl.get(), 4, chunk.data()));
+      for (hsize_t c : chunk) d.chunk.push_back(static_cast<std::int64_t>(c));
+      break;
+    }
+    default:
+      RA_CHECK(false, input, "has a storage layout this tool cannot read (virtual?)");
+  }
+  const int nfilters = RA_H5_CHECK(H5Pget_nfilters(dcpl.get()));
+  for (int i = 0; i < nfilters; ++i) {
+    unsigned flags = 0, config = 0;
+    std::size_t n_values = 0;  // we need no client data: ask for none
+    char fname[128] = "";
+    const H5Z_filter_t id =
+        RA_H5_CHECK(H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr,
+                                   sizeof fname, fname, &config));
+    const std::string label = fname[0] ? std::string(fname) : "filter " + std::to_string(id);
+    const htri_t avail = H5Zfilter_avail(id);
+    unsigned filter_config = 0;
+    const bool decodes = avail > 0 && H5Zget_filter_info(id, &filter_config) >= 0 &&
+                         (filter_config & H5Z_FILTER_CONFIG_DECODE_ENABLED);
+    h5_clear_last_error();
+    RA_CHECK(decodes, input, "is compressed with filter '", label, "' (id ", id,
+             "), which this HDF5 library cannot decode; install its plugin (HDF5_PLUGIN_PATH) or "
+             "rewrite the file without it");
+    d.filters.push_back(label);
+  }
+  return d;
+}
+
+// Everything about the file that rank 0 checks before any rank opens it
+// collectively.
+InputInfo validate_input(const std::string& path, const InputNames& names) {
+  const std::string file_ctx = "input file '" + path + "'";
+  RA_CHECK(!names.q.empty() && !names.k.empty() && !names.v.empty(), usage, file_ctx,
+           ": dataset names must not be empty");
+
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    RA_CHECK(errno != ENOENT, io, file_ctx, ": no such file");
+    RA_CHECK(false, io, file_ctx, ": cannot stat: ", std::strerror(errno));
+  }
+  RA_CHECK(!S_ISDIR(st.st_mode), io, file_ctx, ": is a directory, not an HDF5 file");
+  RA_CHECK(::access(path.c_str(), R_OK) == 0, io, file_ctx,
+           ": not readable: ", std::strerror(errno));
+
+  InputInfo info;
+  H5Handle file = with_h5_context(file_ctx, [&] {
+#if H5_VERSION_GE(1, 12, 0)
+    const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
+#else
+    const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+#endif
+    RA_CHECK(is_hdf5 >= 0, io, "cannot be read");
+    RA_CHECK(is_hdf5 > 0, input, "is not an HDF5 file (no HDF5 signature)");
+    H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+    RA_H5_CHECK(H5Pset_fapl_sec2(fapl.get()));
+#if H5_VERSION_GE(1, 10, 7)
+    // Lock when the filesystem can, read anyway when it cannot (Lustre, NFS).
+    RA_H5_CHECK(H5Pset_file_locking(fapl.get(), true, true));
+#endif
+    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+    RA_CHECK(f >= 0, input, "has an HDF5 signature but cannot be opened (truncated or corrupt)");
+    return H5Handle(f, H5Kind::file);
+  });
+
+  const auto describe = [&](const std::string& name) {
+    return with_h5_context(file_ctx + ", dataset '" + name + "'",
+                           [&] { return describe_dataset(file.get(), name); });
+  };
+  info.q = describe(names.q);
+  info.k = describe(names.k);
+  info.v = describe(names.v);
+  with_h5_context(file_ctx, [&] { file.close(); });
+
+  const DatasetInfo &q = info.q, &k = info.k, &v = info.v;
+  const auto dims = [](const DatasetInfo& d) {
+    return shape_text(
+        {hsize_t(d.dims[0]), hsize_t(d.dims[1]), hsize_t(d.dims[2]), hsize_t(d.dims[3])});
+  };
+  const std::string shapes = "'" + q.name + "' " + dims(q) + ", '" + k.name + "' " + dims(k) +
+                             ", '" + v.name + "' " + dims(v);
+  RA_CHECK(q.dtype == k.dtype && k.dtype == v.dtype, input, file_ctx, ": datasets '", q.name, "' (",
+           dtype_name(q.dtype), "), '", k.name, "' (", dtype_name(k.dtype), ") and '", v.name,
+           "' (", dtype_name(v.dtype), ") must have one element type");
+  RA_CHECK(q.dims[0] == k.dims[0] && k.dims[0] == v.dims[0], input, file_ctx,
+           ": datasets disagree in batch size B: ", shapes);
+  RA_CHECK(q.dims[3] == k.dims[3] && k.dims[3] == v.dims[3], input, file_ctx,
+           ": datasets disagree in head dim D: ", shapes);
+  RA_CHECK(k.dims[1] == v.dims[1] && k.dims[2] == v.dims[2], input, file_ctx, ": datasets '",
+           k.name, "' and '", v.name, "' must agree in heads H and tokens N: ", shapes);
+  RA_CHECK(q.dims[1] % k.dims[1] == 0, input, file_ctx, ": dataset '", q.name, "' has ", q.dims[1],
+           " heads, not a multiple of the ", k.dims[1], " heads of '", k.name,
+           "' (grouped-query attention needs H_q % H_kv == 0): ", shapes);
+
+  info.file = file_identity(path);
+  info.B = q.dims[0];
+  info.Hq = q.dims[1];
+  info.Hkv = k.dims[1];
+  info.Nq = q.dims[2];
+  info.Nkv = k.dims[2];
+  info.D = q.dims[3];
+  info.dtype = q.dtype;
+  return info;
+}
+
+// f16 values at the front of buf become f32 values filling it: walking from
+// the end, element i's 4 bytes overwrite only halves already converted.
+void widen_f16_in_place(void* buf, std::size_t n) {
+  auto* bytes = static_cast<unsigned char*>(buf);
+  for (std::size_t i = n; i-- > 0;) {
+    std::uint16_t h = 0;
+    std::memcpy(&h, bytes + 2 * i, sizeof h);
+    const float f = f16_to_float(h);
+    std::memcpy(bytes + 4 * i, &f, sizeof f);
+  }
+}
+
+}  // namespace
+
+const char* input_tensor_name(InputTensor t) {
+  switch (t) {
+    case InputTensor::q:
+      return "q";
+    case InputTensor::k:
+      return "k";
+    case InputTensor::v:
+      return "v";
+  }
+  return "?";
+}
+
+InputInfo inspect_input(MPI_Comm comm, const std::string& path, const InputNames& names) {
+  H5Quiet quiet;
+  int rank = 0;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  InputInfo info;
+  agree(comm, [&] {
+    if (rank == kRoot) info = validate_input(path, names);
+  });
+  broadcast_info(comm, rank, info);
+  return info;
+}
+
+InputFile InputFile::open(MPI_Comm comm, const std::string& path, const InputNames& names) {
+  H5Quiet quiet;
+  InputFile f;
+  f.comm_ = comm;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &f.rank_));
+  RA_MPI_CHECK(MPI_Comm_size(comm, &f.size_));
+  f.info_ = inspect_input(comm, path, names);
+
+  // The file is valid: now every rank opens it. Metadata is read by one
+  // rank and broadcast (collective metadata reads), not by all at once.
+  agree(comm, [&] {
+    with_h5_context("input file '" + path + "'", [&] {
+      H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+      RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
+      RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
+      f.file_ =
+          H5Handle(RA_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get())), H5Kind::file);
+      const std::array<const DatasetInfo*, 3> ds{&f.info_.q, &f.info_.k, &f.info_.v};
+      for (std::size_t i = 0; i < ds.size(); ++i)
+        f.dsets_[i] =
+            H5Handle(RA_H5_CHECK(H5Dopen2(f.file_.get(), ds[i]->name.c_str(), H5P_DEFAULT)),
+                     H5Kind::dataset);
+      f.mem_type_ = h5_float_type(f.info_.dtype);
+    });
+  });
+  return f;
+}
+
+std::size_t InputFile::shard_elements(const Partition& part, const BatchHeadRange& r) const {
+  return static_cast<std::size_t>(r.b_count * r.h_count * part.local_size(rank_) * info_.D);
+}
+
+void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHeadRange& range,
+                           DType mem_type, void* out) {
+  H5Quiet quiet;
+  const std::size_t ti = static_cast<std::size_t>(t);
+  const DatasetInfo& d = info_.dataset(t);
+  const std::string ctx = "input file '" + info_.file.path + "', dataset '" + d.name + "'";
+
+  // Arguments first, agreed, so that no rank enters the collective read alone.
+  Positions rows;
+  std::size_t n = 0;
+  agree(comm_, [&] {
+    RA_CHECK(static_cast<bool>(dsets_[ti]), usage, ctx, ": read from a closed input file");
+    RA_CHECK(part.ranks() == size_, usage, ctx, ": partition over ", part.ranks(),
+             " ranks, but the communicator has ", size_);
+    RA_CHECK(part.tokens() == d.dims[2], usage, ctx, ": partition of ", part.tokens(),
+             " tokens, but the dataset has N = ", d.dims[2]);
+    RA_CHECK(mem_type == DType::f32 || mem_type == info_.dtype, usage, ctx, ": cannot read ",
+             dtype_name(info_.dtype), " data as ", dtype_name(mem_type),
+             " (f32 or the storage type)");
+    rows = part.positions(rank_);
+    check_shard(ctx, d.dims[0], d.dims[1], d.dims[2], rows, range);
+    n = shard_elements(part, range);
+    RA_CHECK(out != nullptr || n == 0, usage, ctx, ": no output buffer for ", n, " elements");
+  });
+
+  agree(comm_, [&] {
+    with_h5_context(ctx, [&] {
+      last_io_ =
+          transfer_shard(Transfer::read, dsets_[ti].get(), mem_type_.get(), rows, range, out);
+    });
+  });
+  if (mem_type == DType::f32 && info_.dtype == DType::f16) widen_f16_in_place(out, n);
+}
+
+void InputFile::close() {
+  if (!file_) return;
+  H5Quiet quiet;
+  agree(comm_, [&] {
+    with_h5_context("input file '" + info_.file.path + "'", [&] {
+      for (auto& d : dsets_) d.close();
+      mem_type_.close();
+      file_.close();
+    });
+  });
+}
+
+}  // namespace ringattn

@@ -1,0 +1,134 @@
+// The output file: `o` [B, H, N, D] and optionally `lse` [B, H, N], written
+// shard by shard with collective MPI-IO, then committed atomically.
+//
+// A reader must never see half a result under the target name, and a failed
+// run must never destroy an earlier one. So the file is created under a
+// temporary name beside the target (same directory, hence same filesystem:
+// the final rename is atomic), and only commit() writes the completion mark,
+// closes the file on every rank and renames it. Until then the destructor
+// removes the temporary file and leaves the target alone. An existing target
+// is replaced only when `overwrite` is set, and never when it is the input.
+//
+// Every member function is collective over the communicator and every
+// failure is agreed (io/agree.hpp): all ranks return, or all throw the same
+// Error. The destructor's abort path closes the file, which is collective
+// too: it expects every rank to unwind together, which is what an agreed
+// Error does. A failure raised on one rank only, elsewhere, must end the job
+// (MPI_Abort, the CLI's policy) rather than unwind past a live OutputFile.
+//
+// Error classes: target exists without overwrite, target is the input or a
+// directory, bad shapes or arguments: `usage`; output directory missing or
+// not writable, HDF5 or filesystem failures: `io`.
+//
+// Includes: mpi.h (MPI_Comm), core/aligned_buffer.hpp (scratch for f32 ->
+// f16), core/dtype.hpp, io/file_identity.hpp, io/h5_handle.hpp, io/shard_io.hpp (BatchHeadRange,
+// IoModeReport), ring/partition.hpp (Partition).
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "core/aligned_buffer.hpp"
+#include "core/dtype.hpp"
+#include "io/file_identity.hpp"
+#include "io/h5_handle.hpp"
+#include "io/shard_io.hpp"
+#include "ring/partition.hpp"
+
+namespace ringattn {
+
+struct OutputSpec {
+  std::string path;        // the target file
+  bool overwrite = false;  // replace an existing target (never the input)
+  std::string input_path;  // the input, which must not be the target ("" = no check)
+  std::int64_t B = 0;      // o is [B, H, N, D], lse [B, H, N]
+  std::int64_t H = 0;
+  std::int64_t N = 0;
+  std::int64_t D = 0;
+  DType o_dtype = DType::f32;  // f32 or f16 (lse is always f32)
+  bool with_lse = false;
+};
+
+// The attribute written last, by commit(): int64 1 on a complete file.
+inline constexpr const char* kCompleteAttribute = "complete";
+
+// Root attribute values: UTF-8 text (variable-length string), int64 or double.
+using AttrValue = std::variant<std::string, std::int64_t, double>;
+
+// Root attributes that trace a result to its input: <prefix>path, size,
+// mtime_ns, device, inode (what FileIdentity holds).
+std::vector<std::pair<std::string, AttrValue>> identity_attributes(
+    const FileIdentity& file, const std::string& prefix = "input_");
+
+class OutputFile {
+ public:
+  // Collective: checks the target (agreed), then creates the temporary file
+  // and its datasets on every rank of comm. comm must outlive the OutputFile.
+  static OutputFile create(MPI_Comm comm, const OutputSpec& spec);
+
+  OutputFile(OutputFile&& o) noexcept;
+  OutputFile& operator=(OutputFile&&) = delete;
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  // Not committed: abort() (the temporary file goes, the target stays).
+  ~OutputFile();
+
+  const OutputSpec& spec() const { return spec_; }
+  // Where the data lives until commit() (absolute or relative like spec.path).
+  const std::string& temp_path() const { return temp_path_; }
+  bool committed() const { return state_ == State::committed; }
+
+  // Collective (same rules as InputFile::read_shard, mirrored): writes this
+  // rank's tokens under `part` (a partition of N over all ranks of comm) for
+  // the (batch, head) block `range`:
+  //   data  (b_count, h_count, part.local_size(rank), D), rows in positions(rank) order
+  // mem_type is f32 or spec.o_dtype (f32 data for an f16 `o` is rounded here,
+  // to nearest even, so the transfer itself converts nothing and stays collective).
+  void write_o(const Partition& part, const BatchHeadRange& range, DType mem_type,
+               const void* data);
+  //   lse  (b_count, h_count, part.local_size(rank)); only when spec.with_lse.
+  void write_lse(const Partition& part, const BatchHeadRange& range, const float* lse);
+
+  // Collective: sets (or replaces) a root attribute. Rank 0's name and value
+  // are the ones written, so ranks cannot write diverging metadata.
+  void set_attribute(const std::string& name, const AttrValue& value);
+  void set_attributes(const std::vector<std::pair<std::string, AttrValue>>& attrs);
+
+  // Collective: completion mark, close on every rank, then rank 0 renames the
+  // temporary file to the target (atomically; without overwrite, failing if
+  // a target appeared meanwhile). After an Error the temporary file is gone.
+  void commit();
+  // Collective: closes and removes the temporary file. Idempotent.
+  void abort() noexcept;
+
+  // What HDF5 did in this rank's last write (tests check it stayed collective).
+  const IoModeReport& last_io_mode() const { return last_io_; }
+
+ private:
+  enum class State { none, open, committed };
+  OutputFile() = default;
+  std::string context() const;
+  void write(hid_t dset, const std::string& name, bool with_d, const Partition& part,
+             const BatchHeadRange& range, DType mem_type, const void* data);
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  OutputSpec spec_;
+  std::string temp_path_;
+  State state_ = State::none;
+  IoModeReport last_io_;
+  AlignedBuffer<std::uint16_t> scratch_;  // f32 data rounded to f16 for an f16 `o`
+  // Destroyed bottom-up: the datasets close before the file.
+  H5Handle file_;
+  H5Handle o_type_;  // spec.o_dtype, little-endian IEEE
+  H5Handle o_;
+  H5Handle lse_;
+};
+
+}  // namespace ringattn

@@ -1,0 +1,61 @@
+// One rank's shard of a [B, H, N] or [B, H, N, D] dataset, moved in one
+// collective transfer: the selection both input reads and output writes use.
+//
+// A rank's rows are its global token positions (Partition::positions): one
+// run (contiguous), two runs joined with H5S_SELECT_OR (zigzag) or one run
+// with stride P (striped). HDF5 visits a selection in the dataset's row-major
+// order, and positions always increase along a rank's rows, so the dense
+// buffer comes out in the rank's local row order with no reordering.
+//
+// Includes: hdf5.h (hid_t, H5D_mpio_actual_io_mode_t), kernel/positions.hpp
+// (Positions).
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+
+#include "kernel/positions.hpp"
+
+namespace ringattn {
+
+// A block of whole (batch, head) planes: the unit a job streams through.
+struct BatchHeadRange {
+  std::int64_t b0 = 0;       // first batch
+  std::int64_t b_count = 0;  // batches [b0, b0 + b_count)
+  std::int64_t h0 = 0;       // first head
+  std::int64_t h_count = 0;  // heads [h0, h0 + h_count)
+};
+
+// What HDF5 did in a transfer: H5Pget_mpio_actual_io_mode and
+// H5Pget_mpio_no_collective_cause, read back from the transfer property list.
+struct IoModeReport {
+  H5D_mpio_actual_io_mode_t mode = H5D_MPIO_NO_COLLECTIVE;
+  std::uint32_t local_cause = 0;   // H5D_mpio_no_collective_cause_t bits, this rank
+  std::uint32_t global_cause = 0;  // the same, or-ed over all ranks
+  bool collective() const {
+    return mode != H5D_MPIO_NO_COLLECTIVE && global_cause == H5D_MPIO_COLLECTIVE;
+  }
+  // "contiguous collective", "chunk collective", or "independent (datatype conversion, ...)".
+  std::string describe() const;
+};
+
+// Throws Error(usage) unless `range` lies inside (B, H), every row lies in
+// [0, N) and the positions increase along the rows (what transfer_shard
+// relies on). `what` names the dataset for the message. Local: call it
+// inside agree() before a collective transfer.
+void check_shard(const std::string& what, std::int64_t B, std::int64_t H, std::int64_t N,
+                 const Positions& rows, const BatchHeadRange& range);
+
+enum class Transfer { read, write };
+
+// One collective H5Dread or H5Dwrite with H5FD_MPIO_COLLECTIVE. dset has
+// shape (B, H, N) or (B, H, N, D); buf holds (b_count, h_count, rows.size())
+// or (b_count, h_count, rows.size(), D) elements of mem_type, dense. Every
+// rank of the file's communicator calls it, also one with nothing to move
+// (its selections are then empty). Arguments must have passed check_shard.
+IoModeReport transfer_shard(Transfer dir, hid_t dset, hid_t mem_type, const Positions& rows,
+                            const BatchHeadRange& range, void* buf);
+
+}  // namespace ringattn

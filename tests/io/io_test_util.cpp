@@ -1,0 +1,188 @@
+// Test files, temporary directories and agreed-error checks for the io tests
+// (see io_test_util.hpp).
+#include "io_test_util.hpp"
+
+#include <stdlib.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+namespace ringattn::test {
+
+double ref_value(DType stored, int tensor, std::int64_t b, std::int64_t h, std::int64_t t,
+                 std::int64_t d) {
+  if (stored == DType::f16)
+    return static_cast<double>((b * 131 + h * 31 + t * 7 + d * 3 + tensor * 11) % 2048 - 1024);
+  // Below 2^24 for every shape the tests use: exact in f32.
+  return static_cast<double>(tensor * 2000000 + ((b * 16 + h) * 4096 + t) * 16 + d);
+}
+
+std::vector<DatasetSpec> qkv_specs(const InputShape& s, FileType type, bool chunked) {
+  const auto dims = [](std::int64_t b, std::int64_t h, std::int64_t n, std::int64_t d) {
+    return std::vector<hsize_t>{hsize_t(b), hsize_t(h), hsize_t(n), hsize_t(d)};
+  };
+  return {
+      {"q", dims(s.B, s.Hq, s.Nq, s.D), type, 0, chunked},
+      {"k", dims(s.B, s.Hkv, s.Nkv, s.D), type, 1, chunked},
+      {"v", dims(s.B, s.Hkv, s.Nkv, s.D), type, 2, chunked},
+  };
+}
+
+namespace {
+
+H5Handle file_type(FileType t) {
+  switch (t) {
+    case FileType::f32:
+      return h5_float_type(DType::f32);
+    case FileType::f16:
+      return h5_float_type(DType::f16);
+    case FileType::f64:
+      return H5Handle(RA_H5_CHECK(H5Tcopy(H5T_IEEE_F64LE)), H5Kind::datatype);
+    case FileType::i32:
+      return H5Handle(RA_H5_CHECK(H5Tcopy(H5T_STD_I32LE)), H5Kind::datatype);
+    case FileType::str: {
+      H5Handle s(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
+      RA_H5_CHECK(H5Tset_size(s.get(), 8));
+      return s;
+    }
+    case FileType::bf16: {  // 1 sign, 8 exponent, 7 mantissa bits
+      H5Handle s(RA_H5_CHECK(H5Tcopy(H5T_IEEE_F32LE)), H5Kind::datatype);
+      RA_H5_CHECK(H5Tset_fields(s.get(), 15, 7, 8, 0, 7));
+      RA_H5_CHECK(H5Tset_size(s.get(), 2));
+      return s;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+void write_h5(const std::string& path, const std::vector<DatasetSpec>& datasets) {
+  H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+  RA_H5_CHECK(H5Pset_fapl_sec2(fapl.get()));
+  H5Handle file(RA_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get())),
+                H5Kind::file);
+  for (const DatasetSpec& s : datasets) {
+    H5Handle type = file_type(s.type);
+    H5Handle space(
+        RA_H5_CHECK(H5Screate_simple(static_cast<int>(s.dims.size()), s.dims.data(), nullptr)),
+        H5Kind::dataspace);
+    H5Handle dcpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Kind::plist);
+    bool empty = false;
+    for (hsize_t d : s.dims) empty = empty || d == 0;
+    if ((s.chunked || s.unknown_filter) && !empty) {
+      std::vector<hsize_t> chunk(s.dims);
+      if (chunk.size() >= 2)
+        chunk[chunk.size() - 2] = std::min<hsize_t>(chunk[chunk.size() - 2], 100);
+      for (std::size_t a = 0; a + 2 < chunk.size(); ++a) chunk[a] = 1;
+      RA_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()));
+      if (s.chunked) RA_H5_CHECK(H5Pset_deflate(dcpl.get(), 4));
+      if (s.unknown_filter)
+        RA_H5_CHECK(H5Pset_filter(dcpl.get(), 32000, H5Z_FLAG_OPTIONAL, 0, nullptr));
+    }
+    H5Handle dset(RA_H5_CHECK(H5Dcreate2(file.get(), s.name.c_str(), type.get(), space.get(),
+                                         H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)),
+                  H5Kind::dataset);
+    const bool numeric = s.type != FileType::str;
+    if (!s.write_data || !numeric || s.dims.size() != 4 || empty) continue;
+    // Values as doubles; HDF5 converts them to the file type (all exact).
+    const DType series = s.type == FileType::f16 ? DType::f16 : DType::f32;
+    std::vector<double> values;
+    values.reserve(s.dims[0] * s.dims[1] * s.dims[2] * s.dims[3]);
+    for (std::int64_t b = 0; b < std::int64_t(s.dims[0]); ++b)
+      for (std::int64_t h = 0; h < std::int64_t(s.dims[1]); ++h)
+        for (std::int64_t t = 0; t < std::int64_t(s.dims[2]); ++t)
+          for (std::int64_t d = 0; d < std::int64_t(s.dims[3]); ++d)
+            values.push_back(ref_value(series, s.tensor, b, h, t, d));
+    RA_H5_CHECK(
+        H5Dwrite(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()));
+  }
+  file.close();
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void expect_agreed_error(MPI_Comm comm, const std::function<void()>& fn, ErrorClass cls,
+                         const std::vector<std::string>& needles) {
+  std::string msg;
+  bool thrown = false;
+  try {
+    fn();
+  } catch (const Error& e) {
+    thrown = true;
+    msg = e.what();
+    EXPECT_EQ(error_class_name(e.error_class()), std::string(error_class_name(cls))) << msg;
+  }
+  EXPECT_TRUE(thrown) << "no Error thrown (expected class " << error_class_name(cls) << ")";
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << "message spans lines: " << msg;
+  for (const auto& n : needles)
+    EXPECT_NE(msg.find(n), std::string::npos) << "message lacks \"" << n << "\": " << msg;
+
+  // The same text on every rank: compare with rank 0's.
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  std::string root = msg;
+  int len = static_cast<int>(root.size());
+  MPI_Bcast(&len, 1, MPI_INT, 0, comm);
+  root.resize(static_cast<std::size_t>(len));
+  MPI_Bcast(root.data(), len, MPI_CHAR, 0, comm);
+  EXPECT_EQ(msg, root) << "ranks disagree on the error";
+}
+
+void IoTest::SetUp() {
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+  std::string dir;
+  if (rank_ == 0) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/ringattn-io-XXXXXX";
+    if (::mkdtemp(templ.data()) != nullptr) dir = templ;
+  }
+  int len = static_cast<int>(dir.size());
+  MPI_Bcast(&len, 1, MPI_INT, 0, comm_);
+  dir.resize(static_cast<std::size_t>(len));
+  MPI_Bcast(dir.data(), len, MPI_CHAR, 0, comm_);
+  ASSERT_FALSE(dir.empty()) << "cannot create a temporary directory";
+  dir_ = dir;
+}
+
+void IoTest::TearDown() {
+  // One verdict per test: a failure on any rank fails the test on rank 0 too.
+  int mine = HasFailure() ? 1 : 0, any = 0;
+  MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm_);
+  if (any && !mine) ADD_FAILURE() << "failed on another rank (see its [rank N] lines)";
+  if (rank_ == 0 && !dir_.empty()) std::filesystem::remove_all(dir_);
+  MPI_Barrier(comm_);
+}
+
+void IoTest::on_root(const std::function<void()>& fn) {
+  if (rank_ == 0) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "on rank 0: " << e.what();
+    }
+  }
+  MPI_Barrier(comm_);
+}
+
+}  // namespace ringattn::test

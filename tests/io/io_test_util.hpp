@@ -1,0 +1,81 @@
+// What the io tests share: a per-test temporary directory, HDF5 files written
+// with the plain C API (serially, on rank 0) whose every element any rank can
+// recompute, and checks that an Error is the same on every rank.
+//
+//   io/h5_handle.hpp  H5Handle and RA_H5_CHECK for the test files' own HDF5 calls
+//   core/error.hpp    Error, ErrorClass
+#pragma once
+
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "io/h5_handle.hpp"
+
+namespace ringattn::test {
+
+// The value a test file holds at (tensor, b, h, token, d). Integers, so they
+// are exact in every storage type: unique per element for f32 files (a wrong
+// row, head or batch never matches by chance); a hash in [-1024, 1023] for
+// f16 files (whole numbers up to 2048 are exact in f16).
+double ref_value(DType stored, int tensor, std::int64_t b, std::int64_t h, std::int64_t t,
+                 std::int64_t d);
+
+// Element types the test files use, valid and not.
+enum class FileType { f32, f16, f64, i32, str, bf16 };
+
+struct DatasetSpec {
+  std::string name;
+  std::vector<hsize_t> dims;
+  FileType type = FileType::f32;
+  int tensor = 0;        // which ref_value series (0 q, 1 k, 2 v; 3 and up for others)
+  bool chunked = false;  // chunked (with gzip level 4) rather than contiguous
+  bool write_data = true;
+  bool unknown_filter = false;  // add an optional filter this HDF5 lacks (id 32000)
+};
+
+struct InputShape {
+  std::int64_t B = 2, Hq = 4, Hkv = 2, Nq = 1001, Nkv = 517, D = 8;
+};
+
+// q, k, v of `shape`, all of one type and layout.
+std::vector<DatasetSpec> qkv_specs(const InputShape& shape, FileType type, bool chunked);
+
+// Writes an HDF5 file with the serial driver (call on one rank only).
+void write_h5(const std::string& path, const std::vector<DatasetSpec>& datasets);
+
+std::string read_bytes(const std::string& path);
+void write_bytes(const std::string& path, const std::string& bytes);
+// Names in dir, sorted (no "." or "..").
+std::vector<std::string> list_dir(const std::string& dir);
+
+// Runs fn (collective) and expects it to throw an Error of class `cls` whose
+// message is one line, contains every needle, and is the same on every rank.
+void expect_agreed_error(MPI_Comm comm, const std::function<void()>& fn, ErrorClass cls,
+                         const std::vector<std::string>& needles);
+
+// Every io test: a fresh directory shared by all ranks, removed afterwards,
+// and one verdict per test for all ranks.
+class IoTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  // Runs fn on rank 0 only (a failure there is a test failure), then a barrier.
+  void on_root(const std::function<void()>& fn);
+
+  MPI_Comm comm_ = MPI_COMM_WORLD;
+  int rank_ = 0;
+  int size_ = 1;
+  std::string dir_;
+};
+
+}  // namespace ringattn::test

@@ -1,0 +1,215 @@
+// Shard reads of the input: every partition kind at uneven N (1001 tokens of
+// q, 517 of k/v on 1, 2 or 3 ranks) and at N barely above the rank count
+// (empty zigzag chunks), f32 and f16 storage, contiguous and chunked+gzip,
+// (batch, head) sub-blocks, ranks with nothing to read, argument errors that
+// only one rank makes, and that HDF5 really did collective I/O.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <sstream>
+
+#include "core/aligned_buffer.hpp"
+#include "io/input_file.hpp"
+#include "io_test_util.hpp"
+
+namespace ringattn::test {
+namespace {
+
+constexpr PartitionKind kKinds[] = {PartitionKind::contiguous, PartitionKind::zigzag,
+                                    PartitionKind::striped};
+
+struct ReadCase {
+  FileType type;
+  bool chunked;
+};
+
+std::ostream& operator<<(std::ostream& os, const ReadCase& c) {
+  return os << (c.type == FileType::f16 ? "f16" : "f32")
+            << (c.chunked ? "_chunked_gzip" : "_contiguous");
+}
+
+// Reads tensor t's shard and compares every element with ref_value at the
+// rank's global positions; reports the first mismatch.
+void check_read(InputFile& in, InputTensor t, const Partition& part, const BatchHeadRange& r,
+                DType mem, int rank) {
+  const InputInfo& info = in.info();
+  const std::size_t n = in.shard_elements(part, r);
+  AlignedBuffer<float> buf(n);  // f16 reads use the first half
+  in.read_shard(t, part, r, mem, buf.data());
+
+  const Positions pos = part.positions(rank);
+  const std::int64_t rows = pos.size(), D = info.D;
+  ASSERT_EQ(n, static_cast<std::size_t>(r.b_count * r.h_count * rows * D));
+  std::size_t bad = 0;
+  std::ostringstream first;
+  for (std::int64_t b = 0; b < r.b_count; ++b)
+    for (std::int64_t h = 0; h < r.h_count; ++h)
+      for (std::int64_t i = 0; i < rows; ++i)
+        for (std::int64_t d = 0; d < D; ++d) {
+          const std::size_t at = static_cast<std::size_t>(((b * r.h_count + h) * rows + i) * D + d);
+          float got = 0.0f;
+          if (mem == DType::f32) {
+            got = buf[at];
+          } else {
+            std::uint16_t hbits = 0;
+            std::memcpy(&hbits, reinterpret_cast<const char*>(buf.data()) + 2 * at, 2);
+            got = f16_to_float(hbits);
+          }
+          const double want =
+              ref_value(info.dtype, static_cast<int>(t), r.b0 + b, r.h0 + h, pos[i], d);
+          if (static_cast<double>(got) != want && bad++ == 0)
+            first << "b " << r.b0 + b << " h " << r.h0 + h << " row " << i << " (token " << pos[i]
+                  << ") d " << d << ": got " << got << ", want " << want;
+        }
+  EXPECT_EQ(bad, 0u) << input_tensor_name(t) << " " << partition_name(part.kind()) << " N "
+                     << part.tokens() << " on rank " << rank << ": " << bad
+                     << " wrong elements, first " << first.str();
+  EXPECT_TRUE(in.last_io_mode().collective())
+      << input_tensor_name(t) << " " << partition_name(part.kind()) << " on rank " << rank
+      << ": the read was " << in.last_io_mode().describe();
+}
+
+class InputRead : public IoTest, public ::testing::WithParamInterface<ReadCase> {};
+
+TEST_P(InputRead, EveryPartitionReadsTheRanksOwnRows) {
+  const ReadCase c = GetParam();
+  const InputShape s;  // B 2, Hq 4, Hkv 2, Nq 1001, Nkv 517, D 8
+  on_root([&] { write_h5(path("in.h5"), qkv_specs(s, c.type, c.chunked)); });
+  InputFile in = InputFile::open(comm_, path("in.h5"));
+  const InputInfo& info = in.info();
+  EXPECT_EQ(info.B, s.B);
+  EXPECT_EQ(info.Hq, s.Hq);
+  EXPECT_EQ(info.Hkv, s.Hkv);
+  EXPECT_EQ(info.Nq, s.Nq);
+  EXPECT_EQ(info.Nkv, s.Nkv);
+  EXPECT_EQ(info.D, s.D);
+  EXPECT_EQ(info.dtype, c.type == FileType::f16 ? DType::f16 : DType::f32);
+
+  for (PartitionKind kind : kKinds) {
+    const Partition pq(kind, s.Nq, size_), pkv(kind, s.Nkv, size_);
+    check_read(in, InputTensor::q, pq, {0, s.B, 0, s.Hq}, DType::f32, rank_);
+    check_read(in, InputTensor::k, pkv, {0, s.B, 0, s.Hkv}, DType::f32, rank_);
+    check_read(in, InputTensor::v, pkv, {0, s.B, 0, s.Hkv}, DType::f32, rank_);
+    // One batch, a head group in the middle: what a streaming job reads.
+    check_read(in, InputTensor::q, pq, {1, 1, 1, 2}, DType::f32, rank_);
+    check_read(in, InputTensor::v, pkv, {1, 1, 1, 1}, DType::f32, rank_);
+    if (info.dtype == DType::f16)
+      check_read(in, InputTensor::k, pkv, {0, s.B, 0, s.Hkv}, DType::f16, rank_);
+  }
+  in.close();
+}
+
+INSTANTIATE_TEST_SUITE_P(Storage, InputRead,
+                         ::testing::Values(ReadCase{FileType::f32, false},
+                                           ReadCase{FileType::f32, true},
+                                           ReadCase{FileType::f16, false},
+                                           ReadCase{FileType::f16, true}),
+                         [](const auto& p) {
+                           std::ostringstream os;
+                           os << p.param;
+                           return os.str();
+                         });
+
+using InputReadEdge = IoTest;
+
+// N just above the rank count: zigzag leaves some chunks empty, so a rank
+// holds one run instead of two, and striped ranks hold one or two rows.
+TEST_F(InputReadEdge, ShortSequencesWithEmptyZigzagChunks) {
+  InputShape s;
+  s.B = 1;
+  s.Hq = 2;
+  s.Hkv = 1;
+  s.Nq = 5;
+  s.Nkv = 3;
+  s.D = 4;
+  on_root([&] { write_h5(path("in.h5"), qkv_specs(s, FileType::f32, false)); });
+  InputFile in = InputFile::open(comm_, path("in.h5"));
+  for (PartitionKind kind : kKinds) {
+    check_read(in, InputTensor::q, Partition(kind, s.Nq, size_), {0, 1, 0, 2}, DType::f32, rank_);
+    check_read(in, InputTensor::k, Partition(kind, s.Nkv, size_), {0, 1, 0, 1}, DType::f32, rank_);
+  }
+}
+
+// A rank with nothing to read still joins the collective read.
+TEST_F(InputReadEdge, RankWithEmptyBlockStillTakesPart) {
+  const InputShape s;
+  on_root([&] { write_h5(path("in.h5"), qkv_specs(s, FileType::f32, true)); });
+  InputFile in = InputFile::open(comm_, path("in.h5"));
+  for (PartitionKind kind : kKinds) {
+    const Partition pq(kind, s.Nq, size_);
+    const BatchHeadRange r = rank_ == 0 ? BatchHeadRange{0, 0, 0, 0} : BatchHeadRange{0, 2, 1, 3};
+    check_read(in, InputTensor::q, pq, r, DType::f32, rank_);
+  }
+}
+
+// Bad arguments, on every rank or on one: every rank throws the same usage Error.
+TEST_F(InputReadEdge, BadArgumentsAreAgreed) {
+  const InputShape s;
+  on_root([&] { write_h5(path("in.h5"), qkv_specs(s, FileType::f32, false)); });
+  InputFile in = InputFile::open(comm_, path("in.h5"));
+  AlignedBuffer<float> buf(static_cast<std::size_t>(s.B * s.Hq * s.Nq * s.D));
+  const BatchHeadRange all{0, s.B, 0, s.Hq};
+
+  expect_agreed_error(comm_,
+                      [&] {
+                        in.read_shard(InputTensor::q,
+                                      Partition(PartitionKind::contiguous, s.Nkv, size_), all,
+                                      DType::f32, buf.data());
+                      },
+                      ErrorClass::usage, {"in.h5", "'q'", "tokens"});
+  expect_agreed_error(comm_,
+                      [&] {
+                        in.read_shard(InputTensor::q,
+                                      Partition(PartitionKind::contiguous, s.Nq, size_ + 1), all,
+                                      DType::f32, buf.data());
+                      },
+                      ErrorClass::usage, {"in.h5", "'q'", "ranks"});
+  expect_agreed_error(comm_,
+                      [&] {
+                        in.read_shard(InputTensor::q, Partition(PartitionKind::zigzag, s.Nq, size_),
+                                      all, DType::f16, buf.data());
+                      },
+                      ErrorClass::usage, {"in.h5", "'q'", "f16"});
+  // Only the last rank asks for heads the dataset lacks.
+  const BatchHeadRange mine =
+      rank_ == size_ - 1 ? BatchHeadRange{0, 1, 0, s.Hkv + 1} : BatchHeadRange{0, 1, 0, 1};
+  expect_agreed_error(comm_,
+                      [&] {
+                        in.read_shard(InputTensor::k,
+                                      Partition(PartitionKind::striped, s.Nkv, size_), mine,
+                                      DType::f32, buf.data());
+                      },
+                      ErrorClass::usage, {"in.h5", "'k'", "heads"});
+
+  // The file still works after agreed errors.
+  check_read(in, InputTensor::v, Partition(PartitionKind::zigzag, s.Nkv, size_), {0, s.B, 0, s.Hkv},
+             DType::f32, rank_);
+}
+
+TEST_F(InputReadEdge, InspectDescribesLayoutAndFilters) {
+  InputShape s;
+  s.Nq = 300;
+  s.Nkv = 300;
+  on_root([&] {
+    auto specs = qkv_specs(s, FileType::f16, true);
+    specs[0].name = "query";
+    specs[1].name = "key";
+    specs[2].name = "value";
+    specs[2].chunked = false;
+    write_h5(path("named.h5"), specs);
+  });
+  const InputInfo info = inspect_input(comm_, path("named.h5"), {"query", "key", "value"});
+  EXPECT_EQ(info.dtype, DType::f16);
+  EXPECT_EQ(info.q.name, "query");
+  EXPECT_EQ(info.q.layout, "chunked");
+  EXPECT_EQ(info.q.chunk, (std::vector<std::int64_t>{1, 1, 100, 8}));
+  EXPECT_EQ(info.q.filters, (std::vector<std::string>{"deflate"}));
+  EXPECT_EQ(info.v.layout, "contiguous");
+  EXPECT_TRUE(info.v.chunk.empty());
+  EXPECT_TRUE(info.v.filters.empty());
+  EXPECT_NE(info.file.path.find("named.h5"), std::string::npos);
+  EXPECT_GT(info.file.size, 0);
+}
+
+}  // namespace
+}  // namespace ringattn::test

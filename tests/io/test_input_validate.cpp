@@ -1,0 +1,189 @@
+// Every way an input file can be wrong ends in the same Error on every rank
+// (class and text), naming the file and the dataset, and never in a hang:
+// missing, not HDF5, truncated, a missing dataset, wrong rank, shapes that
+// disagree, unsupported types, zero-length axes, too large a head dim, a
+// filter this HDF5 lacks.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "io/input_file.hpp"
+#include "io_test_util.hpp"
+
+namespace ringattn::test {
+namespace {
+
+class InputValidate : public IoTest {
+ protected:
+  // Writes `specs` as bad.h5 on rank 0 and expects open() to fail everywhere.
+  void expect_bad(const std::vector<DatasetSpec>& specs, ErrorClass cls,
+                  std::vector<std::string> needles) {
+    const std::string p = path("bad.h5");
+    on_root([&] { write_h5(p, specs); });
+    needles.push_back(p);
+    expect_agreed_error(
+        comm_, [&] { (void)InputFile::open(comm_, p); }, cls, needles);
+  }
+  InputShape s_{2, 4, 2, 40, 24, 8};
+};
+
+TEST_F(InputValidate, MissingFile) {
+  const std::string p = path("nowhere.h5");
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, p); }, ErrorClass::io,
+                      {p, "no such file"});
+}
+
+TEST_F(InputValidate, DirectoryIsNoFile) {
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, dir_); }, ErrorClass::io,
+                      {dir_, "directory"});
+}
+
+TEST_F(InputValidate, NotHdf5) {
+  const std::string p = path("text.h5");
+  on_root([&] { write_bytes(p, "this is not an HDF5 file, just some text\n"); });
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, p); }, ErrorClass::input,
+                      {p, "not an HDF5 file"});
+}
+
+TEST_F(InputValidate, TruncatedFile) {
+  const std::string p = path("truncated.h5");
+  on_root([&] {
+    write_h5(p, qkv_specs(s_, FileType::f32, false));
+    const std::string bytes = read_bytes(p);
+    write_bytes(p, bytes.substr(0, bytes.size() / 2));
+  });
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, p); }, ErrorClass::input,
+                      {p, "truncated"});
+}
+
+TEST_F(InputValidate, MissingDataset) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs.pop_back();  // no v
+  expect_bad(specs, ErrorClass::input, {"dataset 'v'", "no such dataset", "k, q"});
+}
+
+TEST_F(InputValidate, CustomNamesMissing) {
+  const std::string p = path("in.h5");
+  on_root([&] { write_h5(p, qkv_specs(s_, FileType::f32, false)); });
+  expect_agreed_error(comm_,
+                      [&] {
+                        (void)InputFile::open(comm_, p, {"q", "keys", "v"});
+                      },
+                      ErrorClass::input, {p, "dataset 'keys'", "no such dataset"});
+  expect_agreed_error(comm_,
+                      [&] {
+                        (void)InputFile::open(comm_, p, {"q", "", "v"});
+                      },
+                      ErrorClass::usage, {p, "empty"});
+}
+
+TEST_F(InputValidate, GroupInsteadOfDataset) {
+  const std::string p = path("group.h5");
+  on_root([&] {
+    write_h5(p, qkv_specs(s_, FileType::f32, false));
+    H5Handle f(RA_H5_CHECK(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)), H5Kind::file);
+    H5Handle g(RA_H5_CHECK(H5Gcreate2(f.get(), "grp", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+               H5Kind::group);
+  });
+  expect_agreed_error(comm_,
+                      [&] {
+                        (void)InputFile::open(comm_, p, {"q", "k", "grp"});
+                      },
+                      ErrorClass::input, {p, "dataset 'grp'", "group"});
+}
+
+TEST_F(InputValidate, WrongRank) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[0].dims = {2, 4, 40};
+  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "3 dimensions", "[2, 4, 40]"});
+}
+
+TEST_F(InputValidate, BatchMismatch) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[1].dims[0] = 3;
+  expect_bad(specs, ErrorClass::input, {"'q'", "'k'", "batch"});
+}
+
+TEST_F(InputValidate, HeadDimMismatch) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[2].dims[3] = 16;
+  expect_bad(specs, ErrorClass::input, {"'q'", "'v'", "head dim"});
+}
+
+TEST_F(InputValidate, KeyValueTokensMismatch) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[2].dims[2] = 25;
+  expect_bad(specs, ErrorClass::input, {"'k'", "'v'", "tokens"});
+}
+
+TEST_F(InputValidate, KeyValueHeadsMismatch) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[2].dims[1] = 4;
+  expect_bad(specs, ErrorClass::input, {"'k'", "'v'", "heads"});
+}
+
+TEST_F(InputValidate, QueryHeadsNotMultipleOfKeyHeads) {
+  auto specs = qkv_specs({2, 3, 2, 40, 24, 8}, FileType::f32, false);
+  expect_bad(specs, ErrorClass::input, {"'q'", "'k'", "H_q % H_kv"});
+}
+
+TEST_F(InputValidate, IntegerType) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[1].type = FileType::i32;
+  expect_bad(specs, ErrorClass::input, {"dataset 'k'", "integer"});
+}
+
+TEST_F(InputValidate, StringType) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[0].type = FileType::str;
+  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "string"});
+}
+
+TEST_F(InputValidate, Float64) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[2].type = FileType::f64;
+  expect_bad(specs, ErrorClass::input, {"dataset 'v'", "float64"});
+}
+
+TEST_F(InputValidate, BFloat16LikeType) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[0].type = FileType::bf16;
+  specs[0].write_data = false;
+  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "bfloat16"});
+}
+
+TEST_F(InputValidate, MixedTypes) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[1].type = FileType::f16;
+  expect_bad(specs, ErrorClass::input, {"'q' (f32)", "'k' (f16)", "one element type"});
+}
+
+TEST_F(InputValidate, ZeroLengthAxis) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[1].dims[2] = 0;
+  specs[2].dims[2] = 0;
+  expect_bad(specs, ErrorClass::input, {"dataset 'k'", "length 0", "N (tokens)"});
+}
+
+TEST_F(InputValidate, HeadDimTooLarge) {
+  auto specs = qkv_specs({1, 1, 1, 4, 4, 300}, FileType::f32, false);
+  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "300", "256"});
+}
+
+TEST_F(InputValidate, UnavailableFilter) {
+  auto specs = qkv_specs(s_, FileType::f32, false);
+  specs[1].unknown_filter = true;
+  expect_bad(specs, ErrorClass::input, {"dataset 'k'", "32000", "cannot decode"});
+}
+
+// The good file next to all the bad ones opens fine (and the checks above
+// did not leave HDF5 or MPI in a state that breaks the next open).
+TEST_F(InputValidate, ValidFileStillOpens) {
+  const std::string p = path("good.h5");
+  on_root([&] { write_h5(p, qkv_specs(s_, FileType::f16, true)); });
+  InputFile in = InputFile::open(comm_, p);
+  EXPECT_EQ(in.info().Nkv, 24);
+  EXPECT_EQ(in.info().dtype, DType::f16);
+}
+
+}  // namespace
+}  // namespace ringattn::test
