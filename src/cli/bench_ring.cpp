@@ -214,7 +214,8 @@ int run(MpiSession& mpi, const BenchRingOptions& o) {
     std::printf("\nbalance %.4f (max/mean attention flops per rank)\n",
                 j["load_balance"].get<double>());
     std::printf("comm   hop %.1f MB in %.4f s (%.2f GB/s), exposed wait %.4f s, overlap %.3f\n",
-                static_cast<double>(hop_bytes) / 1e6, hop_s, hop_s > 0 ? static_cast<double>(hop_bytes) / hop_s / 1e9 : 0.0, exposed,
+                static_cast<double>(hop_bytes) / 1e6, hop_s,
+                hop_s > 0 ? static_cast<double>(hop_bytes) / hop_s / 1e9 : 0.0, exposed,
                 j["overlap"].get<double>());
   }
   return kOk;

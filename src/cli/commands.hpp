@@ -26,5 +26,6 @@ std::function<int()> add_selfcheck(CLI::App& app);
 class MpiSession;
 // Subcommands that run under mpirun get the MPI session.
 std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench);
+std::function<int(MpiSession&)> add_run(CLI::App& app);
 
 }  // namespace ringattn::cli

@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   auto run_bench_kernel = ringattn::cli::add_bench_kernel(*bench);
   auto run_bench_ring = ringattn::cli::add_bench_ring(*bench);
+  auto run_job = ringattn::cli::add_run(app);
   auto run_selfcheck = ringattn::cli::add_selfcheck(app);
 
   try {
@@ -68,17 +69,22 @@ int main(int argc, char** argv) {
 
   // MPI subcommands: errors every rank saw alike are printed by rank 0 only;
   // an error of one rank alone ends the whole job (the others would hang).
-  if (bench->got_subcommand("ring")) {
+  if (bench->got_subcommand("ring") || app.got_subcommand("run")) {
     std::unique_ptr<ringattn::cli::MpiSession> mpi;
     try {
       mpi = std::make_unique<ringattn::cli::MpiSession>(&argc, &argv);
-      return run_bench_ring(*mpi);
+      return app.got_subcommand("run") ? run_job(*mpi) : run_bench_ring(*mpi);
     } catch (const ringattn::Error& e) {
+      using ringattn::ErrorClass;
       const int code = exit_code_for(e.error_class());
-      if (!mpi || mpi->independent_work() || mpi->rank() == 0)
-        std::fprintf(stderr, "ringattn: %s error: %s\n",
-                     ringattn::error_class_name(e.error_class()), e.what());
-      if (mpi && mpi->independent_work() && mpi->size() > 1) mpi->abort(code);
+      // usage, input and io errors come from checks all ranks agree on (the
+      // io layer agrees before it throws); the rest may be one rank's own.
+      const ErrorClass cls = e.error_class();
+      const bool agreed = mpi && !mpi->independent_work() && cls != ErrorClass::comm &&
+                          cls != ErrorClass::fault && cls != ErrorClass::internal;
+      if (!agreed || mpi->rank() == 0)
+        std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(cls), e.what());
+      if (mpi && !agreed && mpi->size() > 1) mpi->abort(code);
       return code;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "ringattn: internal error: %s\n", e.what());

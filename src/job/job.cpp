@@ -1,0 +1,278 @@
+// The run (see job.hpp). Memory per rank is bounded by one chunk's shards:
+// q (h_q, n_q/P, D), k and v (h_kv, n_kv/P, D), o and lse, the ring's two
+// buffers and the kernel's packed K/V, never by B x H.
+#include "job/job.hpp"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "comm/mpi_transport.hpp"
+#include "core/aligned_buffer.hpp"
+#include "core/cpu.hpp"
+#include "core/error.hpp"
+#include "core/timer.hpp"
+#include "core/version.hpp"
+#include "io/output_file.hpp"
+#include "job/progress.hpp"
+#include "ring/ring_attention.hpp"
+
+namespace ringattn {
+namespace {
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+std::string hostname() {
+  char h[256] = "?";
+  gethostname(h, sizeof h - 1);
+  return h;
+}
+
+}  // namespace
+
+std::string config_json(const JobConfig& c) {
+  nlohmann::json j = {
+      {"input", {{"path", c.input}, {"q", c.q_name}, {"k", c.k_name}, {"v", c.v_name}}},
+      {"output",
+       {{"path", c.output}, {"lse", c.lse}, {"dtype", c.o_dtype}, {"overwrite", c.overwrite}}},
+      {"attention",
+       {{"causal", c.causal}, {"scale", c.scale}, {"compute", compute_type_name(c.compute)}}},
+      {"ring", {{"partition", partition_name(c.effective_partition())}}},
+      {"run",
+       {{"threads", c.threads},
+        {"kv_heads_per_chunk", c.kv_heads_per_chunk},
+        {"metrics", c.metrics},
+        {"progress_interval", c.progress_interval}}},
+  };
+  return j.dump();
+}
+
+JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
+  Timer wall;
+  int rank = 0, P = 1;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  RA_MPI_CHECK(MPI_Comm_size(comm, &P));
+  RA_CHECK(!cfg.input.empty(), usage, "no input file given (--input or [input] path)");
+  RA_CHECK(!cfg.output.empty(), usage, "no output file given (--output or [output] path)");
+  RA_CHECK(cfg.o_dtype == "f32" || cfg.o_dtype == "input", usage,
+           "output dtype must be \"f32\" or \"input\", got \"", cfg.o_dtype, "\"");
+  RA_CHECK(cfg.kv_heads_per_chunk >= 1, usage, "kv_heads_per_chunk must be >= 1");
+  RA_CHECK(cfg.threads >= 0, usage, "threads must be >= 0 (0: automatic)");
+
+  RankMetrics m;
+  m.host = hostname();
+  InputFile in = InputFile::open(comm, cfg.input, {cfg.q_name, cfg.k_name, cfg.v_name});
+  const InputInfo& info = in.info();
+  // Checks every rank makes alike on the agreed description.
+  RA_CHECK(info.Nq >= P, input, cfg.input, ": dataset '", cfg.q_name, "' has ", info.Nq,
+           " tokens, fewer than the ", P, " ranks");
+  RA_CHECK(info.Nkv >= P, input, cfg.input, ": dataset '", cfg.k_name, "' has ", info.Nkv,
+           " tokens, fewer than the ", P, " ranks");
+
+  JobReport report;
+  report.input = info;
+  report.ranks = P;
+  report.threads = cfg.threads > 0 ? cfg.threads : default_threads();
+  report.partition = cfg.effective_partition();
+  const Partition qp(report.partition, info.Nq, P), kp(report.partition, info.Nkv, P);
+  const std::int64_t group = info.Hq / info.Hkv;
+  const std::int64_t hk_chunk = std::min(cfg.kv_heads_per_chunk, info.Hkv);
+  const std::int64_t chunks_per_batch = (info.Hkv + hk_chunk - 1) / hk_chunk;
+  report.chunks = info.B * chunks_per_batch;
+
+  OutputSpec spec;
+  spec.path = cfg.output;
+  spec.overwrite = cfg.overwrite;
+  spec.input_path = cfg.input;
+  spec.B = info.B;
+  spec.H = info.Hq;
+  spec.N = info.Nq;
+  spec.D = info.D;
+  spec.o_dtype = cfg.o_dtype == "input" ? info.dtype : DType::f32;
+  spec.with_lse = cfg.lse;
+  OutputFile out = OutputFile::create(comm, spec);
+
+  // Chunk buffers, sized for the largest chunk.
+  const std::int64_t nq = qp.local_size(rank), nkv = kp.local_size(rank), D = info.D;
+  const std::size_t es = dtype_size(info.dtype);
+  const std::int64_t hq_max = hk_chunk * group;
+  AlignedBuffer<char> q(static_cast<std::size_t>(hq_max * nq * D) * es);     // (hq, nq, D)
+  AlignedBuffer<char> k(static_cast<std::size_t>(hk_chunk * nkv * D) * es);  // (hk, nkv, D)
+  AlignedBuffer<char> v(k.size());
+  AlignedBuffer<float> o(static_cast<std::size_t>(hq_max * nq * D));  // (hq, nq, D)
+  AlignedBuffer<float> lse(static_cast<std::size_t>(hq_max * nq));    // (hq, nq)
+
+  MpiTransport transport(comm);
+  RingOptions opt;
+  opt.causal = cfg.causal;
+  opt.scale = cfg.scale;
+  opt.compute = cfg.compute;
+  opt.threads = report.threads;
+  Progress progress(rank == 0, report.chunks, static_cast<double>(info.Nq * hq_max),
+                    cfg.progress_interval);
+
+  std::int64_t done = 0;
+  for (std::int64_t b = 0; b < info.B; ++b)
+    for (std::int64_t hk0 = 0; hk0 < info.Hkv; hk0 += hk_chunk) {
+      const std::int64_t hkc = std::min(hk_chunk, info.Hkv - hk0);
+      const BatchHeadRange qr{b, 1, hk0 * group, hkc * group}, kr{b, 1, hk0, hkc};
+      Timer t;
+      in.read_shard(InputTensor::q, qp, qr, info.dtype, q.data());
+      in.read_shard(InputTensor::k, kp, kr, info.dtype, k.data());
+      in.read_shard(InputTensor::v, kp, kr, info.dtype, v.data());
+      m.io_read_s += t.seconds();
+      m.bytes_read +=
+          static_cast<double>((hkc * group * nq + 2 * hkc * nkv) * D) * static_cast<double>(es);
+
+      const RingShards shards{q.data(), k.data(), v.data(), info.dtype, 1, hkc * group, hkc, D};
+      const RingStats st =
+          ring_attention(transport, qp, kp, shards, o.data(), cfg.lse ? lse.data() : nullptr, opt);
+      m.compute_s += st.compute_s + st.finalize_s;
+      m.comm_wait_s += st.wait_s;
+      m.flops += st.flops;
+      m.bytes_sent += static_cast<double>(st.bytes_sent);
+
+      t.reset();
+      out.write_o(qp, qr, DType::f32, o.data());
+      if (cfg.lse) out.write_lse(qp, qr, lse.data());
+      m.io_write_s += t.seconds();
+      m.bytes_written += static_cast<double>(hkc * group * nq * D) *
+                             static_cast<double>(dtype_size(spec.o_dtype)) +
+                         (cfg.lse ? static_cast<double>(hkc * group * nq) * 4.0 : 0.0);
+      progress.update(++done);
+    }
+  progress.finish();
+
+  std::vector<std::pair<std::string, AttrValue>> attrs = {
+      {"ringattn_version", std::string(kVersion)},
+      {"ringattn_git_commit", std::string(kGitCommit)},
+      {"config", config_json(cfg)},
+      {"ranks", static_cast<std::int64_t>(P)},
+      {"threads_per_rank", static_cast<std::int64_t>(report.threads)},
+      {"partition", std::string(partition_name(report.partition))},
+      {"causal", static_cast<std::int64_t>(cfg.causal)},
+      {"scale",
+       static_cast<double>(cfg.scale != 0 ? cfg.scale : 1.0f / std::sqrt(static_cast<float>(D)))},
+      {"compute", std::string(compute_type_name(cfg.compute))},
+      {"q_dataset", cfg.q_name},
+      {"k_dataset", cfg.k_name},
+      {"v_dataset", cfg.v_name},
+  };
+  for (auto& a : identity_attributes(info.file)) attrs.push_back(std::move(a));
+  Timer t;
+  out.set_attributes(attrs);
+  out.commit();
+  m.io_write_s += t.seconds();
+
+  m.wall_s = wall.seconds();
+  m.peak_rss_mb = peak_rss_mb();
+  // Every rank's metrics to rank 0 (numbers; host names separately).
+  const double mine[10] = {m.wall_s, m.compute_s,  m.comm_wait_s, m.io_read_s,     m.io_write_s,
+                           m.flops,  m.bytes_sent, m.bytes_read,  m.bytes_written, m.peak_rss_mb};
+  std::vector<double> all(rank == 0 ? 10 * static_cast<std::size_t>(P) : 0);
+  RA_MPI_CHECK(MPI_Gather(mine, 10, MPI_DOUBLE, all.data(), 10, MPI_DOUBLE, 0, comm));
+  char host[256] = {};
+  std::snprintf(host, sizeof host, "%s", m.host.c_str());
+  std::vector<char> hosts(rank == 0 ? 256 * static_cast<std::size_t>(P) : 0);
+  RA_MPI_CHECK(MPI_Gather(host, 256, MPI_CHAR, hosts.data(), 256, MPI_CHAR, 0, comm));
+  report.wall_s = m.wall_s;
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &report.wall_s, 1, MPI_DOUBLE, MPI_MAX, comm));
+  if (rank == 0) {
+    for (int r = 0; r < P; ++r) {
+      const double* a = all.data() + 10 * r;
+      RankMetrics x{a[0],
+                    a[1],
+                    a[2],
+                    a[3],
+                    a[4],
+                    a[5],
+                    a[6],
+                    a[7],
+                    a[8],
+                    a[9],
+                    std::string(hosts.data() + 256 * r)};
+      report.per_rank.push_back(x);
+    }
+  } else {
+    report.per_rank.push_back(m);
+  }
+  return report;
+}
+
+void write_metrics(const std::string& path, const JobConfig& cfg, const JobReport& r) {
+  using nlohmann::json;
+  json ranks = json::array();
+  for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
+    const RankMetrics& m = r.per_rank[i];
+    ranks.push_back({{"rank", i},
+                     {"host", m.host},
+                     {"wall_s", m.wall_s},
+                     {"compute_s", m.compute_s},
+                     {"comm_wait_s", m.comm_wait_s},
+                     {"io_read_s", m.io_read_s},
+                     {"io_write_s", m.io_write_s},
+                     {"flops", m.flops},
+                     {"gflops", m.compute_s > 0 ? m.flops / m.compute_s / 1e9 : 0.0},
+                     {"bytes_sent", m.bytes_sent},
+                     {"bytes_read", m.bytes_read},
+                     {"bytes_written", m.bytes_written},
+                     {"peak_rss_mb", m.peak_rss_mb}});
+  }
+  char mpi_version[MPI_MAX_LIBRARY_VERSION_STRING] = {};
+  int len = 0;
+  MPI_Get_library_version(mpi_version, &len);
+  std::string mpi_first_line(mpi_version);
+  mpi_first_line = mpi_first_line.substr(0, mpi_first_line.find_first_of(",\n"));
+  unsigned h5maj = 0, h5min = 0, h5rel = 0;
+  H5get_libversion(&h5maj, &h5min, &h5rel);
+  std::vector<std::string> hosts;
+  for (const auto& m : r.per_rank)
+    if (std::find(hosts.begin(), hosts.end(), m.host) == hosts.end()) hosts.push_back(m.host);
+  double flops = 0;
+  for (const auto& m : r.per_rank) flops += m.flops;
+  const char* slurm = std::getenv("SLURM_JOB_ID");
+  const json j = {
+      {"context",
+       {{"version", kVersion},
+        {"git_commit", kGitCommit},
+        {"hosts", hosts},
+        {"ranks", r.ranks},
+        {"threads_per_rank", r.threads},
+        {"vector_isa", vector_isa()},
+        {"mpi", mpi_first_line},
+        {"hdf5", std::to_string(h5maj) + "." + std::to_string(h5min) + "." + std::to_string(h5rel)},
+        {"slurm_job_id", slurm ? json(slurm) : json(nullptr)}}},
+      {"problem",
+       {{"batch", r.input.B},
+        {"heads", r.input.Hq},
+        {"kv_heads", r.input.Hkv},
+        {"n", r.input.Nq},
+        {"n_kv", r.input.Nkv},
+        {"d", r.input.D},
+        {"dtype", dtype_name(r.input.dtype)},
+        {"causal", cfg.causal},
+        {"partition", partition_name(r.partition)},
+        {"chunks", r.chunks}}},
+      {"config", json::parse(config_json(cfg))},
+      {"wall_s", r.wall_s},
+      {"gflops", r.wall_s > 0 ? flops / r.wall_s / 1e9 : 0.0},
+      {"ranks", ranks},
+  };
+  std::ofstream f(path);
+  RA_CHECK(f.good(), io, "cannot write metrics file ", path);
+  f << j.dump(2) << "\n";
+  RA_CHECK(f.good(), io, "writing metrics file ", path, " failed");
+}
+
+}  // namespace ringattn

@@ -1,0 +1,52 @@
+// One run: config -> read shard -> ring -> write shard, chunk by chunk
+// (batch, K/V head group), then commit the output and report metrics.
+// Collective over the communicator: every rank calls run_job with the same
+// config. Errors found by checks every rank makes alike (bad input, existing
+// output, ...) are thrown on every rank; the CLI prints them once.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/input_file.hpp"
+#include "job/job_config.hpp"
+
+namespace ringattn {
+
+// What one rank spent and moved.
+struct RankMetrics {
+  double wall_s = 0;       // the whole run on this rank
+  double compute_s = 0;    // kernel time
+  double comm_wait_s = 0;  // blocked on ring hops (exposed communication)
+  double io_read_s = 0, io_write_s = 0;
+  double flops = 0;  // attention flops of the visible pairs computed here
+  double bytes_sent = 0, bytes_read = 0, bytes_written = 0;
+  double peak_rss_mb = 0;  // peak resident memory
+  std::string host;
+};
+
+struct JobReport {
+  InputInfo input;
+  int ranks = 1;
+  int threads = 1;
+  PartitionKind partition = PartitionKind::contiguous;
+  std::int64_t chunks = 0;
+  double wall_s = 0;                  // slowest rank
+  std::vector<RankMetrics> per_rank;  // on rank 0: every rank's; elsewhere: its own only
+};
+
+// Runs the job; the output is committed when it returns.
+JobReport run_job(MPI_Comm comm, const JobConfig& cfg);
+
+// The config as JSON text (stored in the output's attributes and metrics).
+std::string config_json(const JobConfig& cfg);
+
+// Writes the metrics JSON (rank 0 calls it): per-rank figures plus a context
+// block (version, git commit, hosts, ranks, threads, library versions, Slurm
+// job id).
+void write_metrics(const std::string& path, const JobConfig& cfg, const JobReport& report);
+
+}  // namespace ringattn
