@@ -20,6 +20,7 @@
 #include "core/error.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
+#include "io/agree.hpp"
 #include "io/output_file.hpp"
 #include "job/progress.hpp"
 #include "ring/ring_attention.hpp"
@@ -63,22 +64,28 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   int rank = 0, P = 1;
   RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
-  RA_CHECK(!cfg.input.empty(), usage, "no input file given (--input or [input] path)");
-  RA_CHECK(!cfg.output.empty(), usage, "no output file given (--output or [output] path)");
-  RA_CHECK(cfg.o_dtype == "f32" || cfg.o_dtype == "input", usage,
-           "output dtype must be \"f32\" or \"input\", got \"", cfg.o_dtype, "\"");
-  RA_CHECK(cfg.kv_heads_per_chunk >= 1, usage, "kv_heads_per_chunk must be >= 1");
-  RA_CHECK(cfg.threads >= 0, usage, "threads must be >= 0 (0: automatic)");
+  // Checks of the arguments: the same on every rank, agreed so the message
+  // (which names the rank that raised it) is identical everywhere.
+  agree(comm, [&] {
+    RA_CHECK(!cfg.input.empty(), usage, "no input file given (--input or [input] path)");
+    RA_CHECK(!cfg.output.empty(), usage, "no output file given (--output or [output] path)");
+    RA_CHECK(cfg.o_dtype == "f32" || cfg.o_dtype == "input", usage,
+             "output dtype must be \"f32\" or \"input\", got \"", cfg.o_dtype, "\"");
+    RA_CHECK(cfg.kv_heads_per_chunk >= 1, usage, "kv_heads_per_chunk must be >= 1");
+    RA_CHECK(cfg.threads >= 0, usage, "threads must be >= 0 (0: automatic)");
+  });
 
   RankMetrics m;
   m.host = hostname();
   InputFile in = InputFile::open(comm, cfg.input, {cfg.q_name, cfg.k_name, cfg.v_name});
   const InputInfo& info = in.info();
   // Checks every rank makes alike on the agreed description.
-  RA_CHECK(info.Nq >= P, input, cfg.input, ": dataset '", cfg.q_name, "' has ", info.Nq,
-           " tokens, fewer than the ", P, " ranks");
-  RA_CHECK(info.Nkv >= P, input, cfg.input, ": dataset '", cfg.k_name, "' has ", info.Nkv,
-           " tokens, fewer than the ", P, " ranks");
+  agree(comm, [&] {
+    RA_CHECK(info.Nq >= P, input, cfg.input, ": dataset '", cfg.q_name, "' has ", info.Nq,
+             " tokens, fewer than the ", P, " ranks");
+    RA_CHECK(info.Nkv >= P, input, cfg.input, ": dataset '", cfg.k_name, "' has ", info.Nkv,
+             " tokens, fewer than the ", P, " ranks");
+  });
 
   JobReport report;
   report.input = info;
