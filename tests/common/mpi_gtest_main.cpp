@@ -1,7 +1,8 @@
 // main() for GoogleTest suites that run under mpirun: initialises MPI, lets
 // rank 0 print the usual report and other ranks only their failures (with
 // the rank), and makes the process exit non-zero on every rank if any rank
-// failed, so ctest sees one verdict.
+// failed, so ctest sees one verdict. (Fixtures such as the io tests' IoTest
+// also agree on each test's verdict, so rank 0 reports a failure of any rank.)
 #include <gtest/gtest.h>
 #include <mpi.h>
 
