@@ -273,10 +273,14 @@ void merge(std::int64_t rows, std::int64_t head_dim, const float* o_a, const flo
       lse[r] = ninf;
       continue;
     }
-    const float mx = std::max(a, b);
-    const float m = mx + std::log1p(std::exp(-std::fabs(a - b)));
-    const float wa = a == ninf ? 0.0f : std::exp(a - m);
-    const float wb = b == ninf ? 0.0f : std::exp(b - m);
+    // Weights from e = exp(-|a - b|) alone, never from exp(x - lse) with a
+    // rounded lse: the larger side gets 1/(1+e), the smaller e/(1+e), exact
+    // to a few ulps whatever the magnitude of lse.
+    const bool a_hi = a >= b;
+    const float e = std::exp(-(a_hi ? a - b : b - a));  // 0 when the smaller is -inf
+    const float w_hi = 1.0f / (1.0f + e), w_lo = e * w_hi;
+    const float wa = a_hi ? w_hi : w_lo, wb = a_hi ? w_lo : w_hi;
+    const float m = (a_hi ? a : b) + std::log1p(e);
     for (std::int64_t d = 0; d < head_dim; ++d)
       out[d] = (wa != 0.0f ? wa * oa[d] : 0.0f) + (wb != 0.0f ? wb * ob[d] : 0.0f);
     lse[r] = m;

@@ -55,7 +55,7 @@ RA_INLINE void storev(float* p, const VF& v) {
 }
 
 // 2^x: round-to-nearest range reduction (magic number: exact for |x| < 2^22),
-// degree-6 Taylor polynomial on [-1/2, 1/2] (relative error ~1e-7), exponent
+// a degree-6 polynomial on [-1/2, 1/2] (relative error 1e-7), exponent
 // built from bits. x < -126 (including -inf) gives exactly 0. kNonPositive
 // skips the upper clamp where the caller guarantees x <= 0 (scores minus
 // their running max).
@@ -72,12 +72,14 @@ RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
   const VF magic = splat<VF>(12582912.0f);  // 1.5 · 2^23
   const VF r = (xc + magic) - magic;
   const VF f = xc - r;
-  VF p = splat<VF>(1.5403530393381608e-4f);
-  p = p * f + 1.3333558146428443e-3f;
-  p = p * f + 9.6181291076284772e-3f;
-  p = p * f + 5.5504108664821580e-2f;
-  p = p * f + 2.4022650695910071e-1f;
-  p = p * f + 6.9314718055994531e-1f;
+  // Degree 6 interpolating 2^f at the 7 Chebyshev nodes of [-1/2, 1/2]:
+  // 1.0e-7 worst relative error in fp32 (Taylor of the same degree: 2.2e-7).
+  VF p = splat<VF>(1.5461444683652947e-4f);
+  p = p * f + 1.3400428178361574e-3f;
+  p = p * f + 9.6180566785900900e-3f;
+  p = p * f + 5.5503272266688435e-2f;
+  p = p * f + 2.4022650922288005e-1f;
+  p = p * f + 6.9314720670283330e-1f;
   p = p * f + 1.0f;
   const VI n = __builtin_convertvector(r, VI);
   VF scale;
