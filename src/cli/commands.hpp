@@ -27,5 +27,9 @@ class MpiSession;
 // Subcommands that run under mpirun get the MPI session.
 std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench);
 std::function<int(MpiSession&)> add_run(CLI::App& app);
+// One-process tools (rank 0 works, other ranks wait, all return its code).
+std::function<int(MpiSession&)> add_gen(CLI::App& app);
+std::function<int(MpiSession&)> add_info(CLI::App& app);
+std::function<int(MpiSession&)> add_verify(CLI::App& app);
 
 }  // namespace ringattn::cli

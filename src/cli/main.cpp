@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
   auto run_bench_ring = ringattn::cli::add_bench_ring(*bench);
   auto run_job = ringattn::cli::add_run(app);
   auto run_selfcheck = ringattn::cli::add_selfcheck(app);
+  auto run_gen = ringattn::cli::add_gen(app);
+  auto run_info = ringattn::cli::add_info(app);
+  auto run_verify = ringattn::cli::add_verify(app);
 
   try {
     app.parse(argc, argv);
@@ -69,10 +72,14 @@ int main(int argc, char** argv) {
 
   // MPI subcommands: errors every rank saw alike are printed by rank 0 only;
   // an error of one rank alone ends the whole job (the others would hang).
-  if (bench->got_subcommand("ring") || app.got_subcommand("run")) {
+  if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
+      app.got_subcommand("info") || app.got_subcommand("verify")) {
     std::unique_ptr<ringattn::cli::MpiSession> mpi;
     try {
       mpi = std::make_unique<ringattn::cli::MpiSession>(&argc, &argv);
+      if (app.got_subcommand("gen")) return run_gen(*mpi);
+      if (app.got_subcommand("info")) return run_info(*mpi);
+      if (app.got_subcommand("verify")) return run_verify(*mpi);
       return app.got_subcommand("run") ? run_job(*mpi) : run_bench_ring(*mpi);
     } catch (const ringattn::Error& e) {
       using ringattn::ErrorClass;

@@ -117,8 +117,7 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   AlignedBuffer<char> q(static_cast<std::size_t>(hq_max * nq * D) * es);     // (hq, nq, D)
   AlignedBuffer<char> k(static_cast<std::size_t>(hk_chunk * nkv * D) * es);  // (hk, nkv, D)
   AlignedBuffer<char> v(k.size());
-  AlignedBuffer<float> o(static_cast<std::size_t>(hq_max * nq * D));  // (hq, nq, D)
-  AlignedBuffer<float> lse(static_cast<std::size_t>(hq_max * nq));    // (hq, nq)
+  AlignedBuffer<float> lse(static_cast<std::size_t>(hq_max * nq));  // (hq, nq)
 
   MpiTransport transport(comm);
   RingOptions opt;
@@ -143,15 +142,17 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
           static_cast<double>((hkc * group * nq + 2 * hkc * nkv) * D) * static_cast<double>(es);
 
       const RingShards shards{q.data(), k.data(), v.data(), info.dtype, 1, hkc * group, hkc, D};
+      // The state's acc becomes o in place: no separate output buffer.
+      AttnState state(1, hkc * group, nq, D);
       const RingStats st =
-          ring_attention(transport, qp, kp, shards, o.data(), cfg.lse ? lse.data() : nullptr, opt);
+          ring_attention(transport, qp, kp, shards, state, cfg.lse ? lse.data() : nullptr, opt);
       m.compute_s += st.compute_s + st.finalize_s;
       m.comm_wait_s += st.wait_s;
       m.flops += st.flops;
       m.bytes_sent += static_cast<double>(st.bytes_sent);
 
       t.reset();
-      out.write_o(qp, qr, DType::f32, o.data());
+      out.write_o(qp, qr, DType::f32, state.acc.data());
       if (cfg.lse) out.write_lse(qp, qr, lse.data());
       m.io_write_s += t.seconds();
       m.bytes_written += static_cast<double>(hkc * group * nq * D) *

@@ -131,11 +131,26 @@ void update_state(const AttnParams& p, AttnState& s) {
   std::stable_sort(qtile_order.begin(), qtile_order.end(),
                    [&](std::int64_t a, std::int64_t b) { return qtile_cost[a] > qtile_cost[b]; });
 
-  // Packed operands.
+  // Packed operands. K is always packed (transposed). V is used in place when
+  // it already is f32 rows of D floats, except a partial last tile, which is
+  // zero-padded: that halves the kernel's extra memory on the ring's blocks.
   AlignedBuffer<float> kt_pack(
       static_cast<std::size_t>(B * HK * KT * D * BK));  // (B, HK, KT, D, BK)
+  const bool v_direct = p.dtype == DType::f32 && !bf16 && p.v.row_stride == D;
+  const bool v_tail = p.n_kv % BK != 0;
+  const std::int64_t v_tiles = v_direct ? (v_tail ? 1 : 0) : KT;  // packed tiles per (b, hk)
   AlignedBuffer<float> v_pack(
-      static_cast<std::size_t>(B * HK * KT * BK * D));  // (B, HK, KT, BK, D)
+      static_cast<std::size_t>(B * HK * v_tiles * BK * D));  // (B, HK, v_tiles, BK, D)
+  auto v_tile_of = [&](std::int64_t b, std::int64_t hk, std::int64_t kt) -> float* {
+    if (!v_direct) return v_pack.data() + ((b * HK + hk) * KT + kt) * BK * D;
+    if (v_tail && kt == KT - 1) return v_pack.data() + (b * HK + hk) * BK * D;
+    return nullptr;  // not packed: read in place
+  };
+  auto v_tile_in = [&](std::int64_t b, std::int64_t hk, std::int64_t kt) -> const float* {
+    if (const float* t = v_tile_of(b, hk, kt)) return t;
+    return static_cast<const float*>(p.v.data) + b * p.v.batch_stride + hk * p.v.head_stride +
+           kt * BK * D;
+  };
 
   const TileGemm gemm_qk(BK, BQ, D, BK, D, BK, /*accumulate=*/false);  // S^T = K · Q^T
   const TileGemm gemm_pv(D, BQ, BK, D, BK, D, /*accumulate=*/true);    // O^T += V^T · P^T
@@ -152,7 +167,7 @@ void update_state(const AttnParams& p, AttnState& s) {
         for (std::int64_t kt = 0; kt < KT; ++kt) {
           const std::int64_t tile = (b * HK + hk) * KT + kt;
           float* kt_tile = kt_pack.data() + tile * D * BK;  // (D, BK)
-          float* v_tile = v_pack.data() + tile * BK * D;    // (BK, D)
+          float* v_tile = v_tile_of(b, hk, kt);             // (BK, D) or nullptr
           for (int j = 0; j < BK; ++j) {
             const std::int64_t r = kt * BK + j;
             if (r < p.n_kv) {
@@ -166,15 +181,17 @@ void update_state(const AttnParams& p, AttnState& s) {
               for (int d = 0; d < D; ++d)
                 kt_tile[static_cast<std::int64_t>(d) * BK + j] =
                     bf16 ? round_to_bf16(row[d]) : row[d];
-              float* vr = v_tile + static_cast<std::int64_t>(j) * D;
-              load_f32(static_cast<const char*>(p.v.data) +
-                           voff * static_cast<std::int64_t>(dtype_size(p.dtype)),
-                       p.dtype, vr, static_cast<std::size_t>(D));
-              if (bf16)
-                for (int d = 0; d < D; ++d) vr[d] = round_to_bf16(vr[d]);
+              if (v_tile) {
+                float* vr = v_tile + static_cast<std::int64_t>(j) * D;
+                load_f32(static_cast<const char*>(p.v.data) +
+                             voff * static_cast<std::int64_t>(dtype_size(p.dtype)),
+                         p.dtype, vr, static_cast<std::size_t>(D));
+                if (bf16)
+                  for (int d = 0; d < D; ++d) vr[d] = round_to_bf16(vr[d]);
+              }
             } else {
               for (int d = 0; d < D; ++d) kt_tile[static_cast<std::int64_t>(d) * BK + j] = 0.0f;
-              std::fill_n(v_tile + static_cast<std::int64_t>(j) * D, D, 0.0f);
+              if (v_tile) std::fill_n(v_tile + static_cast<std::int64_t>(j) * D, D, 0.0f);
             }
           }
         }
@@ -228,7 +245,7 @@ void update_state(const AttnParams& p, AttnState& s) {
           mask_tile(sbuf.data(), rows, BK, qposbuf.data(), kpos.data() + kt * BK, k_valid,
                     kind == TileKind::diagonal);
         softmax_tile({sbuf.data(), rows, BK, m2buf.data(), llanes.data(), accbuf.data(), D, bf16});
-        gemm_pv(v_pack.data() + tile * BK * D, sbuf.data(), accbuf.data());
+        gemm_pv(v_tile_in(b, hk, kt), sbuf.data(), accbuf.data());
         if (poll) p.progress(p.progress_arg);
       }
 

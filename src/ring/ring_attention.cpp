@@ -40,6 +40,16 @@ std::uint64_t ring_block_bytes(const Partition& kv_part, int r, const RingShards
 
 RingStats ring_attention(Transport& transport, const Partition& q_part, const Partition& kv_part,
                          const RingShards& shards, float* o, float* lse, const RingOptions& opt) {
+  AttnState state(shards.batch, shards.heads_q, q_part.local_size(transport.rank()),
+                  shards.head_dim);
+  const RingStats st = ring_attention(transport, q_part, kv_part, shards, state, lse, opt);
+  std::copy_n(state.acc.data(), state.acc.size(), o);
+  return st;
+}
+
+RingStats ring_attention(Transport& transport, const Partition& q_part, const Partition& kv_part,
+                         const RingShards& shards, AttnState& state, float* lse,
+                         const RingOptions& opt) {
   const int P = transport.size(), r = transport.rank();
   RA_CHECK(q_part.ranks() == P && kv_part.ranks() == P, usage, "partitions for ", q_part.ranks(),
            "/", kv_part.ranks(), " ranks used on a ring of ", P);
@@ -59,7 +69,10 @@ RingStats ring_attention(Transport& transport, const Partition& q_part, const Pa
     std::memcpy(cur.data() + half, shards.v, half);
   }
 
-  AttnState state(B, shards.heads_q, nq, D);
+  RA_CHECK(
+      state.batch == B && state.heads == shards.heads_q && state.rows == nq && state.head_dim == D,
+      internal, "ring state shape does not match the shards");
+  state.reset();
   const Positions q_pos = q_part.positions(r);
   const auto [q_lo, q_hi] = position_range(q_pos);
 
@@ -119,7 +132,7 @@ RingStats ring_attention(Transport& transport, const Partition& q_part, const Pa
   }
 
   Timer t;
-  finalize(state, o, lse, opt.threads);
+  finalize(state, state.acc.data(), lse, opt.threads);  // in place: acc becomes o
   stats.finalize_s = t.seconds();
   stats.total_s = total.seconds();
   return stats;

@@ -20,6 +20,7 @@
 #include "comm/transport.hpp"
 #include "core/dtype.hpp"
 #include "kernel/params.hpp"
+#include "kernel/state.hpp"
 #include "ring/partition.hpp"
 
 namespace ringattn {
@@ -63,6 +64,13 @@ struct RingStats {
 // q_part's for cross-attention).
 RingStats ring_attention(Transport& transport, const Partition& q_part, const Partition& kv_part,
                          const RingShards& shards, float* o, float* lse, const RingOptions& opt);
+
+// The same, folding into a caller's state (shaped (batch, heads_q, local q
+// rows, head_dim); reset first) and finalising it in place: on return
+// state.acc holds o. Saves the separate o buffer where memory is tight.
+RingStats ring_attention(Transport& transport, const Partition& q_part, const Partition& kv_part,
+                         const RingShards& shards, AttnState& state, float* lse,
+                         const RingOptions& opt);
 
 // Bytes of rank r's K/V block as it travels (K then V).
 std::uint64_t ring_block_bytes(const Partition& kv_part, int r, const RingShards& shards);

@@ -1,0 +1,100 @@
+// `ringattn gen`: writes a seeded synthetic input (q, k, v) that `run` reads,
+// for smoke tests, scaling studies and bug reports: the seed alone rebuilds
+// any slice of it (io/synthetic.hpp). One process writes; under mpirun the
+// other ranks wait.
+//
+// Includes: cli/commands.hpp (ExitCode, CLI11), cli/mpi_session.hpp,
+// core/timer.hpp (Timer), io/agree.hpp (one verdict for all ranks),
+// io/synthetic.hpp (the writer).
+#include <cstdio>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
+#include "core/error.hpp"
+#include "core/timer.hpp"
+#include "io/agree.hpp"
+#include "io/synthetic.hpp"
+
+namespace ringattn::cli {
+namespace {
+
+struct GenFlags {
+  SyntheticSpec spec;
+  std::int64_t kv_heads = 0, n_kv = 0;  // 0: like --heads, --n
+  std::string dtype = "f32";
+};
+
+int gen(const GenFlags& f) {
+  SyntheticSpec s = f.spec;
+  s.HK = f.kv_heads > 0 ? f.kv_heads : s.H;
+  s.NK = f.n_kv > 0 ? f.n_kv : s.N;
+  s.dtype = parse_dtype(f.dtype);
+  if (s.gzip > 0) s.chunked = true;
+  Timer t;
+  const std::int64_t bytes = write_synthetic_input(s);
+  const char* layout = s.gzip > 0 ? "chunked, gzip" : s.chunked ? "chunked" : "contiguous";
+  std::printf(
+      "ringattn: wrote %s: q [%lld, %lld, %lld, %lld], k and v [%lld, %lld, %lld, %lld], %s, "
+      "%s%s, seed %llu, amplitude %g, %.1f MiB in %.2f s\n",
+      s.path.c_str(), static_cast<long long>(s.B), static_cast<long long>(s.H),
+      static_cast<long long>(s.N), static_cast<long long>(s.D), static_cast<long long>(s.B),
+      static_cast<long long>(s.HK), static_cast<long long>(s.NK), static_cast<long long>(s.D),
+      dtype_name(s.dtype), layout, s.gzip > 0 ? (" " + std::to_string(s.gzip)).c_str() : "",
+      static_cast<unsigned long long>(s.seed), static_cast<double>(s.amplitude),
+      static_cast<double>(bytes) / (1 << 20), t.seconds());
+  return kOk;
+}
+
+}  // namespace
+
+std::function<int(MpiSession&)> add_gen(CLI::App& app) {
+  auto f = std::make_shared<GenFlags>();
+  SyntheticSpec& s = f->spec;
+  CLI::App* c = app.add_subcommand(
+      "gen",
+      "Write a seeded synthetic input for `run`: q [B, H, N, D], k and v [B, HK, NK, D]. Element "
+      "i of the flattened tensor is amplitude * uniform[-1, 1)(seed, i) (k: seed + 1, v: seed + "
+      "2), so any slice can be rebuilt from the seed. Written one (batch, head) plane at a time "
+      "under a temporary name, renamed when complete. One process writes (under mpirun, rank 0).");
+  c->add_option("--output,-o", s.path, "File to write")->required();
+  c->add_option("--batch", s.B, "B: batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--heads", s.H, "H: query heads")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--kv-heads", f->kv_heads, "HK: key/value heads, dividing H [default: H]")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--n", s.N, "N: query tokens")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--n-kv", f->n_kv, "NK: key/value tokens [default: N]")->check(CLI::PositiveNumber);
+  c->add_option("--d", s.D, "D: head dim (1..256)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  c->add_option("--dtype", f->dtype, "Element type (f16: IEEE half, as numpy.float16)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16"}));
+  c->add_option("--seed", s.seed, "Seed of q (k: seed + 1, v: seed + 2)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0},
+                         static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())));
+  c->add_option("--amplitude", s.amplitude, "Values lie in [-amplitude, amplitude)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_flag("--chunked", s.chunked, "Chunked storage, chunks (1, 1, min(N, 4096), D)");
+  c->add_option("--gzip", s.gzip, "Deflate level 1..9 (implies --chunked)")
+      ->check(CLI::Range(1, 9));
+  c->add_flag("--overwrite", s.overwrite, "Replace an existing file");
+  return [f](MpiSession& mpi) {
+    // Rank 0 writes; agree() hands its Error, if any, to every rank, so all
+    // return together and main prints it once.
+    int code = kOk;
+    agree(MPI_COMM_WORLD, [&] {
+      if (mpi.rank() == 0) code = gen(*f);
+    });
+    RA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    return code;
+  };
+}
+
+}  // namespace ringattn::cli

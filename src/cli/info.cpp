@@ -1,0 +1,242 @@
+// `ringattn info FILE`: what an HDF5 file holds, before a run is pointed at
+// it or after one wrote it: every root dataset (shape, type, layout, chunks,
+// filters), the root attributes (the `config` a run records is shown as
+// JSON), for an input (q, k, v present) the verdict of the same validation
+// `run` makes, and for an output (o present) whether it is complete. Text by
+// default, one JSON object with --json. One process reads; under mpirun the
+// other ranks wait.
+//
+// Includes: cli/commands.hpp, cli/mpi_session.hpp, io/agree.hpp,
+// io/h5_describe.hpp (the description), io/input_file.hpp (inspect_input),
+// io/output_file.hpp (kCompleteAttribute), nlohmann/json.hpp.
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <variant>
+
+#include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
+#include "core/error.hpp"
+#include "io/agree.hpp"
+#include "io/h5_describe.hpp"
+#include "io/input_file.hpp"
+#include "io/output_file.hpp"
+
+namespace ringattn::cli {
+namespace {
+
+struct InfoFlags {
+  std::string path;
+  bool json = false;
+};
+
+using nlohmann::json;
+
+// The `config` attribute parsed, or null when it is not a JSON object.
+json parsed_config(const H5AttributeDesc& a) {
+  if (a.name != "config" || a.summary) return nullptr;
+  const auto* text = std::get_if<std::string>(&a.value);
+  if (!text) return nullptr;
+  json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() ? j : json(nullptr);
+}
+
+json attr_json(const H5AttributeDesc& a) {
+  if (json c = parsed_config(a); !c.is_null()) return c;
+  return std::visit([](const auto& v) { return json(v); }, a.value);
+}
+
+std::string number_text(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string attr_text(const H5AttributeDesc& a) {
+  if (a.summary) return "<" + std::get<std::string>(a.value) + ">";
+  struct Visitor {
+    std::string operator()(const std::string& s) const { return json(s).dump(); }  // quoted
+    std::string operator()(std::int64_t v) const { return std::to_string(v); }
+    std::string operator()(double v) const { return number_text(v); }
+    std::string operator()(const std::vector<std::int64_t>& v) const { return json(v).dump(); }
+    std::string operator()(const std::vector<double>& v) const { return json(v).dump(); }
+  };
+  return std::visit(Visitor{}, a.value);
+}
+
+std::string dims_text(const std::vector<std::int64_t>& d, const char* open = "[",
+                      const char* close = "]") {
+  std::string s = open;
+  for (std::size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + close;
+}
+
+std::string filter_text(const H5FilterDesc& f) {
+  std::string s = f.name;
+  if (f.id == H5Z_FILTER_DEFLATE && !f.params.empty())
+    s += " (level " + std::to_string(f.params[0]) + ")";
+  return s;
+}
+
+std::string bytes_text(std::int64_t b) {
+  char buf[64];
+  if (b < 1024)
+    std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(b));
+  else if (b < (std::int64_t{1} << 20))
+    std::snprintf(buf, sizeof buf, "%.1f KiB", static_cast<double>(b) / 1024);
+  else if (b < (std::int64_t{1} << 30))
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(b) / (1 << 20));
+  else
+    std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1 << 30));
+  return buf;
+}
+
+// What the file is for ringattn: an input (with the validation verdict),
+// an output (complete or not), both or neither.
+struct Roles {
+  bool input = false;
+  bool input_ok = false;
+  std::string input_error;
+  InputInfo input_info;
+  bool output = false;
+  bool complete = false;
+};
+
+Roles roles_of(const H5FileDesc& d) {
+  Roles r;
+  r.input = d.dataset("q") && d.dataset("k") && d.dataset("v");
+  if (r.input) {
+    try {
+      r.input_info = inspect_input(MPI_COMM_SELF, d.path);
+      r.input_ok = true;
+    } catch (const Error& e) {
+      r.input_error = std::string(error_class_name(e.error_class())) + " error: " + e.what();
+    }
+  }
+  r.output = d.dataset("o") != nullptr;
+  if (const auto* c = d.attribute(kCompleteAttribute); c && !c->summary)
+    if (const auto* v = std::get_if<std::int64_t>(&c->value)) r.complete = *v == 1;
+  return r;
+}
+
+void print_json(const H5FileDesc& d, const Roles& r) {
+  json datasets = json::array();
+  for (const auto& ds : d.datasets) {
+    json filters = json::array();
+    for (const auto& f : ds.filters)
+      filters.push_back({{"name", f.name}, {"id", f.id}, {"params", f.params}});
+    datasets.push_back({{"name", ds.name},
+                        {"shape", ds.dims},
+                        {"dtype", ds.dtype},
+                        {"big_endian", ds.big_endian},
+                        {"layout", ds.layout},
+                        {"chunk", ds.chunk.empty() ? json(nullptr) : json(ds.chunk)},
+                        {"filters", filters},
+                        {"storage_bytes", ds.storage_bytes}});
+  }
+  json attrs = json::object();
+  for (const auto& a : d.attributes) attrs[a.name] = attr_json(a);
+  json j = {{"path", d.path},
+            {"size_bytes", d.size_bytes},
+            {"datasets", datasets},
+            {"other_objects", d.other_links},
+            {"attributes", attrs}};
+  if (r.input) {
+    json in = {{"valid", r.input_ok}};
+    if (r.input_ok) {
+      const InputInfo& i = r.input_info;
+      in.update({{"batch", i.B},
+                 {"heads", i.Hq},
+                 {"kv_heads", i.Hkv},
+                 {"n", i.Nq},
+                 {"n_kv", i.Nkv},
+                 {"d", i.D},
+                 {"dtype", dtype_name(i.dtype)}});
+    } else {
+      in["error"] = r.input_error;
+    }
+    j["input"] = in;
+  }
+  if (r.output) j["output"] = {{"complete", r.complete}};
+  std::printf("%s\n", j.dump(2).c_str());
+}
+
+void print_text(const H5FileDesc& d, const Roles& r) {
+  std::printf("%s: HDF5, %s\n", d.path.c_str(), bytes_text(d.size_bytes).c_str());
+  std::printf("datasets:%s\n", d.datasets.empty() ? " none" : "");
+  std::size_t w = 0;
+  for (const auto& ds : d.datasets) w = std::max(w, ds.name.size());
+  for (const auto& ds : d.datasets) {
+    std::string line = "  " + ds.name + std::string(w - ds.name.size(), ' ') + "  " +
+                       dims_text(ds.dims) + " " + ds.dtype + (ds.big_endian ? " big-endian" : "") +
+                       ", " + ds.layout;
+    if (!ds.chunk.empty()) line += " " + dims_text(ds.chunk, "(", ")");
+    for (const auto& f : ds.filters) line += ", " + filter_text(f);
+    line += ", " + bytes_text(ds.storage_bytes) + " stored";
+    std::printf("%s\n", line.c_str());
+  }
+  for (const auto& o : d.other_links) std::printf("  %s\n", o.c_str());
+  std::printf("attributes:%s\n", d.attributes.empty() ? " none" : "");
+  for (const auto& a : d.attributes) {
+    if (json c = parsed_config(a); !c.is_null()) {
+      // Pretty JSON, indented under its name.
+      std::istringstream lines(c.dump(2));
+      std::printf("  %s =\n", a.name.c_str());
+      for (std::string l; std::getline(lines, l);) std::printf("    %s\n", l.c_str());
+    } else {
+      std::printf("  %s = %s\n", a.name.c_str(), attr_text(a).c_str());
+    }
+  }
+  if (r.input) {
+    if (r.input_ok) {
+      const InputInfo& i = r.input_info;
+      std::printf("input: OK (B %lld, heads %lld, kv heads %lld, N %lld, N_kv %lld, D %lld, %s)\n",
+                  static_cast<long long>(i.B), static_cast<long long>(i.Hq),
+                  static_cast<long long>(i.Hkv), static_cast<long long>(i.Nq),
+                  static_cast<long long>(i.Nkv), static_cast<long long>(i.D), dtype_name(i.dtype));
+    } else {
+      std::printf("input: NOT USABLE: %s\n", r.input_error.c_str());
+    }
+  }
+  if (r.output)
+    std::printf("output: %s\n", r.complete ? "complete"
+                                           : "INCOMPLETE (no complete = 1 attribute: the run "
+                                             "that wrote it did not finish)");
+}
+
+int info(const InfoFlags& f) {
+  const H5FileDesc d = describe_h5_file(f.path);
+  const Roles r = roles_of(d);
+  if (f.json)
+    print_json(d, r);
+  else
+    print_text(d, r);
+  return kOk;
+}
+
+}  // namespace
+
+std::function<int(MpiSession&)> add_info(CLI::App& app) {
+  auto f = std::make_shared<InfoFlags>();
+  CLI::App* c = app.add_subcommand(
+      "info",
+      "Describe an HDF5 file: each root dataset (shape, type, layout, chunks, filters), the root "
+      "attributes (a run's `config` as JSON), for an input (q, k, v) the validation verdict of "
+      "`run`, for an output (o) whether it is complete. Exit 0 when the file could be described "
+      "(an input that fails validation included), 3 when it is not HDF5, 4 when it is missing.");
+  c->add_option("file", f->path, "HDF5 file")->required();
+  c->add_flag("--json", f->json, "Print one JSON object instead of text");
+  return [f](MpiSession& mpi) {
+    int code = kOk;
+    agree(MPI_COMM_WORLD, [&] {
+      if (mpi.rank() == 0) code = info(*f);
+    });
+    RA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    return code;
+  };
+}
+
+}  // namespace ringattn::cli

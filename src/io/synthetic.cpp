@@ -1,0 +1,203 @@
+// The seeded synthetic input, written plane by plane under a temporary name
+// and renamed into place (see synthetic.hpp).
+#include "io/synthetic.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <sstream>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/seeded_data.hpp"
+#include "core/version.hpp"
+#include "io/h5_handle.hpp"
+
+namespace ringattn {
+
+namespace {
+
+std::string dir_of(const std::string& path) {
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return dir.empty() ? "." : dir;
+}
+
+// Everything about the target that can be checked before writing, and the
+// temporary name beside it (same directory: the rename stays atomic).
+std::string check_target(const SyntheticSpec& s, const std::string& ctx) {
+  RA_CHECK(!s.path.empty(), usage, "synthetic input: no output path given");
+  const std::string name = std::filesystem::path(s.path).filename().string();
+  RA_CHECK(!name.empty() && name != "." && name != "..", usage, ctx, ": not a file name");
+  RA_CHECK(s.B > 0 && s.H > 0 && s.HK > 0 && s.N > 0 && s.NK > 0 && s.D > 0, usage, ctx,
+           ": sizes must be positive, got B ", s.B, ", H ", s.H, ", HK ", s.HK, ", N ", s.N,
+           ", NK ", s.NK, ", D ", s.D);
+  RA_CHECK(s.H % s.HK == 0, usage, ctx, ": query heads (", s.H,
+           ") must be a multiple of key/value heads (", s.HK, ")");
+  RA_CHECK(s.dtype == DType::f32 || s.dtype == DType::f16, usage, ctx,
+           ": element type must be f32 or f16, not ", dtype_name(s.dtype));
+  RA_CHECK(std::isfinite(s.amplitude) && s.amplitude > 0, usage, ctx,
+           ": amplitude must be positive and finite, got ", s.amplitude);
+  RA_CHECK(s.gzip >= 0 && s.gzip <= 9, usage, ctx, ": gzip level must be 0..9, got ", s.gzip);
+
+  const std::string dir = dir_of(s.path);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0)
+    RA_CHECK(false, io, ctx, ": directory '", dir, "' ",
+             errno == ENOENT ? "does not exist" : std::strerror(errno));
+  RA_CHECK(S_ISDIR(st.st_mode), io, ctx, ": '", dir, "' is not a directory");
+  RA_CHECK(::access(dir.c_str(), W_OK | X_OK) == 0, io, ctx, ": directory '", dir,
+           "' is not writable: ", std::strerror(errno));
+  if (::stat(s.path.c_str(), &st) == 0) {
+    RA_CHECK(!S_ISDIR(st.st_mode), usage, ctx, ": is a directory");
+    RA_CHECK(s.overwrite, usage, ctx, ": exists; set overwrite (--overwrite) to replace it");
+  }
+
+  std::random_device rd;
+  std::ostringstream tmp;
+  tmp << dir << "/." << name << ".tmp-" << ::getpid() << '-' << std::hex
+      << (static_cast<std::uint64_t>(rd()) << 32 ^ rd() ^
+          static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  return tmp.str();
+}
+
+// temp -> target; without overwrite, a target that appeared meanwhile stays.
+void rename_into_place(const std::string& temp, const SyntheticSpec& s, const std::string& ctx) {
+  int rc = 0;
+  if (s.overwrite) {
+    rc = std::rename(temp.c_str(), s.path.c_str());
+  } else {
+    rc = ::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, s.path.c_str(), RENAME_NOREPLACE);
+    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {  // no RENAME_NOREPLACE here
+      struct stat st {};
+      errno = EEXIST;
+      rc = ::stat(s.path.c_str(), &st) == 0 ? -1 : std::rename(temp.c_str(), s.path.c_str());
+    }
+  }
+  RA_CHECK(rc == 0 || errno != EEXIST, usage, ctx,
+           ": appeared while the file was written; not replaced without overwrite");
+  RA_CHECK(rc == 0, io, ctx, ": cannot rename '", temp, "' to it: ", std::strerror(errno));
+}
+
+void write_attribute(hid_t loc, const char* name, const std::string& text) {
+  H5Handle type(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
+  RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
+  RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));  // h5py reads it back as str
+  H5Handle space(RA_H5_CHECK(H5Screate(H5S_SCALAR)), H5Kind::dataspace);
+  H5Handle attr(
+      RA_H5_CHECK(H5Acreate2(loc, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)),
+      H5Kind::attribute);
+  const char* c = text.c_str();
+  RA_H5_CHECK(H5Awrite(attr.get(), type.get(), &c));
+  attr.close();
+}
+
+template <class T>
+void write_attribute(hid_t loc, const char* name, hid_t file_type, hid_t mem_type, T value) {
+  H5Handle space(RA_H5_CHECK(H5Screate(H5S_SCALAR)), H5Kind::dataspace);
+  H5Handle attr(
+      RA_H5_CHECK(H5Acreate2(loc, name, file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT)),
+      H5Kind::attribute);
+  RA_H5_CHECK(H5Awrite(attr.get(), mem_type, &value));
+  attr.close();
+}
+
+// One tensor of the file: its name, seed and [B, heads, n, D] shape.
+struct Tensor {
+  const char* name;
+  std::uint64_t seed;
+  std::int64_t heads, n;
+};
+
+void write_tensor(hid_t file, const SyntheticSpec& s, const Tensor& t, hid_t type,
+                  std::vector<char>& plane) {
+  const hsize_t dims[4] = {hsize_t(s.B), hsize_t(t.heads), hsize_t(t.n), hsize_t(s.D)};
+  H5Handle space(RA_H5_CHECK(H5Screate_simple(4, dims, nullptr)), H5Kind::dataspace);
+  H5Handle dcpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Kind::plist);
+  // Every element is written once: no fill pass.
+  RA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
+  if (s.chunked || s.gzip > 0) {
+    const hsize_t chunk[4] = {1, 1, hsize_t(synthetic_chunk_tokens(t.n)), hsize_t(s.D)};
+    RA_H5_CHECK(H5Pset_chunk(dcpl.get(), 4, chunk));
+    if (s.gzip > 0) RA_H5_CHECK(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(s.gzip)));
+  }
+  H5Handle dset(RA_H5_CHECK(H5Dcreate2(file, t.name, type, space.get(), H5P_DEFAULT, dcpl.get(),
+                                       H5P_DEFAULT)),
+                H5Kind::dataset);
+
+  // One (b, h) plane at a time: (n, D) elements, flattened index first + i.
+  const std::size_t n = static_cast<std::size_t>(t.n * s.D);
+  plane.resize(n * dtype_size(s.dtype));
+  const hsize_t count[4] = {1, 1, hsize_t(t.n), hsize_t(s.D)};
+  H5Handle mem(RA_H5_CHECK(H5Screate_simple(4, count, nullptr)), H5Kind::dataspace);
+  for (std::int64_t b = 0; b < s.B; ++b)
+    for (std::int64_t h = 0; h < t.heads; ++h) {
+      const std::uint64_t first = static_cast<std::uint64_t>(((b * t.heads + h) * t.n) * s.D);
+      fill_seeded(plane.data(), s.dtype, n, t.seed, first, s.amplitude);
+      const hsize_t start[4] = {hsize_t(b), hsize_t(h), 0, 0};
+      RA_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr));
+      RA_H5_CHECK(H5Dwrite(dset.get(), type, mem.get(), space.get(), H5P_DEFAULT, plane.data()));
+    }
+  dset.close();
+}
+
+}  // namespace
+
+std::int64_t write_synthetic_input(const SyntheticSpec& s) {
+  H5Quiet quiet;
+  const std::string ctx = "synthetic input '" + s.path + "'";
+  const std::string temp = check_target(s, ctx);
+  if (s.gzip > 0)
+    RA_CHECK(H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0, usage, ctx,
+             ": this HDF5 library has no deflate (gzip) filter");
+
+  // Until the rename, a failure removes the temporary file.
+  struct TempGuard {
+    const std::string& path;
+    bool armed = true;
+    ~TempGuard() {
+      if (armed) ::unlink(path.c_str());
+    }
+  } guard{temp};
+
+  with_h5_context(ctx + " (temporary '" + temp + "')", [&] {
+    H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+    RA_H5_CHECK(H5Pset_fapl_sec2(fapl.get()));
+    H5Handle file(RA_H5_CHECK(H5Fcreate(temp.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get())),
+                  H5Kind::file);
+    H5Handle type = h5_float_type(s.dtype);  // the same in memory and in the file
+    std::vector<char> plane;
+    const Tensor tensors[3] = {
+        {"q", s.seed, s.H, s.N}, {"k", s.seed + 1, s.HK, s.NK}, {"v", s.seed + 2, s.HK, s.NK}};
+    for (const Tensor& t : tensors) write_tensor(file.get(), s, t, type.get(), plane);
+
+    write_attribute(file.get(), "generator", s.generator);
+    write_attribute(file.get(), "ringattn_version", std::string(kVersion));
+    // Seeds are stored as int64 (h5py and JSON readers have no uint64 trouble
+    // then); a seed above 2^63 - 1 reads back negative, with the same bits.
+    write_attribute(file.get(), "seed", H5T_STD_I64LE, H5T_NATIVE_INT64,
+                    static_cast<std::int64_t>(s.seed));
+    write_attribute(file.get(), "amplitude", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
+                    static_cast<double>(s.amplitude));
+    write_attribute(file.get(), "seed_rule",
+                    std::string("element i of the flattened [B, H, N, D] tensor = amplitude * "
+                                "seeded_uniform(s, i) rounded to the dataset's type, with s = "
+                                "seed for q, seed + 1 for k, seed + 2 for v"));
+    type.close();
+    file.close();  // flushes
+  });
+  rename_into_place(temp, s, ctx);
+  guard.armed = false;
+
+  struct stat st {};
+  return ::stat(s.path.c_str(), &st) == 0 ? static_cast<std::int64_t>(st.st_size) : 0;
+}
+
+}  // namespace ringattn

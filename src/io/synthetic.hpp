@@ -1,0 +1,54 @@
+// A seeded synthetic input file: q [B, H, N, D], k and v [B, HK, NK, D] whose
+// element i (over the flattened tensor) is amplitude · seeded_uniform(seed', i)
+// with seed' = seed for q, seed + 1 for k, seed + 2 for v. Any slice of the
+// file can therefore be rebuilt without it (core/seeded_data.hpp), which is
+// what tests and scaling studies need from an input.
+//
+// The file is written by this process alone (serial HDF5), one (batch, head)
+// plane at a time, so memory stays O(N·D) whatever B and H are; like the
+// output of a run, it is written under a temporary name beside the target and
+// renamed only when complete, and an existing target is replaced only with
+// `overwrite`.
+//
+// Error classes: bad shapes or arguments, a target that exists without
+// overwrite or is a directory: `usage`; a missing or unwritable directory,
+// HDF5 or filesystem failures: `io`.
+//
+// Includes: core/dtype.hpp (DType).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/dtype.hpp"
+
+namespace ringattn {
+
+struct SyntheticSpec {
+  std::string path;                        // the file to write
+  bool overwrite = false;                  // replace an existing file
+  std::int64_t B = 1;                      // batch
+  std::int64_t H = 4;                      // query heads
+  std::int64_t HK = 4;                     // key/value heads (divides H)
+  std::int64_t N = 4096;                   // query tokens
+  std::int64_t NK = 4096;                  // key/value tokens
+  std::int64_t D = 64;                     // head dim
+  DType dtype = DType::f32;                // f32 or f16 (IEEE half, as h5py writes it)
+  std::uint64_t seed = 1;                  // q: seed, k: seed + 1, v: seed + 2
+  float amplitude = 1.0f;                  // values uniform in [-amplitude, amplitude)
+  bool chunked = false;                    // chunks (1, 1, min(N, 4096), D); else contiguous
+  int gzip = 0;                            // deflate level 1..9 (implies chunked); 0: none
+  std::string generator = "ringattn gen";  // recorded in the `generator` attribute
+};
+
+// The chunk dims write_synthetic_input uses for a dataset of n tokens.
+inline std::int64_t synthetic_chunk_tokens(std::int64_t n) {
+  return n < 4096 ? n : 4096;
+}
+
+// Writes the file (see above) with root attributes generator, ringattn_version,
+// seed, amplitude and seed_rule (the formula, in words). Returns the file's
+// size in bytes.
+std::int64_t write_synthetic_input(const SyntheticSpec& spec);
+
+}  // namespace ringattn
