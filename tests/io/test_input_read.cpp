@@ -119,8 +119,10 @@ TEST_F(InputReadEdge, ShortSequencesWithEmptyZigzagChunks) {
   s.B = 1;
   s.Hq = 2;
   s.Hkv = 1;
-  s.Nq = 5;
-  s.Nkv = 3;
+  // N between P and 2P - 1: some of zigzag's 2P chunks are empty (N >= P is
+  // the partitions' minimum).
+  s.Nq = size_ + 1;
+  s.Nkv = size_;
   s.D = 4;
   on_root([&] { write_h5(path("in.h5"), qkv_specs(s, FileType::f32, false)); });
   InputFile in = InputFile::open(comm_, path("in.h5"));

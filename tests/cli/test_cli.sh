@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# End-to-end checks of the ringattn command, one case per call:
+#
+#   test_cli.sh RINGATTN SCRATCH_DIR CASE
+#
+# CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5 (see
+# the functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
+# Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
+# MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
+# /usr/bin/python3: Debian's h5py lives in the system Python). Exit 0 on
+# success, 1 on a failed check, 77 when a case needs h5py and it is missing.
+set -euo pipefail
+
+bin=$(realpath "$1")
+scratch=$2
+case_name=$3
+mpiexec=${MPIEXEC:-mpirun}
+np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
+read -r -a mpi_flags <<<"${MPIEXEC_FLAGS:---oversubscribe}"
+py=${H5PY_PYTHON:-/usr/bin/python3}
+
+dir=$scratch/$case_name
+rm -rf "$dir"
+mkdir -p "$dir"
+cd "$dir"
+
+fail() {
+  echo "FAIL [$case_name]: $*"
+  for f in out.txt err.txt; do
+    [[ -s $f ]] && { echo "--- $f"; cat "$f"; }
+  done
+  exit 1
+}
+
+# expect RC CMD...: runs CMD (stdout -> out.txt, stderr -> err.txt) and
+# checks its exit status.
+expect() {
+  local want=$1 rc=0
+  shift
+  "$@" >out.txt 2>err.txt || rc=$?
+  [[ $rc -eq $want ]] || fail "'$*' exited $rc, expected $want"
+}
+
+# The error message is one line (mpirun may add its own lines: only ours count).
+one_error_line() {
+  local n
+  n=$(grep -c '^ringattn: ' err.txt || true)
+  [[ $n -eq 1 ]] || fail "expected one 'ringattn:' line on stderr, got $n"
+  grep -q "$1" err.txt || fail "stderr does not mention '$1'"
+}
+
+mpi() {
+  local np=$1
+  shift
+  "$mpiexec" "$np_flag" "$np" "${mpi_flags[@]}" "$@"
+}
+
+need_h5py() {
+  "$py" -c 'import h5py, numpy' 2>/dev/null || {
+    echo "skipped: $py cannot import h5py"
+    exit 77
+  }
+}
+
+case_help() {
+  expect 0 "$bin" --help
+  for sub in gen info verify run; do grep -q "$sub" out.txt || fail "--help does not list $sub"; done
+  expect 0 "$bin" --version
+  grep -q '^ringattn [0-9]' out.txt || fail "--version does not print the version"
+  for sub in gen info verify; do expect 0 "$bin" "$sub" --help; done
+  expect 2 "$bin" gen  # --output is required
+}
+
+# gen writes files that info describes and h5py reads, with the values the
+# seed rule promises.
+case_gen_info() {
+  need_h5py
+  expect 0 "$bin" gen --output a.h5 --heads 4 --kv-heads 2 --n 64 --n-kv 48 --d 16 --seed 5
+  expect 0 "$bin" info a.h5
+  grep -q '^input: OK' out.txt || fail "info does not call a.h5 a valid input"
+  grep -Eq '^  q +\[1, 4, 64, 16\] f32, contiguous' out.txt || fail "info shows q wrongly"
+  grep -Eq '^  k +\[1, 2, 48, 16\] f32, contiguous' out.txt || fail "info shows k wrongly"
+  grep -q 'generator = "ringattn gen"' out.txt || fail "info does not show the generator"
+
+  # f16, chunked with gzip, under mpirun: rank 0 alone writes.
+  expect 0 mpi 2 "$bin" gen --output b.h5 --batch 2 --heads 2 --n 5000 --d 8 --dtype f16 \
+    --gzip 3 --seed 9 --amplitude 2
+  [[ $(grep -c '^ringattn: wrote' out.txt) -eq 1 ]] || fail "gen under mpirun did not write once"
+  expect 0 "$bin" info --json b.h5
+  "$py" - out.txt <<'EOF' || fail "info --json is wrong"
+import json, sys
+j = json.load(open(sys.argv[1]))
+q = next(d for d in j["datasets"] if d["name"] == "q")
+assert q["shape"] == [2, 2, 5000, 8] and q["dtype"] == "f16", q
+assert q["layout"] == "chunked" and q["chunk"] == [1, 1, 4096, 8], q
+assert [f["name"] for f in q["filters"]] == ["deflate"] and q["filters"][0]["params"] == [3], q
+assert j["input"]["valid"] and j["input"]["dtype"] == "f16", j["input"]
+assert j["attributes"]["seed"] == 9 and j["attributes"]["amplitude"] == 2.0, j["attributes"]
+EOF
+
+  "$py" - <<'EOF' || fail "h5py reads what gen wrote wrongly"
+import h5py
+import numpy as np
+
+M = (1 << 64) - 1
+def splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & M
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M
+    return x ^ (x >> 31)
+def seeded(seed, i, amplitude):  # core/seeded_data.hpp
+    u = np.float32((splitmix64(splitmix64(seed) ^ i) >> 40) - (1 << 23)) * np.float32(2.0**-23)
+    return np.float32(amplitude) * u
+
+for path, seed, amp, dtype, shapes in [
+    ("a.h5", 5, 1.0, np.float32, {"q": (1, 4, 64, 16), "k": (1, 2, 48, 16), "v": (1, 2, 48, 16)}),
+    ("b.h5", 9, 2.0, np.float16, {"q": (2, 2, 5000, 8), "k": (2, 2, 5000, 8), "v": (2, 2, 5000, 8)}),
+]:
+    with h5py.File(path, "r") as f:
+        assert sorted(f.keys()) == ["k", "q", "v"], list(f.keys())
+        for t, (name, shape) in enumerate(shapes.items()):
+            ds = f[name]
+            assert ds.shape == shape and ds.dtype == dtype, (path, name, ds.shape, ds.dtype)
+            data = ds[...].reshape(-1)
+            for i in [0, 1, 777, data.size - 1]:
+                want = dtype(seeded(seed + t, i, amp))
+                assert data[i] == want, (path, name, i, data[i], want)
+            assert np.all(np.abs(data) <= amp), (path, name)
+        assert f.attrs["seed"] == seed and f.attrs["generator"] == "ringattn gen"
+EOF
+}
+
+# An existing file is never replaced without --overwrite, and nothing is left behind.
+case_gen_refuses() {
+  expect 0 "$bin" gen --output g.h5 --n 32 --d 8
+  local before
+  before=$(md5sum <g.h5)
+  expect 2 "$bin" gen --output g.h5 --n 64 --d 8
+  one_error_line "exists"
+  [[ $(md5sum <g.h5) == "$before" ]] || fail "gen changed the file it refused to replace"
+  expect 0 "$bin" gen --output g.h5 --n 64 --d 8 --overwrite
+  [[ $(md5sum <g.h5) != "$before" ]] || fail "gen --overwrite did not replace the file"
+  mkdir d.h5
+  expect 2 "$bin" gen --output d.h5 --overwrite
+  one_error_line "directory"
+  rm -f out.txt err.txt
+  local f
+  for f in .[!.]* *; do
+    [[ -e $f && $f != g.h5 && $f != d.h5 ]] && fail "gen left a file behind: $f"
+  done
+  true
+}
+
+# gen -> run (2 ranks) -> verify passes; verify fails on a corrupted o and
+# refuses an incomplete output.
+case_run_verify() {
+  need_h5py
+  expect 0 "$bin" gen --output in.h5 --heads 4 --kv-heads 2 --n 256 --d 32 --seed 3
+  expect 0 mpi 2 "$bin" run --input in.h5 --output out.h5 --causal --lse --threads 1
+  expect 0 "$bin" verify --input in.h5 --output out.h5
+  grep -q '^  rows    all 1024' out.txt || fail "verify did not check all 1024 rows"
+  grep -q '^verify: PASS' out.txt || fail "verify did not say PASS"
+  expect 0 mpi 2 "$bin" verify --input in.h5 --output out.h5
+  [[ $(grep -c '^verify: PASS' out.txt) -eq 1 ]] || fail "verify under mpirun did not report once"
+
+  cp out.h5 bad.h5
+  "$py" -c "
+import h5py
+with h5py.File('bad.h5', 'r+') as f:
+    f['o'][0, 2, 200, 7] += 1e-3
+" || fail "h5py could not edit bad.h5"
+  expect 1 "$bin" verify --input in.h5 --output bad.h5
+  grep -q 'worst o\[0, 2, 200, 7\]' out.txt || fail "verify did not point at the corrupted element"
+  grep -q '^verify: FAIL' out.txt || fail "verify did not say FAIL"
+
+  cp out.h5 incomplete.h5
+  "$py" -c "
+import h5py
+with h5py.File('incomplete.h5', 'r+') as f:
+    del f.attrs['complete']
+" || fail "h5py could not edit incomplete.h5"
+  expect 3 "$bin" verify --input in.h5 --output incomplete.h5
+  one_error_line "not complete"
+
+  # Sampled rows (B*H*N = 8800 > 4096), f16 input and f16 o: the looser tolerance.
+  expect 0 "$bin" gen --output in16.h5 --batch 2 --heads 4 --kv-heads 1 --n 1100 --d 16 \
+    --dtype f16 --chunked
+  expect 0 mpi 2 "$bin" run --input in16.h5 --output out16.h5 --out-dtype input --threads 1
+  expect 0 "$bin" verify --input in16.h5 --output out16.h5 --rows 200 --seed 4
+  grep -q '^  rows    200 of 8800' out.txt || fail "verify did not sample 200 of 8800 rows"
+  grep -q '^  tol     1e-03 (default for an f16 o' out.txt || fail "verify chose the wrong tolerance"
+}
+
+# info on what is not HDF5: one line, the right exit code, also under mpirun.
+case_info_not_hdf5() {
+  echo "not an HDF5 file" >text.h5
+  expect 3 "$bin" info text.h5
+  one_error_line "not an HDF5 file"
+  [[ ! -s out.txt ]] || fail "info printed to stdout for a non-HDF5 file"
+  expect 4 "$bin" info missing.h5
+  one_error_line "no such file"
+  expect 3 mpi 2 "$bin" info text.h5
+  one_error_line "not an HDF5 file"
+  expect 3 "$bin" info --json text.h5
+  one_error_line "not an HDF5 file"
+}
+
+"case_$case_name"
+echo "ok [$case_name]"
