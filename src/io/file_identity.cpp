@@ -2,11 +2,16 @@
 #include "io/file_identity.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <random>
+#include <sstream>
 
 #include "core/error.hpp"
 
@@ -24,6 +29,42 @@ FileIdentity file_identity(const std::string& path) {
   id.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 +
                 static_cast<std::int64_t>(st.st_mtim.tv_nsec);
   return id;
+}
+
+std::string directory_of(const std::string& path) {
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  return dir.empty() ? "." : dir;
+}
+
+std::string check_new_file_target(const std::string& path, bool overwrite,
+                                  const std::string& input_path, const std::string& ctx) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  RA_CHECK(!name.empty() && name != "." && name != "..", usage, ctx, ": not a file name");
+
+  const std::string dir = directory_of(path);
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0)
+    RA_CHECK(false, io, ctx, ": directory '", dir, "' ",
+             errno == ENOENT ? "does not exist" : std::strerror(errno));
+  RA_CHECK(S_ISDIR(st.st_mode), io, ctx, ": '", dir, "' is not a directory");
+  RA_CHECK(::access(dir.c_str(), W_OK | X_OK) == 0, io, ctx, ": directory '", dir,
+           "' is not writable: ", std::strerror(errno));
+
+  if (::stat(path.c_str(), &st) == 0) {
+    RA_CHECK(!S_ISDIR(st.st_mode), usage, ctx, ": is a directory");
+    if (!input_path.empty() && ::access(input_path.c_str(), F_OK) == 0)
+      RA_CHECK(!same_file(file_identity(path), file_identity(input_path)), usage, ctx,
+               ": is the input file '", input_path, "'; choose another output path");
+    RA_CHECK(overwrite, usage, ctx, ": exists; set overwrite (--overwrite) to replace it");
+  }
+
+  // The leading dot keeps the temporary file out of globs.
+  std::random_device rd;
+  std::ostringstream tmp;
+  tmp << dir << "/." << name << ".tmp-" << ::getpid() << '-' << std::hex
+      << (static_cast<std::uint64_t>(rd()) << 32 ^ rd() ^
+          static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  return tmp.str();
 }
 
 }  // namespace ringattn

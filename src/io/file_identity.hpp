@@ -3,6 +3,8 @@
 // attributes so a result can be traced to the exact input it came from.
 //
 // Includes: <cstdint>, <string>.
+//
+// Also the checks every new file (output, synthetic input) passes first.
 #pragma once
 
 #include <cstdint>
@@ -26,5 +28,17 @@ FileIdentity file_identity(const std::string& path);
 inline bool same_file(const FileIdentity& a, const FileIdentity& b) {
   return a.device == b.device && a.inode == b.inode;
 }
+
+// The directory a path's file lives in ("." for a bare name).
+std::string directory_of(const std::string& path);
+
+// Rank-local checks before a new file is written at `path` under a temporary
+// name: the directory exists and is writable (else Error io); the target is
+// a file name, not a directory, not the file at `input_path` (if given), and
+// does not exist unless `overwrite` (else Error usage). `ctx` starts every
+// message. Returns a hidden temporary path in the same directory (so the
+// final rename is atomic); pid and a random tag keep concurrent runs apart.
+std::string check_new_file_target(const std::string& path, bool overwrite,
+                                  const std::string& input_path, const std::string& ctx);
 
 }  // namespace ringattn

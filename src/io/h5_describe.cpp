@@ -58,35 +58,6 @@ H5Handle open_serial(const std::string& path) {
   });
 }
 
-const char* class_name(H5T_class_t c) {
-  switch (c) {
-    case H5T_INTEGER:
-      return "integer";
-    case H5T_FLOAT:
-      return "float";
-    case H5T_TIME:
-      return "time";
-    case H5T_STRING:
-      return "string";
-    case H5T_BITFIELD:
-      return "bitfield";
-    case H5T_OPAQUE:
-      return "opaque";
-    case H5T_COMPOUND:
-      return "compound";
-    case H5T_REFERENCE:
-      return "reference";
-    case H5T_ENUM:
-      return "enum";
-    case H5T_VLEN:
-      return "variable-length";
-    case H5T_ARRAY:
-      return "array";
-    default:
-      return "unknown";
-  }
-}
-
 // Short type names, numpy-like: f32, f16, bf16, f64, i32, u8, string, ...
 std::string type_text(hid_t type, bool& big_endian) {
   big_endian = false;
@@ -107,7 +78,7 @@ std::string type_text(hid_t type, bool& big_endian) {
     const htri_t var = H5Tis_variable_str(type);
     return var > 0 ? "string" : "string[" + std::to_string(size) + "]";
   }
-  return class_name(cls);
+  return h5_type_class_name(cls);
 }
 
 std::vector<std::int64_t> extent(hid_t space) {
@@ -361,7 +332,7 @@ void H5RowReader::read(const std::string& dataset, std::int64_t b, std::int64_t 
     const hid_t dset = open_dataset(dataset);
     H5Handle type(RA_H5_CHECK(H5Dget_type(dset)), H5Kind::datatype);
     RA_CHECK(H5Tget_class(type.get()) == H5T_FLOAT, input, "holds ",
-             class_name(H5Tget_class(type.get())), " elements; expected floats");
+             h5_type_class_name(H5Tget_class(type.get())), " elements; expected floats");
     H5Handle space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
     const std::vector<std::int64_t> dims = extent(space.get());
     RA_CHECK(dims.size() == 3 || dims.size() == 4, input, "has shape ", shape_text(dims),

@@ -81,6 +81,9 @@ H5Handle h5_float_type(DType t);
 // HDF5's own description of the last failure seen under an H5Quiet ("" when
 // none since the last h5_clear_last_error()).
 std::string h5_last_error();
+
+// "integer", "float", "string", "compound", ... for messages and `info`.
+const char* h5_type_class_name(H5T_class_t c);
 void h5_clear_last_error();
 
 // Runs fn; an Error escaping it is rethrown with the same class, `context`

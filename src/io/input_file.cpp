@@ -145,35 +145,6 @@ std::string shape_text(const std::vector<hsize_t>& dims) {
   return os.str();
 }
 
-const char* type_class_name(H5T_class_t c) {
-  switch (c) {
-    case H5T_INTEGER:
-      return "integer";
-    case H5T_FLOAT:
-      return "float";
-    case H5T_TIME:
-      return "time";
-    case H5T_STRING:
-      return "string";
-    case H5T_BITFIELD:
-      return "bitfield";
-    case H5T_OPAQUE:
-      return "opaque";
-    case H5T_COMPOUND:
-      return "compound";
-    case H5T_REFERENCE:
-      return "reference";
-    case H5T_ENUM:
-      return "enum";
-    case H5T_VLEN:
-      return "variable-length";
-    case H5T_ARRAY:
-      return "array";
-    default:
-      return "unknown";
-  }
-}
-
 // " (the file's root holds: a, b, c)" to help with a misspelt dataset name.
 std::string root_listing(hid_t file) {
   H5G_info_t g{};
@@ -196,7 +167,7 @@ std::string root_listing(hid_t file) {
 DType float_dtype(hid_t type, bool& big_endian) {
   const H5T_class_t cls = H5Tget_class(type);
   const std::size_t size = H5Tget_size(type);
-  RA_CHECK(cls == H5T_FLOAT, input, "has ", type_class_name(cls), " elements of ", size,
+  RA_CHECK(cls == H5T_FLOAT, input, "has ", h5_type_class_name(cls), " elements of ", size,
            " bytes; expected IEEE float32 or float16");
   std::size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
   RA_H5_CHECK(H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize));

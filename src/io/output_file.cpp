@@ -28,11 +28,6 @@ constexpr int kRoot = 0;
 // About 1 MiB per chunk; see create_datasets for why.
 constexpr std::int64_t kChunkBytes = std::int64_t{1} << 20;
 
-std::string dir_of(const std::string& path) {
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  return dir.empty() ? "." : dir;
-}
-
 // Rank 0's string on every rank.
 void broadcast_string(MPI_Comm comm, std::string& s) {
   long long n = static_cast<long long>(s.size());
@@ -46,39 +41,12 @@ void broadcast_string(MPI_Comm comm, std::string& s) {
 std::string check_target(const OutputSpec& s) {
   const std::string ctx = "output file '" + s.path + "'";
   RA_CHECK(!s.path.empty(), usage, "output file: no path given");
-  const std::string name = std::filesystem::path(s.path).filename().string();
-  RA_CHECK(!name.empty() && name != "." && name != "..", usage, ctx, ": not a file name");
   RA_CHECK(s.B > 0 && s.H > 0 && s.N > 0 && s.D > 0, usage, ctx,
            ": dataset shape must be positive, got [", s.B, ", ", s.H, ", ", s.N, ", ", s.D, "]");
   RA_CHECK(s.o_dtype == DType::f32 || s.o_dtype == DType::f16, usage, ctx,
            ": o must be f32 or f16, not ", dtype_name(s.o_dtype));
 
-  const std::string dir = dir_of(s.path);
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0)
-    RA_CHECK(false, io, ctx, ": output directory '", dir, "' ",
-             errno == ENOENT ? "does not exist" : std::strerror(errno));
-  RA_CHECK(S_ISDIR(st.st_mode), io, ctx, ": '", dir, "' is not a directory");
-  RA_CHECK(::access(dir.c_str(), W_OK | X_OK) == 0, io, ctx, ": output directory '", dir,
-           "' is not writable: ", std::strerror(errno));
-
-  if (::stat(s.path.c_str(), &st) == 0) {
-    RA_CHECK(!S_ISDIR(st.st_mode), usage, ctx, ": is a directory");
-    if (!s.input_path.empty() && ::access(s.input_path.c_str(), F_OK) == 0)
-      RA_CHECK(!same_file(file_identity(s.path), file_identity(s.input_path)), usage, ctx,
-               ": is the input file '", s.input_path, "'; choose another output path");
-    RA_CHECK(s.overwrite, usage, ctx, ": exists; set overwrite to replace it");
-  }
-
-  // Same directory: same filesystem, so the commit's rename is atomic. The
-  // leading dot keeps it out of globs; pid and a random tag keep concurrent
-  // runs apart.
-  std::random_device rd;
-  std::ostringstream tmp;
-  tmp << dir << "/." << name << ".tmp-" << ::getpid() << '-' << std::hex
-      << (static_cast<std::uint64_t>(rd()) << 32 ^ rd() ^
-          static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  return tmp.str();
+  return check_new_file_target(s.path, s.overwrite, s.input_path, ctx);
 }
 
 // Rank 0: temp -> target. Without overwrite, a target that appeared while we
@@ -101,7 +69,7 @@ void rename_into_place(const std::string& temp, const OutputSpec& s) {
            ": appeared while the result was written; not replaced (set overwrite to replace it)");
   RA_CHECK(rc == 0, io, ctx, ": cannot rename '", temp, "' to it: ", std::strerror(errno));
   // Make the rename itself durable (best effort: not every filesystem can).
-  const int fd = ::open(dir_of(s.path).c_str(), O_RDONLY | O_DIRECTORY);
+  const int fd = ::open(directory_of(s.path).c_str(), O_RDONLY | O_DIRECTORY);
   if (fd >= 0) {
     ::fsync(fd);
     ::close(fd);

@@ -19,23 +19,17 @@
 #include "core/error.hpp"
 #include "core/seeded_data.hpp"
 #include "core/version.hpp"
+#include "io/file_identity.hpp"
 #include "io/h5_handle.hpp"
 
 namespace ringattn {
 
 namespace {
 
-std::string dir_of(const std::string& path) {
-  const std::string dir = std::filesystem::path(path).parent_path().string();
-  return dir.empty() ? "." : dir;
-}
-
 // Everything about the target that can be checked before writing, and the
 // temporary name beside it (same directory: the rename stays atomic).
 std::string check_target(const SyntheticSpec& s, const std::string& ctx) {
   RA_CHECK(!s.path.empty(), usage, "synthetic input: no output path given");
-  const std::string name = std::filesystem::path(s.path).filename().string();
-  RA_CHECK(!name.empty() && name != "." && name != "..", usage, ctx, ": not a file name");
   RA_CHECK(s.B > 0 && s.H > 0 && s.HK > 0 && s.N > 0 && s.NK > 0 && s.D > 0, usage, ctx,
            ": sizes must be positive, got B ", s.B, ", H ", s.H, ", HK ", s.HK, ", N ", s.N,
            ", NK ", s.NK, ", D ", s.D);
@@ -47,25 +41,7 @@ std::string check_target(const SyntheticSpec& s, const std::string& ctx) {
            ": amplitude must be positive and finite, got ", s.amplitude);
   RA_CHECK(s.gzip >= 0 && s.gzip <= 9, usage, ctx, ": gzip level must be 0..9, got ", s.gzip);
 
-  const std::string dir = dir_of(s.path);
-  struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0)
-    RA_CHECK(false, io, ctx, ": directory '", dir, "' ",
-             errno == ENOENT ? "does not exist" : std::strerror(errno));
-  RA_CHECK(S_ISDIR(st.st_mode), io, ctx, ": '", dir, "' is not a directory");
-  RA_CHECK(::access(dir.c_str(), W_OK | X_OK) == 0, io, ctx, ": directory '", dir,
-           "' is not writable: ", std::strerror(errno));
-  if (::stat(s.path.c_str(), &st) == 0) {
-    RA_CHECK(!S_ISDIR(st.st_mode), usage, ctx, ": is a directory");
-    RA_CHECK(s.overwrite, usage, ctx, ": exists; set overwrite (--overwrite) to replace it");
-  }
-
-  std::random_device rd;
-  std::ostringstream tmp;
-  tmp << dir << "/." << name << ".tmp-" << ::getpid() << '-' << std::hex
-      << (static_cast<std::uint64_t>(rd()) << 32 ^ rd() ^
-          static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  return tmp.str();
+  return check_new_file_target(s.path, s.overwrite, "", ctx);
 }
 
 // temp -> target; without overwrite, a target that appeared meanwhile stays.
