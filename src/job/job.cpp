@@ -129,6 +129,16 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
                     cfg.progress_interval);
 
   std::int64_t done = 0;
+  // Progress inside a chunk too, step by step: a 1M-token chunk is minutes.
+  struct StepProgress {
+    Progress* progress;
+    std::int64_t chunks_done;
+  } step_progress{&progress, 0};
+  opt.on_step = [](void* arg, int step, int steps) {
+    auto* sp = static_cast<StepProgress*>(arg);
+    sp->progress->update(static_cast<double>(sp->chunks_done) + static_cast<double>(step) / steps);
+  };
+  opt.on_step_arg = &step_progress;
   for (std::int64_t b = 0; b < info.B; ++b)
     for (std::int64_t hk0 = 0; hk0 < info.Hkv; hk0 += hk_chunk) {
       const std::int64_t hkc = std::min(hk_chunk, info.Hkv - hk0);
@@ -158,7 +168,7 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
       m.bytes_written += static_cast<double>(hkc * group * nq * D) *
                              static_cast<double>(dtype_size(spec.o_dtype)) +
                          (cfg.lse ? static_cast<double>(hkc * group * nq) * 4.0 : 0.0);
-      progress.update(++done);
+      step_progress.chunks_done = ++done;
     }
   progress.finish();
 

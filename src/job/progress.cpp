@@ -25,27 +25,25 @@ Progress::Progress(bool enabled, std::int64_t chunks, double tokens_per_chunk, d
       interval_(interval),
       out_(out) {}
 
-void Progress::update(std::int64_t done) {
+void Progress::update(double done) {
   if (!enabled_) return;
   const double t = timer_.seconds();
-  const bool last = done >= chunks_;
+  const bool last = done >= static_cast<double>(chunks_);
   if (!tty_ && !last && t - last_print_ < interval_) return;
   last_print_ = t;
-  const double rate = t > 0 ? static_cast<double>(done) * tokens_per_chunk_ / t : 0.0;
-  const double eta =
-      done > 0 ? t / static_cast<double>(done) * static_cast<double>(chunks_ - done) : 0.0;
+  const double rate = t > 0 ? done * tokens_per_chunk_ / t : 0.0;
+  const double eta = done > 0 ? t / done * (static_cast<double>(chunks_) - done) : 0.0;
   if (tty_) {
     constexpr int kWidth = 30;
-    const int filled = static_cast<int>(kWidth * done / std::max<std::int64_t>(chunks_, 1));
-    std::fprintf(out_, "\r[%s%s] chunk %lld/%lld  %.3g tokens/s  ETA %s ",
+    const int filled =
+        static_cast<int>(kWidth * done / static_cast<double>(std::max<std::int64_t>(chunks_, 1)));
+    std::fprintf(out_, "\r[%s%s] chunk %.1f/%lld  %.3g tokens/s  ETA %s ",
                  std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                 std::string(static_cast<std::size_t>(kWidth - filled), '.').c_str(),
-                 static_cast<long long>(done), static_cast<long long>(chunks_), rate,
-                 hms(eta).c_str());
+                 std::string(static_cast<std::size_t>(kWidth - filled), '.').c_str(), done,
+                 static_cast<long long>(chunks_), rate, hms(eta).c_str());
   } else {
-    std::fprintf(out_, "progress: chunk %lld/%lld, %.3g tokens/s, elapsed %s, ETA %s\n",
-                 static_cast<long long>(done), static_cast<long long>(chunks_), rate,
-                 hms(t).c_str(), hms(eta).c_str());
+    std::fprintf(out_, "progress: chunk %.2f/%lld, %.3g tokens/s, elapsed %s, ETA %s\n", done,
+                 static_cast<long long>(chunks_), rate, hms(t).c_str(), hms(eta).c_str());
   }
   std::fflush(out_);
 }

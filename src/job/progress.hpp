@@ -15,8 +15,8 @@ class Progress {
   // enabled: only rank 0 reports. tokens_per_chunk: query tokens x heads in a chunk.
   Progress(bool enabled, std::int64_t chunks, double tokens_per_chunk, double interval,
            std::FILE* out = stderr);
-  // Chunk `done` (1-based) finished.
-  void update(std::int64_t done);
+  // `done` chunks finished (fractions count: a chunk is P ring steps).
+  void update(double done);
   // Ends a terminal bar's line.
   void finish();
 

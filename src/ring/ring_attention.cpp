@@ -129,6 +129,7 @@ RingStats ring_attention(Transport& transport, const Partition& q_part, const Pa
     stats.flops += st.flops;
     stats.bytes_sent += st.bytes_sent;
     stats.steps.push_back(st);
+    if (opt.on_step) opt.on_step(opt.on_step_arg, s + 1, P);
   }
 
   Timer t;

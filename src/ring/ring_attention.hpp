@@ -41,6 +41,9 @@ struct RingOptions {
   ComputeType compute = ComputeType::f32;
   int threads = 1;
   bool poll = true;  // poll the transfer from inside the kernel
+  // Called after each ring step (steps done, of P) if set: progress reports.
+  void (*on_step)(void* arg, int done, int steps) = nullptr;
+  void* on_step_arg = nullptr;
 };
 
 struct RingStepStats {
