@@ -3,7 +3,8 @@
 #
 #   test_cli.sh RINGATTN SCRATCH_DIR CASE
 #
-# CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5 (see
+# CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
+# run_errors (see
 # the functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
 # MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
@@ -203,6 +204,51 @@ case_info_not_hdf5() {
   one_error_line "not an HDF5 file"
   expect 3 "$bin" info --json text.h5
   one_error_line "not an HDF5 file"
+}
+
+# run refusing bad input and bad configuration under mpirun: the exit code
+# of the class, one line from rank 0 only, and no output (nor temporary file)
+# written; an existing output is left byte for byte.
+case_run_errors() {
+  need_h5py
+  expect 0 "$bin" gen --output in.h5 --heads 2 --n 64 --d 16
+  "$py" -c "
+import h5py, numpy as np
+with h5py.File('in.h5') as f, h5py.File('nov.h5', 'w') as g, h5py.File('int.h5', 'w') as h:
+    g['q'] = f['q'][:]; g['k'] = f['k'][:]
+    h['q'] = f['q'][:].astype('i4'); h['k'] = f['k'][:]; h['v'] = f['v'][:]
+with h5py.File('rank3.h5', 'w') as g:
+    g['q'] = np.zeros((2, 64, 16), 'f4'); g['k'] = g['q'][:]; g['v'] = g['q'][:]
+" || fail "h5py could not write the bad inputs"
+  local before
+  before=$(ls -A | sort)
+
+  expect 3 mpi 2 "$bin" run --input nov.h5 --output out.h5
+  one_error_line "'v'"
+  expect 3 mpi 2 "$bin" run --input int.h5 --output out.h5
+  one_error_line "int.h5"
+  expect 3 mpi 2 "$bin" run --input rank3.h5 --output out.h5
+  one_error_line "rank3.h5"
+  expect 4 mpi 2 "$bin" run --input missing.h5 --output out.h5
+  one_error_line "missing.h5"
+  expect 2 mpi 2 "$bin" run --input in.h5 --output in.h5
+  one_error_line "is the input"
+  printf '[run]\nthread = 2\n' >typo.toml
+  expect 2 mpi 2 "$bin" run --config typo.toml --input in.h5 --output out.h5
+  one_error_line "unknown key 'run.thread'"
+  printf '[attention]\ncausal = "yes"\n' >type.toml
+  expect 2 mpi 2 "$bin" run --config type.toml --input in.h5 --output out.h5
+  one_error_line "attention.causal must be true or false"
+  printf '[run]\nkv_heads_per_chunk = 0\n' >range.toml
+  expect 2 mpi 2 "$bin" run --config range.toml --input in.h5 --output out.h5
+  one_error_line "run.kv_heads_per_chunk must be >= 1"
+  [[ $(ls -A | grep -v '\.toml$' | sort) == "$before" ]] || fail "a refused run left files: $(ls -A)"
+
+  echo "earlier result" >out.h5
+  expect 2 mpi 2 "$bin" run --input in.h5 --output out.h5
+  one_error_line "exists"
+  [[ $(cat out.h5) == "earlier result" ]] || fail "the existing output was changed"
+  expect 0 mpi 2 "$bin" run --input in.h5 --output out.h5 --overwrite --threads 1
 }
 
 "case_$case_name"
