@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // Every rank parses the same argv, so under a launcher only rank 0 speaks
+    // (MPI is not started yet: the launcher's rank variable tells).
+    if (ringattn::launcher_rank() != 0) return e.get_exit_code() == 0 ? 0 : ringattn::cli::kUsage;
     const int rc = app.exit(e);
     return rc == 0 ? 0 : ringattn::cli::kUsage;
   }

@@ -59,4 +59,10 @@ int default_threads() {
   return std::max(1, cores / local);
 }
 
+int launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (const char* v = std::getenv(var)) return std::atoi(v);
+  return 0;
+}
+
 }  // namespace ringattn

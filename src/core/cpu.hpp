@@ -30,4 +30,8 @@ int default_threads();
 // Cores in this process's affinity mask.
 int affinity_cores();
 
+// This process's rank as the launcher's environment tells it (Open MPI,
+// MPICH/PMI, Slurm), before or without MPI; 0 when started alone.
+int launcher_rank();
+
 }  // namespace ringattn

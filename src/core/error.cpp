@@ -4,7 +4,7 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
+#include "core/cpu.hpp"
 
 namespace ringattn {
 
@@ -31,11 +31,7 @@ namespace detail {
 std::string where_am_i() {
   char host[256] = "?";
   gethostname(host, sizeof host - 1);
-  // The launcher's rank variables: Open MPI, MPICH/PMI, Slurm.
-  const char* rank = nullptr;
-  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
-    if ((rank = std::getenv(var)) != nullptr) break;
-  return concat(host, ":", rank ? rank : "0");
+  return concat(host, ":", launcher_rank());
 }
 
 void throw_error(ErrorClass cls, const char* file, int line, const std::string& msg) {
