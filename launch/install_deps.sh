@@ -11,6 +11,7 @@ PACKAGES=(
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev   # CLI, configs, JSON reports
   libgtest-dev googletest libbenchmark-dev   # tests and micro-benchmarks
   python3-h5py python3-numpy python3-matplotlib         # dataset scripts and plots
+  slurm-wlm slurmctld slurmd slurm-client munge         # tests/launch: a throwaway single-node Slurm
 )
 
 missing=()

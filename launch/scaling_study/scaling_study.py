@@ -1,0 +1,827 @@
+#!/usr/bin/python3
+"""Strong and weak scaling study of `ringattn run` (see docs/scaling.md).
+
+For every point of a sweep (ranks x lengths, strong and/or weak) this driver
+makes a seeded input with `ringattn gen` (cached by shape), runs
+`ringattn run --metrics` under mpirun (locally) or as one Slurm batch job
+(`sbatch --wait`), reads the metrics JSON and writes
+
+    DIR/results.csv            one row per point (ok, skipped or failed)
+    DIR/time_vs_ranks.png      job wall time against ranks, with the ideal
+    DIR/gflops_per_rank.png    attention GFLOP/s per rank against ranks
+    DIR/efficiency.png         parallel efficiency against ranks
+    DIR/breakdown.png          compute / communication wait / I/O / other, per point
+    DIR/runs/<id>/             per run: metrics.json, log.txt (and job.sbatch)
+
+Lengths mean the total sequence length N in strong mode and the tokens per
+rank in weak mode (N = lengths x ranks). Efficiency, for both modes, is the
+attention throughput per rank against the baseline's (the fewest ranks of
+the series that completed, normally 1):
+
+    efficiency = (flops_P / T_P / P) / (flops_b / T_b / P_b)
+
+which is T_b·P_b / (P·T_P) in strong mode (same flops) and, in weak mode,
+accounts for the attention work growing as N^2 while each rank keeps N/P
+tokens.
+
+Points whose estimated memory or time exceed --max-memory-gb / --max-seconds
+are skipped with the reason in the CSV; a run that fails is recorded as
+failed with the reason, and the study goes on.
+
+Needs Debian's Python (numpy, matplotlib; tomllib from Python 3.11).
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker as ticker  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+CSV_FIELDS = [
+    "mode", "ranks", "n", "d", "heads", "causal", "wall_s", "gflops", "gflops_per_rank",
+    "efficiency", "compute_s", "comm_wait_s", "io_s", "peak_rss_mb", "status", "reason",
+    # extras: the weak-scaling length per rank, the efficiency baseline, threads,
+    # total attention flops, the estimates used to decide skips, the run's files
+    "batch", "n_per_rank", "baseline_ranks", "threads_per_rank", "flops", "compute_mean_s",
+    "comm_wait_mean_s", "io_mean_s", "est_mem_gb", "est_seconds", "run_dir",
+]
+
+# Fixed memory of one rank besides its shards (MPI, HDF5, libxsmm, code): the
+# README's measured peaks are shards + ring buffers + about 70 MB.
+RANK_BASE_MB = 80.0
+# Startup of one job (launcher, MPI_Init, opening files) in the time estimate.
+JOB_OVERHEAD_S = 3.0
+# Assumed parallel-file-system / local-disk bandwidth in the time estimate.
+IO_BYTES_PER_S = 500e6
+
+
+def log(msg):
+    print(f"[scaling_study] {msg}", file=sys.stderr, flush=True)
+
+
+def int_list(s):
+    try:
+        vals = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return vals
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where the help states its own or there is none."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if "[default" in h or action.default in (None, False, "") or action.required:
+            return h
+        return super()._get_help_string(action)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        description="Strong/weak scaling study of `ringattn run` (docs/scaling.md).",
+        formatter_class=DefaultsFormatter)
+    p.add_argument("--config", default=str(REPO / "configs" / "scaling.toml"),
+                   help="TOML run configuration shared by every point")
+    p.add_argument("--ranks", type=int_list, default=[1, 2, 4], help="rank counts, e.g. 1,2,4")
+    p.add_argument("--lengths", type=int_list, default=[4096, 8192],
+                   help="strong: total tokens N; weak: tokens per rank")
+    p.add_argument("--mode", choices=["strong", "weak", "both"], default="both")
+    p.add_argument("--d", type=int, default=64, help="head dim D")
+    p.add_argument("--heads", type=int, default=4, help="query heads H (= key/value heads)")
+    p.add_argument("--batch", type=int, default=1, help="batch B")
+    p.add_argument("--dtype", choices=["f32", "f16"], default="f32", help="input element type")
+    p.add_argument("--seed", type=int, default=1, help="seed of the generated inputs")
+    c = p.add_mutually_exclusive_group()
+    c.add_argument("--causal", dest="causal", action="store_true", default=None,
+                   help="causal masking [default: the config's attention.causal]")
+    c.add_argument("--no-causal", dest="causal", action="store_false")
+    p.add_argument("--threads-per-rank", type=int, default=1,
+                   help="threads per rank (fixed across points so resources grow with ranks)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per point; the one with the median wall time is kept")
+    p.add_argument("--launcher", choices=["mpirun", "slurm"], default="mpirun")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--ringattn", default=None,
+                   help="the ringattn binary [default: $RINGATTN, else build/ringattn]")
+    p.add_argument("--mpiexec", default=os.environ.get("MPIEXEC", "mpirun"),
+                   help="local launcher (mpirun mode) [default: $MPIEXEC or mpirun]")
+    p.add_argument("--mpiexec-args", default="",
+                   help="extra launcher arguments, one shell-split string "
+                        "(--mpiexec-args='--bind-to core')")
+    p.add_argument("--max-memory-gb", type=float, default=None,
+                   help="skip points whose estimated memory exceeds this (mpirun: all ranks "
+                        "on this machine; slurm: per node) [default mpirun: 80%% of MemAvailable; "
+                        "slurm: no limit]")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="skip points whose estimated run time exceeds this [default: no limit]")
+    p.add_argument("--gflops-per-rank", type=float, default=None,
+                   help="attention GFLOP/s of one rank for the time estimate [default: measured "
+                        "with `ringattn bench kernel` when --max-seconds is given]")
+    p.add_argument("--run-timeout", type=float, default=None,
+                   help="kill a local run after this many seconds [default: none, or 4x the "
+                        "estimate + 60 s when an estimate exists]")
+    p.add_argument("--keep-outputs", action="store_true", help="keep each run's out.h5")
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw the plots from an existing DIR/results.csv, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (and write Slurm scripts), run nothing")
+    s = p.add_argument_group("slurm launcher")
+    s.add_argument("--ranks-per-node", type=int, default=None,
+                   help="slurm: --ntasks-per-node (the memory limit applies per node)")
+    s.add_argument("--partition", default=None, help="slurm: --partition")
+    s.add_argument("--account", default=None, help="slurm: --account")
+    s.add_argument("--time-limit", default=None,
+                   help="slurm: --time for every job [default: from the estimate, at least 10 min]")
+    s.add_argument("--exclusive", action="store_true", help="slurm: --exclusive nodes")
+    s.add_argument("--srun-args", default="--mpi=pmix",
+                   help="slurm: arguments of srun (--srun-args='--mpi=pmi2')")
+    s.add_argument("--sbatch-args", default="", help="slurm: extra sbatch arguments")
+    a = p.parse_args(argv)
+    for name in ("d", "heads", "batch", "threads_per_rank", "repeats"):
+        if getattr(a, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if not 1 <= a.d <= 256:
+        p.error("--d must be in 1..256")
+    return a
+
+
+# ---- configuration, binary, machine ---------------------------------------------
+
+def read_config(path):
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        sys.exit(f"scaling_study: cannot read config {path}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        sys.exit(f"scaling_study: config {path} is not valid TOML: {e}")
+
+
+def find_binary(arg):
+    cands = [arg] if arg else []
+    if os.environ.get("RINGATTN"):
+        cands.append(os.environ["RINGATTN"])
+    cands += [str(REPO / "build" / "ringattn"), "build/ringattn"]
+    for c in cands:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return os.path.abspath(c)
+    sys.exit("scaling_study: no ringattn binary (tried: " + ", ".join(c for c in cands if c)
+             + "); build it or set --ringattn / $RINGATTN")
+
+
+def local_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def mem_available_gb():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+# ---- points and estimates -------------------------------------------------------
+
+def make_points(a, causal):
+    pts = []
+    modes = ["strong", "weak"] if a.mode == "both" else [a.mode]
+    for mode in modes:
+        for length in a.lengths:
+            for p in a.ranks:
+                n = length if mode == "strong" else length * p
+                pts.append({"mode": mode, "ranks": p, "n": n, "n_per_rank": n / p,
+                            "length": length, "d": a.d, "heads": a.heads, "causal": causal})
+    return pts
+
+
+def attention_flops(n, d, heads, batch, causal):
+    pairs = n * (n + 1) / 2 if causal else n * n
+    return 4.0 * pairs * d * heads * batch
+
+
+def estimate_memory_gb(pt, a, kv_heads_per_chunk, ranks_here):
+    """Peak memory of the ranks on one machine/node. Per rank and key/value
+    head of a chunk, 9 shards of (N/P) x D x 4 bytes: q, k, v, the fp32
+    accumulator that becomes o, the ring's double buffers for k and v, and
+    one of headroom (f32 accounting, an upper bound for f16), plus a fixed
+    base. This covers the README's measured peaks."""
+    shard = math.ceil(pt["n"] / pt["ranks"]) * pt["d"] * 4.0
+    kvh = min(max(kv_heads_per_chunk, 1), pt["heads"])
+    per_rank = shard * kvh * (3 + 6) + RANK_BASE_MB * 2**20
+    return per_rank * ranks_here / 2**30
+
+
+def estimate_seconds(pt, a, rate_gflops_per_rank, oversub):
+    if rate_gflops_per_rank is None:
+        return None
+    flops = attention_flops(pt["n"], pt["d"], pt["heads"], a.batch, pt["causal"])
+    compute = flops / (pt["ranks"] * rate_gflops_per_rank * 1e9) * oversub
+    io_bytes = 4.0 * pt["n"] * pt["d"] * pt["heads"] * a.batch * 4  # q, k, v read, o written
+    return compute + io_bytes / IO_BYTES_PER_S + JOB_OVERHEAD_S
+
+
+def calibrate(binary, a, causal):
+    """One rank's attention GFLOP/s with --threads-per-rank threads, from the
+    kernel benchmark on a small seeded problem."""
+    cmd = [binary, "bench", "kernel", "--n", "1024", "--d", str(a.d), "--heads", "2",
+           "--threads", str(a.threads_per_rank), "--reps", "3", "--json"]
+    if causal:
+        cmd.append("--causal")
+    log("calibrating: " + shlex.join(cmd))
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env())
+        j = json.loads(r.stdout.strip().splitlines()[-1])
+        g = float(j["gflops"])
+        if g > 0:
+            log(f"one rank: {g:.1f} GFLOP/s (kernel benchmark)")
+            return g
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError) as e:
+        log(f"calibration failed ({e}); no time estimates")
+    return None
+
+
+# ---- running -----------------------------------------------------------------------
+
+def child_env(threads=None):
+    env = dict(os.environ)
+    if os.geteuid() == 0:  # Open MPI refuses root unless told it is intended
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def input_path(out, pt, a):
+    return out / "inputs" / (f"in_b{a.batch}_h{pt['heads']}_n{pt['n']}_d{pt['d']}"
+                             f"_{a.dtype}_s{a.seed}.h5")
+
+
+def gen_args(binary, path, pt, a):
+    return [binary, "gen", "--output", str(path), "--batch", str(a.batch), "--heads",
+            str(pt["heads"]), "--n", str(pt["n"]), "--d", str(pt["d"]), "--dtype", a.dtype,
+            "--seed", str(a.seed)]
+
+
+def ensure_input(binary, path, pt, a):
+    """Generates the input once per shape (into a temporary name, renamed when
+    complete, so an interrupted gen is not mistaken for a cached input)."""
+    if path.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    cmd = gen_args(binary, tmp, pt, a)
+    log("gen: " + shlex.join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
+    if r.returncode != 0:
+        return f"ringattn gen exited {r.returncode}: {last_line(r.stderr or r.stdout)}"
+    tmp.rename(path)
+    return None
+
+
+def last_line(text):
+    """The line that says what went wrong: ringattn's own error line
+    ("ringattn: io error: ..."), else the last line naming an error (CLI11
+    usage errors, a launcher's complaint), else the last line."""
+    lines = [l.strip() for l in (text or "").splitlines()
+             if l.strip() and not l.startswith("$ ") and not l.startswith("---")]
+    if not lines:
+        return "(no output)"
+    own = [l for l in lines if l.startswith("ringattn:") and "error" in l]
+    other = [l for l in lines if any(w in l.lower() for w in
+                                     ("error", "cannot", "not in range", "required", "failed",
+                                      "not found", "no such", "killed", "signal"))]
+    return (own or other or lines)[-1][:300]
+
+
+def run_args(binary, a, cfg_path, inp, outp, metrics, causal):
+    return [binary, "run", "--config", str(cfg_path), "--input", str(inp), "--output",
+            str(outp), "--metrics", str(metrics), "--threads", str(a.threads_per_rank),
+            "--overwrite", "--causal" if causal else "--no-causal"]
+
+
+def run_local(binary, a, cfg_path, pt, inp, rdir, timeout):
+    """One run under mpirun; returns (metrics dict or None, reason)."""
+    metrics = rdir / "metrics.json"
+    outp = rdir / "out.h5"
+    if metrics.exists():
+        metrics.unlink()
+    cmd = [a.mpiexec, "-np", str(pt["ranks"])]
+    if pt["ranks"] > local_cpus():
+        cmd.append("--oversubscribe")
+    cmd += shlex.split(a.mpiexec_args)
+    cmd += run_args(binary, a, cfg_path, inp, outp, metrics, pt["causal"])
+    log("run: " + shlex.join(cmd))
+    with open(rdir / "log.txt", "a") as lf:
+        lf.write("$ " + shlex.join(cmd) + "\n")
+        lf.flush()
+        try:
+            # its own process group, so a timeout stops the launcher and its ranks
+            proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT,
+                                    env=child_env(a.threads_per_rank), start_new_session=True)
+        except OSError as e:
+            return None, f"cannot start {a.mpiexec}: {e.strerror}"
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_group(proc)
+            rc = None
+        except KeyboardInterrupt:
+            stop_group(proc)
+            raise
+    if not a.keep_outputs and outp.exists():
+        outp.unlink()
+    if rc is None:
+        return None, f"timed out after {timeout:.0f} s"
+    if rc != 0:
+        return None, f"exit {rc}: {last_line((rdir / 'log.txt').read_text(errors='replace'))}"
+    return read_metrics(metrics)
+
+
+def stop_group(proc):
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def read_metrics(path):
+    try:
+        with open(path) as f:
+            return json.load(f), ""
+    except (OSError, ValueError) as e:
+        return None, f"no readable metrics ({e})"
+
+
+def slurm_script(binary, a, cfg_path, pt, inp, rdir, est_s):
+    p, t = pt["ranks"], a.threads_per_rank
+    if a.time_limit:
+        tl = a.time_limit
+    else:
+        # twice the estimate, plus writing the input when this job makes it
+        gen_s = 0.0 if inp.exists() else 3 * pt["n"] * pt["d"] * pt["heads"] * a.batch * 4 / 100e6
+        minutes = 10 if est_s is None else max(10, math.ceil((2 * est_s + gen_s + 300) / 60))
+        tl = str(minutes)  # Slurm reads a bare number as minutes
+    lines = ["#!/bin/bash",
+             f"#SBATCH --job-name=ringattn-{pt['mode'][0]}-p{p}-n{pt['n']}",
+             f"#SBATCH --ntasks={p}",
+             f"#SBATCH --cpus-per-task={t}",
+             f"#SBATCH --time={tl}",
+             f"#SBATCH --output={rdir}/slurm-%j.out"]
+    if a.ranks_per_node:
+        lines += [f"#SBATCH --nodes={math.ceil(p / a.ranks_per_node)}",
+                  f"#SBATCH --ntasks-per-node={min(p, a.ranks_per_node)}"]
+    if a.partition:
+        lines.append(f"#SBATCH --partition={a.partition}")
+    if a.account:
+        lines.append(f"#SBATCH --account={a.account}")
+    if a.exclusive:
+        lines.append("#SBATCH --exclusive")
+    metrics, outp = rdir / "metrics.json", rdir / "out.h5"
+    tmp = inp.with_name(inp.name + ".tmp.${SLURM_JOB_ID}")
+    gen = shlex.join(gen_args(binary, "@TMP@", pt, a)).replace("@TMP@", f'"{tmp}"')
+    run = shlex.join(run_args(binary, a, cfg_path, inp, outp, metrics, pt["causal"]))
+    lines += ["set -euo pipefail",
+              f"export OMP_NUM_THREADS={t} OMP_PLACES=cores OMP_PROC_BIND=close",
+              f"mkdir -p {shlex.quote(str(inp.parent))}",
+              "# the input, once per shape (cached across jobs on the shared file system)",
+              f"if [[ ! -f {shlex.quote(str(inp))} ]]; then",
+              f"  {gen}",
+              f"  mv \"{tmp}\" {shlex.quote(str(inp))}",
+              "fi",
+              f"srun {a.srun_args} --cpus-per-task={t} {run}"]
+    if not a.keep_outputs:
+        lines.append(f"rm -f {shlex.quote(str(outp))}")
+    return "\n".join(lines) + "\n"
+
+
+def run_slurm(a, script, rdir):
+    if (rdir / "metrics.json").exists():  # never read a previous attempt's
+        (rdir / "metrics.json").unlink()
+    cmd = ["sbatch", "--wait", "--parsable"] + shlex.split(a.sbatch_args) + [str(script)]
+    log("sbatch: " + shlex.join(cmd))
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
+    except OSError as e:
+        return None, f"cannot run sbatch: {e.strerror}"
+    with open(rdir / "log.txt", "a") as lf:
+        lf.write("$ " + shlex.join(cmd) + "\n" + r.stdout + r.stderr)
+    if r.returncode != 0:
+        # the job's own log says more than sbatch: the newest slurm-<id>.out
+        logs = sorted(rdir.glob("slurm-*.out"), key=lambda f: f.stat().st_mtime)
+        why = last_line(logs[-1].read_text(errors="replace")) if logs else \
+            last_line(r.stderr or r.stdout)
+        return None, f"sbatch --wait exited {r.returncode}: {why}"
+    return read_metrics(rdir / "metrics.json")
+
+
+# ---- results -----------------------------------------------------------------------
+
+def summarize(m):
+    ranks = m.get("ranks", [])
+    io = [r.get("io_read_s", 0.0) + r.get("io_write_s", 0.0) for r in ranks]
+    return {
+        "wall_s": m["wall_s"],
+        "gflops": m["gflops"],
+        "compute_s": max((r.get("compute_s", 0.0) for r in ranks), default=0.0),
+        "comm_wait_s": max((r.get("comm_wait_s", 0.0) for r in ranks), default=0.0),
+        "io_s": max(io, default=0.0),
+        "peak_rss_mb": max((r.get("peak_rss_mb", 0.0) for r in ranks), default=0.0),
+        "flops": sum(r.get("flops", 0.0) for r in ranks),
+        # means over ranks: each rank's parts add up to at most its wall time,
+        # so the means do too (the maxima may come from different ranks)
+        "compute_mean_s": mean(r.get("compute_s", 0.0) for r in ranks),
+        "comm_wait_mean_s": mean(r.get("comm_wait_s", 0.0) for r in ranks),
+        "io_mean_s": mean(io),
+    }
+
+
+def mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def add_efficiency(rows):
+    """Per series (mode, length): efficiency against the completed point with
+    the fewest ranks, as per-rank attention throughput (see the module doc)."""
+    series = {}
+    for r in rows:
+        series.setdefault((r["mode"], r["length"]), []).append(r)
+    for rs in series.values():
+        ok = [r for r in rs if r["status"] == "ok" and r["wall_s"] > 0 and r["flops"] > 0]
+        if not ok:
+            continue
+        b = min(ok, key=lambda r: r["ranks"])
+        base = b["flops"] / b["wall_s"] / b["ranks"]
+        for r in ok:
+            r["baseline_ranks"] = b["ranks"]
+            r["efficiency"] = (r["flops"] / r["wall_s"] / r["ranks"]) / base
+
+
+def fmt(v):
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def write_csv(path, rows):
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: fmt(r.get(k)) for k in CSV_FIELDS})
+    tmp.replace(path)
+
+
+def read_csv(path):
+    """Rows of a results.csv as the driver holds them (numbers as numbers)."""
+    try:
+        with open(path, newline="") as f:
+            raw = list(csv.DictReader(f))
+    except OSError as e:
+        sys.exit(f"scaling_study: cannot read {path}: {e.strerror}")
+    rows = []
+    for r in raw:
+        row = {}
+        for k, v in r.items():
+            if k in ("mode", "status", "reason", "run_dir"):
+                row[k] = v
+            elif k == "causal":
+                row[k] = v == "true"
+            elif v == "":
+                row[k] = None
+            else:
+                row[k] = float(v)
+        for k in ("ranks", "n", "d", "heads"):
+            row[k] = int(row[k])
+        row["length"] = row["n"] if row["mode"] == "strong" else row["n"] // row["ranks"]
+        rows.append(row)
+    return rows
+
+
+# ---- plots -------------------------------------------------------------------------
+
+def series_label(mode, length):
+    return f"N = {length}" if mode == "strong" else f"N/P = {length}"
+
+
+def ok_series(rows, mode):
+    out = {}
+    for r in rows:
+        if r["mode"] == mode and r["status"] == "ok":
+            out.setdefault(r["length"], []).append(r)
+    return {k: sorted(v, key=lambda r: r["ranks"]) for k, v in sorted(out.items())}
+
+
+def modes_of(rows):
+    ms = [m for m in ("strong", "weak") if any(r["mode"] == m for r in rows)]
+    return ms or ["strong"]
+
+
+def no_data(ax):
+    ax.text(0.5, 0.5, "no completed points", ha="center", va="center", transform=ax.transAxes)
+
+
+def ranks_axis(ax, ranks):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ranks)
+    ax.set_xticklabels([str(r) for r in ranks])
+    ax.set_xlabel("ranks P")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_lines(rows, path, ykey, ylabel, title, ideal, logy):
+    ms = modes_of(rows)
+    ranks = sorted({r["ranks"] for r in rows}) or [1]
+    fig, axes = plt.subplots(1, len(ms), figsize=(6.5 * len(ms), 4.8), squeeze=False)
+    for ax, mode in zip(axes[0], ms):
+        ser = ok_series(rows, mode)
+        for i, (length, rs) in enumerate(ser.items()):
+            col = f"C{i % 10}"
+            xs = [r["ranks"] for r in rs]
+            ax.plot(xs, [r[ykey] for r in rs], "o-", color=col, label=series_label(mode, length))
+            ys = ideal(mode, rs)
+            if ys is not None:
+                ax.plot(xs, ys, "--", color=col, alpha=0.6, lw=1)
+        if not ser:
+            no_data(ax)
+        ranks_axis(ax, ranks)
+        if logy and ser:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+            ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%.3g"))
+            ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_ylabel(ylabel)
+        what = "fixed total N" if mode == "strong" else "fixed N per rank"
+        ax.set_title(f"{mode} scaling ({what})")
+        if ser:
+            ax.legend(fontsize=8, title="dashed: ideal" if ideal(mode, []) is not None else None,
+                      title_fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def ideal_time(mode, rs):
+    if not rs:
+        return []
+    b = rs[0]
+    # ideal: the baseline's per-rank throughput held at every P
+    return [b["wall_s"] * (r["flops"] / b["flops"]) * (b["ranks"] / r["ranks"]) for r in rs]
+
+
+def ideal_gflops(mode, rs):
+    return [rs[0]["gflops_per_rank"]] * len(rs) if rs else []
+
+
+def ideal_eff(mode, rs):
+    return [1.0] * len(rs) if rs else []
+
+
+def plot_breakdown(rows, path):
+    ms = modes_of(rows)
+    width = max(7.0, 0.8 * len(rows) / len(ms) + 3)
+    fig, axes = plt.subplots(len(ms), 1, figsize=(width, 4.2 * len(ms)), squeeze=False)
+    parts = [("compute_mean_s", "compute", "C0"), ("comm_wait_mean_s", "communication wait", "C3"),
+             ("io_mean_s", "I/O (incl. waiting in collective I/O)", "C2"),
+             ("other_s", "other", "0.75")]
+    for ax, mode in zip(axes[:, 0], ms):
+        rs = [r for r in rows if r["mode"] == mode and r["status"] == "ok"]
+        rs.sort(key=lambda r: (r["length"], r["ranks"]))
+        if not rs:
+            no_data(ax)
+            ax.set_title(f"{mode} scaling: time breakdown")
+            continue
+        x = list(range(len(rs)))
+        bottom = [0.0] * len(rs)
+        for key, label, col in parts:
+            vals = []
+            for r in rs:
+                if key == "other_s":
+                    v = max(0.0, r["wall_s"] - sum(
+                        r.get(k) if r.get(k) is not None else r[k.replace("_mean", "")]
+                        for k in ("compute_mean_s", "comm_wait_mean_s", "io_mean_s")))
+                else:  # a results.csv of an older driver has only the maxima
+                    v = r.get(key)
+                    if v is None:
+                        v = r[key.replace("_mean", "")]
+                vals.append(100.0 * v / r["wall_s"] if r["wall_s"] > 0 else 0.0)
+            ax.bar(x, vals, bottom=bottom, color=col, label=label, width=0.7)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        for xi, r, top in zip(x, rs, bottom):
+            ax.text(xi, top + 1, f"{r['wall_s']:.3g} s", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"P={r['ranks']}\nN={r['n']}" for r in rs], fontsize=8)
+        ax.set_ylabel("% of job wall time (mean over ranks)")
+        ax.set_ylim(0, max(100.0, max(bottom)) * 1.2)
+        ax.set_yticks([0, 20, 40, 60, 80, 100])
+        what = "fixed total N" if mode == "strong" else "fixed N per rank"
+        ax.set_title(f"{mode} scaling ({what}): where the time goes (labels: job wall time)",
+                     fontsize=10)
+        ax.legend(fontsize=8, loc="upper center", ncol=4, frameon=False,
+                  bbox_to_anchor=(0.5, 1.0))
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def make_plots(rows, out, causal, a):
+    def one(key, default):
+        vals = {r.get(key) for r in rows if r.get(key) is not None}
+        return vals.pop() if len(vals) == 1 else (default if not vals else "mixed")
+
+    d, h, b = one("d", a.d), one("heads", a.heads), one("batch", a.batch)
+    c, t = one("causal", causal), one("threads_per_rank", a.threads_per_rank)
+    c = c if c == "mixed" else ("causal" if c else "non-causal")
+    shape = f"D = {fmt(d)}, H = {fmt(h)}, B = {fmt(b)}, {c}, {fmt(t)} thread(s)/rank"
+    plot_lines(rows, out / "time_vs_ranks.png", "wall_s", "job wall time [s]",
+               f"Time vs ranks ({shape})", ideal_time, True)
+    plot_lines(rows, out / "gflops_per_rank.png", "gflops_per_rank",
+               "attention GFLOP/s per rank (flops / wall / P)",
+               f"Throughput per rank ({shape})", ideal_gflops, False)
+    plot_lines(rows, out / "efficiency.png", "efficiency",
+               "efficiency (per-rank throughput / baseline's)",
+               f"Parallel efficiency ({shape})", ideal_eff, False)
+    plot_breakdown(rows, out / "breakdown.png")
+
+
+# ---- main --------------------------------------------------------------------------
+
+def main(argv=None):
+    a = parse_args(argv)
+    cfg_path = Path(a.config).resolve()
+    cfg = read_config(cfg_path)
+    causal = a.causal
+    if causal is None:
+        causal = bool(cfg.get("attention", {}).get("causal", False))
+    kvhpc = int(cfg.get("run", {}).get("kv_heads_per_chunk", 1) or 1)
+    out = Path(a.out).resolve()
+    if a.plot_only:
+        rows = read_csv(out / "results.csv")
+        make_plots(rows, out, causal, a)
+        log(f"plots redrawn from {out / 'results.csv'} ({len(rows)} rows)")
+        return 0
+    binary = find_binary(a.ringattn)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    if a.launcher == "mpirun" and not a.dry_run and shutil.which(a.mpiexec) is None:
+        sys.exit(f"scaling_study: launcher {a.mpiexec!r} not found (set --mpiexec)")
+    if a.launcher == "slurm" and not a.dry_run and shutil.which("sbatch") is None:
+        sys.exit("scaling_study: sbatch not found (the slurm launcher runs on a Slurm login node)")
+
+    max_mem = a.max_memory_gb
+    if max_mem is None and a.launcher == "mpirun":
+        avail = mem_available_gb()
+        max_mem = 0.8 * avail if avail else None
+    rate = a.gflops_per_rank
+    if rate is None and a.max_seconds is not None:
+        rate = calibrate(binary, a, causal)
+    cpus = local_cpus()
+    log(f"binary {binary}; config {cfg_path}; causal {causal}; out {out}; "
+        f"memory limit {'none' if max_mem is None else f'{max_mem:.1f} GB'}; "
+        f"time limit {'none' if a.max_seconds is None else f'{a.max_seconds:.0f} s'}")
+
+    points = make_points(a, causal)
+    gen_failed = {}  # input path -> why gen failed ("" when it did not)
+    done = {}  # (ranks, n) -> (status, reason, summary, run_dir): one run serves both modes
+    rows = []
+    t_start = time.time()
+    for pt in points:
+        p = pt["ranks"]
+        if a.launcher == "mpirun":
+            here = p
+        else:
+            here = min(p, a.ranks_per_node) if a.ranks_per_node else p
+        oversub = max(1.0, p * a.threads_per_rank / cpus) if a.launcher == "mpirun" else 1.0
+        mem = estimate_memory_gb(pt, a, kvhpc, here)
+        est = estimate_seconds(pt, a, rate, oversub)
+        row = dict(pt, batch=a.batch, threads_per_rank=a.threads_per_rank, est_mem_gb=mem,
+                   est_seconds=est,
+                   wall_s=None, efficiency=None, baseline_ranks=None)
+        key = (p, pt["n"])
+        rid = f"p{p}_n{pt['n']}"
+        rdir = out / "runs" / rid
+        row["run_dir"] = os.path.relpath(rdir, out)
+        reason = ""
+        if pt["n"] < p:
+            reason = f"N = {pt['n']} < P = {p} tokens"
+        elif max_mem is not None and mem > max_mem:
+            reason = f"estimated memory {mem:.2f} GB > limit {max_mem:.2f} GB"
+        elif a.max_seconds is not None and est is not None and est > a.max_seconds:
+            reason = f"estimated time {est:.0f} s > limit {a.max_seconds:.0f} s"
+        if reason:
+            row.update(status="skipped", reason=reason)
+            log(f"skip {pt['mode']} P={p} N={pt['n']}: {reason}")
+            rows.append(row)
+            continue
+        if a.dry_run:
+            if a.launcher == "slurm":
+                rdir.mkdir(parents=True, exist_ok=True)
+                sp = rdir / "job.sbatch"
+                inp = input_path(out, pt, a)
+                sp.write_text(slurm_script(binary, a, cfg_path, pt, inp, rdir, est))
+                log(f"plan {pt['mode']} P={p} N={pt['n']}: {sp}")
+            else:
+                log(f"plan {pt['mode']} P={p} N={pt['n']}: est {mem:.2f} GB"
+                    + (f", {est:.1f} s" if est is not None else ""))
+            row.update(status="skipped", reason="dry run")
+            rows.append(row)
+            continue
+        if key not in done:
+            rdir.mkdir(parents=True, exist_ok=True)
+            inp = input_path(out, pt, a)
+            results = []
+            m, err = None, ""
+            if a.launcher == "mpirun":
+                if inp not in gen_failed:
+                    gen_failed[inp] = ensure_input(binary, inp, pt, a) or ""
+                err = gen_failed[inp]
+            timeout = a.run_timeout
+            if timeout is None and est is not None:
+                timeout = 4 * est + 60
+            for rep in range(a.repeats if not err else 0):
+                if a.launcher == "mpirun":
+                    m, err = run_local(binary, a, cfg_path, pt, inp, rdir, timeout)
+                else:
+                    sp = rdir / "job.sbatch"
+                    sp.write_text(slurm_script(binary, a, cfg_path, pt, inp, rdir, est))
+                    m, err = run_slurm(a, sp, rdir)
+                if m is None:
+                    break
+                s = summarize(m)
+                s["rep"] = rep
+                results.append(s)
+                if a.repeats > 1:
+                    os.replace(rdir / "metrics.json", rdir / f"metrics.{rep}.json")
+            if m is not None and results:
+                results.sort(key=lambda s: s["wall_s"])
+                med = results[(len(results) - 1) // 2]
+                if a.repeats > 1:  # metrics.json: the kept (median) run's
+                    shutil.copyfile(rdir / f"metrics.{med['rep']}.json", rdir / "metrics.json")
+                done[key] = ("ok", "", med)
+                log(f"ok P={p} N={pt['n']}: {med['wall_s']:.3f} s, {med['gflops']:.2f} GFLOP/s")
+            else:
+                done[key] = ("failed", err, None)
+                log(f"FAILED P={p} N={pt['n']}: {err}")
+        status, reason, s = done[key]
+        row.update(status=status, reason=reason)
+        if s:
+            row.update(s)
+            row["gflops_per_rank"] = s["gflops"] / p
+        rows.append(row)
+        add_efficiency(rows)
+        write_csv(out / "results.csv", rows)  # partial results survive an interrupted study
+
+    add_efficiency(rows)
+    write_csv(out / "results.csv", rows)
+    if not a.dry_run:
+        make_plots(rows, out, causal, a)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    n_failed = sum(r["status"] == "failed" for r in rows)
+    log(f"{len(rows)} points: {n_ok} ok, {len(rows) - n_ok - n_failed} skipped, {n_failed} failed "
+        f"in {time.time() - t_start:.1f} s; results in {out / 'results.csv'}")
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
