@@ -95,7 +95,8 @@ void BM_SoftmaxTile(benchmark::State& st) {
   m2.fill(-1e30f);
   for (auto _ : st) {
     std::copy_n(src.data(), src.size(), s.data());
-    softmax_tile({s.data(), rows, bk, m2.data(), lanes.data(), acc.data(), d, false});
+    softmax_tile(
+        {s.data(), rows, bk, m2.data(), lanes.data(), acc.data(), nullptr, nullptr, d, false});
     benchmark::DoNotOptimize(s.data());
   }
   st.counters["elements/s"] =

@@ -20,8 +20,8 @@ namespace ringattn {
 // (p.batch, p.heads_q, p.n_q, p.head_dim).
 void update_state(const AttnParams& p, AttnState& s);
 
-// o: (batch, heads, rows, head_dim) f32, dense; may be s.acc.data() (in place). lse: (batch, heads, rows) f32,
-// natural log, or nullptr. threads: as many as the caller may use.
+// o: (batch, heads, rows, head_dim) f32, dense; may be s.acc.data() (in place). lse: (batch, heads,
+// rows) f32, natural log, or nullptr. threads: as many as the caller may use.
 void finalize(const AttnState& s, float* o, float* lse, int threads = 1);
 
 // Per row r < rows: (o, lse) = merge((o_a, lse_a), (o_b, lse_b)), rows of

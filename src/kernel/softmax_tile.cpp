@@ -167,10 +167,28 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
       storev(l, loadv<VF>(l) * valpha + vsum);
       float* a = t.acc + static_cast<long>(i) * t.head_dim;
       for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
+      for (float* extra : {t.acc_sum, t.acc_comp}) {
+        if (!extra) continue;
+        float* c = extra + static_cast<long>(i) * t.head_dim;
+        for (int d = 0; d < t.head_dim; ++d) c[d] *= alpha;
+      }
       t.m2[i] = m_new;
     } else {
       storev(l, loadv<VF>(l) + vsum);
     }
+  }
+}
+
+// Plain loops: the wrappers' target attribute lets the compiler vectorise
+// them at that width; there is no reduction, so no -ffast-math is needed
+// (and none may be used: it would delete the compensation).
+RA_INLINE void compensated_add_impl(float* sum, float* comp, float* x, std::int64_t n) {
+  for (std::int64_t e = 0; e < n; ++e) {
+    const float y = x[e] - comp[e];
+    const float t = sum[e] + y;
+    comp[e] = (t - sum[e]) - y;
+    sum[e] = t;
+    x[e] = 0.0f;
   }
 }
 
@@ -189,6 +207,20 @@ __attribute__((target("avx2,fma"))) void softmax_tile_avx2(const SoftmaxTile& t)
 }
 void softmax_tile_generic(const SoftmaxTile& t) {
   t.round_bf16 ? softmax_tile_impl<4, true>(t) : softmax_tile_impl<4, false>(t);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void compensated_add_avx512(float* sum,
+                                                                                 float* comp,
+                                                                                 float* x,
+                                                                                 std::int64_t n) {
+  compensated_add_impl(sum, comp, x, n);
+}
+__attribute__((target("avx2"))) void compensated_add_avx2(float* sum, float* comp, float* x,
+                                                          std::int64_t n) {
+  compensated_add_impl(sum, comp, x, n);
+}
+void compensated_add_generic(float* sum, float* comp, float* x, std::int64_t n) {
+  compensated_add_impl(sum, comp, x, n);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void exp2_avx512(const float* x,
@@ -212,6 +244,16 @@ void softmax_tile(const SoftmaxTile& t) {
                            : softmax_tile_generic;
   }();
   impl(t);
+}
+
+void compensated_add(float* sum, float* comp, float* x, std::int64_t n) {
+  static const auto impl = [] {
+    const std::string isa = vector_isa();
+    return isa == "avx512" ? compensated_add_avx512
+           : isa == "avx2" ? compensated_add_avx2
+                           : compensated_add_generic;
+  }();
+  impl(sum, comp, x, n);
 }
 
 void exp2_array(const float* x, float* out, int n) {

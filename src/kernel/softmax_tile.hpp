@@ -12,13 +12,15 @@
 namespace ringattn {
 
 struct SoftmaxTile {
-  float* s;        // (rows, bk) scores in, probabilities out; row stride bk
-  int rows;        // rows to update
-  int bk;          // columns; a multiple of 16
-  float* m2;       // (rows) running max, base 2
-  float* l_lanes;  // (rows, kLanes) running sum per vector lane: no tile needs a horizontal
-                   // sum; the row's l is the sum of its lanes (sum_lanes)
-  float* acc;      // (rows, head_dim) running output, row stride head_dim
+  float* s;         // (rows, bk) scores in, probabilities out; row stride bk
+  int rows;         // rows to update
+  int bk;           // columns; a multiple of 16
+  float* m2;        // (rows) running max, base 2
+  float* l_lanes;   // (rows, kLanes) running sum per vector lane: no tile needs a horizontal
+                    // sum; the row's l is the sum of its lanes (sum_lanes)
+  float* acc;       // (rows, head_dim) output rows the tile products add to, row stride head_dim
+  float* acc_sum;   // (rows, head_dim) compensated total that `acc` is folded into, or nullptr
+  float* acc_comp;  // (rows, head_dim) its Kahan terms, or nullptr (all three rescale alike)
   int head_dim;
   bool round_bf16;  // round probabilities to bf16 (bf16 compute path)
 };
@@ -36,6 +38,9 @@ void sum_lanes(const float* l_lanes, int rows, float* l);
 // causal and k_pos[j] > q_pos[i], or when j >= k_valid. s: (rows, bk).
 void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,
                int k_valid, bool causal);
+
+// sum += x with Kahan compensation `comp`, then x = 0, for n floats.
+void compensated_add(float* sum, float* comp, float* x, std::int64_t n);
 
 // Vector exp2 for tests: out[i] = 2^x[i] (0 below 2^-126), n a multiple of 16.
 void exp2_array(const float* x, float* out, int n);
