@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev googletest libbenchmark-dev   # tests and micro-benchmarks
   python3-h5py python3-numpy python3-matplotlib         # dataset scripts and plots
   slurm-wlm slurmctld slurmd slurm-client munge         # tests/launch: a throwaway single-node Slurm
+  bowtie2-examples golang-github-pierrec-lz4-dev        # real inputs for datasets/ tests: lambda phage, Gutenberg #1661
 )
 
 missing=()

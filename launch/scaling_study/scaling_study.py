@@ -587,6 +587,7 @@ def plot_lines(rows, path, ykey, ylabel, title, ideal, logy):
         ranks_axis(ax, ranks)
         if logy and ser:
             ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
             ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
             ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%.3g"))
             ax.tick_params(axis="y", which="minor", labelsize=7)

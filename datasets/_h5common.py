@@ -1,0 +1,260 @@
+"""Shared parts of the ringattn dataset converters (fasta_to_h5.py, text_to_h5.py).
+
+Not a script. Holds what both converters do the same way: one-line errors
+with ringattn's exit codes, the common command-line options, the output-file
+rules (refuse to replace without --overwrite, never the source, write under
+a temporary name and rename when complete), and the block-streaming writer
+that turns token embeddings into q, k, v through seeded per-head projections.
+
+Projection rule (both converters), with rng = numpy.random.default_rng(seed)
+and F the converter's feature width (see each script):
+
+    P   = rng.standard_normal((F, D))       * feature_scale      token features -> D
+    W_q = rng.standard_normal((H,   D, D))  / sqrt(D)            drawn in this order
+    W_k = rng.standard_normal((H_kv, D, D)) / sqrt(D)
+    W_v = rng.standard_normal((H_kv, D, D)) / sqrt(D)
+
+    e_t       = features(token_t) @ P                             (float64)
+    q[b,h,n]  = e_{t(b,n)} @ W_q[h],  k[b,g,n] = e @ W_k[g],  v[b,g,n] = e @ W_v[g]
+
+rounded once to the output type (f32 or f16). t(b, n) = b * N + n: window b
+is tokens [b*N, (b+1)*N) of the token stream.
+"""
+
+import argparse
+import gzip
+import os
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import h5py
+except ImportError as _e:
+    print(f"{os.path.basename(sys.argv[0])}: error: {_e}: run it with /usr/bin/python3 "
+          "(Debian's python3-numpy and python3-h5py)", file=sys.stderr)
+    sys.exit(2)
+
+# ringattn's exit codes (README, "Exit codes").
+EXIT_USAGE = 2
+EXIT_DATA = 3
+EXIT_IO = 4
+
+FORMAT_VERSION = 1
+
+
+class Fail(Exception):
+    """An error reported as one line; code is the exit status."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 2."""
+
+    def error(self, message):
+        raise Fail(EXIT_USAGE, f"{message} (see --help)")
+
+
+def run_main(prog, main):
+    """Calls main(); a Fail or an OS error becomes one stderr line and its exit code."""
+    try:
+        sys.exit(main())
+    except Fail as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(e.code)
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_IO)
+
+
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{v} is not positive")
+    return v
+
+
+def seed_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer")
+    if v < 0 or v >= 2**63:
+        raise argparse.ArgumentTypeError(f"seed {v} is outside 0..2^63-1")
+    return v
+
+
+def add_common_options(p, default_d=64):
+    """The options every converter has (shape, type, seed, output)."""
+    p.add_argument("-o", "--output", required=True, help="HDF5 file to write (required)")
+    p.add_argument("--d", type=positive_int, default=default_d,
+                   help="D: head dim, 1..256 (default %(default)s)")
+    p.add_argument("--heads", type=positive_int, default=4,
+                   help="H: query heads (default %(default)s)")
+    p.add_argument("--kv-heads", type=positive_int, default=None,
+                   help="H_kv: key/value heads, dividing H (default: H)")
+    p.add_argument("--dtype", choices=["f32", "f16"], default="f32",
+                   help="element type of q, k, v (default %(default)s; f16 = IEEE half)")
+    p.add_argument("--max-tokens", type=positive_int, default=None,
+                   help="cap N, the tokens per window (default: all tokens)")
+    p.add_argument("--batch", type=positive_int, default=1,
+                   help="B: split the token stream into B consecutive windows of equal "
+                        "length N (default %(default)s)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed of numpy.random.default_rng for the projections (default %(default)s)")
+    p.add_argument("--block", type=positive_int, default=4096,
+                   help="tokens projected and written at a time (default %(default)s)")
+    p.add_argument("--gzip", type=int, choices=range(1, 10), metavar="1..9", default=None,
+                   help="deflate the datasets at this level (default: none)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def check_common(args):
+    """Option checks argparse cannot express; fills args.kv_heads."""
+    if args.d > 256:
+        raise Fail(EXIT_USAGE, f"--d {args.d}: the head dim is at most 256")
+    if args.kv_heads is None:
+        args.kv_heads = args.heads
+    if args.heads % args.kv_heads != 0:
+        raise Fail(EXIT_USAGE, f"--kv-heads {args.kv_heads} does not divide --heads {args.heads}")
+
+
+def check_source(path):
+    if not os.path.exists(path):
+        raise Fail(EXIT_IO, f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise Fail(EXIT_IO, f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise Fail(EXIT_IO, f"{path}: not readable")
+
+
+def check_output(path, source, overwrite):
+    """The output rules, checked before any work."""
+    if os.path.isdir(path):
+        raise Fail(EXIT_IO, f"{path}: is a directory")
+    if os.path.exists(path):
+        if os.path.samefile(path, source):
+            raise Fail(EXIT_IO, f"{path}: the output is the input file")
+        if not overwrite:
+            raise Fail(EXIT_IO, f"{path}: exists (pass --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise Fail(EXIT_IO, f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise Fail(EXIT_IO, f"{path}: directory {parent} is not writable")
+
+
+def open_maybe_gzip(path):
+    """Binary file object; gzip-compressed files (by magic bytes) are decompressed."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def make_projections(seed, n_features, d, heads, kv_heads, feature_scale):
+    """P, W_q, W_k, W_v by the rule in this module's docstring."""
+    rng = np.random.default_rng(seed)
+    P = rng.standard_normal((n_features, d)) * feature_scale
+    s = 1.0 / np.sqrt(d)
+    Wq = rng.standard_normal((heads, d, d)) * s
+    Wk = rng.standard_normal((kv_heads, d, d)) * s
+    Wv = rng.standard_normal((kv_heads, d, d)) * s
+    return P, Wq, Wk, Wv
+
+
+def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, attrs):
+    """Writes args.output: q, k, v and `tokens` from the token stream.
+
+    tokens: 1-D integer array, the whole token stream (at least B tokens).
+    embed(tok_block, P) -> float64 [len(block), D]: the embeddings of a block.
+    attrs: converter-specific root attributes (added to the common ones).
+    Returns (B, N). Writes to a temporary file beside the output, renamed
+    over it only when complete.
+    """
+    B = args.batch
+    total = int(tokens.shape[0])
+    N = total // B
+    if N == 0:
+        raise Fail(EXIT_DATA, f"{total} tokens cannot make {B} windows (--batch {B})")
+    if args.max_tokens is not None:
+        N = min(N, args.max_tokens)
+    H, HK, D = args.heads, args.kv_heads, args.d
+    dt = np.float16 if args.dtype == "f16" else np.float32
+    P, Wq, Wk, Wv = make_projections(args.seed, n_features, D, H, HK, feature_scale)
+    block = min(args.block, N)
+    comp = {"compression": "gzip", "compression_opts": args.gzip} if args.gzip else {}
+
+    out = os.path.abspath(args.output)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
+                               dir=os.path.dirname(out))
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        with h5py.File(tmp, "w") as f:
+            q = f.create_dataset("q", (B, H, N, D), dtype=dt, chunks=(1, 1, block, D), **comp)
+            k = f.create_dataset("k", (B, HK, N, D), dtype=dt, chunks=(1, 1, block, D), **comp)
+            v = f.create_dataset("v", (B, HK, N, D), dtype=dt, chunks=(1, 1, block, D), **comp)
+            tok_dtype = np.int32 if int(tokens.max(initial=0)) < 2**31 else np.int64
+            t = f.create_dataset("tokens", (B, N), dtype=tok_dtype)
+            for b in range(B):
+                for n0 in range(0, N, block):
+                    n1 = min(N, n0 + block)
+                    tb = tokens[b * N + n0: b * N + n1]
+                    t[b, n0:n1] = tb
+                    e = embed(tb, P)  # [n1-n0, D] float64
+                    for h in range(H):
+                        q[b, h, n0:n1, :] = (e @ Wq[h]).astype(dt)
+                    for g in range(HK):
+                        k[b, g, n0:n1, :] = (e @ Wk[g]).astype(dt)
+                        v[b, g, n0:n1, :] = (e @ Wv[g]).astype(dt)
+            a = f.attrs
+            a["generator"] = attrs.pop("generator")
+            a["format_version"] = FORMAT_VERSION
+            a["source"] = os.path.abspath(source)
+            st = os.stat(source)
+            a["source_size"] = st.st_size
+            a["seed"] = args.seed
+            a["dtype"] = args.dtype
+            a["batch"] = B
+            a["heads"] = H
+            a["kv_heads"] = HK
+            a["n"] = N
+            a["d"] = D
+            a["tokens_available"] = total
+            a["tokens_used"] = B * N
+            a["feature_dim"] = n_features
+            a["projection"] = ("rng=numpy.random.default_rng(seed); P=rng.standard_normal((F,D))"
+                               f"*{feature_scale!r}; W_q=rng.standard_normal((H,D,D))/sqrt(D); "
+                               "W_k, W_v likewise with H_kv; q[b,h,n]=(features(tok[b*N+n])@P)"
+                               "@W_q[h], k and v with W_k[g], W_v[g]")
+            a["command"] = " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
+            for name, value in attrs.items():
+                a[name] = value
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return B, N
+
+
+def summary(prog, args, B, N):
+    size = os.path.getsize(args.output)
+    print(f"{prog}: wrote {args.output}: q [{B}, {args.heads}, {N}, {args.d}], "
+          f"k and v [{B}, {args.kv_heads}, {N}, {args.d}], {args.dtype}, seed {args.seed}, "
+          f"{size / 2**20:.1f} MiB")

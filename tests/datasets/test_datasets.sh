@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# End-to-end checks of the dataset scripts in datasets/, one case per call:
+#
+#   test_datasets.sh RINGATTN SCRATCH_DIR CASE
+#
+# CASE is one of: fasta_lambda, fasta_options, text_bytes, text_words,
+# synthetic_sweep, bad_input (see the functions below). The case runs in
+# SCRATCH_DIR/CASE, emptied first. Environment: MPIEXEC (default mpirun),
+# MPIEXEC_NUMPROC_FLAG (default -n), MPIEXEC_FLAGS (default
+# --oversubscribe), PYTHON (default /usr/bin/python3: Debian's h5py and
+# numpy live in the system Python). Exit 0 on success, 1 on a failed check,
+# 77 when h5py/numpy or the Debian package holding the real input is missing
+# (bowtie2-examples: lambda phage; golang-github-pierrec-lz4-dev: pg1661).
+set -euo pipefail
+
+bin=$(realpath "$1")
+scratch=$2
+case_name=$3
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ds=$(cd "$here/../../datasets" && pwd)
+mpiexec=${MPIEXEC:-mpirun}
+np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
+read -r -a mpi_flags <<<"${MPIEXEC_FLAGS:---oversubscribe}"
+py=${PYTHON:-/usr/bin/python3}
+
+# The real inputs (overridable, e.g. to check the skip path).
+LAMBDA=${RINGATTN_TEST_LAMBDA:-/usr/share/doc/bowtie2/examples/reference/lambda_virus.fa.gz}
+PG1661=${RINGATTN_TEST_PG1661:-/usr/share/gocode/src/github.com/pierrec/lz4/testdata/pg1661.txt}
+
+dir=$scratch/$case_name
+rm -rf "$dir"
+mkdir -p "$dir"
+cd "$dir"
+
+fail() {
+  echo "FAIL [$case_name]: $*"
+  for f in out.txt err.txt; do
+    [[ -s $f ]] && { echo "--- $f"; cat "$f"; }
+  done
+  exit 1
+}
+
+# expect RC CMD...: runs CMD (stdout -> out.txt, stderr -> err.txt) and
+# checks its exit status (RC "nonzero": anything but 0).
+expect() {
+  local want=$1 rc=0
+  shift
+  "$@" >out.txt 2>err.txt || rc=$?
+  if [[ $want == nonzero ]]; then
+    [[ $rc -ne 0 ]] || fail "'$*' exited 0, expected a failure"
+  else
+    [[ $rc -eq $want ]] || fail "'$*' exited $rc, expected $want"
+  fi
+}
+
+# A failure is reported as exactly one stderr line mentioning $1.
+one_error_line() {
+  local n
+  n=$(wc -l <err.txt)
+  [[ $n -eq 1 ]] || fail "expected one line on stderr, got $n"
+  grep -q -- "$1" err.txt || fail "stderr does not mention '$1'"
+}
+
+need_python() {
+  "$py" -c 'import h5py, numpy' 2>/dev/null || {
+    echo "skipped: $py cannot import h5py and numpy (apt-get install python3-h5py python3-numpy)"
+    exit 77
+  }
+}
+
+need_file() {  # need_file PATH PACKAGE
+  [[ -r $1 ]] || {
+    echo "skipped: $1 is missing (apt-get install $2)"
+    exit 77
+  }
+}
+
+# The converters, run by the Python that has h5py and numpy.
+fasta() { "$py" "$ds/fasta_to_h5.py" "$@"; }
+text() { "$py" "$ds/text_to_h5.py" "$@"; }
+
+mpi() {
+  local np=$1
+  shift
+  "$mpiexec" "$np_flag" "$np" "${mpi_flags[@]}" "$@"
+}
+
+# usable FILE [PATTERN]: `ringattn info` exits 0 and says the input is OK
+# (and matches PATTERN, e.g. the shape it reports).
+usable() {
+  expect 0 "$bin" info "$1"
+  grep -q '^input: OK' out.txt || fail "info does not call $1 a usable input"
+  [[ -z ${2:-} ]] || grep -q -- "$2" out.txt || fail "info on $1 does not say '$2'"
+}
+
+# run_and_verify FILE: the ring job on 2 ranks, causal, then verify.
+run_and_verify() {
+  expect 0 mpi 2 "$bin" run --input "$1" --output "$1.out.h5" --causal --threads 1
+  [[ -f $1.out.h5 ]] || fail "run wrote no $1.out.h5"
+  expect 0 "$bin" verify --input "$1" --output "$1.out.h5"
+}
+
+# Lambda phage, one token per nucleotide, capped at 2000 tokens: info, run,
+# verify; the tokens are the sequence's codes and q, k, v follow the
+# documented projection rule (recomputed here from the docstring's formula).
+case_fasta_lambda() {
+  need_python
+  need_file "$LAMBDA" bowtie2-examples
+  expect 0 fasta "$LAMBDA" -o lambda.h5 --max-tokens 2000 --d 32 --heads 2 --seed 7
+  grep -q 'wrote lambda.h5' out.txt || fail "no summary line"
+  usable lambda.h5 'B 1, heads 2, kv heads 2, N 2000, N_kv 2000, D 32, f32'
+  run_and_verify lambda.h5
+  expect 0 "$py" - "$LAMBDA" lambda.h5 <<'EOF'
+import gzip, sys
+import h5py, numpy as np
+src, path = sys.argv[1:]
+lines = gzip.open(src, "rt").read().split("\n")
+assert lines[0].startswith(">")
+seq = "".join(l.strip() for l in lines[1:] if not l.startswith(">"))[:2000]
+code = {"A": 0, "C": 1, "G": 2, "T": 3}
+want = np.array([code.get(ch.upper(), 4) for ch in seq])
+with h5py.File(path) as f:
+    a = f.attrs
+    assert a["k"] == 1 and a["seed"] == 7 and a["n"] == 2000 and a["unknown_token"] == 4, dict(a)
+    assert a["source"] == src and a["generator"].startswith("ringattn datasets/fasta_to_h5.py")
+    assert a["records"] == lines[0][1:].split()[0], a["records"]
+    assert 2000 <= a["record_lengths"][0] < 48502, a["record_lengths"]  # read up to what is needed
+    tok = f["tokens"][0]
+    assert (tok == want).all(), "tokens differ from the sequence"
+    rng = np.random.default_rng(7)
+    P = rng.standard_normal((5, 32))
+    Wq = rng.standard_normal((2, 32, 32)) / np.sqrt(32)
+    Wk = rng.standard_normal((2, 32, 32)) / np.sqrt(32)
+    Wv = rng.standard_normal((2, 32, 32)) / np.sqrt(32)
+    e = P[want]
+    for name, W in (("q", Wq), ("k", Wk), ("v", Wv)):
+        got = f[name][0]
+        ref = np.stack([e @ W[h] for h in range(2)]).astype(np.float32)
+        assert np.allclose(got, ref, rtol=1e-5, atol=1e-5), name
+print("ok")
+EOF
+}
+
+# 3-mers, f16, grouped-query heads, 2 windows, records picked by name and
+# index from a multi-record gzip FASTA cut from lambda phage (one record
+# holding N's): info, run, verify; k-mers never span records; unknown k-mers
+# get the unknown token.
+case_fasta_options() {
+  need_python
+  need_file "$LAMBDA" bowtie2-examples
+  expect 0 "$py" - "$LAMBDA" multi.fa.gz <<'EOF'
+import gzip, sys
+src, dst = sys.argv[1:]
+seq = "".join(l.strip() for l in gzip.open(src, "rt") if not l.startswith(">"))
+recs = [("first", seq[:700]), ("second", seq[700:1500].lower()),
+        ("third", seq[1500:1600] + "NNNN" + seq[1600:2400])]
+with gzip.open(dst, "wt") as f:
+    for name, s in recs:
+        f.write(f">{name} cut from lambda phage\n")
+        for i in range(0, len(s), 60):
+            f.write(s[i:i + 60] + "\n")
+EOF
+  expect 0 fasta multi.fa.gz -o m.h5 --k 3 --dtype f16 --heads 4 --kv-heads 2 \
+    --d 16 --batch 2 --records third,0 --block 100
+  # first: 698 3-mers, third: 902 -> 1600 tokens, 2 windows of 800
+  usable m.h5 'B 2, heads 4, kv heads 2, N 800, N_kv 800, D 16, f16'
+  run_and_verify m.h5
+  expect 0 "$py" - m.h5 <<'EOF'
+import sys
+import h5py, numpy as np
+with h5py.File(sys.argv[1]) as f:
+    a = f.attrs
+    assert a["records"] == "first third", a["records"]
+    assert list(a["record_tokens"]) == [698, 902], a["record_tokens"]
+    assert a["unknown_token"] == 64 and a["tokens_used"] == 1600
+    assert f["q"].dtype == np.float16 and f["q"].shape == (2, 4, 800, 16)
+    tok = f["tokens"][:].reshape(-1)
+    # the 4 N's in "third" (at its position 100) spoil 3-mers 98..103
+    unk = np.flatnonzero(tok == 64)
+    assert list(unk) == [698 + i for i in range(98, 104)], unk
+    assert tok.max() == 64 and tok.min() >= 0
+    # same token -> same q row (no positional term)
+    q = f["q"][:]
+    flat = q.transpose(1, 0, 2, 3).reshape(4, 1600, 16)
+    i, j = unk[0], unk[1]
+    assert (flat[:, i] == flat[:, j]).all()
+print("ok")
+EOF
+  # the same run again gives the same file contents; another seed does not
+  expect 0 fasta multi.fa.gz -o m2.h5 --k 3 --dtype f16 --heads 4 --kv-heads 2 \
+    --d 16 --batch 2 --records third,0
+  expect 0 fasta multi.fa.gz -o m3.h5 --k 3 --dtype f16 --heads 4 --kv-heads 2 \
+    --d 16 --batch 2 --records third,0 --seed 1
+  expect 0 "$py" -c '
+import h5py, numpy as np
+a, b, c = (h5py.File(p) for p in ("m.h5", "m2.h5", "m3.h5"))
+for n in "qkv":
+    assert (a[n][:] == b[n][:]).all(), n
+    assert not (a[n][:] == c[n][:]).all(), n
+print("ok")'
+  # --records all: every record, in file order
+  expect 0 fasta multi.fa.gz -o all.h5 --k 2 --d 8 --heads 1 --records all
+  usable all.h5 'N 2401,'
+  expect 0 "$py" -c '
+import h5py
+a = h5py.File("all.h5").attrs
+assert a["records"] == "first second third" and list(a["record_tokens"]) == [699, 799, 903], dict(a)'
+}
+
+# Project Gutenberg #1661, first 3000 bytes as byte tokens: info, run,
+# verify; tokens are the bytes.
+case_text_bytes() {
+  need_python
+  need_file "$PG1661" golang-github-pierrec-lz4-dev
+  expect 0 text "$PG1661" -o pg.h5 --max-tokens 3000 --d 32 --heads 2
+  usable pg.h5 'B 1, heads 2, kv heads 2, N 3000, N_kv 3000, D 32, f32'
+  run_and_verify pg.h5
+  expect 0 "$py" - "$PG1661" pg.h5 <<'EOF'
+import sys
+import h5py, numpy as np
+src, path = sys.argv[1:]
+raw = np.frombuffer(open(src, "rb").read(3000), dtype=np.uint8)
+with h5py.File(path) as f:
+    assert (f["tokens"][0] == raw).all()
+    assert f.attrs["tokenizer"] == "bytes" and f.attrs["source"] == src
+    rng = np.random.default_rng(0)
+    P = rng.standard_normal((256, 32))
+    Wq = rng.standard_normal((2, 32, 32)) / np.sqrt(32)
+    ref = (P[raw] @ Wq[1]).astype(np.float32)
+    assert np.allclose(f["q"][0, 1], ref, rtol=1e-5, atol=1e-5)
+print("ok")
+EOF
+}
+
+# pg1661, first 3000 words (lower-cased), f16, one K/V head: info, run,
+# verify; equal words have equal ids and rows; the ids are the documented
+# BLAKE2b hash.
+case_text_words() {
+  need_python
+  need_file "$PG1661" golang-github-pierrec-lz4-dev
+  expect 0 text "$PG1661" -o w.h5 --tokens words --lowercase --max-tokens 3000 \
+    --d 32 --heads 4 --kv-heads 1 --dtype f16
+  usable w.h5 'B 1, heads 4, kv heads 1, N 3000, N_kv 3000, D 32, f16'
+  run_and_verify w.h5
+  expect 0 "$py" - "$PG1661" w.h5 <<'EOF'
+import hashlib, re, sys
+import h5py, numpy as np
+src, path = sys.argv[1:]
+words = re.findall(r"\w+|[^\w\s]", open(src, encoding="utf-8", errors="replace").read().lower())[:3000]
+ids = [int.from_bytes(hashlib.blake2b(w.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
+       for w in words]
+with h5py.File(path) as f:
+    tok = f["tokens"][0]
+    assert [int(t) for t in tok] == ids
+    i = words.index("the"); j = words.index("the", i + 1)
+    assert (f["k"][0, 0, i] == f["k"][0, 0, j]).all()
+    assert f.attrs["tokenizer"] == "words" and f.attrs["hash_buckets"] == 4096
+print("ok")
+EOF
+}
+
+# synthetic.sh: a sweep over N writes one usable file per N with the
+# passed-through flags; --dry-run writes nothing; one file runs and verifies.
+case_synthetic_sweep() {
+  expect 0 env RINGATTN="$bin" bash "$ds/synthetic.sh" --n 64,96 --dir sweep --heads 2 --kv-heads 1 \
+    --d 16 --seed 3
+  for n in 64 96; do
+    usable "sweep/synthetic_n$n.h5" "heads 2, kv heads 1, N $n, N_kv $n, D 16"
+  done
+  expect 0 env RINGATTN="$bin" bash "$ds/synthetic.sh" --dry-run --n "128 256" --dir dry --prefix s
+  grep -q 'gen --output dry/s_n256.h5 --n 256' out.txt || fail "dry run does not print the command"
+  [[ ! -e dry ]] || fail "--dry-run created files"
+  # an existing file stops the sweep unless --overwrite passes through
+  expect nonzero env RINGATTN="$bin" bash "$ds/synthetic.sh" --n 64 --dir sweep --heads 2 --d 16
+  expect 0 env RINGATTN="$bin" bash "$ds/synthetic.sh" --n 64 --dir sweep --heads 2 --d 16 --overwrite
+  run_and_verify sweep/synthetic_n96.h5
+  expect 2 env RINGATTN="$bin" bash "$ds/synthetic.sh" --dir sweep
+  one_error_line "--n LIST is required"
+  expect 4 env RINGATTN=/nonexistent/ringattn bash "$ds/synthetic.sh" --n 64 --dir sweep
+  one_error_line "not an executable"
+}
+
+# Bad input fails with one stderr line and a non-zero status, writing nothing.
+case_bad_input() {
+  need_python
+  local f=fasta t=text
+  # the scripts run directly, with Debian's Python
+  for s in fasta_to_h5.py text_to_h5.py; do
+    [[ $(head -n 1 "$ds/$s") == '#!/usr/bin/python3' ]] || fail "$s does not start with #!/usr/bin/python3"
+    [[ -x $ds/$s ]] || fail "$s is not executable"
+    expect 0 "$ds/$s" --help
+    grep -q 'Output file (HDF5)' out.txt || fail "$s --help does not describe the output format"
+  done
+  expect 4 "$f" missing.fa -o x.h5
+  one_error_line "missing.fa: no such file"
+  expect 4 "$t" missing.txt -o x.h5
+  one_error_line "missing.txt: no such file"
+  printf '>one\nACGTACGT\n>two\nACGT\n' >ok.fa
+  echo "keep me" >exists.h5
+  expect 4 "$f" ok.fa -o exists.h5
+  one_error_line "exists (pass --overwrite"
+  [[ $(cat exists.h5) == "keep me" ]] || fail "the existing output was changed"
+  expect 4 "$t" ok.fa -o exists.h5
+  one_error_line "exists (pass --overwrite"
+  expect 4 "$f" ok.fa -o ok.fa --overwrite
+  one_error_line "the output is the input"
+  printf '>empty\n>two\nACGT\n' >empty.fa
+  expect 3 "$f" empty.fa -o x.h5
+  one_error_line "record 'empty' is empty"
+  expect 3 "$f" ok.fa -o x.h5 --records three
+  one_error_line "no record three"
+  printf 'ACGT\n' >noheader.fa
+  expect 3 "$f" noheader.fa -o x.h5
+  one_error_line "not a FASTA file"
+  expect 2 "$f" ok.fa -o x.h5 --heads 4 --kv-heads 3
+  one_error_line "does not divide"
+  expect 2 "$f" ok.fa -o x.h5 --records all,1
+  one_error_line "cannot be combined"
+  expect 2 "$f" ok.fa -o x.h5 --k 0
+  one_error_line "--k"
+  expect 2 "$f" ok.fa -o x.h5 --d 300
+  one_error_line "at most 256"
+  expect 2 "$f" ok.fa
+  one_error_line "output"
+  : >empty.txt
+  expect 3 "$t" empty.txt -o x.h5
+  one_error_line "empty text"
+  expect 2 "$t" ok.fa -o x.h5 --tokens letters
+  one_error_line "invalid choice"
+  expect 3 "$f" ok.fa -o x.h5 --batch 9
+  one_error_line "cannot make 9 windows"
+  [[ ! -e x.h5 ]] || fail "a failed conversion left x.h5"
+  ! compgen -G '.*.tmp' >/dev/null || fail "a temporary file was left"
+  # and --overwrite does replace
+  expect 0 "$f" ok.fa -o exists.h5 --overwrite --d 8 --heads 1
+  usable exists.h5 'N 8'
+}
+
+"case_$case_name"
+echo "ok [$case_name]"
