@@ -178,4 +178,30 @@ const char* h5_type_class_name(H5T_class_t c) {
   }
 }
 
+H5Storage h5_storage(hid_t dcpl, int rank) {
+  H5Storage st;
+  switch (H5Pget_layout(dcpl)) {
+    case H5D_CONTIGUOUS:
+      st.layout = "contiguous";
+      break;
+    case H5D_COMPACT:
+      st.layout = "compact";
+      break;
+    case H5D_CHUNKED: {
+      st.layout = "chunked";
+      std::vector<hsize_t> chunk(static_cast<std::size_t>(std::max(rank, 1)));
+      const int n = RA_H5_CHECK(H5Pget_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data()));
+      chunk.resize(static_cast<std::size_t>(n));
+      st.chunk.assign(chunk.begin(), chunk.end());
+      break;
+    }
+    case H5D_VIRTUAL:
+      st.layout = "virtual";
+      break;
+    default:
+      st.layout = "unknown";
+  }
+  return st;
+}
+
 }  // namespace ringattn

@@ -13,6 +13,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
@@ -81,6 +82,15 @@ H5Handle h5_float_type(DType t);
 // HDF5's own description of the last failure seen under an H5Quiet ("" when
 // none since the last h5_clear_last_error()).
 std::string h5_last_error();
+
+// How a dataset is stored, from its creation property list: layout
+// "contiguous", "chunked", "compact", "virtual" or "unknown", and the chunk
+// dims when chunked (else empty).
+struct H5Storage {
+  std::string layout;
+  std::vector<std::int64_t> chunk;
+};
+H5Storage h5_storage(hid_t dcpl, int rank);
 
 // "integer", "float", "string", "compound", ... for messages and `info`.
 const char* h5_type_class_name(H5T_class_t c);

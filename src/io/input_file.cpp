@@ -228,23 +228,11 @@ DatasetInfo describe_dataset(hid_t file, const std::string& name) {
   d.dtype = float_dtype(type.get(), d.big_endian);
 
   H5Handle dcpl(RA_H5_CHECK(H5Dget_create_plist(dset)), H5Kind::plist);
-  switch (H5Pget_layout(dcpl.get())) {
-    case H5D_CONTIGUOUS:
-      d.layout = "contiguous";
-      break;
-    case H5D_COMPACT:
-      d.layout = "compact";
-      break;
-    case H5D_CHUNKED: {
-      d.layout = "chunked";
-      std::array<hsize_t, 4> chunk{};
-      RA_H5_CHECK(H5Pget_chunk(dcpl.get(), 4, chunk.data()));
-      for (hsize_t c : chunk) d.chunk.push_back(static_cast<std::int64_t>(c));
-      break;
-    }
-    default:
-      RA_CHECK(false, input, "has a storage layout this tool cannot read (virtual?)");
-  }
+  H5Storage storage = h5_storage(dcpl.get(), 4);
+  RA_CHECK(storage.layout != "virtual" && storage.layout != "unknown", input,
+           "has a storage layout this tool cannot read (", storage.layout, ")");
+  d.layout = std::move(storage.layout);
+  d.chunk = std::move(storage.chunk);
   const int nfilters = RA_H5_CHECK(H5Pget_nfilters(dcpl.get()));
   for (int i = 0; i < nfilters; ++i) {
     unsigned flags = 0, config = 0;
