@@ -30,34 +30,6 @@ std::string file_context(const std::string& path) {
   return "file '" + path + "'";
 }
 
-// Read-only serial open with the checks and messages of input validation:
-// io for a path that is not there or not readable, input for a file that is
-// not HDF5.
-H5Handle open_serial(const std::string& path) {
-  const std::string ctx = file_context(path);
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    RA_CHECK(errno != ENOENT, io, ctx, ": no such file");
-    RA_CHECK(false, io, ctx, ": cannot stat: ", std::strerror(errno));
-  }
-  RA_CHECK(!S_ISDIR(st.st_mode), io, ctx, ": is a directory, not an HDF5 file");
-  RA_CHECK(::access(path.c_str(), R_OK) == 0, io, ctx, ": not readable: ", std::strerror(errno));
-  return with_h5_context(ctx, [&] {
-    const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
-    RA_CHECK(is_hdf5 >= 0, io, "cannot be read");
-    RA_CHECK(is_hdf5 > 0, input, "is not an HDF5 file (no HDF5 signature)");
-    H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
-    RA_H5_CHECK(H5Pset_fapl_sec2(fapl.get()));
-#if H5_VERSION_GE(1, 10, 7)
-    // Lock when the filesystem can, read anyway when it cannot (Lustre, NFS).
-    RA_H5_CHECK(H5Pset_file_locking(fapl.get(), true, true));
-#endif
-    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
-    RA_CHECK(f >= 0, input, "has an HDF5 signature but cannot be opened (truncated or corrupt)");
-    return H5Handle(f, H5Kind::file);
-  });
-}
-
 // Short type names, numpy-like: f32, f16, bf16, f64, i32, u8, string, ...
 std::string type_text(hid_t type, bool& big_endian) {
   big_endian = false;
@@ -243,7 +215,7 @@ H5FileDesc describe_h5_file(const std::string& path) {
   H5Quiet quiet;
   H5FileDesc desc;
   desc.path = path;
-  H5Handle file = open_serial(path);
+  H5Handle file = h5_open_read_serial(path, file_context(path));
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) desc.size_bytes = static_cast<std::int64_t>(st.st_size);
   const std::string ctx = file_context(path);
@@ -290,7 +262,7 @@ H5FileDesc describe_h5_file(const std::string& path) {
 
 H5RowReader::H5RowReader(const std::string& path) : path_(path) {
   H5Quiet quiet;
-  file_ = open_serial(path);
+  file_ = h5_open_read_serial(path, file_context(path));
 }
 
 hid_t H5RowReader::open_dataset(const std::string& name) {

@@ -2,6 +2,11 @@
 // h5_handle.hpp).
 #include "io/h5_handle.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <string_view>
 
 namespace ringattn {
@@ -202,6 +207,34 @@ H5Storage h5_storage(hid_t dcpl, int rank) {
       st.layout = "unknown";
   }
   return st;
+}
+
+H5Handle h5_open_read_serial(const std::string& path, const std::string& ctx) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    RA_CHECK(errno != ENOENT, io, ctx, ": no such file");
+    RA_CHECK(false, io, ctx, ": cannot stat: ", std::strerror(errno));
+  }
+  RA_CHECK(!S_ISDIR(st.st_mode), io, ctx, ": is a directory, not an HDF5 file");
+  RA_CHECK(::access(path.c_str(), R_OK) == 0, io, ctx, ": not readable: ", std::strerror(errno));
+  return with_h5_context(ctx, [&] {
+#if H5_VERSION_GE(1, 12, 0)
+    const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
+#else
+    const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
+#endif
+    RA_CHECK(is_hdf5 >= 0, io, "cannot be read");
+    RA_CHECK(is_hdf5 > 0, input, "is not an HDF5 file (no HDF5 signature)");
+    H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+    RA_H5_CHECK(H5Pset_fapl_sec2(fapl.get()));
+#if H5_VERSION_GE(1, 10, 7)
+    // Lock when the filesystem can, read anyway when it cannot (Lustre, NFS).
+    RA_H5_CHECK(H5Pset_file_locking(fapl.get(), true, true));
+#endif
+    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+    RA_CHECK(f >= 0, input, "has an HDF5 signature but cannot be opened (truncated or corrupt)");
+    return H5Handle(f, H5Kind::file);
+  });
 }
 
 }  // namespace ringattn

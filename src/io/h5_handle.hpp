@@ -83,6 +83,12 @@ H5Handle h5_float_type(DType t);
 // none since the last h5_clear_last_error()).
 std::string h5_last_error();
 
+// Read-only open with the serial (sec2) driver, after checks that give one
+// clear line each, prefixed by `ctx`: Error io for a path that is missing, a
+// directory or unreadable; Error input for a file that is not HDF5 or is
+// truncated. What rank 0 uses to validate before any collective open.
+H5Handle h5_open_read_serial(const std::string& path, const std::string& ctx);
+
 // How a dataset is stored, from its creation property list: layout
 // "contiguous", "chunked", "compact", "virtual" or "unknown", and the chunk
 // dims when chunked (else empty).

@@ -262,34 +262,8 @@ InputInfo validate_input(const std::string& path, const InputNames& names) {
   RA_CHECK(!names.q.empty() && !names.k.empty() && !names.v.empty(), usage, file_ctx,
            ": dataset names must not be empty");
 
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    RA_CHECK(errno != ENOENT, io, file_ctx, ": no such file");
-    RA_CHECK(false, io, file_ctx, ": cannot stat: ", std::strerror(errno));
-  }
-  RA_CHECK(!S_ISDIR(st.st_mode), io, file_ctx, ": is a directory, not an HDF5 file");
-  RA_CHECK(::access(path.c_str(), R_OK) == 0, io, file_ctx,
-           ": not readable: ", std::strerror(errno));
-
   InputInfo info;
-  H5Handle file = with_h5_context(file_ctx, [&] {
-#if H5_VERSION_GE(1, 12, 0)
-    const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
-#else
-    const htri_t is_hdf5 = H5Fis_hdf5(path.c_str());
-#endif
-    RA_CHECK(is_hdf5 >= 0, io, "cannot be read");
-    RA_CHECK(is_hdf5 > 0, input, "is not an HDF5 file (no HDF5 signature)");
-    H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
-    RA_H5_CHECK(H5Pset_fapl_sec2(fapl.get()));
-#if H5_VERSION_GE(1, 10, 7)
-    // Lock when the filesystem can, read anyway when it cannot (Lustre, NFS).
-    RA_H5_CHECK(H5Pset_file_locking(fapl.get(), true, true));
-#endif
-    const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
-    RA_CHECK(f >= 0, input, "has an HDF5 signature but cannot be opened (truncated or corrupt)");
-    return H5Handle(f, H5Kind::file);
-  });
+  H5Handle file = h5_open_read_serial(path, file_ctx);
 
   const auto describe = [&](const std::string& name) {
     return with_h5_context(file_ctx + ", dataset '" + name + "'",

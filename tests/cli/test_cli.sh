@@ -11,6 +11,8 @@
 # /usr/bin/python3: Debian's h5py lives in the system Python). Exit 0 on
 # success, 1 on a failed check, 77 when a case needs h5py and it is missing.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../common/script_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
 bin=$(realpath "$1")
 scratch=$2
@@ -24,23 +26,6 @@ dir=$scratch/$case_name
 rm -rf "$dir"
 mkdir -p "$dir"
 cd "$dir"
-
-fail() {
-  echo "FAIL [$case_name]: $*"
-  for f in out.txt err.txt; do
-    [[ -s $f ]] && { echo "--- $f"; cat "$f"; }
-  done
-  exit 1
-}
-
-# expect RC CMD...: runs CMD (stdout -> out.txt, stderr -> err.txt) and
-# checks its exit status.
-expect() {
-  local want=$1 rc=0
-  shift
-  "$@" >out.txt 2>err.txt || rc=$?
-  [[ $rc -eq $want ]] || fail "'$*' exited $rc, expected $want"
-}
 
 # The error message is one line (mpirun may add its own lines: only ours count).
 one_error_line() {

@@ -12,6 +12,8 @@
 # 77 when h5py/numpy or the Debian package holding the real input is missing
 # (bowtie2-examples: lambda phage; golang-github-pierrec-lz4-dev: pg1661).
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/../common/script_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
 bin=$(realpath "$1")
 scratch=$2
@@ -31,27 +33,6 @@ dir=$scratch/$case_name
 rm -rf "$dir"
 mkdir -p "$dir"
 cd "$dir"
-
-fail() {
-  echo "FAIL [$case_name]: $*"
-  for f in out.txt err.txt; do
-    [[ -s $f ]] && { echo "--- $f"; cat "$f"; }
-  done
-  exit 1
-}
-
-# expect RC CMD...: runs CMD (stdout -> out.txt, stderr -> err.txt) and
-# checks its exit status (RC "nonzero": anything but 0).
-expect() {
-  local want=$1 rc=0
-  shift
-  "$@" >out.txt 2>err.txt || rc=$?
-  if [[ $want == nonzero ]]; then
-    [[ $rc -ne 0 ]] || fail "'$*' exited 0, expected a failure"
-  else
-    [[ $rc -eq $want ]] || fail "'$*' exited $rc, expected $want"
-  fi
-}
 
 # A failure is reported as exactly one stderr line mentioning $1.
 one_error_line() {

@@ -1,0 +1,24 @@
+# Helpers the bash test scripts share (sourced, not run). The caller sets
+# case_name and works in its own scratch directory.
+
+# fail MSG: reports the failed check with the last command's output; exit 1.
+fail() {
+  echo "FAIL [$case_name]: $*"
+  for f in out.txt err.txt; do
+    [[ -s $f ]] && { echo "--- $f"; cat "$f"; }
+  done
+  exit 1
+}
+
+# expect RC CMD...: runs CMD (stdout -> out.txt, stderr -> err.txt) and
+# checks its exit status (RC "nonzero": anything but 0).
+expect() {
+  local want=$1 rc=0
+  shift
+  "$@" >out.txt 2>err.txt || rc=$?
+  if [[ $want == nonzero ]]; then
+    [[ $rc -ne 0 ]] || fail "'$*' exited 0, expected a failure"
+  else
+    [[ $rc -eq $want ]] || fail "'$*' exited $rc, expected $want"
+  fi
+}
