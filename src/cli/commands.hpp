@@ -17,6 +17,7 @@ enum ExitCode : int {
   kIoError = 4,     // reading or writing files failed
   kCommError = 5,   // communication failed
   kFault = 6,       // a rank died or a timeout fired
+  kStopped = 7,     // stopped on SIGTERM/SIGUSR1 at a chunk boundary; resume with --resume
 };
 
 // Each returns the callback to run when its subcommand was chosen.

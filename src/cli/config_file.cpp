@@ -82,6 +82,7 @@ void load_config_file(const std::string& path, JobConfig& cfg) {
   in.get("q", cfg.q_name);
   in.get("k", cfg.k_name);
   in.get("v", cfg.v_name);
+  in.get("allow_nonfinite", cfg.allow_nonfinite);
   in.check_unknown();
 
   Section out(path, "output", root["output"].as_table());
@@ -108,7 +109,14 @@ void load_config_file(const std::string& path, JobConfig& cfg) {
   Section ring(path, "ring", root["ring"].as_table());
   std::string partition;
   ring.get("partition", partition);
+  ring.get("transport", cfg.transport);
+  ring.get("comm_timeout", cfg.comm_timeout);
   ring.check_unknown();
+  RA_CHECK(cfg.transport == "auto" || cfg.transport == "mpi" || cfg.transport == "nccl", usage,
+           ring.where("transport"), " must be \"auto\", \"mpi\" or \"nccl\", got \"",
+           cfg.transport, "\"");
+  RA_CHECK(cfg.comm_timeout >= 0 && std::isfinite(cfg.comm_timeout), usage,
+           ring.where("comm_timeout"), " must be >= 0 seconds (0: no timeout)");
   if (!partition.empty()) {
     RA_CHECK(partition == "contiguous" || partition == "zigzag" || partition == "striped" ||
                  partition == "auto",
@@ -126,7 +134,14 @@ void load_config_file(const std::string& path, JobConfig& cfg) {
   run.get("kv_heads_per_chunk", cfg.kv_heads_per_chunk);
   run.get("metrics", cfg.metrics);
   run.get("progress_interval", cfg.progress_interval);
+  run.get("backend", cfg.backend);
+  run.get("memory_limit_mb", cfg.memory_limit_mb);
+  run.get("resume", cfg.resume);
   run.check_unknown();
+  RA_CHECK(cfg.backend == "cpu" || cfg.backend == "cuda", usage, run.where("backend"),
+           " must be \"cpu\" or \"cuda\", got \"", cfg.backend, "\"");
+  RA_CHECK(cfg.memory_limit_mb >= 0 && std::isfinite(cfg.memory_limit_mb), usage,
+           run.where("memory_limit_mb"), " must be >= 0 (0: automatic)");
   RA_CHECK(cfg.threads >= 0 && cfg.threads <= 4096, usage, run.where("threads"),
            " must be in 0..4096 (0: automatic), got ", cfg.threads);
   RA_CHECK(cfg.kv_heads_per_chunk >= 1, usage, run.where("kv_heads_per_chunk"),
@@ -136,18 +151,27 @@ void load_config_file(const std::string& path, JobConfig& cfg) {
 
 std::string config_toml(const JobConfig& c) {
   toml::table t{
-      {"input", toml::table{{"path", c.input}, {"q", c.q_name}, {"k", c.k_name}, {"v", c.v_name}}},
+      {"input", toml::table{{"path", c.input},
+                            {"q", c.q_name},
+                            {"k", c.k_name},
+                            {"v", c.v_name},
+                            {"allow_nonfinite", c.allow_nonfinite}}},
       {"output",
        toml::table{
            {"path", c.output}, {"lse", c.lse}, {"dtype", c.o_dtype}, {"overwrite", c.overwrite}}},
       {"attention", toml::table{{"causal", c.causal},
                                 {"scale", static_cast<double>(c.scale)},
                                 {"compute", compute_type_name(c.compute)}}},
-      {"ring", toml::table{{"partition", c.partition ? partition_name(*c.partition) : "auto"}}},
+      {"ring", toml::table{{"partition", c.partition ? partition_name(*c.partition) : "auto"},
+                           {"transport", c.transport},
+                           {"comm_timeout", c.comm_timeout}}},
       {"run", toml::table{{"threads", c.threads},
                           {"kv_heads_per_chunk", c.kv_heads_per_chunk},
                           {"metrics", c.metrics},
-                          {"progress_interval", c.progress_interval}}},
+                          {"progress_interval", c.progress_interval},
+                          {"backend", c.backend},
+                          {"memory_limit_mb", c.memory_limit_mb},
+                          {"resume", c.resume}}},
   };
   std::ostringstream os;
   os << t << "\n";

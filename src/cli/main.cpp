@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "ringattn: exact attention over sequences split across MPI ranks.\n"
       "Exit codes: 0 ok, 1 check failed or internal error, 2 usage, 3 input data,\n"
-      "4 I/O, 5 communication, 6 fault.",
+      "4 I/O, 5 communication, 6 fault (a rank died or timed out),\n"
+      "7 stopped by SIGTERM/SIGUSR1 at a chunk boundary (continue with run --resume).",
       "ringattn"};
   app.set_version_flag("--version", version_text);
   app.require_subcommand(1);

@@ -13,8 +13,11 @@ namespace ringattn::cli {
 namespace {
 
 struct RunFlags {
-  std::string config, input, output, q, k, v, partition, metrics, o_dtype, compute;
-  bool causal = false, no_causal = false, lse = false, overwrite = false, print_config = false;
+  std::string config, input, output, q, k, v, partition, metrics, o_dtype, compute, backend,
+      transport;
+  bool causal = false, no_causal = false, lse = false, overwrite = false, print_config = false,
+       allow_nonfinite = false, resume = false;
+  double comm_timeout = 0, memory_limit_mb = 0;
   int threads = 0;
   std::int64_t kv_heads_per_chunk = 0;
   float scale = 0;
@@ -45,6 +48,12 @@ JobConfig effective_config(const RunFlags& f) {
   if (f.given("--threads")) c.threads = f.threads;
   if (f.given("--kv-heads-per-chunk")) c.kv_heads_per_chunk = f.kv_heads_per_chunk;
   if (f.given("--progress-interval")) c.progress_interval = f.progress_interval;
+  if (f.given("--allow-nonfinite")) c.allow_nonfinite = true;
+  if (f.given("--backend")) c.backend = f.backend;
+  if (f.given("--transport")) c.transport = f.transport;
+  if (f.given("--comm-timeout")) c.comm_timeout = f.comm_timeout;
+  if (f.given("--memory-limit-mb")) c.memory_limit_mb = f.memory_limit_mb;
+  if (f.given("--resume")) c.resume = true;
   return c;
 }
 
@@ -118,6 +127,28 @@ std::function<int(MpiSession&)> add_run(CLI::App& app) {
   c->add_option("--progress-interval", f->progress_interval,
                 "Seconds between progress lines when stderr is not a terminal [default: 5]")
       ->check(CLI::PositiveNumber);
+  c->add_flag("--allow-nonfinite", f->allow_nonfinite,
+              "Accept NaN or Inf in q, k, v (default: refuse, naming the first bad element)");
+  c->add_option("--backend", f->backend,
+                "Where the attention kernel runs: cpu, or cuda (one GPU per rank, chosen by "
+                "node-local rank) [default: cpu]")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  c->add_option("--transport", f->transport,
+                "How K/V blocks travel: mpi, nccl (cuda backend only), or auto = nccl with "
+                "cuda, else mpi [default: auto]")
+      ->check(CLI::IsMember({"auto", "mpi", "nccl"}));
+  c->add_option("--comm-timeout", f->comm_timeout,
+                "Seconds a rank may wait on a peer before the whole job is aborted with exit "
+                "code 6; must exceed the longest ring step; 0 = wait forever [default: 1800]")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--memory-limit-mb", f->memory_limit_mb,
+                "Per-rank memory budget in MiB, checked before anything is read [default: 0 = "
+                "the rank's share of its node's memory]")
+      ->check(CLI::NonNegativeNumber);
+  c->add_flag("--resume", f->resume,
+              "Continue an interrupted run (exit code 7) from its partial output, after "
+              "checking that the input, settings and ranks are the same; without a partial "
+              "output, start from the beginning");
   c->add_flag("--print-config", f->print_config,
               "Print the effective configuration (TOML) and exit");
   return [f](MpiSession& mpi) { return run(mpi, *f); };
