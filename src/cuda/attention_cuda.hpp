@@ -1,0 +1,67 @@
+// The CUDA fused attention kernel: the math and state semantics of
+// kernel/attention.hpp (running m2 in base 2, l and acc in fp32; finalize to o
+// and natural-log lse; causal on global positions; GQA without expanding K/V;
+// cross-attention; rows with no visible key give o = 0, lse = -inf), on the
+// current CUDA device. Declared whether or not the CUDA parts are built:
+// without them every call throws Error(usage) saying the build has no CUDA.
+//
+// Pointers inside AttnParams (q, k, v) and every float* here are device
+// pointers; the Positions in AttnParams are host descriptions (the call
+// encodes their few segments into the launch). Streams are cudaStream_t,
+// kept opaque so CPU-only code can include this header.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kernel/params.hpp"
+
+namespace ringattn::cuda {
+
+using Stream = void*;  // cudaStream_t; nullptr = the legacy default stream
+
+// The running state of kernel/state.hpp on the device: m2 and l are
+// (batch, heads, rows), acc is (batch, heads, rows, head_dim), fp32, dense.
+// Owns its device memory; move-only.
+class DeviceAttnState {
+ public:
+  DeviceAttnState() = default;
+  DeviceAttnState(std::int64_t batch, std::int64_t heads, std::int64_t rows,
+                  std::int64_t head_dim);
+  ~DeviceAttnState();
+  DeviceAttnState(DeviceAttnState&& o) noexcept;
+  DeviceAttnState& operator=(DeviceAttnState&& o) noexcept;
+  DeviceAttnState(const DeviceAttnState&) = delete;
+  DeviceAttnState& operator=(const DeviceAttnState&) = delete;
+
+  // Back to "no key seen" (m2 = -inf, l = 0, acc = 0), asynchronously on stream.
+  void reset(Stream stream);
+
+  float* m2() const { return m2_; }
+  float* l() const { return l_; }
+  float* acc() const { return acc_; }
+  std::int64_t batch = 0, heads = 0, rows = 0, head_dim = 0;
+  std::int64_t num_rows() const { return batch * heads * rows; }
+
+ private:
+  float* m2_ = nullptr;
+  float* l_ = nullptr;
+  float* acc_ = nullptr;
+};
+
+// Fold the K/V block described by p into s, asynchronously on stream. s must
+// have been made for (p.batch, p.heads_q, p.n_q, p.head_dim). p.threads and
+// p.progress are ignored (the GPU needs no polling).
+void update_state(const AttnParams& p, DeviceAttnState& s, Stream stream);
+
+// o: (batch, heads, rows, head_dim) f32 on the device, may be s.acc() (in
+// place); lse: (batch, heads, rows) f32 natural log on the device, or nullptr.
+void finalize(DeviceAttnState& s, float* o, float* lse, Stream stream);
+
+// reset + update_state + finalize for one whole block (o, lse on the device).
+void attention_forward(const AttnParams& p, float* o, float* lse, Stream stream);
+
+// Which kernel instantiation serves p, for reports: e.g. "cuda-mma-f16 d=128 bq=128 bk=64".
+std::string kernel_implementation(const AttnParams& p);
+
+}  // namespace ringattn::cuda
