@@ -11,8 +11,10 @@
 // kept opaque so CPU-only code can include this header.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kernel/params.hpp"
 
@@ -26,8 +28,7 @@ using Stream = void*;  // cudaStream_t; nullptr = the legacy default stream
 class DeviceAttnState {
  public:
   DeviceAttnState() = default;
-  DeviceAttnState(std::int64_t batch, std::int64_t heads, std::int64_t rows,
-                  std::int64_t head_dim);
+  DeviceAttnState(std::int64_t batch, std::int64_t heads, std::int64_t rows, std::int64_t head_dim);
   ~DeviceAttnState();
   DeviceAttnState(DeviceAttnState&& o) noexcept;
   DeviceAttnState& operator=(DeviceAttnState&& o) noexcept;
@@ -61,7 +62,53 @@ void finalize(DeviceAttnState& s, float* o, float* lse, Stream stream);
 // reset + update_state + finalize for one whole block (o, lse on the device).
 void attention_forward(const AttnParams& p, float* o, float* lse, Stream stream);
 
-// Which kernel instantiation serves p, for reports: e.g. "cuda-mma-f16 d=128 bq=128 bk=64".
+// Which kernel instantiation serves p, for reports: e.g. "cuda-mma-f16 d=128 bq=64 bk=64
+// compute=f32".
 std::string kernel_implementation(const AttnParams& p);
+
+// ---- helpers for tests and benchmarks (CPU-only code needs no CUDA header) ----
+
+// Device memory, cudaMalloc'd; freed (after a device synchronisation) on destruction.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  std::size_t size() const { return bytes_; }
+  // Synchronous copies of the first `bytes` bytes (<= size()).
+  void upload(const void* host, std::size_t bytes);
+  void download(void* host, std::size_t bytes) const;
+
+ private:
+  void* data_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+// Synchronous copy of bytes from device memory (e.g. DeviceAttnState::acc()).
+void copy_to_host(void* host, const void* device, std::size_t bytes);
+
+// Waits for the work queued on stream; throws Error(fault) if any of it failed.
+void synchronize(Stream stream);
+
+// The current device, as cudaGetDeviceProperties reports it.
+struct DeviceInfo {
+  std::string name;
+  int cc_major = 0, cc_minor = 0;
+  int sm_count = 0;
+  double clock_mhz = 0;  // peak SM clock
+};
+DeviceInfo current_device_info();
+
+// Times attention_forward on the current device: the tensors p points to are
+// on the HOST (any strides); they are copied to the device once, then
+// `warmup` untimed and `reps` timed runs follow, each timed with CUDA events.
+// Returns the seconds of each timed run.
+std::vector<double> time_attention_forward(const AttnParams& host_p, int warmup, int reps);
 
 }  // namespace ringattn::cuda

@@ -1,0 +1,10 @@
+// The CUDA attention kernels for head-dim tile 64 (every path and storage type).
+#include "cuda/attention_kernel_launch.cuh"
+
+namespace ringattn::cuda {
+
+void launch_attention_d64(const KernelParams& p, const LaunchShape& s, cudaStream_t stream) {
+  launch_attention<64>(p, s, stream);
+}
+
+}  // namespace ringattn::cuda
