@@ -10,20 +10,10 @@
 #include "core/timer.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/state.hpp"
-#include "kernel/tile_classify.hpp"
+#include "ring/ring_schedule.hpp"
 
 namespace ringattn {
 namespace {
-
-// Smallest and largest global position of a block.
-std::pair<std::int64_t, std::int64_t> position_range(const Positions& pos) {
-  std::int64_t lo = INT64_MAX, hi = INT64_MIN;
-  for (const auto& s : pos.segments()) {
-    lo = std::min(lo, s.first);
-    hi = std::max(hi, s.first + (s.count - 1) * s.stride);
-  }
-  return {lo, hi};
-}
 
 void poll_transport(void* t) {
   static_cast<Transport*>(t)->progress();
@@ -78,8 +68,8 @@ RingStats ring_attention(Transport& transport, const Partition& q_part, const Pa
 
   for (int s = 0; s < P; ++s) {
     RingStepStats st;
-    st.source = (r - s + P) % P;
-    const int incoming = (r - s - 1 + 2 * P) % P;
+    st.source = ring_step_source(r, s, P);
+    const int incoming = ring_step_incoming(r, s, P);
     const bool hop = s + 1 < P;
     if (hop) {
       st.bytes_sent = ring_block_bytes(kv_part, st.source, shards);
@@ -109,8 +99,7 @@ RingStats ring_attention(Transport& transport, const Partition& q_part, const Pa
       p.progress = poll_transport;
       p.progress_arg = &transport;
     }
-    const auto [k_lo, k_hi] = position_range(p.k_pos);
-    st.skipped = classify_tile(q_lo, q_hi, k_lo, k_hi, opt.causal) == TileKind::empty;
+    st.skipped = ring_step_skipped(q_lo, q_hi, p.k_pos, opt.causal);
 
     Timer t;
     if (!st.skipped) {
