@@ -1,5 +1,8 @@
-// `ringattn bench kernel`: times the fused CPU kernel on a seeded problem and
-// judges it against the machine's FMA peak measured in the same run.
+// `ringattn bench kernel`: times the fused attention kernel on a seeded
+// problem. --backend cpu (default): the CPU kernel, judged against the
+// machine's FMA peak measured in the same run. --backend cuda: the device
+// kernel, timed with CUDA events and judged against the GPU's dense f16/bf16
+// tensor-core peak (cuda/device_peak.hpp).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -14,6 +17,9 @@
 #include "core/seeded_data.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
+#include "cuda/attention_cuda.hpp"
+#include "cuda/device.hpp"
+#include "cuda/device_peak.hpp"
 #include "kernel/attention.hpp"
 
 namespace ringattn::cli {
@@ -21,7 +27,7 @@ namespace {
 
 struct BenchKernelOptions {
   std::int64_t n = 4096, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;
-  std::string dtype = "f32", compute = "f32";
+  std::string dtype = "f32", compute = "f32", backend = "cpu";
   int threads = 0, reps = 5, warmup = 1;
   bool causal = false, json = false;
   std::uint64_t seed = 1;
@@ -33,7 +39,71 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// The device kernel on the same problem: p points at host tensors, which
+// time_attention_forward copies to the device once.
+int run_cuda(const BenchKernelOptions& o, const AttnParams& p) {
+  const cuda::DeviceInfo dev = cuda::current_device_info();
+  const cuda::DevicePeak peak =
+      cuda::dense_tensor_peak(dev.name, dev.cc_major, dev.cc_minor, dev.sm_count, dev.clock_mhz);
+  const std::vector<double> secs = cuda::time_attention_forward(p, o.warmup, o.reps);
+  const double flops = attention_flops(p);
+  const double sec = median(secs);
+  const double tflops = flops / sec / 1e12;
+  const std::string impl = cuda::kernel_implementation(p);
+  nlohmann::json j = {
+      {"benchmark", "kernel"},
+      {"backend", "cuda"},
+      {"version", kVersion},
+      {"implementation", impl},
+      {"device", dev.name},
+      {"compute_capability", std::to_string(dev.cc_major) + "." + std::to_string(dev.cc_minor)},
+      {"batch", o.batch},
+      {"n", o.n},
+      {"n_kv", p.n_kv},
+      {"d", o.d},
+      {"heads", o.heads},
+      {"kv_heads", p.heads_kv},
+      {"dtype", dtype_name(p.dtype)},
+      {"compute", compute_type_name(p.compute)},
+      {"causal", o.causal},
+      {"reps", o.reps},
+      {"seconds", sec},
+      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
+      {"flops", flops},
+      {"tflops", tflops},
+      {"peak_tflops", peak.known ? nlohmann::json(peak.tflops) : nlohmann::json(nullptr)},
+      {"peak_source", peak.source},
+      {"fraction_of_peak",
+       peak.known ? nlohmann::json(tflops / peak.tflops) : nlohmann::json(nullptr)},
+  };
+  if (o.json) {
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("kernel %s\n", impl.c_str());
+    std::printf("device %s (sm_%d%d, %d SMs)\n", dev.name.c_str(), dev.cc_major, dev.cc_minor,
+                dev.sm_count);
+    std::printf("shape  B=%lld H=%lld/%lld N=%lld N_kv=%lld D=%lld %s %s\n",
+                static_cast<long long>(o.batch), static_cast<long long>(o.heads),
+                static_cast<long long>(p.heads_kv), static_cast<long long>(o.n),
+                static_cast<long long>(p.n_kv), static_cast<long long>(o.d), dtype_name(p.dtype),
+                o.causal ? "causal" : "non-causal");
+    std::printf("time   %.6f s (median of %d, CUDA events)\n", sec, o.reps);
+    if (peak.known)
+      std::printf(
+          "speed  %.1f TFLOP/s = %.3f of the %.1f TFLOP/s dense f16/bf16 tensor peak (%s)\n",
+          tflops, tflops / peak.tflops, peak.tflops, peak.source.c_str());
+    else
+      std::printf("speed  %.1f TFLOP/s (tensor-core peak of this device unknown)\n", tflops);
+  }
+  return kOk;
+}
+
 int run(const BenchKernelOptions& o) {
+  if (o.backend == "cuda" && cuda_device_count() == 0) {
+    std::fprintf(stderr, "bench kernel --backend cuda: no CUDA device (%s)\n",
+                 cuda_summary().c_str());
+    return kUsage;
+  }
   const std::int64_t n_kv = o.n_kv > 0 ? o.n_kv : o.n;
   const std::int64_t kv_heads = o.kv_heads > 0 ? o.kv_heads : o.heads;
   const int threads = o.threads > 0 ? o.threads : default_threads();
@@ -53,6 +123,8 @@ int run(const BenchKernelOptions& o) {
   p.compute = parse_compute_type(o.compute.c_str());
   p.validate();
   AlignedBuffer<float> out(qn), lse(static_cast<std::size_t>(o.batch * o.heads * o.n));
+
+  if (o.backend == "cuda") return run_cuda(o, p);
 
   // Peak before and after the timed runs; the larger is the yardstick.
   const FmaPeak peak_before = measure_fma_peak(threads);
@@ -114,9 +186,10 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
   auto opts = std::make_shared<BenchKernelOptions>();
   CLI::App* c = bench.add_subcommand(
       "kernel",
-      "Time the fused CPU attention kernel on seeded data and report GFLOP/s against the "
-      "machine's fp32 FMA peak, measured in the same run. flops = 4*N*N_kv*D*H*B (causal: "
-      "visible pairs only, about half).");
+      "Time the fused attention kernel on seeded data. --backend cpu: GFLOP/s against the "
+      "machine's fp32 FMA peak, measured in the same run; --backend cuda: TFLOP/s against the "
+      "GPU's dense f16/bf16 tensor-core peak. flops = 4*N*N_kv*D*H*B (causal: visible pairs "
+      "only, about half).");
   c->add_option("--n", opts->n, "Query tokens")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--n-kv", opts->n_kv,
                 "Key/value tokens (default: --n; differs for cross-attention)")
@@ -153,6 +226,11 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       ->check(CLI::NonNegativeNumber);
   c->add_option("--seed", opts->seed, "Seed of the synthetic Q, K, V")->capture_default_str();
   c->add_flag("--causal", opts->causal, "Causal masking (key j visible to query i when j <= i)");
+  c->add_option("--backend", opts->backend,
+                "cpu: the CPU kernel against the FMA peak; cuda: the device kernel (CUDA events) "
+                "against the GPU's dense f16/bf16 tensor-core peak (exit code 2 without a device)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   c->add_flag("--json", opts->json, "Print one JSON object instead of text");
   return [opts] { return run(*opts); };
 }
