@@ -22,15 +22,16 @@ NcclTransport::NcclTransport(MPI_Comm comm, double timeout_s) : timeout_s_(timeo
   RA_MPI_CHECK(MPI_Comm_rank(comm, &rank_));
   RA_MPI_CHECK(MPI_Comm_size(comm, &size_));
   ncclUniqueId id{};
-  agree(comm, [&] {
-    if (rank_ == 0) RA_NCCL_CHECK(ncclGetUniqueId(&id));
-  });
-  RA_MPI_CHECK(MPI_Bcast(&id, static_cast<int>(sizeof id), MPI_BYTE, 0, comm));
-
   try {
-    RA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    RA_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
-    RA_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    // Everything that can fail on one rank alone comes before NCCL's init,
+    // under one verdict, so no rank waits in the init for a peer that left.
+    agree(comm, [&] {
+      RA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+      RA_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+      RA_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+      if (rank_ == 0) RA_NCCL_CHECK(ncclGetUniqueId(&id));
+    });
+    RA_MPI_CHECK(MPI_Bcast(&id, static_cast<int>(sizeof id), MPI_BYTE, 0, comm));
     // Non-blocking: init and every group return at once (ncclInProgress) and
     // settle() polls them against the timeout, so a peer that never joins
     // cannot stall this rank inside NCCL.

@@ -14,8 +14,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <cstring>
+#include <exception>
 #include <utility>
+#include <vector>
 
 #include "comm/mpi_transport.hpp"
 #include "core/error.hpp"
@@ -126,16 +130,16 @@ class NcclHop final : public DeviceHop {
 class StagedMpiHop final : public DeviceHop {
  public:
   StagedMpiHop(MPI_Comm comm, double timeout_s) : t_(comm), timeout_s_(timeout_s) {
-    RA_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
-    RA_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
-    RA_CUDA_CHECK(cudaEventCreateWithFlags(&landed_, cudaEventDisableTiming));
+    try {
+      RA_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+      RA_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+      RA_CUDA_CHECK(cudaEventCreateWithFlags(&landed_, cudaEventDisableTiming));
+    } catch (...) {
+      release();
+      throw;
+    }
   }
-  ~StagedMpiHop() override {
-    if (copy_) cudaStreamSynchronize(copy_);
-    if (landed_) cudaEventDestroy(landed_);
-    if (ready_) cudaEventDestroy(ready_);
-    if (copy_) cudaStreamDestroy(copy_);
-  }
+  ~StagedMpiHop() override { release(); }
   StagedMpiHop(const StagedMpiHop&) = delete;
   StagedMpiHop& operator=(const StagedMpiHop&) = delete;
 
@@ -191,6 +195,15 @@ class StagedMpiHop final : public DeviceHop {
   }
 
  private:
+  void release() noexcept {
+    if (copy_) cudaStreamSynchronize(copy_);
+    if (landed_) cudaEventDestroy(landed_);
+    if (ready_) cudaEventDestroy(ready_);
+    if (copy_) cudaStreamDestroy(copy_);
+    copy_ = nullptr;
+    ready_ = landed_ = nullptr;
+  }
+
   // Declared before t_: MpiTransport's destructor cancels a hop still in
   // flight before the pinned buffers it points into are freed.
   PinnedBytes send_, recv_;
@@ -201,6 +214,37 @@ class StagedMpiHop final : public DeviceHop {
   void* recv_dev_ = nullptr;
   std::size_t recv_bytes_ = 0;
 };
+
+// How many ranks of comm on this node use the same physical GPU as this one
+// (compared by UUID, so per-rank CUDA_VISIBLE_DEVICES masks count right).
+// Collective over comm; throws nothing before its collectives.
+int ranks_on_my_gpu(MPI_Comm comm, int device) {
+  int rank = 0;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  std::array<unsigned char, 16> mine{};
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) {
+    std::memcpy(mine.data(), prop.uuid.bytes, mine.size());
+  } else {
+    cudaGetLastError();
+    std::memcpy(mine.data(), &rank, sizeof rank);  // unknown: count as its own GPU
+    mine[15] = 0xff;
+  }
+  MPI_Comm node = MPI_COMM_NULL;
+  RA_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  int n = 1;
+  MPI_Comm_size(node, &n);
+  std::vector<unsigned char> all(mine.size() * static_cast<std::size_t>(n));
+  const int rc = MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, all.data(),
+                               static_cast<int>(mine.size()), MPI_BYTE, node);
+  MPI_Comm_free(&node);
+  RA_MPI_CHECK(rc);
+  int same = 0;
+  for (int i = 0; i < n; ++i)
+    same += std::memcmp(all.data() + mine.size() * static_cast<std::size_t>(i), mine.data(),
+                        mine.size()) == 0;
+  return same;
+}
 
 }  // namespace
 
@@ -233,27 +277,38 @@ DeviceRing::DeviceRing(MPI_Comm comm, const std::string& transport, double comm_
   m.transport = transport;
   RA_MPI_CHECK(MPI_Comm_rank(comm, &m.rank));
   RA_MPI_CHECK(MPI_Comm_size(comm, &m.size));
-  agree(comm, [&] {
-    const NodeLocalRank local = node_local_rank(comm);
-    m.device = select_cuda_device(comm);
-    const int count = cuda_device_count();
-    if (transport == "nccl" && local.size > count) {
+  agree(comm, [&] { m.device = select_cuda_device(comm); });
+  if (transport == "nccl") {
+    const int sharing = ranks_on_my_gpu(comm, m.device);
+    agree(comm, [&] {
+      if (sharing <= 1) return;
       char host[256] = "?";
       gethostname(host, sizeof host - 1);
-      throw Error(
-          ErrorClass::usage,
-          detail::concat("--transport nccl: host ", host, " runs ", local.size, " ranks on ", count,
-                         " GPU(s), but NCCL needs a GPU per rank; use --transport mpi "
-                         "to share GPUs"));
-    }
+      throw Error(ErrorClass::usage,
+                  detail::concat("--transport nccl: ", sharing, " ranks on host ", host,
+                                 " share one GPU, but NCCL needs a GPU per rank; use "
+                                 "--transport mpi to share GPUs"));
+    });
+  }
+  agree(comm, [&] {
     RA_CUDA_CHECK(cudaStreamCreateWithFlags(&m.compute, cudaStreamNonBlocking));
     RA_CUDA_CHECK(cudaEventCreate(&m.begin));
     RA_CUDA_CHECK(cudaEventCreate(&m.end));
   });
-  if (transport == "nccl")
-    m.hop = std::make_unique<NcclHop>(comm, comm_timeout_s);
-  else
-    m.hop = std::make_unique<StagedMpiHop>(comm, comm_timeout_s);
+  // The transports' constructors make their collectives first; whatever
+  // fails after them on one rank is reported to all.
+  std::exception_ptr failed;
+  try {
+    if (transport == "nccl")
+      m.hop = std::make_unique<NcclHop>(comm, comm_timeout_s);
+    else
+      m.hop = std::make_unique<StagedMpiHop>(comm, comm_timeout_s);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  agree(comm, [&] {
+    if (failed) std::rethrow_exception(failed);
+  });
 }
 
 DeviceRing::~DeviceRing() = default;
