@@ -8,6 +8,7 @@
 #include "cli/config_file.hpp"
 #include "cli/mpi_session.hpp"
 #include "job/job.hpp"
+#include "job/stop_request.hpp"
 
 namespace ringattn::cli {
 namespace {
@@ -63,8 +64,26 @@ int run(MpiSession& mpi, const RunFlags& f) {
     if (mpi.rank() == 0) std::printf("%s", config_toml(cfg).c_str());
     return kOk;
   }
+  // From here SIGTERM/SIGINT/SIGUSR1 stop the job at the next chunk boundary.
+  install_stop_handlers();
   const JobReport r = run_job(MPI_COMM_WORLD, cfg);
+  if (r.stopped_by) {
+    if (mpi.rank() == 0)
+      std::fprintf(stderr,
+                   "ringattn: stopped by %s after %lld of %lld chunks; the partial output is "
+                   "kept in %s; continue with the same command and --resume\n",
+                   stop_signal_name(r.stopped_by), static_cast<long long>(r.chunks_done),
+                   static_cast<long long>(r.chunks), r.partial_path.c_str());
+    return kStopped;
+  }
   if (mpi.rank() == 0) {
+    if (cfg.resume)
+      std::printf(r.chunks_resumed > 0
+                      ? "ringattn: resumed from %s: %lld of %lld chunks were already done\n"
+                      : "ringattn: --resume: no partial output %s, ran from the beginning "
+                        "(%lld of %lld chunks done before)\n",
+                  r.partial_path.c_str(), static_cast<long long>(r.chunks_resumed),
+                  static_cast<long long>(r.chunks));
     double flops = 0, io = 0;
     for (const auto& m : r.per_rank) {
       flops += m.flops;

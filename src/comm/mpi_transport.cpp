@@ -1,9 +1,14 @@
 // MPI ring hop (see mpi_transport.hpp).
 #include "comm/mpi_transport.hpp"
 
-#include <algorithm>
+#include <unistd.h>
 
+#include <algorithm>
+#include <string>
+
+#include "comm/watchdog.hpp"
 #include "core/error.hpp"
+#include "core/timer.hpp"
 
 namespace ringattn {
 namespace {
@@ -36,11 +41,13 @@ void MpiTransport::start(const void* send, std::size_t send_bytes, void* recv,
   RA_CHECK(requests_.empty(), internal, "ring hop started while the previous one is in flight");
   const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
   // Receives first, so the matching sends find them posted.
+  posted_recvs_ = 0;
   for (std::size_t off = 0; off < recv_bytes; off += kPiece) {
     const int n = static_cast<int>(std::min(kPiece, recv_bytes - off));
     requests_.emplace_back();
     RA_MPI_CHECK(MPI_Irecv(static_cast<char*>(recv) + off, n, MPI_BYTE, prev, kTag, comm_,
                            &requests_.back()));
+    ++posted_recvs_;
   }
   for (std::size_t off = 0; off < send_bytes; off += kPiece) {
     const int n = static_cast<int>(std::min(kPiece, send_bytes - off));
@@ -61,9 +68,32 @@ bool MpiTransport::progress() {
 
 void MpiTransport::wait() {
   if (requests_.empty()) return;
-  RA_MPI_CHECK(
-      MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE));
-  requests_.clear();
+  const double limit = comm_timeout();
+  if (limit <= 0) {
+    RA_MPI_CHECK(
+        MPI_Waitall(static_cast<int>(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE));
+    requests_.clear();
+    return;
+  }
+  // Poll against the deadline: after it, name the halves still open.
+  Timer t;
+  for (int polls = 0;; ++polls) {
+    if (progress()) return;
+    if (t.seconds() > limit) break;
+    if (polls > 1000) ::usleep(50);  // exposed wait anyway; spare the core a little
+  }
+  bool recv_open = false, send_open = false;
+  for (std::size_t i = 0; i < requests_.size(); ++i) {
+    int done = 0;
+    MPI_Test(&requests_[i], &done, MPI_STATUS_IGNORE);
+    if (!done) (i < posted_recvs_ ? recv_open : send_open) = true;
+  }
+  const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
+  std::string what = "ring hop:";
+  if (recv_open) what += " receive from rank " + std::to_string(prev);
+  if (recv_open && send_open) what += " and";
+  if (send_open) what += " send to rank " + std::to_string(next);
+  comm_timed_out(what);
 }
 
 }  // namespace ringattn

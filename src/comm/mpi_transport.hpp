@@ -1,7 +1,8 @@
 // Transport over MPI point-to-point: MPI_Irecv from the previous rank and
 // MPI_Isend to the next on a private duplicate of the communicator (so no
 // other traffic can match our tags), split into pieces of at most 1 GiB
-// (MPI counts are int).
+// (MPI counts are int). wait() honours the communication watchdog's limit
+// (comm/watchdog.hpp): past it, the job ends naming the peer not heard from.
 #pragma once
 
 #include <mpi.h>
@@ -30,7 +31,8 @@ class MpiTransport final : public Transport {
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  std::vector<MPI_Request> requests_;
+  std::vector<MPI_Request> requests_;  // receives first, then sends
+  std::size_t posted_recvs_ = 0;
 };
 
 }  // namespace ringattn

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 
@@ -36,9 +37,16 @@ void broadcast_string(MPI_Comm comm, std::string& s) {
   if (n > 0) RA_MPI_CHECK(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, kRoot, comm));
 }
 
-// Rank 0: everything about the target that can be known before writing,
-// and the temporary name beside it.
-std::string check_target(const OutputSpec& s) {
+// The fixed name of the temporary (partial) file: hidden, beside the target.
+std::string partial_path_of(const std::string& path) {
+  return directory_of(path) + "/." + std::filesystem::path(path).filename().string() + ".partial";
+}
+
+enum class Plan : int { create = 0, resume = 1 };
+
+// Rank 0: everything about the target that can be known before writing;
+// returns whether to create the partial file or continue it.
+Plan check_target(const OutputSpec& s, std::string& temp) {
   const std::string ctx = "output file '" + s.path + "'";
   RA_CHECK(!s.path.empty(), usage, "output file: no path given");
   RA_CHECK(s.B > 0 && s.H > 0 && s.N > 0 && s.D > 0, usage, ctx,
@@ -46,7 +54,57 @@ std::string check_target(const OutputSpec& s) {
   RA_CHECK(s.o_dtype == DType::f32 || s.o_dtype == DType::f16, usage, ctx,
            ": o must be f32 or f16, not ", dtype_name(s.o_dtype));
 
-  return check_new_file_target(s.path, s.overwrite, s.input_path, ctx);
+  check_new_file_target(s.path, s.overwrite, s.input_path, ctx);
+  temp = partial_path_of(s.path);
+  struct stat st {};
+  if (::lstat(temp.c_str(), &st) != 0) return Plan::create;
+  if (s.resume) return Plan::resume;
+  RA_CHECK(s.overwrite, usage, ctx, ": an interrupted run left its partial output '", temp,
+           "'; continue it with --resume, or start again with --overwrite (which deletes it)");
+  RA_CHECK(::unlink(temp.c_str()) == 0, io, ctx, ": cannot delete the old partial output '", temp,
+           "': ", std::strerror(errno));
+  return Plan::create;
+}
+
+// A root attribute as text (variable-length string) or int64; read on every
+// rank (metadata reads are collective in our file access property list).
+std::string read_text_attribute(hid_t file, const char* name) {
+  H5Handle attr(RA_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT)), H5Kind::attribute);
+  H5Handle type(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
+  RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
+  RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+  char* text = nullptr;
+  RA_H5_CHECK(H5Aread(attr.get(), type.get(), &text));
+  std::string out = text ? text : "";
+  H5free_memory(text);
+  return out;
+}
+
+std::int64_t read_int_attribute(hid_t file, const char* name) {
+  H5Handle attr(RA_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT)), H5Kind::attribute);
+  std::int64_t v = 0;
+  RA_H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, &v));
+  return v;
+}
+
+// The first setting whose value differs between the partial file's resume
+// key and this run's, as "name: was A, now B" ("" when they agree).
+std::string resume_key_difference(const std::string& was, const std::string& now) {
+  nlohmann::json a, b;
+  try {
+    a = nlohmann::json::parse(was);
+    b = nlohmann::json::parse(now);
+  } catch (const nlohmann::json::exception&) {
+    return was == now ? "" : "the recorded settings: unreadable";
+  }
+  for (const auto& [key, value] : b.items())
+    if (!a.contains(key) || a[key] != value)
+      return key + ": the partial output has " + (a.contains(key) ? a[key].dump() : "none") +
+             ", this run " + value.dump();
+  for (const auto& [key, value] : a.items())
+    if (!b.contains(key))
+      return key + ": the partial output has " + value.dump() + ", this run none";
+  return "";
 }
 
 // Rank 0: temp -> target. Without overwrite, a target that appeared while we
@@ -95,10 +153,16 @@ OutputFile OutputFile::create(MPI_Comm comm, const OutputSpec& spec) {
   RA_MPI_CHECK(MPI_Comm_rank(comm, &f.rank_));
   RA_MPI_CHECK(MPI_Comm_size(comm, &f.size_));
 
+  int plan = 0;
   agree(comm, [&] {
-    if (f.rank_ == kRoot) f.temp_path_ = check_target(spec);
+    if (f.rank_ == kRoot) plan = static_cast<int>(check_target(spec, f.temp_path_));
   });
   broadcast_string(comm, f.temp_path_);
+  RA_MPI_CHECK(MPI_Bcast(&plan, 1, MPI_INT, kRoot, comm));
+  if (static_cast<Plan>(plan) == Plan::resume) {
+    f.reopen_partial();
+    return f;
+  }
 
   agree(comm, [&] {
     with_h5_context(f.context(), [&] {
@@ -152,7 +216,70 @@ OutputFile OutputFile::create(MPI_Comm comm, const OutputSpec& spec) {
       }
     });
   });
+  f.set_attribute(kResumeKeyAttribute, spec.resume_key);
+  f.mark_chunks_done(0);
   return f;
+}
+
+void OutputFile::reopen_partial() {
+  // Not yet State::open: if anything below fails, the partial file stays.
+  const std::string ctx = "output file '" + spec_.path + "': partial output '" + temp_path_ + "'";
+  const std::string again = "; start again with --overwrite (which deletes it)";
+  agree(comm_, [&] {
+    H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+    RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm_, MPI_INFO_NULL));
+    RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
+    RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
+    const hid_t fid = H5Fopen(temp_path_.c_str(), H5F_ACC_RDWR, fapl.get());
+    RA_CHECK(fid >= 0, io, ctx, ": HDF5 cannot reopen it (damaged when its run died?)", again);
+    file_ = H5Handle(fid, H5Kind::file);
+    with_h5_context(ctx, [&] {
+      const hid_t root = file_.get();
+      RA_CHECK(
+          H5Aexists(root, kResumeKeyAttribute) > 0 && H5Aexists(root, kChunksDoneAttribute) > 0,
+          usage, ctx, ": not a ringattn partial output (no progress record)", again);
+      const std::string diff =
+          resume_key_difference(read_text_attribute(root, kResumeKeyAttribute), spec_.resume_key);
+      RA_CHECK(diff.empty(), usage, ctx, ": cannot resume, the run differs in ", diff, again);
+      chunks_done_ = read_int_attribute(root, kChunksDoneAttribute);
+      o_type_ = h5_float_type(spec_.o_dtype);
+      o_ = H5Handle(RA_H5_CHECK(H5Dopen2(root, "o", H5P_DEFAULT)), H5Kind::dataset);
+      if (spec_.with_lse)
+        lse_ = H5Handle(RA_H5_CHECK(H5Dopen2(root, "lse", H5P_DEFAULT)), H5Kind::dataset);
+      // The key covers shapes and types through the input and settings; check anyway.
+      H5Handle space(RA_H5_CHECK(H5Dget_space(o_.get())), H5Kind::dataspace);
+      hsize_t dims[4] = {};
+      RA_CHECK(H5Sget_simple_extent_ndims(space.get()) == 4, usage, ctx, ": 'o' is not 4-d", again);
+      RA_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr));
+      RA_CHECK(dims[0] == hsize_t(spec_.B) && dims[1] == hsize_t(spec_.H) &&
+                   dims[2] == hsize_t(spec_.N) && dims[3] == hsize_t(spec_.D),
+               usage, ctx, ": 'o' has another shape than this run's output", again);
+    });
+  });
+  resumed_ = true;
+  state_ = State::open;
+}
+
+void OutputFile::mark_chunks_done(std::int64_t n) {
+  set_attribute(kChunksDoneAttribute, n);
+  agree(comm_, [&] {
+    with_h5_context(context(), [&] { RA_H5_CHECK(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL)); });
+  });
+  chunks_done_ = n;
+}
+
+void OutputFile::suspend() {
+  H5Quiet quiet;
+  agree(comm_, [&] {
+    RA_CHECK(state_ == State::open, usage, context(), ": suspend after commit or abort");
+    with_h5_context(context(), [&] {
+      lse_.close();
+      o_.close();
+      o_type_.close();
+      file_.close();
+    });
+  });
+  state_ = State::suspended;
 }
 
 OutputFile::OutputFile(OutputFile&& o) noexcept
@@ -163,6 +290,8 @@ OutputFile::OutputFile(OutputFile&& o) noexcept
       temp_path_(std::move(o.temp_path_)),
       state_(std::exchange(o.state_, State::none)),
       last_io_(o.last_io_),
+      chunks_done_(o.chunks_done_),
+      resumed_(o.resumed_),
       scratch_(std::move(o.scratch_)),
       file_(std::move(o.file_)),
       o_type_(std::move(o.o_type_)),
@@ -296,6 +425,13 @@ void OutputFile::set_attributes(const std::vector<std::pair<std::string, AttrVal
 
 void OutputFile::commit() {
   H5Quiet quiet;
+  // The progress record belongs to the partial file, not to the result.
+  agree(comm_, [&] {
+    with_h5_context(context(), [&] {
+      for (const char* a : {kResumeKeyAttribute, kChunksDoneAttribute})
+        if (RA_H5_CHECK(H5Aexists(file_.get(), a)) > 0) RA_H5_CHECK(H5Adelete(file_.get(), a));
+    });
+  });
   set_attribute(kCompleteAttribute, std::int64_t{1});  // last thing written
   agree(comm_, [&] {
     with_h5_context(context(), [&] {
@@ -315,10 +451,13 @@ void OutputFile::commit() {
 void OutputFile::abort() noexcept {
   if (state_ != State::open) return;
   state_ = State::none;
+  // A resumed file holds an earlier run's chunks, which the user asked to
+  // keep: close it, but leave it for the next --resume.
+  const bool keep = resumed_;
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized) {  // too late for collective closes: at least drop the name
-    if (rank_ == kRoot) ::unlink(temp_path_.c_str());
+    if (rank_ == kRoot && !keep) ::unlink(temp_path_.c_str());
     return;
   }
   H5Quiet quiet;
@@ -327,7 +466,7 @@ void OutputFile::abort() noexcept {
   o_type_.reset();
   file_.reset();       // collective, like every close of a parallel file
   MPI_Barrier(comm_);  // no rank still has the file open when it goes
-  if (rank_ == kRoot) ::unlink(temp_path_.c_str());
+  if (rank_ == kRoot && !keep) ::unlink(temp_path_.c_str());
 }
 
 }  // namespace ringattn

@@ -16,6 +16,17 @@
 // Error does. A failure raised on one rank only, elsewhere, must end the job
 // (MPI_Abort, the CLI's policy) rather than unwind past a live OutputFile.
 //
+// Partial output. The temporary file has a fixed name, `.<name>.partial`
+// beside the target, and records how many of the caller's chunks it holds
+// (mark_chunks_done, flushed to disk each time). suspend() closes it and
+// keeps it; a later create() with spec.resume reopens it, after checking its
+// resume key equals the new run's (else Error usage naming the first
+// difference), and chunks_done() says where to continue. Without resume, an
+// existing partial file is an Error (usage) unless overwrite, which discards
+// it. A crashed run (killed, aborted) leaves its partial file too, which a
+// resume can continue if HDF5 can still open it. Errors that unwind (agreed
+// failures) still remove it: the result is never half-committed.
+//
 // Error classes: target exists without overwrite, target is the input or a
 // directory, bad shapes or arguments: `usage`; output directory missing or
 // not writable, HDF5 or filesystem failures: `io`.
@@ -52,10 +63,19 @@ struct OutputSpec {
   std::int64_t D = 0;
   DType o_dtype = DType::f32;  // f32 or f16 (lse is always f32)
   bool with_lse = false;
+  // Resumable runs (see "Partial output" below). resume_key: what a partial
+  // output must have been made with to be continued (a JSON object; the
+  // caller decides which settings change the result bits).
+  bool resume = false;
+  std::string resume_key;
 };
 
 // The attribute written last, by commit(): int64 1 on a complete file.
 inline constexpr const char* kCompleteAttribute = "complete";
+// Attributes of a partial file only (removed by commit): the resume key and
+// the number of chunks written.
+inline constexpr const char* kResumeKeyAttribute = "resume_key";
+inline constexpr const char* kChunksDoneAttribute = "chunks_done";
 
 // Root attribute values: UTF-8 text (variable-length string), int64 or double.
 using AttrValue = std::variant<std::string, std::int64_t, double>;
@@ -82,6 +102,16 @@ class OutputFile {
   // Where the data lives until commit() (absolute or relative like spec.path).
   const std::string& temp_path() const { return temp_path_; }
   bool committed() const { return state_ == State::committed; }
+  // Chunks the file already holds: 0 for a new file, the recorded count for
+  // a resumed one. resumed(): create() continued a partial file.
+  std::int64_t chunks_done() const { return chunks_done_; }
+  bool resumed() const { return resumed_; }
+
+  // Collective: records that the first n chunks are written, and flushes
+  // data and metadata to the file (a stop or crash after this keeps them).
+  void mark_chunks_done(std::int64_t n);
+  // Collective: closes the partial file and keeps it for a resume.
+  void suspend();
 
   // Collective (same rules as InputFile::read_shard, mirrored): writes this
   // rank's tokens under `part` (a partition of N over all ranks of comm) for
@@ -110,9 +140,10 @@ class OutputFile {
   const IoModeReport& last_io_mode() const { return last_io_; }
 
  private:
-  enum class State { none, open, committed };
+  enum class State { none, open, committed, suspended };
   OutputFile() = default;
   std::string context() const;
+  void reopen_partial();
   void write(hid_t dset, const std::string& name, bool with_d, const Partition& part,
              const BatchHeadRange& range, DType mem_type, const void* data);
 
@@ -123,6 +154,8 @@ class OutputFile {
   std::string temp_path_;
   State state_ = State::none;
   IoModeReport last_io_;
+  std::int64_t chunks_done_ = 0;
+  bool resumed_ = false;
   AlignedBuffer<std::uint16_t> scratch_;  // f32 data rounded to f16 for an f16 `o`
   // Destroyed bottom-up: the datasets close before the file.
   H5Handle file_;

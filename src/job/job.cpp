@@ -13,8 +13,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "comm/mpi_transport.hpp"
+#include "comm/watchdog.hpp"
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
@@ -22,7 +24,9 @@
 #include "core/version.hpp"
 #include "io/agree.hpp"
 #include "io/output_file.hpp"
+#include "job/fault_injection.hpp"
 #include "job/progress.hpp"
+#include "job/stop_request.hpp"
 #include "ring/ring_attention.hpp"
 
 namespace ringattn {
@@ -44,17 +48,48 @@ std::string hostname() {
 
 std::string config_json(const JobConfig& c) {
   nlohmann::json j = {
-      {"input", {{"path", c.input}, {"q", c.q_name}, {"k", c.k_name}, {"v", c.v_name}}},
+      {"input",
+       {{"path", c.input},
+        {"q", c.q_name},
+        {"k", c.k_name},
+        {"v", c.v_name},
+        {"allow_nonfinite", c.allow_nonfinite}}},
       {"output",
        {{"path", c.output}, {"lse", c.lse}, {"dtype", c.o_dtype}, {"overwrite", c.overwrite}}},
       {"attention",
        {{"causal", c.causal}, {"scale", c.scale}, {"compute", compute_type_name(c.compute)}}},
-      {"ring", {{"partition", partition_name(c.effective_partition())}}},
+      {"ring",
+       {{"partition", partition_name(c.effective_partition())},
+        {"transport", c.effective_transport()},
+        {"comm_timeout", c.comm_timeout}}},
       {"run",
        {{"threads", c.threads},
         {"kv_heads_per_chunk", c.kv_heads_per_chunk},
         {"metrics", c.metrics},
-        {"progress_interval", c.progress_interval}}},
+        {"progress_interval", c.progress_interval},
+        {"backend", c.backend},
+        {"memory_limit_mb", c.memory_limit_mb},
+        {"resume", c.resume}}},
+  };
+  return j.dump();
+}
+
+std::string resume_key_json(const JobConfig& c, const InputInfo& info, int ranks) {
+  const nlohmann::json j = {
+      {"input_path", info.file.path},
+      {"input_size", info.file.size},
+      {"input_mtime_ns", info.file.mtime_ns},
+      {"input_inode", info.file.inode},
+      {"datasets", {c.q_name, c.k_name, c.v_name}},
+      {"causal", c.causal},
+      {"scale", c.scale},
+      {"compute", compute_type_name(c.compute)},
+      {"partition", partition_name(c.effective_partition())},
+      {"ranks", ranks},
+      {"kv_heads_per_chunk", c.kv_heads_per_chunk},
+      {"lse", c.lse},
+      {"o_dtype", c.o_dtype},
+      {"backend", c.backend},
   };
   return j.dump();
 }
@@ -73,7 +108,11 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
              "output dtype must be \"f32\" or \"input\", got \"", cfg.o_dtype, "\"");
     RA_CHECK(cfg.kv_heads_per_chunk >= 1, usage, "kv_heads_per_chunk must be >= 1");
     RA_CHECK(cfg.threads >= 0, usage, "threads must be >= 0 (0: automatic)");
+    RA_CHECK(cfg.comm_timeout >= 0, usage, "comm_timeout must be >= 0 seconds (0: none)");
   });
+  std::optional<FaultPlan> fault;
+  agree(comm, [&] { fault = fault_plan_from_env(); });
+  set_comm_timeout(cfg.comm_timeout);
 
   RankMetrics m;
   m.host = hostname();
@@ -108,7 +147,16 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   spec.D = info.D;
   spec.o_dtype = cfg.o_dtype == "input" ? info.dtype : DType::f32;
   spec.with_lse = cfg.lse;
-  OutputFile out = OutputFile::create(comm, spec);
+  spec.resume = cfg.resume;
+  spec.resume_key = resume_key_json(cfg, info, P);
+  std::optional<OutputFile> out_holder;
+  {
+    CommWatch watch("creating the output file (collective)");
+    out_holder.emplace(OutputFile::create(comm, spec));
+  }
+  OutputFile& out = *out_holder;
+  report.chunks_resumed = out.chunks_done();
+  report.partial_path = out.temp_path();
 
   // Chunk buffers, sized for the largest chunk.
   const std::int64_t nq = qp.local_size(rank), nkv = kp.local_size(rank), D = info.D;
@@ -128,25 +176,35 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   Progress progress(rank == 0, report.chunks, static_cast<double>(info.Nq * hq_max),
                     cfg.progress_interval);
 
-  std::int64_t done = 0;
+  std::int64_t done = out.chunks_done();
   // Progress inside a chunk too, step by step: a 1M-token chunk is minutes.
-  struct StepProgress {
+  // The same hook injects the test faults (job/fault_injection.hpp).
+  struct StepHook {
     Progress* progress;
     std::int64_t chunks_done;
-  } step_progress{&progress, 0};
+    const std::optional<FaultPlan>* fault;
+    int rank;
+  } step_hook{&progress, done, &fault, rank};
   opt.on_step = [](void* arg, int step, int steps) {
-    auto* sp = static_cast<StepProgress*>(arg);
-    sp->progress->update(static_cast<double>(sp->chunks_done) + static_cast<double>(step) / steps);
+    auto* sh = static_cast<StepHook*>(arg);
+    maybe_inject_fault(*sh->fault, sh->rank, sh->chunks_done, step);
+    sh->progress->update(static_cast<double>(sh->chunks_done) + static_cast<double>(step) / steps);
   };
-  opt.on_step_arg = &step_progress;
-  for (std::int64_t b = 0; b < info.B; ++b)
+  opt.on_step_arg = &step_hook;
+  std::int64_t chunk = -1;
+  for (std::int64_t b = 0; b < info.B && !report.stopped_by; ++b)
     for (std::int64_t hk0 = 0; hk0 < info.Hkv; hk0 += hk_chunk) {
+      if (++chunk < out.chunks_done()) continue;  // written by the run we resume
       const std::int64_t hkc = std::min(hk_chunk, info.Hkv - hk0);
       const BatchHeadRange qr{b, 1, hk0 * group, hkc * group}, kr{b, 1, hk0, hkc};
+      const std::string chunk_text = "chunk " + std::to_string(chunk);
       Timer t;
-      in.read_shard(InputTensor::q, qp, qr, info.dtype, q.data());
-      in.read_shard(InputTensor::k, kp, kr, info.dtype, k.data());
-      in.read_shard(InputTensor::v, kp, kr, info.dtype, v.data());
+      {
+        CommWatch watch("collective read of " + chunk_text);
+        in.read_shard(InputTensor::q, qp, qr, info.dtype, q.data());
+        in.read_shard(InputTensor::k, kp, kr, info.dtype, k.data());
+        in.read_shard(InputTensor::v, kp, kr, info.dtype, v.data());
+      }
       m.io_read_s += t.seconds();
       m.bytes_read +=
           static_cast<double>((hkc * group * nq + 2 * hkc * nkv) * D) * static_cast<double>(es);
@@ -162,14 +220,37 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
       m.bytes_sent += static_cast<double>(st.bytes_sent);
 
       t.reset();
-      out.write_o(qp, qr, DType::f32, state.acc.data());
-      if (cfg.lse) out.write_lse(qp, qr, lse.data());
+      {
+        CommWatch watch("collective write of " + chunk_text);
+        out.write_o(qp, qr, DType::f32, state.acc.data());
+        if (cfg.lse) out.write_lse(qp, qr, lse.data());
+        out.mark_chunks_done(chunk + 1);  // on disk: a stop or crash keeps it
+      }
       m.io_write_s += t.seconds();
       m.bytes_written += static_cast<double>(hkc * group * nq * D) *
                              static_cast<double>(dtype_size(spec.o_dtype)) +
                          (cfg.lse ? static_cast<double>(hkc * group * nq) * 4.0 : 0.0);
-      step_progress.chunks_done = ++done;
+      step_hook.chunks_done = ++done;
+      // A stop signal on any rank: all stop here together, unless this was the last chunk.
+      int sig = 0;
+      {
+        CommWatch watch("agreeing on a stop after " + chunk_text);
+        sig = stop_agreed(comm);
+      }
+      if (sig != 0 && done < report.chunks) {
+        report.stopped_by = sig;
+        break;
+      }
     }
+  report.chunks_done = done;
+  if (report.stopped_by) {
+    CommWatch watch("closing the partial output");
+    out.suspend();
+    report.wall_s = wall.seconds();
+    m.wall_s = report.wall_s;
+    report.per_rank.push_back(m);
+    return report;
+  }
   progress.finish();
 
   std::vector<std::pair<std::string, AttrValue>> attrs = {
@@ -188,10 +269,15 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
       {"v_dataset", cfg.v_name},
   };
   for (auto& a : identity_attributes(info.file)) attrs.push_back(std::move(a));
+  if (out.resumed()) attrs.push_back({"resumed_at_chunk", report.chunks_resumed});
   Timer t;
-  out.set_attributes(attrs);
-  out.commit();
+  {
+    CommWatch watch("committing the output file (collective)");
+    out.set_attributes(attrs);
+    out.commit();
+  }
   m.io_write_s += t.seconds();
+  CommWatch watch_gather("gathering metrics (collective)");
 
   m.wall_s = wall.seconds();
   m.peak_rss_mb = peak_rss_mb();

@@ -34,15 +34,27 @@ struct JobReport {
   int threads = 1;
   PartitionKind partition = PartitionKind::contiguous;
   std::int64_t chunks = 0;
+  std::int64_t chunks_resumed = 0;    // chunks a partial output already held (--resume)
+  std::int64_t chunks_done = 0;       // chunks the output holds on return
+  int stopped_by = 0;                 // a stop signal ended the run early (output not committed)
+  std::string partial_path;           // where the partial output is kept when stopped
   double wall_s = 0;                  // slowest rank
   std::vector<RankMetrics> per_rank;  // on rank 0: every rank's; elsewhere: its own only
 };
 
-// Runs the job; the output is committed when it returns.
+// Runs the job; the output is committed when it returns, unless a stop
+// signal (job/stop_request.hpp) reached a rank: then the ranks stop together
+// after the chunk in hand, keep the partial output and return with
+// stopped_by set. cfg.resume continues such a partial output.
 JobReport run_job(MPI_Comm comm, const JobConfig& cfg);
 
 // The config as JSON text (stored in the output's attributes and metrics).
 std::string config_json(const JobConfig& cfg);
+
+// What a partial output must have been made with for cfg to continue it:
+// the input (path, size, mtime, inode), dataset names and every setting that
+// changes the result's bits (ranks and partition included; threads do not).
+std::string resume_key_json(const JobConfig& cfg, const InputInfo& info, int ranks);
 
 // Writes the metrics JSON (rank 0 calls it): per-rank figures plus a context
 // block (version, git commit, hosts, ranks, threads, library versions, Slurm

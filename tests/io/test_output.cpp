@@ -138,7 +138,7 @@ TEST_P(OutputRoundTrip, WrittenShardsReadBackAndOnlyTheTargetRemains) {
     on_root([&] {
       const auto names = list_dir(dir_);
       ASSERT_EQ(names.size(), 1u);
-      EXPECT_EQ(names[0].rfind(".out.h5.tmp-", 0), 0u) << names[0];
+      EXPECT_EQ(names[0].rfind(".out.h5.partial", 0), 0u) << names[0];
       EXPECT_EQ(out.temp_path(), path(names[0]));
     });
     write_all(out, Partition(c.kind, spec.N, size_), rank_, c.mem);
