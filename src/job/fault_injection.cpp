@@ -67,7 +67,7 @@ void maybe_inject_fault(const std::optional<FaultPlan>& plan, int rank, std::int
                         int step) {
   if (!plan || plan->rank != rank || plan->chunk != chunk || plan->step != step) return;
   std::fprintf(stderr,
-               "ringattn: RINGATTN_FAULT: rank %d injects its fault at chunk %lld step %d\n", rank,
+               "RINGATTN_FAULT: rank %d injects its fault at chunk %lld step %d\n", rank,
                static_cast<long long>(chunk), step);
   std::fflush(stderr);
   switch (plan->action) {

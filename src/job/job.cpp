@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -22,9 +23,13 @@
 #include "core/error.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
+#include "cuda/device_select.hpp"
+#include "cuda/ring_cuda.hpp"
 #include "io/agree.hpp"
+#include "io/nonfinite.hpp"
 #include "io/output_file.hpp"
 #include "job/fault_injection.hpp"
+#include "job/preflight.hpp"
 #include "job/progress.hpp"
 #include "job/stop_request.hpp"
 #include "ring/ring_attention.hpp"
@@ -36,6 +41,19 @@ double peak_rss_mb() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+// An error only this rank saw, in the middle of the ring: its peers are
+// blocked on it, so unwinding (whose collective closes would wait for them)
+// must not happen. One line, then the whole job ends.
+[[noreturn]] void abort_job(const Error& e) {
+  const int code = e.error_class() == ErrorClass::fault  ? 6
+                   : e.error_class() == ErrorClass::comm ? 5
+                                                         : 1;
+  std::fprintf(stderr, "ringattn: %s error: %s\n", error_class_name(e.error_class()), e.what());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
 }
 
 std::string hostname() {
@@ -109,7 +127,17 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
     RA_CHECK(cfg.kv_heads_per_chunk >= 1, usage, "kv_heads_per_chunk must be >= 1");
     RA_CHECK(cfg.threads >= 0, usage, "threads must be >= 0 (0: automatic)");
     RA_CHECK(cfg.comm_timeout >= 0, usage, "comm_timeout must be >= 0 seconds (0: none)");
+    RA_CHECK(cfg.backend == "cpu" || cfg.backend == "cuda", usage,
+             "backend must be \"cpu\" or \"cuda\", got \"", cfg.backend, "\"");
+    const std::string tr = cfg.effective_transport();
+    RA_CHECK(tr == "mpi" || tr == "nccl", usage, "transport must be \"mpi\" or \"nccl\", got \"",
+             cfg.transport, "\"");
+    RA_CHECK(tr != "nccl" || cfg.backend == "cuda", usage,
+             "--transport nccl moves device buffers: it needs --backend cuda");
   });
+  // Before any file is opened: the launch itself, and the devices.
+  check_slurm_world(comm);
+  if (cfg.backend == "cuda") check_cuda_backend(comm);
   std::optional<FaultPlan> fault;
   agree(comm, [&] { fault = fault_plan_from_env(); });
   set_comm_timeout(cfg.comm_timeout);
@@ -118,13 +146,8 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   m.host = hostname();
   InputFile in = InputFile::open(comm, cfg.input, {cfg.q_name, cfg.k_name, cfg.v_name});
   const InputInfo& info = in.info();
-  // Checks every rank makes alike on the agreed description.
-  agree(comm, [&] {
-    RA_CHECK(info.Nq >= P, input, cfg.input, ": dataset '", cfg.q_name, "' has ", info.Nq,
-             " tokens, fewer than the ", P, " ranks");
-    RA_CHECK(info.Nkv >= P, input, cfg.input, ": dataset '", cfg.k_name, "' has ", info.Nkv,
-             " tokens, fewer than the ", P, " ranks");
-  });
+  // Tokens per rank, head dim, the memory budget: before anything big exists.
+  preflight(comm, cfg, info);
 
   JobReport report;
   report.input = info;
@@ -167,7 +190,13 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   AlignedBuffer<char> v(k.size());
   AlignedBuffer<float> lse(static_cast<std::size_t>(hq_max * nq));  // (hq, nq)
 
-  MpiTransport transport(comm);
+  // One ring for the whole run: MPI between host buffers, or the device ring.
+  std::optional<MpiTransport> transport;
+  std::optional<cuda::DeviceRing> device_ring;
+  if (cfg.backend == "cuda")
+    device_ring.emplace(comm, cfg.effective_transport(), cfg.comm_timeout);
+  else
+    transport.emplace(comm);
   RingOptions opt;
   opt.causal = cfg.causal;
   opt.scale = cfg.scale;
@@ -204,6 +233,14 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
         in.read_shard(InputTensor::q, qp, qr, info.dtype, q.data());
         in.read_shard(InputTensor::k, kp, kr, info.dtype, k.data());
         in.read_shard(InputTensor::v, kp, kr, info.dtype, v.data());
+        if (!cfg.allow_nonfinite) {
+          check_finite_shard(comm, q.data(), info.dtype, qr, qp.positions(rank), D, cfg.input,
+                             info.q.name);
+          check_finite_shard(comm, k.data(), info.dtype, kr, kp.positions(rank), D, cfg.input,
+                             info.k.name);
+          check_finite_shard(comm, v.data(), info.dtype, kr, kp.positions(rank), D, cfg.input,
+                             info.v.name);
+        }
       }
       m.io_read_s += t.seconds();
       m.bytes_read +=
@@ -212,8 +249,14 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
       const RingShards shards{q.data(), k.data(), v.data(), info.dtype, 1, hkc * group, hkc, D};
       // The state's acc becomes o in place: no separate output buffer.
       AttnState state(1, hkc * group, nq, D);
-      const RingStats st =
-          ring_attention(transport, qp, kp, shards, state, cfg.lse ? lse.data() : nullptr, opt);
+      RingStats st;
+      try {
+        float* lse_out = cfg.lse ? lse.data() : nullptr;
+        st = device_ring ? device_ring->run(qp, kp, shards, state.acc.data(), lse_out, opt)
+                         : ring_attention(*transport, qp, kp, shards, state, lse_out, opt);
+      } catch (const Error& e) {
+        abort_job(e);  // one rank's failure mid-ring: see abort_job
+      }
       m.compute_s += st.compute_s + st.finalize_s;
       m.comm_wait_s += st.wait_s;
       m.flops += st.flops;
