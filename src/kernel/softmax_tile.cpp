@@ -9,6 +9,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <cstring>
+#include <utility>
 
 #include "core/cpu.hpp"
 
@@ -89,32 +90,35 @@ RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
   return x < splat<VF>(-126.0f) ? splat<VF>(0.0f) : out;
 }
 
+// Lanes of v with lane i taken from lane i ^ X: a constant shuffle.
+// __builtin_shufflevector (constant indices) is what gcc (12+) and clang both
+// have; gcc's __builtin_shuffle (mask vector) is unknown to clang.
+template <int W, int X, int... I>
+RA_INLINE typename Vec<W>::f swap_lanes(const typename Vec<W>::f& v,
+                                        std::integer_sequence<int, I...>) {
+  return __builtin_shufflevector(v, v, (I ^ X)...);
+}
+
 // Horizontal max by halving with constant shuffles (log2 W steps).
 template <int W>
 RA_INLINE float hmax(const typename Vec<W>::f& x) {
   using VF = typename Vec<W>::f;
-  using VI = typename Vec<W>::i;
+  constexpr auto lanes = std::make_integer_sequence<int, W>{};
   VF v = x;
   if constexpr (W == 16) {
-    const VF w = __builtin_shuffle(v, VI{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    const VF w = swap_lanes<W, 8>(v, lanes);
     v = w > v ? w : v;
   }
   if constexpr (W >= 8) {
-    VI m;
-    for (int i = 0; i < W; ++i) m[i] = i ^ 4;
-    const VF w = __builtin_shuffle(v, m);
+    const VF w = swap_lanes<W, 4>(v, lanes);
     v = w > v ? w : v;
   }
   {
-    VI m;
-    for (int i = 0; i < W; ++i) m[i] = i ^ 2;
-    const VF w = __builtin_shuffle(v, m);
+    const VF w = swap_lanes<W, 2>(v, lanes);
     v = w > v ? w : v;
   }
   {
-    VI m;
-    for (int i = 0; i < W; ++i) m[i] = i ^ 1;
-    const VF w = __builtin_shuffle(v, m);
+    const VF w = swap_lanes<W, 1>(v, lanes);
     v = w > v ? w : v;
   }
   return v[0];
