@@ -13,6 +13,7 @@ PACKAGES=(
   python3-h5py python3-numpy python3-matplotlib         # dataset scripts and plots
   slurm-wlm slurmctld slurmd slurm-client munge         # tests/launch: a throwaway single-node Slurm
   bowtie2-examples golang-github-pierrec-lz4-dev        # real inputs for datasets/ tests: lambda phage, Gutenberg #1661
+  clang libclang-rt-14-dev libomp-14-dev                # launch/run_fuzz.sh: libFuzzer (gcc has none), clang's OpenMP
 )
 
 missing=()
