@@ -227,6 +227,16 @@ with h5py.File('rank3.h5', 'w') as g:
   printf '[run]\nkv_heads_per_chunk = 0\n' >range.toml
   expect 2 mpi 2 "$bin" run --config range.toml --input in.h5 --output out.h5
   one_error_line "run.kv_heads_per_chunk must be >= 1"
+  printf '[run]\nbackend = "tpu"\n' >backend.toml
+  expect 2 mpi 2 "$bin" run --config backend.toml --input in.h5 --output out.h5
+  one_error_line "run.backend must be"
+  expect 2 mpi 2 "$bin" run --input in.h5 --output out.h5 --transport nccl
+  one_error_line "needs --backend cuda"
+  # No GPU here (or a build without CUDA): one line, before any file is touched.
+  if [[ $("$bin" --version) != *"CUDA: "*"device 0"* ]]; then
+    expect 2 mpi 2 "$bin" run --input in.h5 --output out.h5 --backend cuda
+    one_error_line "backend cuda: "
+  fi
   [[ $(ls -A | grep -v '\.toml$' | sort) == "$before" ]] || fail "a refused run left files: $(ls -A)"
 
   echo "earlier result" >out.h5
