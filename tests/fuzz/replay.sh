@@ -29,10 +29,12 @@ is_known_name() {
   for n in "${known_names[@]}"; do [[ $1 == "$n" ]] && return 0; done
   return 1
 }
-# The signature of a report: its first frames (up to 4) below the sanitizer.
+# The signature of a report: its first 4 frames that are not the sanitizer's
+# or libFuzzer's own (so the crash site itself must match, not a caller).
 known_signature() {
   local frames sig
-  frames=$(grep -E '^ +#[0-3] ' "$1" | head -4)
+  frames=$(grep -E '^ +#[0-9]+ ' "$1" |
+    grep -vE ' in (__sanitizer|__asan|__interceptor_|__memcpy|__memmove|fuzzer::)' | head -4)
   for sig in "${known_sigs[@]}"; do
     grep -qE -- "$sig" <<<"$frames" && { echo "$sig"; return 0; }
   done
