@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <sstream>
 
@@ -219,6 +220,8 @@ DatasetInfo describe_dataset(hid_t file, const std::string& name) {
   for (std::size_t a = 0; a < 4; ++a) {
     RA_CHECK(dims[a] > 0, input, "has length 0 along ", kAxisNames[a], " in shape ",
              shape_text(dims));
+    RA_CHECK(dims[a] <= static_cast<hsize_t>(INT64_MAX), input, "has length ", dims[a], " along ",
+             kAxisNames[a], " in shape ", shape_text(dims), ", beyond a 64-bit signed count");
     d.dims[a] = static_cast<std::int64_t>(dims[a]);
   }
   RA_CHECK(d.dims[3] <= kMaxHeadDim, input, "has head dim D = ", d.dims[3], " in shape ",
@@ -226,6 +229,15 @@ DatasetInfo describe_dataset(hid_t file, const std::string& name) {
 
   H5Handle type(RA_H5_CHECK(H5Dget_type(dset)), H5Kind::datatype);
   d.dtype = float_dtype(type.get(), d.big_endian);
+  // Sizes are int64 from here on (shards, buffers, offsets): the whole
+  // dataset's byte count must fit, or later arithmetic would wrap silently.
+  // (A chunked dataset can declare such a shape in a file of a few KiB.)
+  std::int64_t bytes = static_cast<std::int64_t>(dtype_size(d.dtype));
+  bool overflow = false;
+  for (const std::int64_t x : d.dims)
+    overflow = overflow || __builtin_mul_overflow(bytes, x, &bytes);
+  RA_CHECK(!overflow, input, "has shape ", shape_text(dims), " of ", dtype_name(d.dtype),
+           ": its byte count overflows a 64-bit integer (over 8 EiB); not a runnable size");
 
   H5Handle dcpl(RA_H5_CHECK(H5Dget_create_plist(dset)), H5Kind::plist);
   H5Storage storage = h5_storage(dcpl.get(), 4);

@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Every way the input, the output target, the configuration or the launch can
+# be wrong, run through the real `ringattn run` under mpirun (issue 7):
+#
+#   test_bad_input.sh RINGATTN SCRATCH_DIR GROUP
+#
+# GROUP is one of: files, shapes, types, values, sizes, output, config,
+# launch (the functions case_<GROUP> below). For each bad case, at 1 and 2
+# ranks, and at 3 (oversubscribed) where the rank count could change the
+# outcome (which rank sees the problem, tokens per rank, Slurm's count), the
+# script checks that
+#   - the exit code is the class's: 2 usage/config, 3 input data, 4 I/O;
+#   - stderr has exactly one 'ringattn:' line (rank 0's; every rank reached
+#     the same verdict, or the others would print or hang), and it holds the
+#     expected words (file, dataset or key, and the problem);
+#   - the existing output (out/out.h5, run with --overwrite so a run would
+#     replace it) is byte for byte and mtime the same, and neither the output
+#     nor the input directory gained a file (no hidden temporary '.out.h5...').
+# The broken inputs come from make_bad_inputs.py (h5py, in the system Python).
+# Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
+# MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
+# /usr/bin/python3). Exit 0 on success, 1 on a failed check, 77 when h5py is
+# missing.
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/../common/script_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
+
+bin=$(realpath "$1")
+scratch=$2
+case_name=$3
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mpiexec=${MPIEXEC:-mpirun}
+np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
+read -r -a mpi_flags <<<"${MPIEXEC_FLAGS:---oversubscribe}"
+py=${H5PY_PYTHON:-/usr/bin/python3}
+# Every case here ends with all ranks exiting non-zero, after rank 0 printed
+# (MPI_Finalize comes after the message); Open MPI's mpirun then waits 1 s
+# per rank before SIGKILL, which would be 2/3 of this test's time.
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-0}
+
+"$py" -c 'import h5py, numpy' 2>/dev/null || {
+  echo "skipped: $py cannot import h5py"
+  exit 77
+}
+
+dir=$scratch/$case_name
+rm -rf "$dir"
+mkdir -p "$dir/out"
+cd "$dir"
+"$py" "$here/make_bad_inputs.py" in >/dev/null || fail "make_bad_inputs.py failed"
+echo "an earlier result, not to be touched" >out/out.h5
+touch -d '2001-02-03 04:05:06' out/out.h5
+
+mpi() {
+  local np=$1
+  shift
+  "$mpiexec" "$np_flag" "$np" "${mpi_flags[@]}" "$@"
+}
+
+# What must not change: the earlier output and the two directories' listings.
+state() {
+  md5sum out/out.h5
+  stat -c '%y' out/out.h5
+  ls -A out in
+}
+
+# refused NP RC "NEEDLE..." RUN-ARGS...: `ringattn run RUN-ARGS` on NP ranks
+# exits RC with one 'ringattn:' line holding every needle (the needles are one
+# argument, separated by '|'), and changes nothing on disk.
+refused() {
+  local np=$1 rc=$2 needles=$3 before n needle
+  shift 3
+  before=$(state)
+  expect "$rc" mpi "$np" "${prefix[@]}" "$bin" run "$@"
+  n=$(grep -c '^ringattn: ' err.txt || true)
+  [[ $n -eq 1 ]] || fail "[np $np] expected one 'ringattn:' line on stderr, got $n: run $*"
+  IFS='|' read -r -a needle <<<"$needles"
+  for w in "${needle[@]}"; do
+    grep '^ringattn: ' err.txt | grep -qF -- "$w" || fail "[np $np] stderr lacks '$w': run $*"
+  done
+  [[ $(state) == "$before" ]] || fail "[np $np] files changed: $(ls -A out in)"
+  echo "  np $np rc $rc: $(grep '^ringattn: ' err.txt | sed 's/ \[[^]]*\]$//')"
+}
+
+# An input case on each rank count in nps (default 1 and 2), replacing out.h5
+# were the run to succeed.
+bad_input() {
+  local rc=$1 needles=$2 input=$3 np
+  shift 3
+  for np in "${nps[@]}"; do
+    refused "$np" "$rc" "$needles" --input "in/$input" --output out/out.h5 --overwrite \
+      --threads 1 "$@"
+  done
+}
+nps=(1 2)
+prefix=()  # a command the ranks run ringattn under (env VAR=...)
+
+case_files() {
+  nps=(1 2 3)
+  bad_input 4 "input file 'in/missing.h5'|no such file" missing.h5
+  bad_input 3 "input file 'in/trunc_b.h5'|truncated or corrupt" trunc_b.h5
+  nps=(1 2)
+  bad_input 3 "input file 'in/text.h5'|not an HDF5 file" text.h5
+  local t
+  for t in a c d; do
+    bad_input 3 "input file 'in/trunc_$t.h5'|truncated or corrupt" "trunc_$t.h5"
+  done
+  bad_input 3 "input file 'in/no_v.h5', dataset 'v'|no such dataset|k, q" no_v.h5
+  bad_input 3 "in/no_v.h5', dataset 'values'|no such dataset" no_v.h5 --v-name values
+  bad_input 3 "input file 'in/rank3.h5', dataset 'q'|3 dimensions [2, 64, 16]|expected 4" rank3.h5
+}
+
+case_shapes() {
+  bad_input 3 "input file 'in/batch.h5'|disagree in batch size B|'q' [2, 2, 64, 16]" batch.h5
+  bad_input 3 "input file 'in/headdim.h5'|disagree in head dim D|'q' [1, 2, 64, 8]" headdim.h5
+  bad_input 3 "input file 'in/kv_tokens.h5'|'k' and 'v' must agree|'v' [1, 2, 72, 16]" kv_tokens.h5
+  bad_input 3 "input file 'in/gqa.h5'|3 heads, not a multiple of the 2 heads|H_q % H_kv" gqa.h5
+  bad_input 3 "input file 'in/zero.h5', dataset 'q'|length 0 along N (tokens)" zero.h5
+  bad_input 3 "input file 'in/d300.h5', dataset 'q'|head dim D = 300|at most 256" d300.h5
+}
+
+case_types() {
+  bad_input 3 "input file 'in/int.h5', dataset 'q'|integer elements|float32 or float16" int.h5
+  bad_input 3 "input file 'in/string.h5', dataset 'k'|string elements" string.h5
+  bad_input 3 "input file 'in/compound.h5', dataset 'v'|compound elements" compound.h5
+  bad_input 3 "input file 'in/float64.h5', dataset 'q'|float64" float64.h5
+  bad_input 3 "input file 'in/filter.h5', dataset 'k'|filter 'lzf'|cannot decode" filter.h5
+}
+
+# Needs the job to call check_finite_shard after each read (src/io/nonfinite.hpp).
+case_values() {
+  nps=(1 2 3)
+  bad_input 3 "input file 'in/nan_q.h5', dataset 'q'|has NaN at [0, 1, 37, 5]|--allow-nonfinite" \
+    nan_q.h5
+  # -Inf at token 50 (rank 1 of 2, rank 2 of 3) comes before a NaN at [0, 1, 60, 0].
+  bad_input 3 "input file 'in/inf_k.h5', dataset 'k'|has -Inf at [0, 0, 50, 3]" inf_k.h5
+  nps=(3)
+  bad_input 3 "dataset 'q'|has NaN at [0, 1, 37, 5]" nan_q.h5 --partition striped
+  nps=(1 2)
+  bad_input 3 "input file 'in/inf_v16.h5', dataset 'v'|has +Inf at [0, 1, 3, 15]" inf_v16.h5
+  # Accepted when asked for: the run completes (and writes its own output).
+  expect 0 mpi 2 "$bin" run --input in/nan_q.h5 --output out/nan.h5 --threads 1 --allow-nonfinite
+  rm -f out/nan.h5
+}
+
+# Needs the job to call preflight() before it allocates (src/job/preflight.hpp),
+# except bytes_overflow.h5, which input validation refuses.
+case_sizes() {
+  bad_input 3 "input file 'in/huge.h5'|per rank on|over the budget|more ranks" huge.h5
+  bad_input 3 "input file 'in/overflow.h5'|overflows a 64-bit byte count" overflow.h5
+  bad_input 3 "input file 'in/bytes_overflow.h5', dataset 'q'|byte count overflows" \
+    bytes_overflow.h5
+  bad_input 3 "input file 'in/good.h5'|over the budget of|memory_limit_mb = 0.01" good.h5 \
+    --memory-limit-mb 0.01
+  refused 3 3 "input file 'in/short.h5', dataset 'q'|has 2 tokens, fewer than the 3 ranks" \
+    --input in/short.h5 --output out/out.h5 --overwrite --threads 1
+}
+
+case_output() {
+  local np
+  for np in 1 2; do
+    refused "$np" 4 "output file 'out/none/o.h5'|directory 'out/none' does not exist" \
+      --input in/good.h5 --output out/none/o.h5 --threads 1
+    refused "$np" 2 "output file 'in/good.h5'|is the input file" \
+      --input in/good.h5 --output in/good.h5 --overwrite --threads 1
+    refused "$np" 2 "output file 'in/../in/good.h5'|is the input file" \
+      --input in/good.h5 --output in/../in/good.h5 --overwrite --threads 1
+    refused "$np" 2 "output file 'out/out.h5'|exists|--overwrite" \
+      --input in/good.h5 --output out/out.h5 --threads 1
+    refused "$np" 2 "output file 'out'|is a directory" \
+      --input in/good.h5 --output out --overwrite --threads 1
+  done
+  mkdir -p ro
+  chmod 555 ro
+  if [[ $(id -u) -ne 0 ]]; then
+    for np in 1 2; do
+      refused "$np" 4 "output file 'ro/o.h5'|directory 'ro' is not writable" \
+        --input in/good.h5 --output ro/o.h5 --threads 1
+    done
+  elif command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+    # root writes anywhere: drop to nobody (one rank: Open MPI's launcher
+    # cannot start ranks as another user).
+    chmod -R o+rX "$dir" && chmod o+x "$scratch"
+    local rc=0
+    setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin" run --input in/good.h5 \
+      --output ro/o.h5 --threads 1 >out.txt 2>err.txt || rc=$?
+    [[ $rc -eq 4 ]] || fail "not-writable directory: exit $rc, expected 4"
+    grep -q "^ringattn: io error: output file 'ro/o.h5': directory 'ro' is not writable" err.txt ||
+      fail "not-writable directory: wrong message"
+    echo "  np 1 rc 4 (as nobody): $(sed 's/ \[[^]]*\]$//' err.txt)"
+  else
+    echo "  (not-writable directory skipped: root, and no setpriv or user nobody)"
+  fi
+  [[ -z $(ls -A ro) ]] || fail "a file was left in the read-only directory"
+}
+
+case_config() {
+  printf '[run]\nthread = 2\n' >typo.toml
+  printf '[attention]\ncausal = "yes"\n' >type.toml
+  printf '[run]\nkv_heads_per_chunk = 0\n' >range.toml
+  printf '[ring]\ncomm_timeout = -1\n' >range2.toml
+  printf '[outputs]\npath = "x.h5"\n' >section.toml
+  printf '[run\nthreads = 1\n' >syntax.toml
+  local np
+  for np in 1 2; do
+    refused "$np" 2 "typo.toml: unknown key 'run.thread'" --config typo.toml \
+      --input in/good.h5 --output out/out.h5 --overwrite
+    refused "$np" 2 "type.toml: attention.causal must be true or false" --config type.toml \
+      --input in/good.h5 --output out/out.h5 --overwrite
+    refused "$np" 2 "range.toml: run.kv_heads_per_chunk must be >= 1" --config range.toml \
+      --input in/good.h5 --output out/out.h5 --overwrite
+    refused "$np" 2 "range2.toml: ring.comm_timeout must be >= 0" --config range2.toml \
+      --input in/good.h5 --output out/out.h5 --overwrite
+    refused "$np" 2 "section.toml: unknown key 'outputs'" --config section.toml \
+      --input in/good.h5 --output out/out.h5 --overwrite
+    refused "$np" 2 "syntax.toml:1:" --config syntax.toml \
+      --input in/good.h5 --output out/out.h5 --overwrite
+  done
+  # A flag out of range is CLI11's message (not a 'ringattn:' line): once, by rank 0.
+  local before
+  before=$(state)
+  for np in 1 2; do
+    expect 2 mpi "$np" "$bin" run --input in/good.h5 --output out/out.h5 --overwrite --threads 0
+    [[ $(grep -c -- '--threads: Value 0 not in range' err.txt) -eq 1 ]] ||
+      fail "[np $np] --threads 0: expected the range error once"
+  done
+  [[ $(state) == "$before" ]] || fail "--threads 0 changed files"
+}
+
+# Needs the job to call preflight() (or check_slurm_world) (src/job/preflight.hpp).
+case_launch() {
+  local np
+  # Set in the ranks' environment only: in mpirun's own, Open MPI would take
+  # the Slurm variables as an allocation to launch into.
+  prefix=(env SLURM_JOB_ID=99 SLURM_NTASKS=4)
+  for np in 1 2 3; do
+    refused "$np" 2 "world size $np differs from SLURM_NTASKS=4|srun|mpirun -np 4" \
+      --input in/good.h5 --output out/out.h5 --overwrite --threads 1
+  done
+  prefix=()
+}
+
+"case_$case_name"
+echo "ok [$case_name]"
