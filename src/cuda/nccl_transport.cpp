@@ -171,6 +171,10 @@ bool NcclTransport::progress() {
   }
   if (q != cudaErrorNotReady)
     abort_and_throw(detail::concat(hop_name(), " failed on the device: ", cudaGetErrorString(q)));
+  // Not done yet. The runtime may keep cudaErrorNotReady as this thread's last
+  // error; clear it, or the next kernel launch's cudaGetLastError() check
+  // would throw "device not ready".
+  cudaGetLastError();
   // Still running: a peer's failure shows up as the communicator's error.
   ncclResult_t st = ncclSuccess;
   const ncclResult_t rc = ncclCommGetAsyncError(comm_, &st);

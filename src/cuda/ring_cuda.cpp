@@ -78,6 +78,20 @@ void backoff(int polls) {
   if (polls > 1000) ::usleep(20);
 }
 
+// True once the work before event has completed. A query that finds it still
+// pending returns cudaErrorNotReady, which the runtime may also keep as this
+// thread's last error: cleared here, or the next kernel launch's
+// cudaGetLastError() check would throw "device not ready" mid-ring.
+bool event_done(cudaEvent_t event) {
+  const cudaError_t q = cudaEventQuery(event);
+  if (q == cudaErrorNotReady) {
+    cudaGetLastError();
+    return false;
+  }
+  RA_CUDA_CHECK(q);
+  return true;
+}
+
 // A ring hop between device buffers, whatever carries it.
 class DeviceHop {
  public:
@@ -108,10 +122,7 @@ class NcclHop final : public DeviceHop {
   }
   void overlap(cudaEvent_t computed, bool) override {
     // progress() also lets NCCL finish enqueuing the group and checks its errors.
-    for (int polls = 0;; ++polls) {
-      const cudaError_t q = cudaEventQuery(computed);
-      if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) RA_CUDA_CHECK(q);
+    for (int polls = 0; !event_done(computed); ++polls) {
       t_.progress();
       backoff(polls);
     }
@@ -166,10 +177,7 @@ class StagedMpiHop final : public DeviceHop {
       return;
     }
     // Open MPI moves a large message only while the process calls into MPI.
-    for (int polls = 0;; ++polls) {
-      const cudaError_t q = cudaEventQuery(computed);
-      if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) RA_CUDA_CHECK(q);
+    for (int polls = 0; !event_done(computed); ++polls) {
       t_.progress();
       backoff(polls);
     }
