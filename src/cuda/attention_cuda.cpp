@@ -110,11 +110,13 @@ DeviceAttnState::~DeviceAttnState() {
   cudaFree(acc_);
 }
 
+// The moved-from state is left empty (shape 0): with its old shape and null
+// pointers, a later reset() or finalize() would write through null.
 DeviceAttnState::DeviceAttnState(DeviceAttnState&& o) noexcept
-    : batch(o.batch),
-      heads(o.heads),
-      rows(o.rows),
-      head_dim(o.head_dim),
+    : batch(std::exchange(o.batch, 0)),
+      heads(std::exchange(o.heads, 0)),
+      rows(std::exchange(o.rows, 0)),
+      head_dim(std::exchange(o.head_dim, 0)),
       m2_(std::exchange(o.m2_, nullptr)),
       l_(std::exchange(o.l_, nullptr)),
       acc_(std::exchange(o.acc_, nullptr)) {}
@@ -124,10 +126,10 @@ DeviceAttnState& DeviceAttnState::operator=(DeviceAttnState&& o) noexcept {
     cudaFree(m2_);
     cudaFree(l_);
     cudaFree(acc_);
-    batch = o.batch;
-    heads = o.heads;
-    rows = o.rows;
-    head_dim = o.head_dim;
+    batch = std::exchange(o.batch, 0);
+    heads = std::exchange(o.heads, 0);
+    rows = std::exchange(o.rows, 0);
+    head_dim = std::exchange(o.head_dim, 0);
     m2_ = std::exchange(o.m2_, nullptr);
     l_ = std::exchange(o.l_, nullptr);
     acc_ = std::exchange(o.acc_, nullptr);
