@@ -2,11 +2,19 @@
 // reads of the input file (see input_file.hpp).
 #include "io/input_file.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 
 #include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstring>
 #include <sstream>
 
@@ -317,6 +325,110 @@ InputInfo validate_input(const std::string& path, const InputNames& names) {
   return info;
 }
 
+// ---- validation in a child process ------------------------------------------------
+
+std::atomic<bool> g_isolated{true};
+// Validation reads only metadata: milliseconds, seconds on a busy parallel filesystem.
+constexpr std::chrono::seconds kValidationTimeout{300};
+
+bool write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+// HDF5 1.10 crashes (rather than fails) on some damaged files: the fuzzer
+// found several (tests/fuzz/KNOWN_HDF5_ISSUES.md). So rank 0 validates in a
+// forked child that only runs HDF5's serial driver and writes its verdict
+// (the description, or the Error) to a pipe: a crash there is an input
+// error, not a dead rank with a stack trace. Where fork or pipe fail, it
+// validates in-process.
+InputInfo validate_input_isolated(const std::string& path, const InputNames& names) {
+  int fds[2];
+  if (!g_isolated.load() || ::pipe(fds) != 0) return validate_input(path, names);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return validate_input(path, names);
+  }
+  if (pid == 0) {  // the child: no MPI, no unwinding into the parent's frames
+    ::close(fds[0]);
+    // A crash here must end the child at once: Open MPI's handlers would
+    // print a backtrace, and can deadlock on a heap HDF5 just corrupted.
+    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) std::signal(sig, SIG_DFL);
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0) ::dup2(devnull, 2);  // glibc's and HDF5's last words: the parent speaks
+    Packer p;
+    try {
+      InputInfo info = validate_input(path, names);
+      p(std::int64_t{-1});
+      info_fields(p, info);
+    } catch (const Error& e) {
+      p(static_cast<std::int64_t>(e.error_class()));
+      p(std::string(e.what()));
+    } catch (const std::exception& e) {
+      p(static_cast<std::int64_t>(ErrorClass::internal));
+      p(std::string(e.what()));
+    }
+    const bool ok = write_all(fds[1], p.bytes.data(), p.bytes.size());
+    ::_exit(ok ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::vector<char> bytes;
+  char buf[4096];
+  // A damaged file can also send HDF5 into a loop: the child gets a deadline.
+  const auto deadline = std::chrono::steady_clock::now() + kValidationTimeout;
+  bool timed_out = false;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    pollfd pfd{fds[0], POLLIN, 0};
+    const int n = ::poll(&pfd, 1, static_cast<int>(std::min<long long>(left.count(), 1000)));
+    if (n == 0 || (n < 0 && errno == EINTR)) continue;
+    const ssize_t r = ::read(fds[0], buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    bytes.insert(bytes.end(), buf, buf + r);
+  }
+  ::close(fds[0]);
+  int ws = 0;
+  while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
+  }
+  const std::string file_ctx = "input file '" + path + "'";
+  RA_CHECK(!timed_out, input, file_ctx,
+           ": the HDF5 library did not finish reading its metadata in ", kValidationTimeout.count(),
+           " s: the file is damaged, or its filesystem is stuck");
+  RA_CHECK(!WIFSIGNALED(ws), input, file_ctx, ": the HDF5 library crashed reading it (",
+           ::strsignal(WTERMSIG(ws)),
+           "): the file is damaged; check it with h5dump, or write it again");
+  RA_CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 0 && !bytes.empty(), internal, file_ctx,
+           ": the validating process failed (status ", ws, ")");
+  Unpacker u(bytes);
+  std::int64_t verdict = 0;
+  u(verdict);
+  if (verdict >= 0) {
+    std::string message;
+    u(message);
+    throw Error(static_cast<ErrorClass>(verdict), message);  // the child's text, as is
+  }
+  InputInfo info;
+  info_fields(u, info);
+  return info;
+}
+
 // f16 values at the front of buf become f32 values filling it: walking from
 // the end, element i's 4 bytes overwrite only halves already converted.
 void widen_f16_in_place(void* buf, std::size_t n) {
@@ -330,6 +442,10 @@ void widen_f16_in_place(void* buf, std::size_t n) {
 }
 
 }  // namespace
+
+void set_input_validation_isolated(bool isolated) {
+  g_isolated.store(isolated);
+}
 
 const char* input_tensor_name(InputTensor t) {
   switch (t) {
@@ -349,7 +465,7 @@ InputInfo inspect_input(MPI_Comm comm, const std::string& path, const InputNames
   RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   InputInfo info;
   agree(comm, [&] {
-    if (rank == kRoot) info = validate_input(path, names);
+    if (rank == kRoot) info = validate_input_isolated(path, names);
   });
   broadcast_info(comm, rank, info);
   return info;

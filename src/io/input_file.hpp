@@ -75,6 +75,11 @@ struct InputInfo {
   }
 };
 
+// Rank 0's validation runs in a forked child process by default, so a file
+// that crashes the HDF5 library is an Error(input), not a dead rank. The
+// fuzz harness turns this off (it needs the crash, and coverage, in-process).
+void set_input_validation_isolated(bool isolated);
+
 // Collective over comm: rank 0 validates and describes `path`, every rank
 // returns the same InputInfo or throws the same Error. Opens nothing
 // collectively (for `info` and for checks before a run).
