@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Starts a throwaway single-node Slurm cluster on this machine (munged, slurmctld,
-# slurmd; no systemd), submits launch/slurm/ringattn-cpu.sbatch with
-# `sbatch --wait` on a small generated input (2 tasks), checks that the job
-# exits 0 and that `ringattn verify` passes on its output, and stops all it
-# started and removes its scratch folder, whatever happens.
+# slurmd; no systemd) and runs launch/slurm/*.sbatch on generated inputs with 2
+# tasks, then stops all it started and removes its scratch folder, whatever
+# happens:
+#   1. ringattn-cpu.sbatch, small run: exit 0 (--resume without a partial output
+#      starts afresh), output verified;
+#   2. ringattn-cpu.sbatch, several-second run: USR1 to the batch shell (as
+#      --signal=B:USR1@300 sends it) is forwarded to the ranks, which stop (exit
+#      7); the script requeues the job; its second run resumes and completes;
+#      the log shows each stage and the output verifies; with --no-requeue the
+#      job exits 7 instead, and the same sbatch command again resumes;
+#   3. ringattn-gpu.sbatch on this GPU-less node: one-line "--backend cuda: no
+#      CUDA device" error, job exit 2;
+#   4. ringattn-gpu.sbatch with RINGATTN_BACKEND=cpu: runs, output verified;
+#   5. ringattn-gpu.sbatch's CUDA_VISIBLE_DEVICES per node-local rank and the
+#      flags it passes (a stand-in for ringattn records them).
+# About 65 s.
 #
 #   tests/launch/test_slurm.sh RINGATTN_BINARY [SCRATCH_PARENT]
 #
@@ -58,7 +70,7 @@ stop_pid() {  # stop_pid NAME PID: TERM, wait up to 10 s, then KILL
 
 dump_logs() {
   local f
-  for f in "$S"/log/*.log "$S"/job-*.out; do
+  for f in "$S"/log/*.log "$S"/*.out; do
     [[ -f $f ]] || continue
     echo "----- $f (last 40 lines)" >&2
     tail -n 40 "$f" >&2
@@ -220,15 +232,17 @@ threads = 0
 metrics = "$S/metrics.json"
 EOF
 
-# ---- submit and wait --------------------------------------------------------------
+# ---- job 1: the CPU script, a small run -------------------------------------------
+# --time=10 (minutes): the scripts' --signal=B:USR1@300 would otherwise come at
+# once (Slurm sends it when less than lead time + ~30 s are left).
 ntasks=2
 overcommit=()
 ((ntasks > cpus)) && overcommit=(--overcommit)
+sb=(--partition=test --account=test --nodes=1 --ntasks-per-node="$ntasks" --cpus-per-task=1
+    "${overcommit[@]}" --time=10)
 cd "$S" || fail "cd $S"
 export RINGATTN=$ringattn
-timeout 150 sbatch --wait --parsable --partition=test --account=test \
-  --nodes=1 --ntasks-per-node=$ntasks --cpus-per-task=1 "${overcommit[@]}" \
-  --time=5 --output="$S/job-%j.out" "$sbatch_script" "$S/job.toml"
+timeout 150 sbatch --wait --parsable "${sb[@]}" --output="$S/job-%j.out" "$sbatch_script" "$S/job.toml" >/dev/null
 rc=$?
 ((rc == 124)) && fail "sbatch --wait did not return within 150 s"
 ((rc == 0)) || fail "the batch job exited with status $rc"
@@ -236,53 +250,171 @@ out=$(ls "$S"/job-*.out 2>/dev/null | head -n 1)
 [[ -n $out ]] || fail "no job output file"
 grep -q "srun exited with status 0" "$out" || fail "job log lacks 'srun exited with status 0'"
 grep -q "2 ranks on 1 node" "$out" || fail "job log does not show 2 ranks on 1 node"
+grep -q -- "--resume: no partial output" "$out" ||
+  fail "job log does not show that the first run (--resume, no partial output) started afresh"
 [[ -f $S/out.h5 ]] || fail "the job wrote no output file"
 timeout 120 "$ringattn" verify --input "$S/in.h5" --output "$S/out.h5" ||
   fail "ringattn verify failed on the job's output"
 log "job 1 passed: sbatch job exited 0 and its output verifies"
 
-# ---- USR1 (the --signal=B:USR1@300 line's signal) must not end the job ---------------
-# A stand-in for ringattn that sleeps, so the signal surely lands mid-step; the
-# batch shell's trap is to log it and wait on for the step.
-printf '#!/bin/bash\ntouch "%s/step-started.$SLURM_PROCID"\nsleep 6\n' "$S" >"$S/slow-step.sh"
-chmod 755 "$S/slow-step.sh"
-jobid=$(RINGATTN=$S/slow-step.sh timeout 30 sbatch --parsable --partition=test --account=test \
-  --nodes=1 --ntasks-per-node=$ntasks --cpus-per-task=1 "${overcommit[@]}" \
-  --time=5 --output="$S/usr1-%j.out" "$sbatch_script" "$S/job.toml") || fail "sbatch (USR1 job) failed"
-wait_for 60 "the USR1 job's step to start" test -e "$S/step-started.0"
-timeout 10 scancel --signal=USR1 --batch "$jobid" || fail "scancel --signal=USR1 failed"
-job_gone() { [[ -z $(timeout 5 squeue -h -j "$jobid" -o %i 2>/dev/null) ]]; }
-wait_for 60 "the USR1 job to end" job_gone
-usr1_out=$S/usr1-$jobid.out
-grep -q "USR1: the time limit is near" "$usr1_out" || fail "the USR1 job's log does not show the trap"
-grep -q "srun exited with status 0" "$usr1_out" || fail "the USR1 job's step did not run to its end with status 0"
-log "job 2 passed: USR1 was trapped and the step ran on to status 0"
+# ---- job 2: USR1 (the --signal=B:USR1@300 line's signal) stops, requeues, resumes ------
+# A real run of several seconds in 8 chunks (one per K/V head). Once its partial
+# output exists (ringattn's stop handlers are set by then), USR1 goes to the batch
+# shell as Slurm sends it near the time limit; the trap forwards it through srun to
+# the ranks, which stop after the chunk in hand (exit 7); the script requeues the
+# job; the job's second run resumes the partial output (same job id, same log).
+t2=$SECONDS
+timeout 120 "$ringattn" gen --output "$S/big.h5" --heads 8 --n 16384 --d 32 --dtype f16 >/dev/null ||
+  fail "ringattn gen (requeue job's input) failed"
+cat >"$S/requeue.toml" <<EOF
+[input]
+path = "$S/big.h5"
 
-# ---- the GPU script's shape on this GPU-less node (it runs the CPU path) ---------------
+[output]
+path = "$S/big-out.h5"
+lse = true
+
+[attention]
+causal = true
+EOF
+jobid=$(timeout 30 sbatch --parsable "${sb[@]}" --output="$S/requeue-%j.out" \
+  "$sbatch_script" "$S/requeue.toml") || fail "sbatch (requeue job) failed"
+jobid=${jobid%%;*}
+rq_out=$S/requeue-$jobid.out
+wait_for 60 "the requeue job's partial output" test -e "$S/.big-out.h5.partial"
+timeout 10 scancel --signal=USR1 --batch "$jobid" || fail "scancel --signal=USR1 --batch failed"
+job_field() {  # job_field NAME: NAME=value from `scontrol show job -o $jobid`
+  timeout 5 scontrol show job -o "$jobid" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
+}
+requeued() { (($(job_field Restarts) >= 1)); }
+wait_for 60 "the job to be requeued (Restarts >= 1)" requeued
+# A requeued job is not eligible again at once: Slurm (22.05, defaults) keeps
+# it PENDING with Reason=BeginTime and EligibleTime = the requeue + 120 s (and
+# resets its SubmitTime). A site's job just waits that out; the test moves the
+# start time to now (scontrol update StartTime=now) once the first run's step
+# is gone from the node.
+state=$(job_field JobState) reason=$(job_field Reason) eligible=$(job_field EligibleTime)
+log "job $jobid requeued: JobState=$state Reason=$reason EligibleTime=$eligible (now $(date +%FT%T))," \
+    "node $(timeout 5 sinfo -h -N -n "$host" -o %t 2>/dev/null)"
+# The first run's step must be gone before the second starts on the same node:
+# the old slurmstepd lingers ~2 s after the requeue, and a new step 0 started
+# meanwhile fails to bind the PMIx socket of the same name in the spool folder
+# (stepd.slurm.pmix.JOB.0), and srun 22.05 then exits 0 although no task ran.
+steps_gone() { ! pgrep -f "slurmstepd: \[$jobid\." >/dev/null; }
+wait_for 60 "the first run's slurmstepd processes to end" steps_gone
+wait_for 60 "node $host to be idle after the requeue" node_idle
+log "the first run's steps are gone and the node is idle ($((SECONDS - t2)) s after submission)"
+if [[ $(job_field JobState) == PENDING ]]; then
+  timeout 10 scontrol update JobId="$jobid" StartTime=now ||
+    fail "scontrol update JobId=$jobid StartTime=now failed"
+fi
+job_done() {  # the job has ended, however
+  local st
+  st=$(job_field JobState)
+  [[ -n $st && ! $st =~ ^(PENDING|RUNNING|REQUEUE.*|COMPLETING|CONFIGURING|SUSPENDED|RESIZING)$ ]]
+}
+wait_for 90 "the requeued job to finish" job_done
+[[ $(job_field JobState) == COMPLETED && $(job_field ExitCode) == 0:0 ]] ||
+  fail "the requeued job ended $(job_field JobState) with exit code $(job_field ExitCode)"
+grep -q "USR1 (time limit near): forwarded to the step" "$rq_out" ||
+  fail "the requeue job's log does not show USR1 forwarded to the step"
+grep -Eq "ringattn: stopped by SIGUSR1 after [0-9]+ of 8 chunks" "$rq_out" ||
+  fail "the requeue job's log does not show ringattn stopped by SIGUSR1"
+grep -q "srun exited with status 7" "$rq_out" || fail "the requeue job's first step did not exit 7"
+grep -q "ringattn stopped (exit 7); requeueing job $jobid" "$rq_out" ||
+  fail "the requeue job's log does not show the requeue"
+grep -Eq "ringattn: resumed from .*big-out.h5.partial: [1-9][0-9]* of 8 chunks were already done" "$rq_out" ||
+  fail "the requeue job's log does not show the second run resuming"
+grep -q "srun exited with status 0" "$rq_out" || fail "the requeued run's step did not exit 0"
+grep -q "run 2 (restarts 1)" "$rq_out" || fail "the requeue job's log does not show its second run"
+[[ ! -e $S/.big-out.h5.partial ]] || fail "the partial output is still there after the resumed run"
+timeout 120 "$ringattn" verify --input "$S/big.h5" --output "$S/big-out.h5" >/dev/null ||
+  fail "ringattn verify failed on the requeued job's output"
+log "job 2 passed: USR1 -> stopped ($(grep -Eo 'after [0-9]+ of 8 chunks' "$rq_out")), requeued," \
+    "resumed, verified ($((SECONDS - t2)) s)"
+
+# ---- job 2b: where requeue is not allowed, exit 7 and resubmit by hand ----------------
+# sbatch --no-requeue: `scontrol requeue` is refused, the script says so and
+# exits 7; the same sbatch command again resumes the partial output.
+t3=$SECONDS
+manual=(--no-requeue --output="$S/manual-%j.out" "$sbatch_script" "$S/requeue.toml" --output "$S/big-out2.h5")
+jobid=$(timeout 30 sbatch --parsable "${sb[@]}" "${manual[@]}") || fail "sbatch (no-requeue job) failed"
+jobid=${jobid%%;*}
+wait_for 60 "the no-requeue job's partial output" test -e "$S/.big-out2.h5.partial"
+timeout 10 scancel --signal=USR1 --batch "$jobid" || fail "scancel --signal=USR1 --batch failed"
+wait_for 60 "the no-requeue job to end" job_done
+[[ $(job_field JobState) == FAILED && $(job_field ExitCode) == 7:0 ]] ||
+  fail "the no-requeue job ended $(job_field JobState) with exit code $(job_field ExitCode), expected FAILED 7:0"
+grep -q "scontrol requeue failed" "$S/manual-$jobid.out" ||
+  fail "the no-requeue job's log does not say that the requeue failed"
+timeout 150 sbatch --wait --parsable "${sb[@]}" "${manual[@]}" >/dev/null
+rc=$?
+((rc == 0)) || fail "the resubmitted no-requeue job exited with status $rc"
+grep -q "ringattn: resumed from .*big-out2.h5.partial" "$S"/manual-*.out ||
+  fail "the resubmitted job's log does not show it resuming"
+timeout 120 "$ringattn" verify --input "$S/big.h5" --output "$S/big-out2.h5" >/dev/null ||
+  fail "ringattn verify failed on the resubmitted job's output"
+log "job 2b passed: no requeue allowed -> exit 7; the same sbatch again resumed and verified ($((SECONDS - t3)) s)"
+
+# ---- job 3: the GPU script on this GPU-less node: --backend cuda refuses, exit 2 ------
+gpu_script=$repo/launch/slurm/ringattn-gpu.sbatch
 rm -f "$S/out.h5"
-timeout 150 sbatch --wait --parsable --partition=test --account=test \
-  --nodes=1 --gpus-per-node=0 --ntasks-per-node=$ntasks --cpus-per-task=1 "${overcommit[@]}" \
-  --time=5 --output="$S/gpu-%j.out" "$repo/launch/slurm/ringattn-gpu.sbatch" "$S/job.toml"
+env -u RINGATTN_BACKEND timeout 150 sbatch --wait --parsable "${sb[@]}" --gpus-per-node=0 \
+  --output="$S/gpu-%j.out" "$gpu_script" "$S/job.toml" >/dev/null
 rc=$?
 ((rc == 124)) && fail "sbatch --wait (GPU script) did not return within 150 s"
-((rc == 0)) || fail "the GPU script's job exited with status $rc"
+((rc == 2)) || fail "the GPU script's job on a node without GPUs exited $rc, expected 2"
 gpu_out=$(ls "$S"/gpu-*.out 2>/dev/null | head -n 1)
-grep -q "no GPU backend yet" "$gpu_out" || fail "the GPU script's log does not say it runs the CPU path"
-timeout 120 "$ringattn" verify --input "$S/in.h5" --output "$S/out.h5" >/dev/null ||
-  fail "ringattn verify failed on the GPU script's output"
-log "job 3 passed: the GPU script ran the CPU path to a verified output"
+grep -q "backend cuda" "$gpu_out" || fail "the GPU script's log does not name backend cuda"
+grep -q "ringattn: usage error: --backend cuda: no CUDA device on host" "$gpu_out" ||
+  fail "the GPU script's log lacks the one-line 'no CUDA device' error"
+# One line per rank at most, all the same line.
+n_err=$(grep -c "usage error" "$gpu_out")
+n_kinds=$(grep "usage error" "$gpu_out" | sort -u | wc -l)
+((n_err >= 1 && n_err <= ntasks && n_kinds == 1)) ||
+  fail "the GPU script's log has $n_err differing usage-error lines"
+grep -q "srun exited with status 2" "$gpu_out" || fail "the GPU script did not pass the step's status 2 on"
+[[ ! -e $S/out.h5 ]] || fail "the refused GPU job wrote an output"
+log "job 3 passed: --backend cuda without a GPU: one-line usage error, job exit 2"
 
-# ---- the GPU script's device choice: CUDA_VISIBLE_DEVICES = SLURM_LOCALID per rank -----
-printf '#!/bin/bash\necho "$CUDA_VISIBLE_DEVICES" >"%s/cvd.$SLURM_LOCALID"\n' "$S" >"$S/show-device.sh"
+# ---- job 4: the GPU script with RINGATTN_BACKEND=cpu runs the CPU path ---------------
+RINGATTN_BACKEND=cpu timeout 150 sbatch --wait --parsable "${sb[@]}" --gpus-per-node=0 \
+  --output="$S/gpucpu-%j.out" "$gpu_script" "$S/job.toml" >/dev/null
+rc=$?
+((rc == 124)) && fail "sbatch --wait (GPU script, CPU backend) did not return within 150 s"
+((rc == 0)) || fail "the GPU script's job with RINGATTN_BACKEND=cpu exited with status $rc"
+grep -q "backend cpu" "$S"/gpucpu-*.out || fail "the GPU script's log does not say backend cpu"
+timeout 120 "$ringattn" verify --input "$S/in.h5" --output "$S/out.h5" >/dev/null ||
+  fail "ringattn verify failed on the GPU script's CPU-path output"
+log "job 4 passed: the GPU script with RINGATTN_BACKEND=cpu ran to a verified output"
+
+# ---- job 5: the GPU script's device per rank and the flags it passes -----------------
+# A stand-in for ringattn records CUDA_VISIBLE_DEVICES and its arguments per
+# node-local rank. Slurm sets no CUDA_VISIBLE_DEVICES here (no GPU gres), so the
+# test sets the list a job would get.
+printf '#!/bin/bash\necho "$CUDA_VISIBLE_DEVICES" >"%s/cvd.$CVD_CASE.$SLURM_LOCALID"\necho "$*" >"%s/args.$SLURM_LOCALID"\n' \
+  "$S" "$S" >"$S/show-device.sh"
 chmod 755 "$S/show-device.sh"
-RINGATTN=$S/show-device.sh timeout 150 sbatch --wait --parsable --partition=test --account=test \
-  --nodes=1 --gpus-per-node=0 --ntasks-per-node=$ntasks --cpus-per-task=1 "${overcommit[@]}" \
-  --time=5 --output="$S/gpudev-%j.out" "$repo/launch/slurm/ringattn-gpu.sbatch" "$S/job.toml" >/dev/null ||
-  fail "the GPU script's device-choice job failed"
-for ((r = 0; r < ntasks; r++)); do
-  [[ $(cat "$S/cvd.$r" 2>/dev/null) == "$r" ]] ||
-    fail "node-local rank $r saw CUDA_VISIBLE_DEVICES='$(cat "$S/cvd.$r" 2>/dev/null)', expected $r"
-done
-log "job 4 passed: each node-local rank r saw CUDA_VISIBLE_DEVICES=r"
+device_case() {  # device_case NAME EXPECTED-RANK-0 EXPECTED-RANK-1 [VAR=VALUE...]
+  local name=$1 want=("$2" "$3") r got
+  shift 3
+  env -u CUDA_VISIBLE_DEVICES -u RINGATTN_BACKEND -u RINGATTN_GPU_BIND RINGATTN="$S/show-device.sh" \
+    CVD_CASE="$name" "$@" timeout 150 sbatch --wait --parsable "${sb[@]}" --gpus-per-node=0 \
+    --output="$S/gpudev-%j.out" "$gpu_script" "$S/job.toml" >/dev/null ||
+    fail "the GPU script's device-choice job ($name) failed"
+  for r in 0 1; do
+    got=$(cat "$S/cvd.$name.$r" 2>/dev/null)
+    [[ $got == "${want[r]}" ]] ||
+      fail "device case $name: node-local rank $r saw CUDA_VISIBLE_DEVICES='$got', expected '${want[r]}'"
+  done
+}
+device_case unset 0 1
+device_case list 6 7 CUDA_VISIBLE_DEVICES=6,7
+device_case single 3 3 CUDA_VISIBLE_DEVICES=3
+device_case none 6,7 6,7 CUDA_VISIBLE_DEVICES=6,7 RINGATTN_GPU_BIND=none
+grep -q -- "--resume --backend cuda" "$S/args.0" ||
+  fail "the GPU script did not pass --resume --backend cuda (got: $(cat "$S/args.0"))"
+log "job 5 passed: rank r sees entry r of CUDA_VISIBLE_DEVICES (r when unset), a single" \
+    "GPU is kept, RINGATTN_GPU_BIND=none keeps the list; --resume --backend cuda passed"
 log "PASS"
 exit 0
