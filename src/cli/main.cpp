@@ -10,6 +10,7 @@
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "core/version.hpp"
+#include "job/stop_request.hpp"
 #include "cuda/device.hpp"
 #include "kernel/tile_gemm.hpp"
 
@@ -79,6 +80,9 @@ int main(int argc, char** argv) {
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
       app.got_subcommand("info") || app.got_subcommand("verify")) {
     std::unique_ptr<ringattn::cli::MpiSession> mpi;
+    // Before MPI starts (seconds on a big job): a stop signal from then on
+    // stops the run at its first chunk boundary instead of killing the rank.
+    if (app.got_subcommand("run")) ringattn::install_stop_handlers();
     try {
       mpi = std::make_unique<ringattn::cli::MpiSession>(&argc, &argv);
       if (app.got_subcommand("gen")) return run_gen(*mpi);

@@ -64,7 +64,8 @@ int run(MpiSession& mpi, const RunFlags& f) {
     if (mpi.rank() == 0) std::printf("%s", config_toml(cfg).c_str());
     return kOk;
   }
-  // From here SIGTERM/SIGINT/SIGUSR1 stop the job at the next chunk boundary.
+  // SIGTERM/SIGINT/SIGUSR1 stop the job at the next chunk boundary (main()
+  // installed the handlers before MPI started; again here for other callers).
   install_stop_handlers();
   const JobReport r = run_job(MPI_COMM_WORLD, cfg);
   if (r.stopped_by) {
