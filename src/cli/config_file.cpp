@@ -113,8 +113,8 @@ void load_config_file(const std::string& path, JobConfig& cfg) {
   ring.get("comm_timeout", cfg.comm_timeout);
   ring.check_unknown();
   RA_CHECK(cfg.transport == "auto" || cfg.transport == "mpi" || cfg.transport == "nccl", usage,
-           ring.where("transport"), " must be \"auto\", \"mpi\" or \"nccl\", got \"",
-           cfg.transport, "\"");
+           ring.where("transport"), " must be \"auto\", \"mpi\" or \"nccl\", got \"", cfg.transport,
+           "\"");
   RA_CHECK(cfg.comm_timeout >= 0 && std::isfinite(cfg.comm_timeout), usage,
            ring.where("comm_timeout"), " must be >= 0 seconds (0: no timeout)");
   if (!partition.empty()) {
@@ -137,7 +137,10 @@ void load_config_file(const std::string& path, JobConfig& cfg) {
   run.get("backend", cfg.backend);
   run.get("memory_limit_mb", cfg.memory_limit_mb);
   run.get("resume", cfg.resume);
+  run.get("checkpoint_interval", cfg.checkpoint_interval);
   run.check_unknown();
+  RA_CHECK(cfg.checkpoint_interval >= 0 && std::isfinite(cfg.checkpoint_interval), usage,
+           run.where("checkpoint_interval"), " must be >= 0 seconds (0: after every chunk)");
   RA_CHECK(cfg.backend == "cpu" || cfg.backend == "cuda", usage, run.where("backend"),
            " must be \"cpu\" or \"cuda\", got \"", cfg.backend, "\"");
   RA_CHECK(cfg.memory_limit_mb >= 0 && std::isfinite(cfg.memory_limit_mb), usage,
@@ -171,7 +174,8 @@ std::string config_toml(const JobConfig& c) {
                           {"progress_interval", c.progress_interval},
                           {"backend", c.backend},
                           {"memory_limit_mb", c.memory_limit_mb},
-                          {"resume", c.resume}}},
+                          {"resume", c.resume},
+                          {"checkpoint_interval", c.checkpoint_interval}}},
   };
   std::ostringstream os;
   os << t << "\n";

@@ -18,7 +18,7 @@ struct RunFlags {
       transport;
   bool causal = false, no_causal = false, lse = false, overwrite = false, print_config = false,
        allow_nonfinite = false, resume = false;
-  double comm_timeout = 0, memory_limit_mb = 0;
+  double comm_timeout = 0, memory_limit_mb = 0, checkpoint_interval = 0;
   int threads = 0;
   std::int64_t kv_heads_per_chunk = 0;
   float scale = 0;
@@ -55,6 +55,7 @@ JobConfig effective_config(const RunFlags& f) {
   if (f.given("--comm-timeout")) c.comm_timeout = f.comm_timeout;
   if (f.given("--memory-limit-mb")) c.memory_limit_mb = f.memory_limit_mb;
   if (f.given("--resume")) c.resume = true;
+  if (f.given("--checkpoint-interval")) c.checkpoint_interval = f.checkpoint_interval;
   return c;
 }
 
@@ -169,6 +170,11 @@ std::function<int(MpiSession&)> add_run(CLI::App& app) {
               "Continue an interrupted run (exit code 7) from its partial output, after "
               "checking that the input, settings and ranks are the same; without a partial "
               "output, start from the beginning");
+  c->add_option("--checkpoint-interval", f->checkpoint_interval,
+                "Seconds between progress records in the partial output: a crash loses at most "
+                "this much finished work (a stop signal records at once); 0 = after every "
+                "chunk [default: 10]")
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--print-config", f->print_config,
               "Print the effective configuration (TOML) and exit");
   return [f](MpiSession& mpi) { return run(mpi, *f); };

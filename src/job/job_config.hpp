@@ -38,6 +38,7 @@ struct JobConfig {
   std::string backend = "cpu";          // "cpu" or "cuda" (one GPU per rank)
   double memory_limit_mb = 0;           // per rank; 0: the rank's share of the node's memory
   bool resume = false;                  // continue an interrupted run from its partial output
+  double checkpoint_interval = 10;      // s between progress records (0: after every chunk)
 
   std::string effective_transport() const {
     return transport != "auto" ? transport : backend == "cuda" ? "nccl" : "mpi";

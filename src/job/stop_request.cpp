@@ -2,8 +2,7 @@
 #include "job/stop_request.hpp"
 
 #include <csignal>
-
-#include "core/error.hpp"
+#include <initializer_list>
 
 namespace ringattn {
 namespace {
@@ -31,12 +30,6 @@ void install_stop_handlers() {
 
 int stop_signal_received() {
   return static_cast<int>(g_signal);
-}
-
-int stop_agreed(MPI_Comm comm) {
-  int sig = stop_signal_received();
-  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, comm));
-  return sig;
 }
 
 const char* stop_signal_name(int sig) {

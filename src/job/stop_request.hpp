@@ -1,15 +1,11 @@
 // A polite stop: SIGTERM, SIGINT or SIGUSR1 (what Slurm sends before a time
 // limit with --signal, and what scancel sends) asks the job to stop at the
 // next chunk boundary instead of dying mid-write. The handler only records
-// the signal; the job asks stop_agreed() after persisting each chunk, so
+// the signal; the job all-reduces it after writing each chunk, so
 // every rank sees the same answer at the same boundary even when the signal
 // reached only some of them. A second signal of the same kind restores the
 // default action and re-raises it: a user can still force the issue.
-//
-// Includes: mpi.h.
 #pragma once
-
-#include <mpi.h>
 
 namespace ringattn {
 
@@ -17,9 +13,6 @@ namespace ringattn {
 void install_stop_handlers();
 // The first stop signal this process received, or 0.
 int stop_signal_received();
-// Collective over comm: the signal some rank received (the largest number if
-// several), or 0 when no rank has one. Same value on every rank.
-int stop_agreed(MPI_Comm comm);
 // "SIGTERM", "SIGUSR1", ... for messages.
 const char* stop_signal_name(int sig);
 
