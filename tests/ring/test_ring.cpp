@@ -18,13 +18,19 @@
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"
 
-#include "../common/mpi_test_util.hpp"
-
 namespace ringattn {
 namespace {
 
-using test::world_rank;
-using test::world_size;
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int p = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &p);
+  return p;
+}
 
 // Rows of a dense (B, H, N, D) tensor at the given global positions, in that
 // order: (B, H, positions.size(), D).
