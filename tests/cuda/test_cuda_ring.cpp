@@ -30,34 +30,15 @@
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"
 
+#include "../common/mpi_test_util.hpp"
+
 namespace ringattn {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int p = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &p);
-  return p;
-}
-bool on_every_rank(bool mine) {
-  int v = mine ? 1 : 0, all = 0;
-  MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  return all != 0;
-}
-
-// True when text is the same on every rank (compared with rank 0's).
-bool same_on_every_rank(std::string text) {
-  long long n = static_cast<long long>(text.size());
-  MPI_Bcast(&n, 1, MPI_LONG_LONG, 0, MPI_COMM_WORLD);
-  std::string root(static_cast<std::size_t>(n), '\0');
-  if (world_rank() == 0) root = text;
-  if (n > 0) MPI_Bcast(root.data(), static_cast<int>(n), MPI_CHAR, 0, MPI_COMM_WORLD);
-  return on_every_rank(root == text);
-}
+using test::on_every_rank;
+using test::same_on_every_rank;
+using test::world_rank;
+using test::world_size;
 
 // Why this transport cannot run on every rank here, or "" when it can.
 // Collective.

@@ -1,4 +1,4 @@
-// Test files, temporary directories and agreed-error checks for the io tests
+// Test files and temporary directories for the io tests
 // (see io_test_util.hpp).
 #include "io_test_util.hpp"
 
@@ -119,33 +119,6 @@ std::vector<std::string> list_dir(const std::string& dir) {
     names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   return names;
-}
-
-void expect_agreed_error(MPI_Comm comm, const std::function<void()>& fn, ErrorClass cls,
-                         const std::vector<std::string>& needles) {
-  std::string msg;
-  bool thrown = false;
-  try {
-    fn();
-  } catch (const Error& e) {
-    thrown = true;
-    msg = e.what();
-    EXPECT_EQ(error_class_name(e.error_class()), std::string(error_class_name(cls))) << msg;
-  }
-  EXPECT_TRUE(thrown) << "no Error thrown (expected class " << error_class_name(cls) << ")";
-  EXPECT_EQ(msg.find('\n'), std::string::npos) << "message spans lines: " << msg;
-  for (const auto& n : needles)
-    EXPECT_NE(msg.find(n), std::string::npos) << "message lacks \"" << n << "\": " << msg;
-
-  // The same text on every rank: compare with rank 0's.
-  int rank = 0;
-  MPI_Comm_rank(comm, &rank);
-  std::string root = msg;
-  int len = static_cast<int>(root.size());
-  MPI_Bcast(&len, 1, MPI_INT, 0, comm);
-  root.resize(static_cast<std::size_t>(len));
-  MPI_Bcast(root.data(), len, MPI_CHAR, 0, comm);
-  EXPECT_EQ(msg, root) << "ranks disagree on the error";
 }
 
 void IoTest::SetUp() {

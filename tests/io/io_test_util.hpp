@@ -1,9 +1,11 @@
 // What the io tests share: a per-test temporary directory, HDF5 files written
 // with the plain C API (serially, on rank 0) whose every element any rank can
-// recompute, and checks that an Error is the same on every rank.
+// recompute, and (from common/mpi_test_util.hpp) checks that an Error is the
+// same on every rank.
 //
-//   io/h5_handle.hpp  H5Handle and RA_H5_CHECK for the test files' own HDF5 calls
-//   core/error.hpp    Error, ErrorClass
+//   io/h5_handle.hpp          H5Handle and RA_H5_CHECK for the test files' own HDF5 calls
+//   core/error.hpp            Error, ErrorClass
+//   common/mpi_test_util.hpp  expect_agreed_error, world_rank and the other MPI helpers
 #pragma once
 
 #include <gtest/gtest.h>
@@ -18,6 +20,8 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "io/h5_handle.hpp"
+
+#include "../common/mpi_test_util.hpp"
 
 namespace ringattn::test {
 
@@ -55,11 +59,6 @@ std::string read_bytes(const std::string& path);
 void write_bytes(const std::string& path, const std::string& bytes);
 // Names in dir, sorted (no "." or "..").
 std::vector<std::string> list_dir(const std::string& dir);
-
-// Runs fn (collective) and expects it to throw an Error of class `cls` whose
-// message is one line, contains every needle, and is the same on every rank.
-void expect_agreed_error(MPI_Comm comm, const std::function<void()>& fn, ErrorClass cls,
-                         const std::vector<std::string>& needles);
 
 // Every io test: a fresh directory shared by all ranks, removed afterwards,
 // and one verdict per test for all ranks.

@@ -25,43 +25,19 @@
 #include "job/preflight.hpp"
 #include "ring/partition.hpp"
 
+#include "../common/mpi_test_util.hpp"
+
 namespace ringattn {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int p = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &p);
-  return p;
-}
+using test::world_rank;
+using test::world_size;
 
 // fn throws on every rank an Error of class cls whose text holds each needle
 // and is the same as rank 0's.
 void expect_agreed_error(const std::function<void()>& fn, ErrorClass cls,
                          const std::vector<std::string>& needles) {
-  std::string msg;
-  bool thrown = false;
-  try {
-    fn();
-  } catch (const Error& e) {
-    thrown = true;
-    msg = e.what();
-    EXPECT_STREQ(error_class_name(e.error_class()), error_class_name(cls)) << msg;
-  }
-  EXPECT_TRUE(thrown) << "no Error thrown (expected " << error_class_name(cls) << ")";
-  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  for (const auto& n : needles)
-    EXPECT_NE(msg.find(n), std::string::npos) << "message lacks \"" << n << "\": " << msg;
-  std::string root = msg;
-  int len = static_cast<int>(root.size());
-  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  root.resize(static_cast<std::size_t>(len));
-  MPI_Bcast(root.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
-  EXPECT_EQ(msg, root) << "ranks disagree on the error";
+  test::expect_agreed_error(MPI_COMM_WORLD, fn, cls, needles);
 }
 
 // ---- find_first_nonfinite (local) ------------------------------------------------

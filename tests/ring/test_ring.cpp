@@ -18,19 +18,13 @@
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"
 
+#include "../common/mpi_test_util.hpp"
+
 namespace ringattn {
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int p = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &p);
-  return p;
-}
+using test::world_rank;
+using test::world_size;
 
 // Rows of a dense (B, H, N, D) tensor at the given global positions, in that
 // order: (B, H, positions.size(), D).
