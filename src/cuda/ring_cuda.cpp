@@ -385,23 +385,7 @@ RingStats DeviceRing::run(const Partition& q_part, const Partition& kv_part,
       m.hop->start(m.compute, cur, st.bytes_sent, next, ring_block_bytes(kv_part, incoming, sh));
     }
 
-    const std::int64_t nkv = kv_part.local_size(st.source);
-    AttnParams p;
-    p.q = {q, HQ * nq * D, nq * D, D};
-    p.k = {cur, HK * nkv * D, nkv * D, D};
-    p.v = {cur + static_cast<std::size_t>(B * HK * nkv * D) * es, HK * nkv * D, nkv * D, D};
-    p.dtype = sh.dtype;
-    p.batch = B;
-    p.heads_q = HQ;
-    p.heads_kv = HK;
-    p.n_q = nq;
-    p.n_kv = nkv;
-    p.head_dim = D;
-    p.scale = opt.scale;
-    p.causal = opt.causal;
-    p.q_pos = q_pos;
-    p.k_pos = kv_part.positions(st.source);
-    p.compute = opt.compute;
+    const AttnParams p = ring_step_params(sh, q, cur, nq, q_pos, kv_part, st.source, opt);
     st.skipped = ring_step_skipped(q_lo, q_hi, p.k_pos, opt.causal);
 
     RA_CUDA_CHECK(cudaEventRecord(m.begin, m.compute));

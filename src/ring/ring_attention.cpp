@@ -77,23 +77,8 @@ RingStats ring_attention(Transport& transport, const Partition& q_part, const Pa
                       ring_block_bytes(kv_part, incoming, shards));
     }
 
-    const std::int64_t nkv = kv_part.local_size(st.source);
-    AttnParams p;
-    p.q = {shards.q, shards.heads_q * nq * D, nq * D, D};
-    p.k = {cur.data(), HK * nkv * D, nkv * D, D};
-    p.v = {cur.data() + static_cast<std::size_t>(B * HK * nkv * D) * es, HK * nkv * D, nkv * D, D};
-    p.dtype = shards.dtype;
-    p.batch = B;
-    p.heads_q = shards.heads_q;
-    p.heads_kv = HK;
-    p.n_q = nq;
-    p.n_kv = nkv;
-    p.head_dim = D;
-    p.scale = opt.scale;
-    p.causal = opt.causal;
-    p.q_pos = q_pos;
-    p.k_pos = kv_part.positions(st.source);
-    p.compute = opt.compute;
+    AttnParams p =
+        ring_step_params(shards, shards.q, cur.data(), nq, q_pos, kv_part, st.source, opt);
     p.threads = opt.threads;
     if (hop && opt.poll) {
       p.progress = poll_transport;
