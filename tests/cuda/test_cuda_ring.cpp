@@ -13,8 +13,6 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include <algorithm>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,20 +20,23 @@
 
 #include "comm/mpi_transport.hpp"
 #include "core/error.hpp"
-#include "core/seeded_data.hpp"
 #include "cuda/device.hpp"
 #include "cuda/device_select.hpp"
 #include "cuda/ring_cuda.hpp"
-#include "kernel/reference.hpp"
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"
 
 #include "../common/mpi_test_util.hpp"
+#include "../common/ring_test_util.hpp"
 
 namespace ringattn {
 namespace {
 
+using test::expect_matches_float64;
+using test::expect_same_o;
 using test::on_every_rank;
+using test::RingCase;
+using test::RingProblem;
 using test::same_on_every_rank;
 using test::world_rank;
 using test::world_size;
@@ -51,82 +52,12 @@ std::string why_not(const std::string& transport) {
   return "";
 }
 
-// Rows of a dense (B, H, N, D) tensor at the given global positions, in that
-// order: (B, H, positions.size(), D).
-std::vector<char> gather_rows(const std::vector<char>& full, DType t, std::int64_t B,
-                              std::int64_t H, std::int64_t N, std::int64_t D,
-                              const Positions& pos) {
-  const std::size_t es = dtype_size(t), row = static_cast<std::size_t>(D) * es;
-  const std::int64_t n = pos.size();
-  std::vector<char> out(static_cast<std::size_t>(B * H * n) * row);
-  for (std::int64_t bh = 0; bh < B * H; ++bh)
-    for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(out.data() + static_cast<std::size_t>(bh * n + i) * row,
-                  full.data() + static_cast<std::size_t>(bh * N + pos[i]) * row, row);
-  return out;
-}
-
-struct Case {
-  PartitionKind partition;
-  bool causal;
-  std::int64_t hq, hkv, nq, nkv, d;
-  DType dtype;
-  std::string name() const {
-    return std::string(partition_name(partition)) + (causal ? "_causal" : "_full") + "_h" +
-           std::to_string(hq) + "x" + std::to_string(hkv) + "_n" + std::to_string(nq) + "x" +
-           std::to_string(nkv) + "_d" + std::to_string(d) + "_" + dtype_name(dtype);
-  }
-};
-
-// One problem, this rank's shards, and the answers to compare with.
-struct Problem {
-  Case c;
-  std::int64_t B = 2, nloc = 0;
-  Partition qp, kp;
-  std::vector<char> qs, ks, vs;
-  std::vector<double> ref, ref_lse;  // this rank's rows of the float64 answer
-  RingShards shards() const {
-    return {qs.data(), ks.data(), vs.data(), c.dtype, B, c.hq, c.hkv, c.d};
-  }
-
-  explicit Problem(const Case& cs)
-      : c(cs), qp(cs.partition, cs.nq, world_size()), kp(cs.partition, cs.nkv, world_size()) {
-    const int r = world_rank();
-    const std::size_t es = dtype_size(c.dtype);
-    std::vector<char> q(static_cast<std::size_t>(B * c.hq * c.nq * c.d) * es),
-        k(static_cast<std::size_t>(B * c.hkv * c.nkv * c.d) * es), v(k.size());
-    fill_seeded(q.data(), c.dtype, q.size() / es, 201, 0, 2.0f);
-    fill_seeded(k.data(), c.dtype, k.size() / es, 202, 0, 2.0f);
-    fill_seeded(v.data(), c.dtype, v.size() / es, 203);
-    qs = gather_rows(q, c.dtype, B, c.hq, c.nq, c.d, qp.positions(r));
-    ks = gather_rows(k, c.dtype, B, c.hkv, c.nkv, c.d, kp.positions(r));
-    vs = gather_rows(v, c.dtype, B, c.hkv, c.nkv, c.d, kp.positions(r));
-    nloc = qp.local_size(r);
-
-    AttnParams p =
-        AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, B, c.hq, c.hkv, c.nq, c.nkv, c.d);
-    p.causal = c.causal;
-    std::vector<double> full(static_cast<std::size_t>(B * c.hq * c.nq * c.d)),
-        full_lse(static_cast<std::size_t>(B * c.hq * c.nq));
-    reference_attention(p, full.data(), full_lse.data());
-    const Positions pos = qp.positions(r);
-    ref.resize(static_cast<std::size_t>(B * c.hq * nloc * c.d));
-    ref_lse.resize(static_cast<std::size_t>(B * c.hq * nloc));
-    for (std::int64_t bh = 0; bh < B * c.hq; ++bh)
-      for (std::int64_t i = 0; i < nloc; ++i) {
-        const std::int64_t g = bh * c.nq + pos[i], l = bh * nloc + i;
-        ref_lse[l] = full_lse[g];
-        for (std::int64_t d = 0; d < c.d; ++d) ref[l * c.d + d] = full[g * c.d + d];
-      }
-  }
-};
-
 struct Answer {
   std::vector<float> o, lse;
   RingStats stats;
 };
 
-Answer cpu_ring(const Problem& pr, const RingOptions& opt) {
+Answer cpu_ring(const RingProblem& pr, const RingOptions& opt) {
   Answer a;
   a.o.resize(pr.ref.size());
   a.lse.resize(pr.ref_lse.size());
@@ -135,7 +66,7 @@ Answer cpu_ring(const Problem& pr, const RingOptions& opt) {
   return a;
 }
 
-Answer device_ring(cuda::DeviceRing& ring, const Problem& pr, const RingOptions& opt) {
+Answer device_ring(cuda::DeviceRing& ring, const RingProblem& pr, const RingOptions& opt) {
   Answer a;
   a.o.assign(pr.ref.size(), -7.0f);  // every element must be written
   a.lse.assign(pr.ref_lse.size(), -7.0f);
@@ -152,7 +83,7 @@ double tolerance(DType t) {
 
 // One DeviceRing per transport for the whole suite (NCCL init is costly),
 // dropped before MPI_Finalize.
-class CudaRing : public testing::TestWithParam<std::tuple<std::string, Case>> {
+class CudaRing : public testing::TestWithParam<std::tuple<std::string, RingCase>> {
  public:
   static cuda::DeviceRing& ring(const std::string& transport) {
     auto& r = rings()[transport];
@@ -171,8 +102,8 @@ class CudaRing : public testing::TestWithParam<std::tuple<std::string, Case>> {
 TEST_P(CudaRing, MatchesCpuRingAndFloat64) {
   const auto& [transport, c] = GetParam();
   if (const std::string why = why_not(transport); !why.empty()) GTEST_SKIP() << why;
-  const int P = world_size(), r = world_rank();
-  const Problem pr(c);
+  const int P = world_size();
+  const RingProblem pr(c, 201);
   RingOptions opt;
   opt.causal = c.causal;
   const Answer cpu = cpu_ring(pr, opt);
@@ -180,20 +111,8 @@ TEST_P(CudaRing, MatchesCpuRingAndFloat64) {
   EXPECT_EQ(ring.transport(), transport);
   const Answer dev = device_ring(ring, pr, opt);
 
-  const Comparison co = compare_to_reference(dev.o.data(), pr.ref.data(), std::ssize(dev.o));
-  EXPECT_LE(co.rel_err, tolerance(c.dtype))
-      << "rank " << r << " worst o[" << co.worst << "] = " << co.worst_value << ", float64 "
-      << co.worst_ref;
-  const Comparison cl =
-      compare_to_reference(dev.lse.data(), pr.ref_lse.data(), std::ssize(dev.lse));
-  EXPECT_LE(cl.max_abs_err, tolerance(c.dtype) * std::max(1.0, cl.scale))
-      << "rank " << r << " worst lse[" << cl.worst << "] = " << cl.worst_value << ", float64 "
-      << cl.worst_ref;
-  const std::vector<double> cpu_o(cpu.o.begin(), cpu.o.end());
-  const Comparison cc = compare_to_reference(dev.o.data(), cpu_o.data(), std::ssize(dev.o));
-  EXPECT_LE(cc.rel_err, tolerance(c.dtype))
-      << "rank " << r << " device vs CPU ring, worst o[" << cc.worst << "] = " << cc.worst_value
-      << " vs " << cc.worst_ref;
+  expect_matches_float64(pr, dev.o, dev.lse, tolerance(c.dtype));
+  expect_same_o(dev.o, cpu.o, tolerance(c.dtype), "device vs CPU ring");
 
   // The same hops, sources and skips as the CPU ring.
   ASSERT_EQ(dev.stats.steps.size(), static_cast<std::size_t>(P));
@@ -208,8 +127,8 @@ TEST_P(CudaRing, MatchesCpuRingAndFloat64) {
   EXPECT_GE(dev.stats.total_s, dev.stats.compute_s);
 }
 
-std::vector<Case> cases() {
-  std::vector<Case> out;
+std::vector<RingCase> cases() {
+  std::vector<RingCase> out;
   for (PartitionKind pk :
        {PartitionKind::contiguous, PartitionKind::zigzag, PartitionKind::striped})
     for (bool causal : {false, true}) {
@@ -225,7 +144,7 @@ std::vector<Case> cases() {
 INSTANTIATE_TEST_SUITE_P(Transports, CudaRing,
                          testing::Combine(testing::Values(std::string("nccl"), std::string("mpi")),
                                           testing::ValuesIn(cases())),
-                         [](const testing::TestParamInfo<std::tuple<std::string, Case>>& i) {
+                         [](const testing::TestParamInfo<std::tuple<std::string, RingCase>>& i) {
                            return std::get<0>(i.param) + "_" + std::get<1>(i.param).name();
                          });
 
@@ -238,10 +157,11 @@ TEST(CudaRingTransports, NcclAndMpiAgreeBitForBit) {
   cuda::DeviceRing nccl(MPI_COMM_WORLD, "nccl", 120.0), mpi(MPI_COMM_WORLD, "mpi", 120.0);
   EXPECT_EQ(nccl.size(), world_size());
   EXPECT_EQ(mpi.rank(), world_rank());
-  for (const Case& c : {Case{PartitionKind::zigzag, true, 2, 1, 64, 64, 64, DType::f32},
-                        Case{PartitionKind::zigzag, true, 4, 2, 515, 515, 64, DType::bf16},
-                        Case{PartitionKind::striped, false, 2, 2, 33, 40, 16, DType::f32}}) {
-    const Problem pr(c);
+  for (const RingCase& c :
+       {RingCase{PartitionKind::zigzag, true, 2, 1, 64, 64, 64, DType::f32},
+        RingCase{PartitionKind::zigzag, true, 4, 2, 515, 515, 64, DType::bf16},
+        RingCase{PartitionKind::striped, false, 2, 2, 33, 40, 16, DType::f32}}) {
+    const RingProblem pr(c, 201);
     RingOptions opt;
     opt.causal = c.causal;
     const Answer a = device_ring(nccl, pr, opt), b = device_ring(mpi, pr, opt);
@@ -259,8 +179,8 @@ TEST(CudaRingTransports, ReportsEveryStep) {
   if (const std::string why = why_not("mpi"); !why.empty()) GTEST_SKIP() << why;
   const int P = world_size(), r = world_rank();
   cuda::DeviceRing ring(MPI_COMM_WORLD, "mpi", 120.0);
-  const Problem pr(
-      Case{PartitionKind::contiguous, true, 1, 1, 64 * P + 3, 64 * P + 3, 32, DType::f32});
+  const RingProblem pr(
+      RingCase{PartitionKind::contiguous, true, 1, 1, 64 * P + 3, 64 * P + 3, 32, DType::f32}, 201);
   struct Seen {
     std::vector<int> done;
   } seen;

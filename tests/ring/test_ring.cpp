@@ -6,119 +6,50 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include <algorithm>
-#include <cstring>
-#include <string>
 #include <vector>
 
 #include "comm/mpi_transport.hpp"
 #include "core/seeded_data.hpp"
 #include "kernel/attention.hpp"
-#include "kernel/reference.hpp"
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"
 
 #include "../common/mpi_test_util.hpp"
+#include "../common/ring_test_util.hpp"
 
 namespace ringattn {
 namespace {
 
+using test::expect_matches_float64;
+using test::expect_same_o;
+using test::RingCase;
+using test::RingProblem;
 using test::world_rank;
 using test::world_size;
-
-// Rows of a dense (B, H, N, D) tensor at the given global positions, in that
-// order: (B, H, positions.size(), D).
-std::vector<char> gather_rows(const std::vector<char>& full, DType t, std::int64_t B,
-                              std::int64_t H, std::int64_t N, std::int64_t D,
-                              const Positions& pos) {
-  const std::size_t es = dtype_size(t), row = static_cast<std::size_t>(D) * es;
-  const std::int64_t n = pos.size();
-  std::vector<char> out(static_cast<std::size_t>(B * H * n) * row);
-  for (std::int64_t bh = 0; bh < B * H; ++bh)
-    for (std::int64_t i = 0; i < n; ++i)
-      std::memcpy(out.data() + static_cast<std::size_t>(bh * n + i) * row,
-                  full.data() + static_cast<std::size_t>(bh * N + pos[i]) * row, row);
-  return out;
-}
-
-struct RingCase {
-  PartitionKind partition;
-  bool causal;
-  std::int64_t hq, hkv, nq, nkv, d;
-  DType dtype;
-  std::string name() const {
-    return std::string(partition_name(partition)) + (causal ? "_causal" : "_full") + "_h" +
-           std::to_string(hq) + "x" + std::to_string(hkv) + "_n" + std::to_string(nq) + "x" +
-           std::to_string(nkv) + "_d" + std::to_string(d) + "_" + dtype_name(dtype);
-  }
-};
 
 class RingVsReference : public testing::TestWithParam<RingCase> {};
 
 TEST_P(RingVsReference, MatchesFloat64AndOneRank) {
   const RingCase c = GetParam();
-  const int P = world_size(), r = world_rank();
-  const std::int64_t B = 2;
+  const int P = world_size();
   if (c.nq < P || c.nkv < P) GTEST_SKIP() << "N < ranks is rejected by design (tested below)";
-  const std::size_t es = dtype_size(c.dtype);
-  std::vector<char> q(static_cast<std::size_t>(B * c.hq * c.nq * c.d) * es),
-      k(static_cast<std::size_t>(B * c.hkv * c.nkv * c.d) * es), v(k.size());
-  fill_seeded(q.data(), c.dtype, q.size() / es, 101, 0, 2.0f);
-  fill_seeded(k.data(), c.dtype, k.size() / es, 102, 0, 2.0f);
-  fill_seeded(v.data(), c.dtype, v.size() / es, 103);
-
-  const Partition qp(c.partition, c.nq, P), kp(c.partition, c.nkv, P);
-  const std::vector<char> qs = gather_rows(q, c.dtype, B, c.hq, c.nq, c.d, qp.positions(r));
-  const std::vector<char> ks = gather_rows(k, c.dtype, B, c.hkv, c.nkv, c.d, kp.positions(r));
-  const std::vector<char> vs = gather_rows(v, c.dtype, B, c.hkv, c.nkv, c.d, kp.positions(r));
+  const RingProblem pr(c, 101);
 
   MpiTransport transport(MPI_COMM_WORLD);
-  RingShards shards{qs.data(), ks.data(), vs.data(), c.dtype, B, c.hq, c.hkv, c.d};
   RingOptions opt;
   opt.causal = c.causal;
   opt.threads = 1;
-  const std::int64_t nloc = qp.local_size(r);
-  std::vector<float> o(static_cast<std::size_t>(B * c.hq * nloc * c.d)),
-      lse(static_cast<std::size_t>(B * c.hq * nloc));
-  const RingStats stats = ring_attention(transport, qp, kp, shards, o.data(), lse.data(), opt);
+  std::vector<float> o(pr.ref.size()), lse(pr.ref_lse.size());
+  const RingStats stats =
+      ring_attention(transport, pr.qp, pr.kp, pr.shards(), o.data(), lse.data(), opt);
   EXPECT_EQ(stats.steps.size(), static_cast<std::size_t>(P));
+  expect_matches_float64(pr, o, lse, 1e-5);
 
-  // Whole-sequence answers, then this rank's rows of them.
-  AttnParams p =
-      AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, B, c.hq, c.hkv, c.nq, c.nkv, c.d);
-  p.causal = c.causal;
-  std::vector<double> ref(static_cast<std::size_t>(B * c.hq * c.nq * c.d)),
-      ref_lse(static_cast<std::size_t>(B * c.hq * c.nq));
-  reference_attention(p, ref.data(), ref_lse.data());
-  std::vector<float> one(ref.size()), one_lse(ref_lse.size());
-  attention_forward(p, one.data(), one_lse.data());
-
-  const Positions pos = qp.positions(r);
-  std::vector<double> ref_mine(o.size()), ref_lse_mine(lse.size());
-  std::vector<float> one_mine(o.size()), one_lse_mine(lse.size());
-  for (std::int64_t bh = 0; bh < B * c.hq; ++bh)
-    for (std::int64_t i = 0; i < nloc; ++i) {
-      const std::int64_t g = bh * c.nq + pos[i], l = bh * nloc + i;
-      ref_lse_mine[l] = ref_lse[g];
-      one_lse_mine[l] = one_lse[g];
-      for (std::int64_t d = 0; d < c.d; ++d) {
-        ref_mine[l * c.d + d] = ref[g * c.d + d];
-        one_mine[l * c.d + d] = one[g * c.d + d];
-      }
-    }
-  const Comparison co = compare_to_reference(o.data(), ref_mine.data(), std::ssize(o));
-  EXPECT_LE(co.rel_err, 1e-5) << "rank " << r << " worst o[" << co.worst << "] = " << co.worst_value
-                              << ", float64 " << co.worst_ref;
-  const Comparison cl = compare_to_reference(lse.data(), ref_lse_mine.data(), std::ssize(lse));
-  EXPECT_LE(cl.max_abs_err, 1e-5 * std::max(1.0, cl.scale))
-      << "rank " << r << " worst lse[" << cl.worst << "] = " << cl.worst_value << ", float64 "
-      << cl.worst_ref;
-
-  // Against the one-rank kernel (as f64 for the comparison helper).
-  std::vector<double> one_d(one_mine.begin(), one_mine.end());
-  const Comparison c1 = compare_to_reference(o.data(), one_d.data(), std::ssize(o));
-  EXPECT_LE(c1.rel_err, 1e-5) << "rank " << r << " ring vs one rank, worst o[" << c1.worst
-                              << "] = " << c1.worst_value << " vs " << c1.worst_ref;
+  // Against the one-rank kernel on the whole sequence: this rank's rows of it.
+  std::vector<float> one(static_cast<std::size_t>(pr.B * c.hq * c.nq * c.d)),
+      one_lse(static_cast<std::size_t>(pr.B * c.hq * c.nq));
+  attention_forward(pr.whole(), one.data(), one_lse.data());
+  expect_same_o(o, pr.mine(one, c.d), 1e-5, "ring vs one rank");
 }
 
 std::vector<RingCase> ring_cases() {
