@@ -4,7 +4,7 @@
 // other ranks wait.
 //
 // Includes: cli/commands.hpp (ExitCode, CLI11), cli/mpi_session.hpp,
-// core/timer.hpp (Timer), io/agree.hpp (one verdict for all ranks),
+// core/timer.hpp (Timer), comm/agree.hpp (one verdict for all ranks),
 // io/synthetic.hpp (the writer).
 #include <cstdio>
 #include <limits>
@@ -13,9 +13,9 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "core/timer.hpp"
-#include "io/agree.hpp"
 #include "io/synthetic.hpp"
 
 namespace ringattn::cli {

@@ -6,7 +6,7 @@
 // default, one JSON object with --json. One process reads; under mpirun the
 // other ranks wait.
 //
-// Includes: cli/commands.hpp, cli/mpi_session.hpp, io/agree.hpp,
+// Includes: cli/commands.hpp, cli/mpi_session.hpp, comm/agree.hpp,
 // io/h5_describe.hpp (the description), io/input_file.hpp (inspect_input),
 // io/output_file.hpp (kCompleteAttribute), nlohmann/json.hpp.
 #include <algorithm>
@@ -19,8 +19,8 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "comm/agree.hpp"
 #include "core/error.hpp"
-#include "io/agree.hpp"
 #include "io/h5_describe.hpp"
 #include "io/input_file.hpp"
 #include "io/output_file.hpp"

@@ -11,7 +11,7 @@
 // plane at a time. One process verifies; under mpirun the other ranks wait.
 //
 // Includes: cli/commands.hpp, cli/mpi_session.hpp, core/seeded_data.hpp
-// (splitmix64: the sample), core/timer.hpp, io/agree.hpp, io/h5_describe.hpp
+// (splitmix64: the sample), core/timer.hpp, comm/agree.hpp, io/h5_describe.hpp
 // (attributes, row reads), io/input_file.hpp (inspect_input),
 // io/output_file.hpp (kCompleteAttribute), kernel/reference.hpp.
 #include <omp.h>
@@ -27,10 +27,10 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "core/seeded_data.hpp"
 #include "core/timer.hpp"
-#include "io/agree.hpp"
 #include "io/h5_describe.hpp"
 #include "io/input_file.hpp"
 #include "io/output_file.hpp"

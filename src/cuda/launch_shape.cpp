@@ -7,8 +7,8 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/positions.hpp"
 #include "kernel/params.hpp"
-#include "kernel/positions.hpp"
 
 namespace ringattn::cuda {
 

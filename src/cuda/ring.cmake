@@ -5,10 +5,10 @@
 # CUDA and NCCL, stubs otherwise. Our .cpp files include cuda_runtime.h and
 # nccl.h but contain no device code, so the host compiler builds them with
 # the project's full warning set.
-target_sources(ringattn_lib PRIVATE ${CMAKE_CURRENT_LIST_DIR}/device_select.cpp)
+target_sources(ringattn_lib PRIVATE ${CMAKE_CURRENT_LIST_DIR}/../comm/device_select.cpp)
 if(RINGATTN_HAVE_CUDA)
   target_sources(ringattn_lib PRIVATE
-    ${CMAKE_CURRENT_LIST_DIR}/nccl_transport.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/../comm/nccl_transport.cpp
     ${CMAKE_CURRENT_LIST_DIR}/ring_cuda.cpp)
 else()
   target_sources(ringattn_lib PRIVATE ${CMAKE_CURRENT_LIST_DIR}/ring_stub.cpp)

@@ -21,14 +21,14 @@
 #include <utility>
 #include <vector>
 
+#include "comm/agree.hpp"
+#include "comm/device_select.hpp"
 #include "comm/mpi_transport.hpp"
+#include "comm/nccl_transport.hpp"
 #include "core/error.hpp"
 #include "core/timer.hpp"
 #include "cuda/attention_cuda.hpp"
 #include "cuda/device.hpp"
-#include "cuda/device_select.hpp"
-#include "cuda/nccl_transport.hpp"
-#include "io/agree.hpp"
 #include "kernel/attention.hpp"
 #include "ring/ring_schedule.hpp"
 

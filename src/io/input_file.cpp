@@ -18,8 +18,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "comm/agree.hpp"
 #include "core/error.hpp"
-#include "io/agree.hpp"
 #include "kernel/params.hpp"
 
 namespace ringattn {

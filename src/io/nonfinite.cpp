@@ -6,8 +6,8 @@
 #include <cstring>
 #include <vector>
 
+#include "comm/agree.hpp"
 #include "core/error.hpp"
-#include "io/agree.hpp"
 
 namespace ringattn {
 namespace {

@@ -12,7 +12,7 @@
 // O(N·D) against the ring's O(N²·D) flops.
 //
 // Includes: mpi.h (MPI_Comm), core/dtype.hpp (DType), io/shard_io.hpp
-// (BatchHeadRange), kernel/positions.hpp (Positions).
+// (BatchHeadRange), core/positions.hpp (Positions).
 #pragma once
 
 #include <mpi.h>
@@ -22,8 +22,8 @@
 #include <string>
 
 #include "core/dtype.hpp"
+#include "core/positions.hpp"
 #include "io/shard_io.hpp"
-#include "kernel/positions.hpp"
 
 namespace ringattn {
 

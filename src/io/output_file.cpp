@@ -16,8 +16,8 @@
 #include <random>
 #include <sstream>
 
+#include "comm/agree.hpp"
 #include "core/error.hpp"
-#include "io/agree.hpp"
 #include "io/file_identity.hpp"
 
 namespace ringattn {

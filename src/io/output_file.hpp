@@ -10,7 +10,7 @@
 // is replaced only when `overwrite` is set, and never when it is the input.
 //
 // Every member function is collective over the communicator and every
-// failure is agreed (io/agree.hpp): all ranks return, or all throw the same
+// failure is agreed (comm/agree.hpp): all ranks return, or all throw the same
 // Error. The destructor's abort path closes the file, which is collective
 // too: it expects every rank to unwind together, which is what an agreed
 // Error does. A failure raised on one rank only, elsewhere, must end the job

@@ -7,7 +7,7 @@
 // order, and positions always increase along a rank's rows, so the dense
 // buffer comes out in the rank's local row order with no reordering.
 //
-// Includes: hdf5.h (hid_t, H5D_mpio_actual_io_mode_t), kernel/positions.hpp
+// Includes: hdf5.h (hid_t, H5D_mpio_actual_io_mode_t), core/positions.hpp
 // (Positions).
 #pragma once
 
@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <string>
 
-#include "kernel/positions.hpp"
+#include "core/positions.hpp"
 
 namespace ringattn {
 

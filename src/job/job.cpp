@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "comm/agree.hpp"
+#include "comm/device_select.hpp"
 #include "comm/mpi_transport.hpp"
 #include "comm/watchdog.hpp"
 #include "core/aligned_buffer.hpp"
@@ -23,9 +25,7 @@
 #include "core/error.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
-#include "cuda/device_select.hpp"
 #include "cuda/ring_cuda.hpp"
-#include "io/agree.hpp"
 #include "io/nonfinite.hpp"
 #include "io/output_file.hpp"
 #include "job/fault_injection.hpp"

@@ -10,8 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "comm/agree.hpp"
 #include "core/error.hpp"
-#include "io/agree.hpp"
 #include "kernel/params.hpp"
 #include "ring/partition.hpp"
 

@@ -14,7 +14,7 @@
 //              available memory (MemAvailable, and the cgroup's limit when
 //              one is set, divided by the ranks on the node)
 //
-// Every check runs on every rank and the verdict is agreed (io/agree.hpp):
+// Every check runs on every rank and the verdict is agreed (comm/agree.hpp):
 // all ranks return, or all throw the same Error.
 //
 // Includes: <cstdint>, mpi.h (MPI_Comm), io/input_file.hpp (InputInfo),

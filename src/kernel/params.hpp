@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "core/dtype.hpp"
-#include "kernel/positions.hpp"
+#include "core/positions.hpp"
 
 namespace ringattn {
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-#include "kernel/positions.hpp"
+#include "core/positions.hpp"
 
 namespace ringattn {
 

@@ -11,8 +11,8 @@
 #include <utility>
 
 #include "core/dtype.hpp"
+#include "core/positions.hpp"
 #include "kernel/params.hpp"
-#include "kernel/positions.hpp"
 #include "kernel/tile_classify.hpp"
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"

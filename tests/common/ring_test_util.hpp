@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "core/positions.hpp"
 #include "core/seeded_data.hpp"
 #include "kernel/params.hpp"
-#include "kernel/positions.hpp"
 #include "kernel/reference.hpp"
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"

@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "comm/device_select.hpp"
 #include "comm/mpi_transport.hpp"
 #include "core/error.hpp"
 #include "cuda/device.hpp"
-#include "cuda/device_select.hpp"
 #include "cuda/ring_cuda.hpp"
 #include "ring/partition.hpp"
 #include "ring/ring_attention.hpp"

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "comm/device_select.hpp"
 #include "core/error.hpp"
 #include "cuda/device.hpp"
-#include "cuda/device_select.hpp"
 
 #include "../common/mpi_test_util.hpp"
 

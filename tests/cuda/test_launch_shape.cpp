@@ -16,12 +16,12 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/positions.hpp"
 #include "cuda/attention_cuda.hpp"
 #include "cuda/device.hpp"
 #include "cuda/device_peak.hpp"
 #include "cuda/launch_shape.hpp"
 #include "kernel/params.hpp"
-#include "kernel/positions.hpp"
 #include "kernel/tile_classify.hpp"
 
 namespace ringattn::cuda {

@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "core/positions.hpp"
 #include "core/seeded_data.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/params.hpp"
-#include "kernel/positions.hpp"
 #include "kernel/reference.hpp"
 
 namespace ringattn::test {

@@ -8,7 +8,7 @@
 //   core/seeded_data.hpp     fill_seeded, seeded_uniform
 //   kernel/softmax_tile.hpp  exp2_array, mask_tile
 //   kernel/tile_classify.hpp classify_tile
-//   kernel/positions.hpp     Positions
+//   core/positions.hpp     Positions
 //   kernel/attention.hpp     attention_flops
 //   kernel/reference.hpp     compare_to_reference
 #include <gtest/gtest.h>
@@ -26,10 +26,10 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/positions.hpp"
 #include "core/seeded_data.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/params.hpp"
-#include "kernel/positions.hpp"
 #include "kernel/reference.hpp"
 #include "kernel/softmax_tile.hpp"
 #include "kernel/tile_classify.hpp"

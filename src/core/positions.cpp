@@ -1,5 +1,5 @@
 // Row -> global position maps for blocks made of strided segments.
-#include "kernel/positions.hpp"
+#include "core/positions.hpp"
 
 #include "core/error.hpp"
 

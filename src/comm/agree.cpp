@@ -1,6 +1,6 @@
 // All ranks reach the same verdict (see agree.hpp). Two collectives on the
 // success path (one all-reduce); a broadcast of the message when a rank failed.
-#include "io/agree.hpp"
+#include "comm/agree.hpp"
 
 #include <climits>
 #include <string>

@@ -1,15 +1,15 @@
 // Device selection and the --backend cuda check (see device_select.hpp). The
 // mapping and the node-local rank are plain C++ and MPI, built and tested
 // everywhere; only cudaSetDevice needs the CUDA build.
-#include "cuda/device_select.hpp"
+#include "comm/device_select.hpp"
 
 #include <unistd.h>
 
 #include <string>
 
+#include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "cuda/device.hpp"
-#include "io/agree.hpp"
 
 #ifdef RINGATTN_HAVE_CUDA
 #include <cuda_runtime.h>

@@ -1,11 +1,11 @@
 // NCCL ring hop between device buffers (see nccl_transport.hpp).
-#include "cuda/nccl_transport.hpp"
+#include "comm/nccl_transport.hpp"
 
 #include <unistd.h>
 
+#include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "core/timer.hpp"
-#include "io/agree.hpp"
 
 namespace ringattn::cuda {
 namespace {

@@ -38,7 +38,7 @@ int select_cuda_device(MPI_Comm comm);
 
 // Collective over comm: returns on every rank when every rank sees at least
 // one CUDA device in a CUDA build; otherwise throws the same one-line
-// Error(usage) on every rank (io/agree.hpp), naming the first rank's problem:
+// Error(usage) on every rank (comm/agree.hpp), naming the first rank's problem:
 //   "--backend cuda: no CUDA device on host H (<cuda_summary()>)" or
 //   "--backend cuda: this ringattn was built without CUDA (...)".
 void check_cuda_backend(MPI_Comm comm);
