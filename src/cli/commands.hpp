@@ -6,18 +6,21 @@
 
 #include <functional>
 
+#include "core/error.hpp"
+
 namespace ringattn::cli {
 
-// Exit codes (documented in --help and README).
+// Exit codes (documented in --help and README): the error classes' table
+// (core/error.hpp) plus success and a stop.
 enum ExitCode : int {
   kOk = 0,
-  kFailure = 1,     // a check failed (selfcheck beyond tolerance) or an internal error
-  kUsage = 2,       // bad flags or configuration
-  kInputError = 3,  // the input data is unusable
-  kIoError = 4,     // reading or writing files failed
-  kCommError = 5,   // communication failed
-  kFault = 6,       // a rank died or a timeout fired
-  kStopped = 7,     // stopped on SIGTERM/SIGUSR1 at a chunk boundary; resume with --resume
+  kFailure = exit_code(ErrorClass::internal),  // a check failed (selfcheck), or a bug
+  kUsage = exit_code(ErrorClass::usage),       // bad flags or configuration
+  kInputError = exit_code(ErrorClass::input),  // the input data is unusable
+  kIoError = exit_code(ErrorClass::io),        // reading or writing files failed
+  kCommError = exit_code(ErrorClass::comm),    // communication failed
+  kFault = exit_code(ErrorClass::fault),       // a rank died or a timeout fired
+  kStopped = 7,  // stopped on SIGTERM/SIGUSR1 at a chunk boundary; resume with --resume
 };
 
 // Each returns the callback to run when its subcommand was chosen.

@@ -10,31 +10,11 @@
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "core/version.hpp"
-#include "job/stop_request.hpp"
 #include "cuda/device.hpp"
+#include "job/stop_request.hpp"
 #include "kernel/tile_gemm.hpp"
 
 namespace {
-
-int exit_code_for(ringattn::ErrorClass c) {
-  using ringattn::ErrorClass;
-  using namespace ringattn::cli;
-  switch (c) {
-    case ErrorClass::usage:
-      return kUsage;
-    case ErrorClass::input:
-      return kInputError;
-    case ErrorClass::io:
-      return kIoError;
-    case ErrorClass::comm:
-      return kCommError;
-    case ErrorClass::fault:
-      return kFault;
-    case ErrorClass::internal:
-      return kFailure;
-  }
-  return kFailure;
-}
 
 std::string version_text() {
   return std::string("ringattn ") + ringattn::kVersion + "\n  CPU : vector ISA " +
@@ -91,7 +71,7 @@ int main(int argc, char** argv) {
       return app.got_subcommand("run") ? run_job(*mpi) : run_bench_ring(*mpi);
     } catch (const ringattn::Error& e) {
       using ringattn::ErrorClass;
-      const int code = exit_code_for(e.error_class());
+      const int code = ringattn::exit_code(e.error_class());
       // usage, input and io errors come from checks all ranks agree on (the
       // io layer agrees before it throws); the rest may be one rank's own.
       const ErrorClass cls = e.error_class();
@@ -114,7 +94,7 @@ int main(int argc, char** argv) {
   } catch (const ringattn::Error& e) {
     std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(e.error_class()),
                  e.what());
-    return exit_code_for(e.error_class());
+    return ringattn::exit_code(e.error_class());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ringattn: internal error: %s\n", e.what());
     return ringattn::cli::kFailure;

@@ -6,6 +6,18 @@
 #include "core/error.hpp"
 
 namespace ringattn::cli {
+namespace {
+
+// The library's abort_job lands here: MPI_Abort ends every rank with the
+// code; a helper thread (the watchdog) may not call MPI, so it just exits.
+void abort_with_mpi(const JobAbort& a) {
+  int started = 0, finalized = 0;
+  MPI_Initialized(&started);
+  MPI_Finalized(&finalized);
+  if (!a.on_helper_thread && started && !finalized) MPI_Abort(MPI_COMM_WORLD, a.exit_code);
+}
+
+}  // namespace
 
 MpiSession::MpiSession(int* argc, char*** argv) {
   int provided = 0;
@@ -17,6 +29,7 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   RA_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
   RA_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+  set_job_abort_handler(abort_with_mpi);
 }
 
 MpiSession::~MpiSession() {
@@ -26,8 +39,7 @@ MpiSession::~MpiSession() {
 }
 
 void MpiSession::abort(int code) const {
-  MPI_Abort(MPI_COMM_WORLD, code);
-  std::_Exit(code);
+  abort_job(JobAbort{code, false});
 }
 
 }  // namespace ringattn::cli

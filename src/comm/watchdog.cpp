@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/error.hpp"
+
 namespace ringattn {
 namespace {
 
@@ -80,7 +82,8 @@ class Watchdog {
  private:
   [[noreturn]] void expire(const Scope& s, double timeout) {
     print_timeout(s.what, timeout);
-    std::_Exit(6);  // kFault; no MPI call from this thread, no unwinding
+    // No MPI call from this thread, no unwinding.
+    abort_job(JobAbort{exit_code(ErrorClass::fault), true});
   }
 
   void watch() {
@@ -115,8 +118,7 @@ double comm_timeout() {
 
 void comm_timed_out(const std::string& what) {
   print_timeout(what, comm_timeout());
-  MPI_Abort(MPI_COMM_WORLD, 6);  // kFault
-  std::_Exit(6);
+  abort_job(JobAbort{exit_code(ErrorClass::fault), false});
 }
 
 CommWatch::CommWatch(std::string what) : active_(Watchdog::get().push(std::move(what))) {}

@@ -4,6 +4,10 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
 #include "core/cpu.hpp"
 
 namespace ringattn {
@@ -26,12 +30,46 @@ const char* error_class_name(ErrorClass c) {
   return "unknown";
 }
 
+namespace {
+std::atomic<JobAbortHandler> g_abort_handler{nullptr};
+}  // namespace
+
+void set_job_abort_handler(JobAbortHandler handler) {
+  g_abort_handler.store(handler);
+}
+
+void abort_job(const JobAbort& how) {
+  if (const JobAbortHandler h = g_abort_handler.load()) h(how);
+  std::_Exit(how.exit_code);
+}
+
+void abort_job(const Error& e) {
+  std::fprintf(stderr, "ringattn: %s error: %s\n", error_class_name(e.error_class()), e.what());
+  std::fflush(stderr);
+  abort_job(JobAbort{exit_code(e.error_class()), false});
+}
+
+std::string short_number(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3g", x);
+  return b;
+}
+
 namespace detail {
 
 std::string where_am_i() {
   char host[256] = "?";
   gethostname(host, sizeof host - 1);
   return concat(host, ":", launcher_rank());
+}
+
+std::string call_name(const char* expr) {
+  std::string s(expr);
+  const auto open = s.find('(');
+  if (open != std::string::npos) s.resize(open);
+  // "RA_H5_CHECK(H5Fflush(f.get(), ...))" inside another macro: keep the last name.
+  if (const auto sp = s.find_last_of(" :*&"); sp != std::string::npos) s = s.substr(sp + 1);
+  return s;
 }
 
 void throw_error(ErrorClass cls, const char* file, int line, const std::string& msg) {
