@@ -8,6 +8,7 @@
 #include "cli/config_file.hpp"
 #include "cli/mpi_session.hpp"
 #include "job/job.hpp"
+#include "job/metrics.hpp"
 #include "job/stop_request.hpp"
 
 namespace ringattn::cli {
@@ -99,7 +100,7 @@ int run(MpiSession& mpi, const RunFlags& f) {
         cfg.lse ? " and lse" : "", cfg.causal ? "causal" : "non-causal",
         partition_name(r.partition), r.ranks, r.threads, r.wall_s, flops / r.wall_s / 1e9,
         100.0 * io / r.wall_s);
-    if (!cfg.metrics.empty()) write_metrics(cfg.metrics, cfg, r);
+    if (!cfg.metrics.empty()) write_metrics(cfg, r);
   }
   return kOk;
 }

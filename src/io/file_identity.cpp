@@ -1,12 +1,14 @@
 // stat() and realpath() behind FileIdentity (see file_identity.hpp).
 #include "io/file_identity.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -54,7 +56,7 @@ std::string check_new_file_target(const std::string& path, bool overwrite,
     RA_CHECK(!S_ISDIR(st.st_mode), usage, ctx, ": is a directory");
     if (!input_path.empty() && ::access(input_path.c_str(), F_OK) == 0)
       RA_CHECK(!same_file(file_identity(path), file_identity(input_path)), usage, ctx,
-               ": is the input file '", input_path, "'; choose another output path");
+               ": is the input file '", input_path, "'; choose another path");
     RA_CHECK(overwrite, usage, ctx, ": exists; set overwrite (--overwrite) to replace it");
   }
 
@@ -65,6 +67,37 @@ std::string check_new_file_target(const std::string& path, bool overwrite,
       << (static_cast<std::uint64_t>(rd()) << 32 ^ rd() ^
           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   return tmp.str();
+}
+
+void rename_into_place(const std::string& temp, const std::string& target, bool overwrite,
+                       const std::string& what) {
+  const std::string ctx = what + " '" + target + "'";
+  int rc = 0;
+  if (overwrite) {
+    rc = std::rename(temp.c_str(), target.c_str());
+  } else {
+    rc = ::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, target.c_str(), RENAME_NOREPLACE);
+    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
+      struct stat st {};
+      errno = EEXIST;
+      rc = ::stat(target.c_str(), &st) == 0 ? -1 : std::rename(temp.c_str(), target.c_str());
+    }
+  }
+  RA_CHECK(rc == 0 || errno != EEXIST, usage, ctx,
+           ": appeared while the result was written; not replaced (set overwrite to replace it)");
+  RA_CHECK(rc == 0, io, ctx, ": cannot rename '", temp, "' to it: ", std::strerror(errno));
+  // Make the rename itself durable (best effort: not every filesystem can).
+  const int fd = ::open(directory_of(target).c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+std::string future_path(const std::string& path) {
+  std::error_code ec;
+  const auto p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  return ec ? path : p.string();
 }
 
 }  // namespace ringattn

@@ -41,4 +41,17 @@ std::string directory_of(const std::string& path);
 std::string check_new_file_target(const std::string& path, bool overwrite,
                                   const std::string& input_path, const std::string& ctx);
 
+// Rank-local: the finished temporary file takes the target's name
+// (atomically: same directory). Without overwrite a target that appeared
+// meanwhile is not replaced (RENAME_NOREPLACE, or a check first where the
+// filesystem lacks it): Error usage. The rename is fsync'd into the
+// directory where the filesystem allows. `what` names the file in messages
+// ("output file", "metrics file").
+void rename_into_place(const std::string& temp, const std::string& target, bool overwrite,
+                       const std::string& what);
+
+// The path a file at `path` will have, existing or not (absolute, links in
+// the existing part resolved): two names of one future file compare equal.
+std::string future_path(const std::string& path);
+
 }  // namespace ringattn

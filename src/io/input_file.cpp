@@ -51,6 +51,11 @@ class Packer {
   void operator()(const std::array<std::int64_t, 4>& a) {
     for (auto x : a) (*this)(x);
   }
+  void operator()(const FileIdentity& f) {
+    (*this)(f.path);
+    for (auto x : {f.device, f.inode}) (*this)(x);
+    for (auto x : {f.size, f.mtime_ns}) (*this)(x);
+  }
   std::vector<char> bytes;
 
  private:
@@ -87,6 +92,11 @@ class Unpacker {
   void operator()(std::array<std::int64_t, 4>& a) {
     for (auto& x : a) (*this)(x);
   }
+  void operator()(FileIdentity& f) {
+    (*this)(f.path);
+    for (auto* x : {&f.device, &f.inode}) (*this)(*x);
+    for (auto* x : {&f.size, &f.mtime_ns}) (*this)(*x);
+  }
 
  private:
   std::int64_t size() {
@@ -114,15 +124,13 @@ void dataset_fields(Ar& ar, D& d) {
   ar(d.layout);
   ar(d.chunk);
   ar(d.filters);
+  ar(d.file);
 }
 
 template <class Ar, class I>
 void info_fields(Ar& ar, I& i) {
-  ar(i.file.path);
-  ar(i.file.device);
-  ar(i.file.inode);
-  ar(i.file.size);
-  ar(i.file.mtime_ns);
+  ar(i.file);
+  ar(i.linked);
   for (auto* x : {&i.B, &i.Hq, &i.Hkv, &i.Nq, &i.Nkv, &i.D}) ar(*x);
   ar(i.dtype);
   dataset_fields(ar, i.q);
@@ -215,6 +223,15 @@ DatasetInfo describe_dataset(hid_t file, const std::string& name) {
                                   : "object of unknown kind",
            ", not a dataset");
   const hid_t dset = obj.get();  // an object opened by H5Oopen is the dataset itself
+  {
+    // An external link (on the dataset or a group above it) puts the data in
+    // another file, which the run reads too.
+    H5Handle holder(RA_H5_CHECK(H5Iget_file_id(dset)), H5Kind::file);
+    const ssize_t len = RA_H5_CHECK(H5Fget_name(holder.get(), nullptr, 0));
+    d.file.assign(static_cast<std::size_t>(len) + 1, '\0');
+    RA_H5_CHECK(H5Fget_name(holder.get(), d.file.data(), d.file.size()));
+    d.file.resize(static_cast<std::size_t>(len));
+  }
 
   H5Handle space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
   const H5S_class_t sclass = H5Sget_simple_extent_type(space.get());
@@ -248,6 +265,9 @@ DatasetInfo describe_dataset(hid_t file, const std::string& name) {
            ": its byte count overflows a 64-bit integer (over 8 EiB); not a runnable size");
 
   H5Handle dcpl(RA_H5_CHECK(H5Dget_create_plist(dset)), H5Kind::plist);
+  RA_CHECK(RA_H5_CHECK(H5Pget_external_count(dcpl.get())) == 0, input,
+           "keeps its elements in external raw files, which this tool does not read; copy them "
+           "into the file (h5repack -l CONTI)");
   H5Storage storage = h5_storage(dcpl.get(), 4);
   RA_CHECK(storage.layout != "virtual" && storage.layout != "unknown", input,
            "has a storage layout this tool cannot read (", storage.layout, ")");
@@ -315,6 +335,14 @@ InputInfo validate_input(const std::string& path, const InputNames& names) {
            "' (grouped-query attention needs H_q % H_kv == 0): ", shapes);
 
   info.file = file_identity(path);
+  for (const DatasetInfo* d : {&q, &k, &v}) {
+    if (d->file.empty()) continue;
+    const FileIdentity other = with_h5_context(file_ctx + ", dataset '" + d->name + "'",
+                                               [&] { return file_identity(d->file); });
+    bool known = same_file(other, info.file);
+    for (const auto& l : info.linked) known = known || same_file(other, l);
+    if (!known) info.linked.push_back(other);
+  }
   info.B = q.dims[0];
   info.Hq = q.dims[1];
   info.Hkv = k.dims[1];
@@ -459,6 +487,35 @@ const char* input_tensor_name(InputTensor t) {
   return "?";
 }
 
+std::vector<FileIdentity> input_files(const InputInfo& info) {
+  std::vector<FileIdentity> all{info.file};
+  all.insert(all.end(), info.linked.begin(), info.linked.end());
+  return all;
+}
+
+void check_input_unchanged(MPI_Comm comm, const InputInfo& info) {
+  int rank = 0;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  agree(comm, [&] {
+    if (rank != kRoot) return;
+    for (const FileIdentity& was : input_files(info)) {
+      const std::string ctx = "input file '" + was.path + "'";
+      struct stat st {};
+      RA_CHECK(::stat(was.path.c_str(), &st) == 0, input, ctx, " vanished during the run (",
+               std::strerror(errno), "); nothing is committed");
+      const FileIdentity now = file_identity(was.path);
+      const char* what = !same_file(now, was)           ? "was replaced by another file"
+                         : now.size != was.size         ? "changed size"
+                         : now.mtime_ns != was.mtime_ns ? "was modified"
+                                                        : nullptr;
+      RA_CHECK(what == nullptr, input, ctx, " ", what, " during the run (", was.size, " -> ",
+               now.size,
+               " bytes): the result would mix two inputs, so nothing is committed; "
+               "run again on an input that stays put");
+    }
+  });
+}
+
 InputInfo inspect_input(MPI_Comm comm, const std::string& path, const InputNames& names) {
   H5Quiet quiet;
   int rank = 0;
@@ -481,21 +538,24 @@ InputFile InputFile::open(MPI_Comm comm, const std::string& path, const InputNam
 
   // The file is valid: now every rank opens it. Metadata is read by one
   // rank and broadcast (collective metadata reads), not by all at once.
-  agree(comm, [&] {
-    with_h5_context("input file '" + path + "'", [&] {
-      H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
-      RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
-      RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
-      f.file_ =
-          H5Handle(RA_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get())), H5Kind::file);
-      const std::array<const DatasetInfo*, 3> ds{&f.info_.q, &f.info_.k, &f.info_.v};
-      for (std::size_t i = 0; i < ds.size(); ++i)
-        f.dsets_[i] =
-            H5Handle(RA_H5_CHECK(H5Dopen2(f.file_.get(), ds[i]->name.c_str(), H5P_DEFAULT)),
-                     H5Kind::dataset);
-      f.mem_type_ = h5_float_type(f.info_.dtype);
-    });
-  });
+  agree(
+      comm,
+      [&] {
+        with_h5_context("input file '" + path + "'", [&] {
+          H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+          RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
+          RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
+          f.file_ = H5Handle(RA_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get())),
+                             H5Kind::file);
+          const std::array<const DatasetInfo*, 3> ds{&f.info_.q, &f.info_.k, &f.info_.v};
+          for (std::size_t i = 0; i < ds.size(); ++i)
+            f.dsets_[i] =
+                H5Handle(RA_H5_CHECK(H5Dopen2(f.file_.get(), ds[i]->name.c_str(), H5P_DEFAULT)),
+                         H5Kind::dataset);
+          f.mem_type_ = h5_float_type(f.info_.dtype);
+        });
+      },
+      StepKind::collective);
   return f;
 }
 
@@ -528,25 +588,31 @@ void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHead
     RA_CHECK(out != nullptr || n == 0, usage, ctx, ": no output buffer for ", n, " elements");
   });
 
-  agree(comm_, [&] {
-    with_h5_context(ctx, [&] {
-      last_io_ =
-          transfer_shard(Transfer::read, dsets_[ti].get(), mem_type_.get(), rows, range, out);
-    });
-  });
+  agree(
+      comm_,
+      [&] {
+        with_h5_context(ctx, [&] {
+          last_io_ =
+              transfer_shard(Transfer::read, dsets_[ti].get(), mem_type_.get(), rows, range, out);
+        });
+      },
+      StepKind::collective);
   if (mem_type == DType::f32 && info_.dtype == DType::f16) widen_f16_in_place(out, n);
 }
 
 void InputFile::close() {
   if (!file_) return;
   H5Quiet quiet;
-  agree(comm_, [&] {
-    with_h5_context("input file '" + info_.file.path + "'", [&] {
-      for (auto& d : dsets_) d.close();
-      mem_type_.close();
-      file_.close();
-    });
-  });
+  agree(
+      comm_,
+      [&] {
+        with_h5_context("input file '" + info_.file.path + "'", [&] {
+          for (auto& d : dsets_) d.close();
+          mem_type_.close();
+          file_.close();
+        });
+      },
+      StepKind::collective);
 }
 
 }  // namespace ringattn

@@ -57,6 +57,8 @@ struct DatasetInfo {
   std::string layout;                  // "contiguous", "chunked" or "compact"
   std::vector<std::int64_t> chunk;     // chunk dims when chunked, else empty
   std::vector<std::string> filters;    // filter pipeline, in order ("deflate", "shuffle", ...)
+  std::string file;                    // the file its data lives in, as HDF5 opened it (an
+                                       // external link can put it in another one)
 };
 
 struct InputInfo {
@@ -69,6 +71,7 @@ struct InputInfo {
   std::int64_t D = 0;        // head dim (<= kMaxHeadDim)
   DType dtype = DType::f32;  // storage type of q, k and v alike
   DatasetInfo q, k, v;
+  std::vector<FileIdentity> linked;  // other files q, k or v live in (external links)
 
   const DatasetInfo& dataset(InputTensor t) const {
     return t == InputTensor::q ? q : t == InputTensor::k ? k : v;
@@ -84,6 +87,16 @@ void set_input_validation_isolated(bool isolated);
 // returns the same InputInfo or throws the same Error. Opens nothing
 // collectively (for `info` and for checks before a run).
 InputInfo inspect_input(MPI_Comm comm, const std::string& path, const InputNames& names = {});
+
+// Every file the run reads: the input, then the files it links to.
+std::vector<FileIdentity> input_files(const InputInfo& info);
+
+// Collective over comm: rank 0 looks at every input file again; when one
+// changed since `info` was taken (size, mtime, inode), every rank throws the
+// same Error(input). The job calls it before it records progress and before
+// the commit, so a result never mixes two inputs (an input rewritten or
+// truncated mid-run reads as other data, or as zeros, without any error).
+void check_input_unchanged(MPI_Comm comm, const InputInfo& info);
 
 class InputFile {
  public:

@@ -2,7 +2,9 @@
 #include "io/nonfinite.hpp"
 
 #include <algorithm>
+#include <cfloat>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -137,6 +139,29 @@ void check_finite_shard(MPI_Comm comm, const void* data, DType dtype, const Batc
   // Unreachable unless the ranks disagree about who owns it: still fail alike.
   RA_CHECK(false, internal, "input file '", file, "', dataset '", dataset,
            "': non-finite element found but no rank owns it");
+}
+
+double max_abs_finite(MPI_Comm comm, const void* data, DType dtype, std::size_t n) {
+  float m = 0.0f;
+  if (data != nullptr && n > 0) {
+    if (dtype == DType::f32) {
+      const auto* x = static_cast<const float*>(data);
+      for (std::size_t i = 0; i < n; ++i) {
+        const float a = std::fabs(x[i]);
+        m = a <= FLT_MAX && a > m ? a : m;  // NaN and Inf fail the first test
+      }
+    } else {
+      // f16 and bf16 are widened one at a time: the rare path (f16 inputs
+      // cannot come near fp32's range; this is for completeness).
+      for (std::size_t i = 0; i < n; ++i) {
+        const float a = std::fabs(element_f32(data, dtype, i));
+        m = a <= FLT_MAX && a > m ? a : m;
+      }
+    }
+  }
+  double mine = m, all = 0;
+  RA_MPI_CHECK(MPI_Allreduce(&mine, &all, 1, MPI_DOUBLE, MPI_MAX, comm));
+  return all;
 }
 
 }  // namespace ringattn

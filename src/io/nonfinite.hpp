@@ -60,4 +60,9 @@ void check_finite_shard(MPI_Comm comm, const void* data, DType dtype, const Batc
                         const Positions& rows, std::int64_t D, const std::string& file,
                         const std::string& dataset);
 
+// Collective over comm: the largest finite |x| over every rank's shard
+// (NaN and Inf are the scan's business, not this one's). The job bounds the
+// computation's fp32 sums with it. data as for check_finite_shard.
+double max_abs_finite(MPI_Comm comm, const void* data, DType dtype, std::size_t n);
+
 }  // namespace ringattn

@@ -3,13 +3,16 @@
 #include "io/output_file.hpp"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -37,16 +40,83 @@ void broadcast_string(MPI_Comm comm, std::string& s) {
   if (n > 0) RA_MPI_CHECK(MPI_Bcast(s.data(), static_cast<int>(n), MPI_CHAR, kRoot, comm));
 }
 
-// The fixed name of the temporary (partial) file: hidden, beside the target.
-std::string partial_path_of(const std::string& path) {
-  return directory_of(path) + "/." + std::filesystem::path(path).filename().string() + ".partial";
-}
-
 enum class Plan : int { create = 0, resume = 1 };
 
-// Rank 0: everything about the target that can be known before writing;
-// returns whether to create the partial file or continue it.
-Plan check_target(const OutputSpec& s, std::string& temp) {
+// Everything the job will write: o, lse, and room for the attributes.
+constexpr std::int64_t kMetadataHeadroom = std::int64_t{256} << 10;
+double result_bytes(const OutputSpec& s) {
+  const double rows =
+      static_cast<double>(s.B) * static_cast<double>(s.H) * static_cast<double>(s.N);
+  return rows * static_cast<double>(s.D) * static_cast<double>(dtype_size(s.o_dtype)) +
+         (s.with_lse ? rows * 4.0 : 0.0) + static_cast<double>(kMetadataHeadroom);
+}
+
+std::string mib(double bytes) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.1f MiB", bytes / 1048576.0);
+  return b;
+}
+
+// "; the filesystem of DIR is full (No space left on device)" when it is,
+// else "": a failed or lost write on a full disk says why.
+std::string full_disk_hint(const std::string& path) {
+  struct statvfs fs {};
+  const std::string dir = directory_of(path);
+  if (::statvfs(dir.c_str(), &fs) != 0) return "";
+  const double avail = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+  if (avail >= 1048576.0) return "";
+  return "; the filesystem of '" + dir + "' is full (" + std::strerror(ENOSPC) + ")";
+}
+
+// Runs fn; an Error it throws gains full_disk_hint(path), before the
+// message's " [file:line, host:rank]" tail.
+template <class Fn>
+void with_disk_hint(const std::string& path, Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    const auto tail = msg.rfind(" [");
+    msg.insert(tail == std::string::npos ? msg.size() : tail, full_disk_hint(path));
+    throw Error(e.error_class(), msg);
+  }
+}
+
+// Whether path names the input or a file it links to (both must exist).
+bool names_an_input(const OutputSpec& s, const std::string& path) {
+  if (::access(path.c_str(), F_OK) != 0) return false;
+  std::vector<std::string> inputs = s.linked_inputs;
+  if (!s.input_path.empty()) inputs.push_back(s.input_path);
+  for (const auto& in : inputs)
+    if (::access(in.c_str(), F_OK) == 0 && same_file(file_identity(path), file_identity(in)))
+      return true;
+  return false;
+}
+
+// Test hook: behave as on a filesystem that neither reports its free space
+// nor reserves blocks (some network filesystems), so the tests can show that
+// the read-back checks alone still catch a lost write.
+bool space_checks_skipped() {
+  const char* e = std::getenv("RINGATTN_TEST_SKIP_SPACE_CHECKS");
+  return e != nullptr && std::string(e) == "1";
+}
+
+// Rank 0, before the partial file exists: the result fits on its filesystem.
+void check_space(const OutputSpec& s, const std::string& ctx) {
+  if (space_checks_skipped()) return;
+  struct statvfs fs {};
+  const std::string dir = directory_of(s.path);
+  if (::statvfs(dir.c_str(), &fs) != 0) return;  // the reservation will tell
+  const double avail = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+  const double need = result_bytes(s);
+  RA_CHECK(avail >= need, io, ctx, ": no space for the result: it needs ", mib(need), " and '", dir,
+           "' has ", mib(avail), " free (", std::strerror(ENOSPC), ")");
+}
+
+// Rank 0: everything about the target that can be known before writing,
+// under the writer lock; returns whether to create the partial file or
+// continue it. Nothing on disk changes before every check passed.
+Plan check_target(const OutputSpec& s, std::string& temp, WriterLock& lock) {
   const std::string ctx = "output file '" + s.path + "'";
   RA_CHECK(!s.path.empty(), usage, "output file: no path given");
   RA_CHECK(s.B > 0 && s.H > 0 && s.N > 0 && s.D > 0, usage, ctx,
@@ -55,15 +125,44 @@ Plan check_target(const OutputSpec& s, std::string& temp) {
            ": o must be f32 or f16, not ", dtype_name(s.o_dtype));
 
   check_new_file_target(s.path, s.overwrite, s.input_path, ctx);
-  temp = partial_path_of(s.path);
+  RA_CHECK(!names_an_input(s, s.path), usage, ctx,
+           ": is a file the input links to; choose another output path");
+  temp = partial_output_path(s.path);
+  for (const std::string& own : {temp, writer_lock_path(s.path)})
+    RA_CHECK(!names_an_input(s, own), usage, ctx, ": '", own,
+             "', where the run keeps its own state, is the input; move the input");
+  lock = WriterLock::acquire(s.path, ctx);
+
   struct stat st {};
-  if (::lstat(temp.c_str(), &st) != 0) return Plan::create;
+  if (::lstat(temp.c_str(), &st) != 0) {
+    check_space(s, ctx);
+    return Plan::create;
+  }
+  RA_CHECK(S_ISREG(st.st_mode), usage, ctx, ": its partial output '", temp,
+           "' is not a regular file (a symbolic link?); remove it");
   if (s.resume) return Plan::resume;
   RA_CHECK(s.overwrite, usage, ctx, ": an interrupted run left its partial output '", temp,
            "'; continue it with --resume, or start again with --overwrite (which deletes it)");
   RA_CHECK(::unlink(temp.c_str()) == 0, io, ctx, ": cannot delete the old partial output '", temp,
            "': ", std::strerror(errno));
+  check_space(s, ctx);
   return Plan::create;
+}
+
+// 64-bit hash of a write's bytes (words multiplied and rotated in): the
+// read-back check compares these, so a write needs no second copy in memory.
+std::uint64_t hash_bytes(const void* data, std::size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  std::uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h = (h << 29) | (h >> 35);
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
 }
 
 // A root attribute as text (variable-length string) or int64; read on every
@@ -107,34 +206,12 @@ std::string resume_key_difference(const std::string& was, const std::string& now
   return "";
 }
 
-// Rank 0: temp -> target. Without overwrite, a target that appeared while we
-// wrote is not replaced (RENAME_NOREPLACE; a check before rename where the
-// filesystem lacks it).
-void rename_into_place(const std::string& temp, const OutputSpec& s) {
-  const std::string ctx = "output file '" + s.path + "'";
-  int rc = 0;
-  if (s.overwrite) {
-    rc = std::rename(temp.c_str(), s.path.c_str());
-  } else {
-    rc = ::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, s.path.c_str(), RENAME_NOREPLACE);
-    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {
-      struct stat st {};
-      errno = EEXIST;
-      rc = ::stat(s.path.c_str(), &st) == 0 ? -1 : std::rename(temp.c_str(), s.path.c_str());
-    }
-  }
-  RA_CHECK(rc == 0 || errno != EEXIST, usage, ctx,
-           ": appeared while the result was written; not replaced (set overwrite to replace it)");
-  RA_CHECK(rc == 0, io, ctx, ": cannot rename '", temp, "' to it: ", std::strerror(errno));
-  // Make the rename itself durable (best effort: not every filesystem can).
-  const int fd = ::open(directory_of(s.path).c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 }  // namespace
+
+std::string partial_output_path(const std::string& target) {
+  return directory_of(target) + "/." + std::filesystem::path(target).filename().string() +
+         ".partial";
+}
 
 std::vector<std::pair<std::string, AttrValue>> identity_attributes(const FileIdentity& f,
                                                                    const std::string& prefix) {
@@ -155,7 +232,7 @@ OutputFile OutputFile::create(MPI_Comm comm, const OutputSpec& spec) {
 
   int plan = 0;
   agree(comm, [&] {
-    if (f.rank_ == kRoot) plan = static_cast<int>(check_target(spec, f.temp_path_));
+    if (f.rank_ == kRoot) plan = static_cast<int>(check_target(spec, f.temp_path_, f.lock_));
   });
   broadcast_string(comm, f.temp_path_);
   RA_MPI_CHECK(MPI_Bcast(&plan, 1, MPI_INT, kRoot, comm));
@@ -164,122 +241,239 @@ OutputFile OutputFile::create(MPI_Comm comm, const OutputSpec& spec) {
     return f;
   }
 
-  agree(comm, [&] {
-    with_h5_context(f.context(), [&] {
-      H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
-      RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
-      RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
-      RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
-      f.file_ = H5Handle(
-          RA_H5_CHECK(H5Fcreate(f.temp_path_.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get())),
-          H5Kind::file);
-    });
-  });
+  agree(
+      comm,
+      [&] {
+        with_h5_context(f.context(), [&] {
+          H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+          RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
+          RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
+          RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
+          f.file_ = H5Handle(
+              RA_H5_CHECK(H5Fcreate(f.temp_path_.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get())),
+              H5Kind::file);
+        });
+      },
+      StepKind::collective);
   f.state_ = State::open;  // from here on the destructor removes the temporary file
 
-  agree(comm, [&] {
-    with_h5_context(f.context(), [&] {
-      // Chunks are one (batch, head) plane by a run of tokens by the whole
-      // head dim: readers take one head, or one token range of a head, at a
-      // time, and such a read touches only its own chunks. A run is as many
-      // tokens as fit in about 1 MiB (HDF5's default chunk-cache size; 4096
-      // tokens at D = 64 in f32): big enough that chunk-index and per-chunk
-      // I/O overheads vanish, small enough that reading a short token range
-      // drags in little beyond it. No filters: parallel compressed writes
-      // are slow and would force every write to be collective per chunk.
-      const auto chunked = [&](int ndims, const hsize_t* dims, std::int64_t row_bytes) {
-        H5Handle dcpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Kind::plist);
-        const std::int64_t run = std::clamp<std::int64_t>(kChunkBytes / row_bytes, 1, spec.N);
-        const hsize_t chunk[4] = {1, 1, hsize_t(run), ndims == 4 ? dims[3] : 1};
-        RA_H5_CHECK(H5Pset_chunk(dcpl.get(), ndims, chunk));
-        // Space at creation and no fill pass: every element gets written once.
-        RA_H5_CHECK(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY));
-        RA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
-        return dcpl;
-      };
-      f.o_type_ = h5_float_type(spec.o_dtype);
-      const hsize_t o_dims[4] = {hsize_t(spec.B), hsize_t(spec.H), hsize_t(spec.N),
-                                 hsize_t(spec.D)};
-      H5Handle o_space(RA_H5_CHECK(H5Screate_simple(4, o_dims, nullptr)), H5Kind::dataspace);
-      H5Handle o_dcpl =
-          chunked(4, o_dims, spec.D * static_cast<std::int64_t>(dtype_size(spec.o_dtype)));
-      f.o_ = H5Handle(RA_H5_CHECK(H5Dcreate2(f.file_.get(), "o", f.o_type_.get(), o_space.get(),
-                                             H5P_DEFAULT, o_dcpl.get(), H5P_DEFAULT)),
-                      H5Kind::dataset);
-      if (spec.with_lse) {
-        H5Handle lse_space(RA_H5_CHECK(H5Screate_simple(3, o_dims, nullptr)), H5Kind::dataspace);
-        H5Handle lse_dcpl = chunked(3, o_dims, 4);
-        f.lse_ =
-            H5Handle(RA_H5_CHECK(H5Dcreate2(f.file_.get(), "lse", H5T_IEEE_F32LE, lse_space.get(),
-                                            H5P_DEFAULT, lse_dcpl.get(), H5P_DEFAULT)),
-                     H5Kind::dataset);
-      }
-    });
-  });
+  agree(
+      comm,
+      [&] {
+        with_h5_context(f.context(), [&] {
+          // Chunks are one (batch, head) plane by a run of tokens by the whole
+          // head dim: readers take one head, or one token range of a head, at a
+          // time, and such a read touches only its own chunks. A run is as many
+          // tokens as fit in about 1 MiB (HDF5's default chunk-cache size; 4096
+          // tokens at D = 64 in f32): big enough that chunk-index and per-chunk
+          // I/O overheads vanish, small enough that reading a short token range
+          // drags in little beyond it. No filters: parallel compressed writes
+          // are slow and would force every write to be collective per chunk.
+          const auto chunked = [&](int ndims, const hsize_t* dims, std::int64_t row_bytes) {
+            H5Handle dcpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Kind::plist);
+            const std::int64_t run = std::clamp<std::int64_t>(kChunkBytes / row_bytes, 1, spec.N);
+            const hsize_t chunk[4] = {1, 1, hsize_t(run), ndims == 4 ? dims[3] : 1};
+            RA_H5_CHECK(H5Pset_chunk(dcpl.get(), ndims, chunk));
+            // Space at creation and no fill pass: every element gets written once.
+            RA_H5_CHECK(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY));
+            RA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
+            return dcpl;
+          };
+          f.o_type_ = h5_float_type(spec.o_dtype);
+          const hsize_t o_dims[4] = {hsize_t(spec.B), hsize_t(spec.H), hsize_t(spec.N),
+                                     hsize_t(spec.D)};
+          H5Handle o_space(RA_H5_CHECK(H5Screate_simple(4, o_dims, nullptr)), H5Kind::dataspace);
+          H5Handle o_dcpl =
+              chunked(4, o_dims, spec.D * static_cast<std::int64_t>(dtype_size(spec.o_dtype)));
+          f.o_ = H5Handle(RA_H5_CHECK(H5Dcreate2(f.file_.get(), "o", f.o_type_.get(), o_space.get(),
+                                                 H5P_DEFAULT, o_dcpl.get(), H5P_DEFAULT)),
+                          H5Kind::dataset);
+          if (spec.with_lse) {
+            H5Handle lse_space(RA_H5_CHECK(H5Screate_simple(3, o_dims, nullptr)),
+                               H5Kind::dataspace);
+            H5Handle lse_dcpl = chunked(3, o_dims, 4);
+            f.lse_ = H5Handle(
+                RA_H5_CHECK(H5Dcreate2(f.file_.get(), "lse", H5T_IEEE_F32LE, lse_space.get(),
+                                       H5P_DEFAULT, lse_dcpl.get(), H5P_DEFAULT)),
+                H5Kind::dataset);
+          }
+        });
+      },
+      StepKind::collective);
+  f.reserve_space();
   f.set_attribute(kResumeKeyAttribute, spec.resume_key);
   f.mark_chunks_done(0);
   return f;
+}
+
+// Rank 0, read-only (a refused resume changes nothing, not even the
+// partial's mtime): the partial's records against this run's; returns the
+// chunks it holds.
+std::int64_t check_partial_records(const OutputSpec& spec, const std::string& temp,
+                                   const std::string& ctx, const std::string& again) {
+  H5Handle file = h5_open_read_serial(temp, ctx);
+  return with_h5_context(ctx, [&] {
+    const hid_t root = file.get();
+    RA_CHECK(H5Aexists(root, kResumeKeyAttribute) > 0 && H5Aexists(root, kChunksDoneAttribute) > 0,
+             usage, ctx, ": not a ringattn partial output (no progress record)", again);
+    const std::string diff =
+        resume_key_difference(read_text_attribute(root, kResumeKeyAttribute), spec.resume_key);
+    RA_CHECK(diff.empty(), usage, ctx, ": cannot resume, the run differs in ", diff, again);
+    const std::int64_t done = read_int_attribute(root, kChunksDoneAttribute);
+    RA_CHECK(done >= 0 && (spec.chunks <= 0 || done <= spec.chunks), input, ctx,
+             ": its record says ", done, " chunks are done, but the run has ", spec.chunks,
+             "; the record is damaged", again);
+    // The key covers shapes and types through the input and settings; check anyway.
+    const auto shape_is = [&](const char* name, int ndims) {
+      RA_CHECK(H5Lexists(root, name, H5P_DEFAULT) > 0, input, ctx, ": has no dataset '", name, "'",
+               again);
+      H5Handle d(RA_H5_CHECK(H5Dopen2(root, name, H5P_DEFAULT)), H5Kind::dataset);
+      H5Handle space(RA_H5_CHECK(H5Dget_space(d.get())), H5Kind::dataspace);
+      hsize_t dims[4] = {};
+      const bool ok = H5Sget_simple_extent_ndims(space.get()) == ndims &&
+                      H5Sget_simple_extent_dims(space.get(), dims, nullptr) == ndims &&
+                      dims[0] == hsize_t(spec.B) && dims[1] == hsize_t(spec.H) &&
+                      dims[2] == hsize_t(spec.N) && (ndims == 3 || dims[3] == hsize_t(spec.D));
+      RA_CHECK(ok, input, ctx, ": '", name, "' has another shape than this run's output", again);
+    };
+    shape_is("o", 4);
+    if (spec.with_lse) shape_is("lse", 3);
+    file.close();
+    return done;
+  });
 }
 
 void OutputFile::reopen_partial() {
   // Not yet State::open: if anything below fails, the partial file stays.
   const std::string ctx = "output file '" + spec_.path + "': partial output '" + temp_path_ + "'";
   const std::string again = "; start again with --overwrite (which deletes it)";
+  std::int64_t done = 0;
   agree(comm_, [&] {
-    H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
-    RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm_, MPI_INFO_NULL));
-    RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
-    RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
-    const hid_t fid = H5Fopen(temp_path_.c_str(), H5F_ACC_RDWR, fapl.get());
-    RA_CHECK(fid >= 0, io, ctx, ": HDF5 cannot reopen it (damaged when its run died?)", again);
-    file_ = H5Handle(fid, H5Kind::file);
-    with_h5_context(ctx, [&] {
-      const hid_t root = file_.get();
-      RA_CHECK(
-          H5Aexists(root, kResumeKeyAttribute) > 0 && H5Aexists(root, kChunksDoneAttribute) > 0,
-          usage, ctx, ": not a ringattn partial output (no progress record)", again);
-      const std::string diff =
-          resume_key_difference(read_text_attribute(root, kResumeKeyAttribute), spec_.resume_key);
-      RA_CHECK(diff.empty(), usage, ctx, ": cannot resume, the run differs in ", diff, again);
-      chunks_done_ = read_int_attribute(root, kChunksDoneAttribute);
-      o_type_ = h5_float_type(spec_.o_dtype);
-      o_ = H5Handle(RA_H5_CHECK(H5Dopen2(root, "o", H5P_DEFAULT)), H5Kind::dataset);
-      if (spec_.with_lse)
-        lse_ = H5Handle(RA_H5_CHECK(H5Dopen2(root, "lse", H5P_DEFAULT)), H5Kind::dataset);
-      // The key covers shapes and types through the input and settings; check anyway.
-      H5Handle space(RA_H5_CHECK(H5Dget_space(o_.get())), H5Kind::dataspace);
-      hsize_t dims[4] = {};
-      RA_CHECK(H5Sget_simple_extent_ndims(space.get()) == 4, usage, ctx, ": 'o' is not 4-d", again);
-      RA_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr));
-      RA_CHECK(dims[0] == hsize_t(spec_.B) && dims[1] == hsize_t(spec_.H) &&
-                   dims[2] == hsize_t(spec_.N) && dims[3] == hsize_t(spec_.D),
-               usage, ctx, ": 'o' has another shape than this run's output", again);
-    });
+    if (rank_ == kRoot) done = check_partial_records(spec_, temp_path_, ctx, again);
   });
+  RA_MPI_CHECK(MPI_Bcast(&done, 1, MPI_INT64_T, kRoot, comm_));
+  agree(
+      comm_,
+      [&] {
+        H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+        RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm_, MPI_INFO_NULL));
+        RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
+        RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
+        const hid_t fid = H5Fopen(temp_path_.c_str(), H5F_ACC_RDWR, fapl.get());
+        RA_CHECK(fid >= 0, io, ctx, ": HDF5 cannot reopen it (damaged when its run died?)", again);
+        file_ = H5Handle(fid, H5Kind::file);
+        with_h5_context(ctx, [&] {
+          o_type_ = h5_float_type(spec_.o_dtype);
+          o_ = H5Handle(RA_H5_CHECK(H5Dopen2(file_.get(), "o", H5P_DEFAULT)), H5Kind::dataset);
+          if (spec_.with_lse)
+            lse_ =
+                H5Handle(RA_H5_CHECK(H5Dopen2(file_.get(), "lse", H5P_DEFAULT)), H5Kind::dataset);
+        });
+      },
+      StepKind::collective);
+  chunks_done_ = done;
   resumed_ = true;
   state_ = State::open;
+  reserve_space();
+}
+
+void OutputFile::reserve_space() {
+  H5Quiet quiet;
+  // After a flush the file is as long as HDF5's allocation (the datasets
+  // are allocated at creation); its holes and the attributes' headroom get
+  // real blocks now, so no later write can meet a full disk.
+  agree(
+      comm_,
+      [&] {
+        with_disk_hint(spec_.path, [&] {
+          with_h5_context(context(), [&] { RA_H5_CHECK(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL)); });
+        });
+      },
+      StepKind::collective);
+  agree(comm_, [&] {
+    if (rank_ != kRoot || space_checks_skipped()) return;
+    const int fd = ::open(temp_path_.c_str(), O_WRONLY | O_CLOEXEC);
+    RA_CHECK(fd >= 0, io, context(), ": cannot open it to reserve space: ", std::strerror(errno));
+    struct stat st {};
+    const off_t size = ::fstat(fd, &st) == 0 ? st.st_size : 0;
+    const off_t want = std::max<off_t>(size, static_cast<off_t>(result_bytes(spec_)));
+    const int rc = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, want);
+    const int err = errno;
+    ::close(fd);
+    // Filesystems without fallocate: the read-back checks still catch a loss.
+    if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
+    RA_CHECK(false, io, context(), ": cannot reserve ", mib(static_cast<double>(want)),
+             " for the result in '", directory_of(spec_.path), "': ", std::strerror(err));
+  });
+}
+
+void OutputFile::verify_pending_writes() {
+  H5Quiet quiet;
+  // MPI-IO's rule for reading what other ranks (the aggregators) wrote:
+  // sync, then read. The flush is that sync.
+  agree(
+      comm_,
+      [&] {
+        with_disk_hint(spec_.path, [&] {
+          with_h5_context(context(), [&] { RA_H5_CHECK(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL)); });
+        });
+      },
+      StepKind::collective);
+  // Every write is collective, so every rank has the same list.
+  for (const PendingWrite& w : pending_) {
+    const std::string name = w.is_o ? "o" : "lse";
+    const std::string ctx = context() + ", dataset '" + name + "'";
+    agree(
+        comm_,
+        [&] {
+          readback_.resize(w.bytes);
+          with_h5_context(ctx, [&] {
+            transfer_shard(Transfer::read, w.is_o ? o_.get() : lse_.get(),
+                           w.is_o ? o_type_.get() : H5T_NATIVE_FLOAT, w.rows, w.range,
+                           readback_.data());
+          });
+          RA_CHECK(hash_bytes(readback_.data(), w.bytes) == w.hash, io, ctx,
+                   ": rows written for batch ", w.range.b0, ", heads ", w.range.h0, "..",
+                   w.range.h0 + w.range.h_count - 1,
+                   " did not reach the file (read back after a flush, they differ): the filesystem "
+                   "or the MPI-IO layer lost a write",
+                   full_disk_hint(spec_.path));
+        },
+        StepKind::collective);
+  }
+  pending_.clear();
 }
 
 void OutputFile::mark_chunks_done(std::int64_t n) {
+  verify_pending_writes();  // only chunks that are on disk are recorded
   set_attribute(kChunksDoneAttribute, n);
-  agree(comm_, [&] {
-    with_h5_context(context(), [&] { RA_H5_CHECK(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL)); });
-  });
+  agree(
+      comm_,
+      [&] {
+        with_disk_hint(spec_.path, [&] {
+          with_h5_context(context(), [&] { RA_H5_CHECK(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL)); });
+        });
+      },
+      StepKind::collective);
   chunks_done_ = n;
 }
 
 void OutputFile::suspend() {
   H5Quiet quiet;
-  agree(comm_, [&] {
-    RA_CHECK(state_ == State::open, usage, context(), ": suspend after commit or abort");
-    with_h5_context(context(), [&] {
-      lse_.close();
-      o_.close();
-      o_type_.close();
-      file_.close();
-    });
-  });
+  agree(
+      comm_,
+      [&] {
+        RA_CHECK(state_ == State::open, usage, context(), ": suspend after commit or abort");
+        with_h5_context(context(), [&] {
+          lse_.close();
+          o_.close();
+          o_type_.close();
+          file_.close();
+        });
+      },
+      StepKind::collective);
   state_ = State::suspended;
+  lock_.release();
 }
 
 OutputFile::OutputFile(OutputFile&& o) noexcept
@@ -293,6 +487,9 @@ OutputFile::OutputFile(OutputFile&& o) noexcept
       chunks_done_(o.chunks_done_),
       resumed_(o.resumed_),
       scratch_(std::move(o.scratch_)),
+      pending_(std::move(o.pending_)),
+      readback_(std::move(o.readback_)),
+      lock_(std::move(o.lock_)),
       file_(std::move(o.file_)),
       o_type_(std::move(o.o_type_)),
       o_(std::move(o.o_)),
@@ -334,12 +531,20 @@ void OutputFile::write(hid_t dset, const std::string& name, bool with_d, const P
   });
   const void* buf = mem_type != stored ? scratch_.data() : data;
   const hid_t mem = with_d ? o_type_.get() : H5T_NATIVE_FLOAT;
-  agree(comm_, [&] {
-    with_h5_context(ctx, [&] {
-      // transfer_shard serves reads too, hence void*; H5Dwrite only reads buf.
-      last_io_ = transfer_shard(Transfer::write, dset, mem, rows, range, const_cast<void*>(buf));
-    });
-  });
+  agree(
+      comm_,
+      [&] {
+        with_disk_hint(spec_.path, [&] {
+          with_h5_context(ctx, [&] {
+            // transfer_shard serves reads too, hence void*; H5Dwrite only reads buf.
+            last_io_ =
+                transfer_shard(Transfer::write, dset, mem, rows, range, const_cast<void*>(buf));
+          });
+        });
+      },
+      StepKind::collective);
+  const std::size_t bytes = n * dtype_size(stored);
+  pending_.push_back({with_d, rows, range, bytes, hash_bytes(buf, bytes)});
 }
 
 void OutputFile::write_o(const Partition& part, const BatchHeadRange& range, DType mem_type,
@@ -371,43 +576,46 @@ void OutputFile::set_attribute(const std::string& name, const AttrValue& value) 
   RA_MPI_CHECK(MPI_Bcast(&d, 1, MPI_DOUBLE, kRoot, comm_));
 
   const std::string ctx = context() + ", attribute '" + n + "'";
-  agree(comm_, [&] {
-    RA_CHECK(state_ == State::open, usage, ctx, ": the file is committed or aborted");
-    RA_CHECK(!n.empty(), usage, ctx, ": attribute name is empty");
-    with_h5_context(ctx, [&] {
-      const hid_t root = file_.get();  // attributes of the file id live on the root group
-      if (RA_H5_CHECK(H5Aexists(root, n.c_str())) > 0) RA_H5_CHECK(H5Adelete(root, n.c_str()));
-      H5Handle space(RA_H5_CHECK(H5Screate(H5S_SCALAR)), H5Kind::dataspace);
-      H5Handle type;
-      hid_t mem = H5I_INVALID_HID;
-      const void* buf = nullptr;
-      const char* cstr = text.c_str();
-      switch (kind) {
-        case 0:  // variable-length UTF-8: h5py reads it back as str
-          type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
-          RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
-          RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
-          mem = type.get();
-          buf = &cstr;
-          break;
-        case 1:
-          type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_STD_I64LE)), H5Kind::datatype);
-          mem = H5T_NATIVE_INT64;
-          buf = &i;
-          break;
-        default:
-          type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_IEEE_F64LE)), H5Kind::datatype);
-          mem = H5T_NATIVE_DOUBLE;
-          buf = &d;
-          break;
-      }
-      H5Handle attr(RA_H5_CHECK(H5Acreate2(root, n.c_str(), type.get(), space.get(), H5P_DEFAULT,
-                                           H5P_DEFAULT)),
-                    H5Kind::attribute);
-      RA_H5_CHECK(H5Awrite(attr.get(), mem, buf));
-      attr.close();
-    });
-  });
+  agree(
+      comm_,
+      [&] {
+        RA_CHECK(state_ == State::open, usage, ctx, ": the file is committed or aborted");
+        RA_CHECK(!n.empty(), usage, ctx, ": attribute name is empty");
+        with_h5_context(ctx, [&] {
+          const hid_t root = file_.get();  // attributes of the file id live on the root group
+          if (RA_H5_CHECK(H5Aexists(root, n.c_str())) > 0) RA_H5_CHECK(H5Adelete(root, n.c_str()));
+          H5Handle space(RA_H5_CHECK(H5Screate(H5S_SCALAR)), H5Kind::dataspace);
+          H5Handle type;
+          hid_t mem = H5I_INVALID_HID;
+          const void* buf = nullptr;
+          const char* cstr = text.c_str();
+          switch (kind) {
+            case 0:  // variable-length UTF-8: h5py reads it back as str
+              type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
+              RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
+              RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+              mem = type.get();
+              buf = &cstr;
+              break;
+            case 1:
+              type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_STD_I64LE)), H5Kind::datatype);
+              mem = H5T_NATIVE_INT64;
+              buf = &i;
+              break;
+            default:
+              type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_IEEE_F64LE)), H5Kind::datatype);
+              mem = H5T_NATIVE_DOUBLE;
+              buf = &d;
+              break;
+          }
+          H5Handle attr(RA_H5_CHECK(H5Acreate2(root, n.c_str(), type.get(), space.get(),
+                                               H5P_DEFAULT, H5P_DEFAULT)),
+                        H5Kind::attribute);
+          RA_H5_CHECK(H5Awrite(attr.get(), mem, buf));
+          attr.close();
+        });
+      },
+      StepKind::collective);
 }
 
 void OutputFile::set_attributes(const std::vector<std::pair<std::string, AttrValue>>& attrs) {
@@ -425,27 +633,35 @@ void OutputFile::set_attributes(const std::vector<std::pair<std::string, AttrVal
 
 void OutputFile::commit() {
   H5Quiet quiet;
+  verify_pending_writes();
   // The progress record belongs to the partial file, not to the result.
-  agree(comm_, [&] {
-    with_h5_context(context(), [&] {
-      for (const char* a : {kResumeKeyAttribute, kChunksDoneAttribute})
-        if (RA_H5_CHECK(H5Aexists(file_.get(), a)) > 0) RA_H5_CHECK(H5Adelete(file_.get(), a));
-    });
-  });
+  agree(
+      comm_,
+      [&] {
+        with_h5_context(context(), [&] {
+          for (const char* a : {kResumeKeyAttribute, kChunksDoneAttribute})
+            if (RA_H5_CHECK(H5Aexists(file_.get(), a)) > 0) RA_H5_CHECK(H5Adelete(file_.get(), a));
+        });
+      },
+      StepKind::collective);
   set_attribute(kCompleteAttribute, std::int64_t{1});  // last thing written
-  agree(comm_, [&] {
-    with_h5_context(context(), [&] {
-      lse_.close();
-      o_.close();
-      o_type_.close();
-      file_.close();  // collective: flushes metadata and closes the MPI file
-    });
-  });
+  agree(
+      comm_,
+      [&] {
+        with_h5_context(context(), [&] {
+          lse_.close();
+          o_.close();
+          o_type_.close();
+          file_.close();  // collective: flushes metadata and closes the MPI file
+        });
+      },
+      StepKind::collective);
   // Every rank has closed the file (agree is a barrier): rank 0 renames.
   agree(comm_, [&] {
-    if (rank_ == kRoot) rename_into_place(temp_path_, spec_);
+    if (rank_ == kRoot) rename_into_place(temp_path_, spec_.path, spec_.overwrite, "output file");
   });
   state_ = State::committed;
+  lock_.release();
 }
 
 void OutputFile::abort() noexcept {
@@ -458,6 +674,7 @@ void OutputFile::abort() noexcept {
   MPI_Finalized(&finalized);
   if (finalized) {  // too late for collective closes: at least drop the name
     if (rank_ == kRoot && !keep) ::unlink(temp_path_.c_str());
+    lock_.release();
     return;
   }
   H5Quiet quiet;
@@ -467,6 +684,7 @@ void OutputFile::abort() noexcept {
   file_.reset();       // collective, like every close of a parallel file
   MPI_Barrier(comm_);  // no rank still has the file open when it goes
   if (rank_ == kRoot && !keep) ::unlink(temp_path_.c_str());
+  lock_.release();
 }
 
 }  // namespace ringattn

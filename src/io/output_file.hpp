@@ -16,6 +16,20 @@
 // Error does. A failure raised on one rank only, elsewhere, must end the job
 // (MPI_Abort, the CLI's policy) rather than unwind past a live OutputFile.
 //
+// Writes that fail. The MPI-IO layer can lose a write's error (Open MPI's
+// OMPIO, measured on a full tmpfs at 3 ranks: the aggregator's ENOSPC never
+// reached HDF5, which reported success), so no write is trusted until read
+// back: every write is hashed in memory, and before a progress record and
+// before the commit the file is flushed and every write since the last
+// check is read back and compared (one read of the output, against the
+// ring's O(N^2) compute). And a full filesystem is found before any work:
+// create() reserves the whole file's blocks (fallocate) and refuses, naming
+// the OS error, when they do not fit.
+//
+// One writer. create() takes the output's WriterLock (io/writer_lock.hpp)
+// on rank 0 before it looks at the partial file, and holds it until the
+// commit, suspend or abort: a second job on the same output is refused.
+//
 // Partial output. The temporary file has a fixed name, `.<name>.partial`
 // beside the target, and records how many of the caller's chunks it holds
 // (mark_chunks_done, flushed to disk each time). suspend() closes it and
@@ -49,6 +63,7 @@
 #include "io/file_identity.hpp"
 #include "io/h5_handle.hpp"
 #include "io/shard_io.hpp"
+#include "io/writer_lock.hpp"
 #include "ring/partition.hpp"
 
 namespace ringattn {
@@ -57,7 +72,8 @@ struct OutputSpec {
   std::string path;        // the target file
   bool overwrite = false;  // replace an existing target (never the input)
   std::string input_path;  // the input, which must not be the target ("" = no check)
-  std::int64_t B = 0;      // o is [B, H, N, D], lse [B, H, N]
+  std::vector<std::string> linked_inputs;  // files the input links to: not targets either
+  std::int64_t B = 0;                      // o is [B, H, N, D], lse [B, H, N]
   std::int64_t H = 0;
   std::int64_t N = 0;
   std::int64_t D = 0;
@@ -68,6 +84,9 @@ struct OutputSpec {
   // caller decides which settings change the result bits).
   bool resume = false;
   std::string resume_key;
+  // How many chunks the caller will write: a partial file's record of chunks
+  // done must lie in [0, chunks] (0 = no check, for callers without chunks).
+  std::int64_t chunks = 0;
 };
 
 // The attribute written last, by commit(): int64 1 on a complete file.
@@ -76,6 +95,9 @@ inline constexpr const char* kCompleteAttribute = "complete";
 // the number of chunks written.
 inline constexpr const char* kResumeKeyAttribute = "resume_key";
 inline constexpr const char* kChunksDoneAttribute = "chunks_done";
+
+// The fixed name of an output's partial file: `.<name>.partial` beside it.
+std::string partial_output_path(const std::string& target);
 
 // Root attribute values: UTF-8 text (variable-length string), int64 or double.
 using AttrValue = std::variant<std::string, std::int64_t, double>;
@@ -146,6 +168,17 @@ class OutputFile {
   void reopen_partial();
   void write(hid_t dset, const std::string& name, bool with_d, const Partition& part,
              const BatchHeadRange& range, DType mem_type, const void* data);
+  void reserve_space();
+  void verify_pending_writes();
+
+  // A write not yet read back: where it went and the hash of its bytes.
+  struct PendingWrite {
+    bool is_o = true;
+    Positions rows;
+    BatchHeadRange range;
+    std::size_t bytes = 0;
+    std::uint64_t hash = 0;
+  };
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
@@ -157,6 +190,9 @@ class OutputFile {
   std::int64_t chunks_done_ = 0;
   bool resumed_ = false;
   AlignedBuffer<std::uint16_t> scratch_;  // f32 data rounded to f16 for an f16 `o`
+  std::vector<PendingWrite> pending_;     // written since the last read-back check
+  AlignedBuffer<char> readback_;          // one pending write's bytes, read back
+  WriterLock lock_;                       // rank 0: this output's one writer
   // Destroyed bottom-up: the datasets close before the file.
   H5Handle file_;
   H5Handle o_type_;  // spec.o_dtype, little-endian IEEE

@@ -66,8 +66,7 @@ std::optional<FaultPlan> fault_plan_from_env() {
 void maybe_inject_fault(const std::optional<FaultPlan>& plan, int rank, std::int64_t chunk,
                         int step) {
   if (!plan || plan->rank != rank || plan->chunk != chunk || plan->step != step) return;
-  std::fprintf(stderr,
-               "RINGATTN_FAULT: rank %d injects its fault at chunk %lld step %d\n", rank,
+  std::fprintf(stderr, "RINGATTN_FAULT: rank %d injects its fault at chunk %lld step %d\n", rank,
                static_cast<long long>(chunk), step);
   std::fflush(stderr);
   switch (plan->action) {

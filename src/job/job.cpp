@@ -9,6 +9,7 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +30,7 @@
 #include "io/nonfinite.hpp"
 #include "io/output_file.hpp"
 #include "job/fault_injection.hpp"
+#include "job/metrics.hpp"
 #include "job/preflight.hpp"
 #include "job/progress.hpp"
 #include "job/stop_request.hpp"
@@ -43,17 +45,28 @@ double peak_rss_mb() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
-// An error only this rank saw, in the middle of the ring: its peers are
-// blocked on it, so unwinding (whose collective closes would wait for them)
-// must not happen. One line, then the whole job ends.
-[[noreturn]] void abort_job(const Error& e) {
-  const int code = e.error_class() == ErrorClass::fault  ? 6
-                   : e.error_class() == ErrorClass::comm ? 5
-                                                         : 1;
-  std::fprintf(stderr, "ringattn: %s error: %s\n", error_class_name(e.error_class()), e.what());
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, code);
-  std::_Exit(code);
+// The chunk's f32 inputs keep the kernel's fp32 sums finite: scores
+// |s| <= scale * D * max|q| * max|k| (taken to base 2, then differenced),
+// and acc = sum of p * v with l <= N_k. A quarter of FLT_MAX leaves room for
+// both. Beyond that o would come out as Inf or NaN with exit 0.
+void check_values_fit_fp32(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info,
+                           const void* q, std::size_t nq, const void* k, const void* v,
+                           std::size_t nk) {
+  constexpr double kLimit = FLT_MAX / 4.0;
+  const double qmax = max_abs_finite(comm, q, info.dtype, nq);
+  const double kmax = max_abs_finite(comm, k, info.dtype, nk);
+  const double vmax = max_abs_finite(comm, v, info.dtype, nk);
+  const double scale = cfg.scale != 0 ? cfg.scale : 1.0 / std::sqrt(static_cast<double>(info.D));
+  const double smax = scale * 1.4426950408889634 * static_cast<double>(info.D) * qmax * kmax;
+  const std::string file = "input file '" + info.file.path + "'";
+  RA_CHECK(smax <= kLimit, input, file, ": values of '", info.q.name, "' (up to ",
+           short_number(qmax), ") and '", info.k.name, "' (up to ", short_number(kmax),
+           ") give attention scores up to ", short_number(smax), ", beyond fp32's range (",
+           short_number(kLimit), "); rescale the input or lower the scale");
+  RA_CHECK(vmax * static_cast<double>(info.Nkv) <= kLimit, input, file, ", dataset '", info.v.name,
+           "': values up to ", short_number(vmax), " with ", info.Nkv,
+           " keys can overflow the fp32 sums of attention (max|v| x N_k must stay below ",
+           short_number(kLimit), "); rescale the input");
 }
 
 std::string hostname() {
@@ -94,11 +107,15 @@ std::string config_json(const JobConfig& c) {
 }
 
 std::string resume_key_json(const JobConfig& c, const InputInfo& info, int ranks) {
+  // The files the input links to are read too: a change of one is a change.
+  nlohmann::json linked = nlohmann::json::array();
+  for (const FileIdentity& f : info.linked) linked.push_back({f.path, f.size, f.mtime_ns, f.inode});
   const nlohmann::json j = {
       {"input_path", info.file.path},
       {"input_size", info.file.size},
       {"input_mtime_ns", info.file.mtime_ns},
       {"input_inode", info.file.inode},
+      {"input_linked", linked},
       {"datasets", {c.q_name, c.k_name, c.v_name}},
       {"causal", c.causal},
       {"scale", c.scale},
@@ -147,8 +164,10 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   m.host = hostname();
   InputFile in = InputFile::open(comm, cfg.input, {cfg.q_name, cfg.k_name, cfg.v_name});
   const InputInfo& info = in.info();
-  // Tokens per rank, head dim, the memory budget: before anything big exists.
+  // Tokens per rank, head dim, the memory budget, where the metrics go:
+  // before anything big exists.
   preflight(comm, cfg, info);
+  check_metrics_target(comm, cfg, info);
 
   JobReport report;
   report.input = info;
@@ -173,6 +192,8 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   spec.with_lse = cfg.lse;
   spec.resume = cfg.resume;
   spec.resume_key = resume_key_json(cfg, info, P);
+  spec.chunks = report.chunks;
+  for (const FileIdentity& l : info.linked) spec.linked_inputs.push_back(l.path);
   std::optional<OutputFile> out_holder;
   {
     CommWatch watch("creating the output file (collective)");
@@ -244,6 +265,10 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
                              info.v.name);
         }
       }
+      if (info.dtype == DType::f32)
+        check_values_fit_fp32(comm, cfg, info, q.data(),
+                              static_cast<std::size_t>(hkc * group * nq * D), k.data(), v.data(),
+                              static_cast<std::size_t>(hkc * nkv * D));
       m.io_read_s += t.seconds();
       m.bytes_read +=
           static_cast<double>((hkc * group * nq + 2 * hkc * nkv) * D) * static_cast<double>(es);
@@ -257,7 +282,7 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
         st = device_ring ? device_ring->run(qp, kp, shards, state.acc.data(), lse_out, opt)
                          : ring_attention(*transport, qp, kp, shards, state, lse_out, opt);
       } catch (const Error& e) {
-        abort_job(e);  // one rank's failure mid-ring: see abort_job
+        abort_job(e);  // one rank's failure mid-ring: its peers wait in the ring
       }
       m.compute_s += st.compute_s + st.finalize_s;
       m.comm_wait_s += st.wait_s;
@@ -288,7 +313,8 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
       const bool stop = flags[0] != 0 && done < report.chunks;
       if ((stop || flags[1]) && done < report.chunks) {
         CommWatch watch("recording progress after " + chunk_text);
-        out.mark_chunks_done(done);  // on disk: a stop or crash keeps it
+        check_input_unchanged(comm, info);  // what was read is what the record vouches for
+        out.mark_chunks_done(done);         // on disk: a stop or crash keeps it
         since_record.reset();
       }
       if (stop) {
@@ -327,6 +353,7 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   Timer t;
   {
     CommWatch watch("committing the output file (collective)");
+    check_input_unchanged(comm, info);
     out.set_attributes(attrs);
     out.commit();
   }
@@ -366,71 +393,6 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
     report.per_rank.push_back(m);
   }
   return report;
-}
-
-void write_metrics(const std::string& path, const JobConfig& cfg, const JobReport& r) {
-  using nlohmann::json;
-  json ranks = json::array();
-  for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
-    const RankMetrics& m = r.per_rank[i];
-    ranks.push_back({{"rank", i},
-                     {"host", m.host},
-                     {"wall_s", m.wall_s},
-                     {"compute_s", m.compute_s},
-                     {"comm_wait_s", m.comm_wait_s},
-                     {"io_read_s", m.io_read_s},
-                     {"io_write_s", m.io_write_s},
-                     {"flops", m.flops},
-                     {"gflops", m.compute_s > 0 ? m.flops / m.compute_s / 1e9 : 0.0},
-                     {"bytes_sent", m.bytes_sent},
-                     {"bytes_read", m.bytes_read},
-                     {"bytes_written", m.bytes_written},
-                     {"peak_rss_mb", m.peak_rss_mb}});
-  }
-  char mpi_version[MPI_MAX_LIBRARY_VERSION_STRING] = {};
-  int len = 0;
-  MPI_Get_library_version(mpi_version, &len);
-  std::string mpi_first_line(mpi_version);
-  mpi_first_line = mpi_first_line.substr(0, mpi_first_line.find_first_of(",\n"));
-  unsigned h5maj = 0, h5min = 0, h5rel = 0;
-  H5get_libversion(&h5maj, &h5min, &h5rel);
-  std::vector<std::string> hosts;
-  for (const auto& m : r.per_rank)
-    if (std::find(hosts.begin(), hosts.end(), m.host) == hosts.end()) hosts.push_back(m.host);
-  double flops = 0;
-  for (const auto& m : r.per_rank) flops += m.flops;
-  const char* slurm = std::getenv("SLURM_JOB_ID");
-  const json j = {
-      {"context",
-       {{"version", kVersion},
-        {"git_commit", kGitCommit},
-        {"hosts", hosts},
-        {"ranks", r.ranks},
-        {"threads_per_rank", r.threads},
-        {"vector_isa", vector_isa()},
-        {"mpi", mpi_first_line},
-        {"hdf5", std::to_string(h5maj) + "." + std::to_string(h5min) + "." + std::to_string(h5rel)},
-        {"slurm_job_id", slurm ? json(slurm) : json(nullptr)}}},
-      {"problem",
-       {{"batch", r.input.B},
-        {"heads", r.input.Hq},
-        {"kv_heads", r.input.Hkv},
-        {"n", r.input.Nq},
-        {"n_kv", r.input.Nkv},
-        {"d", r.input.D},
-        {"dtype", dtype_name(r.input.dtype)},
-        {"causal", cfg.causal},
-        {"partition", partition_name(r.partition)},
-        {"chunks", r.chunks}}},
-      {"config", json::parse(config_json(cfg))},
-      {"wall_s", r.wall_s},
-      {"gflops", r.wall_s > 0 ? flops / r.wall_s / 1e9 : 0.0},
-      {"ranks", ranks},
-  };
-  std::ofstream f(path);
-  RA_CHECK(f.good(), io, "cannot write metrics file ", path);
-  f << j.dump(2) << "\n";
-  RA_CHECK(f.good(), io, "writing metrics file ", path, " failed");
 }
 
 }  // namespace ringattn

@@ -56,9 +56,4 @@ std::string config_json(const JobConfig& cfg);
 // changes the result's bits (ranks and partition included; threads do not).
 std::string resume_key_json(const JobConfig& cfg, const InputInfo& info, int ranks);
 
-// Writes the metrics JSON (rank 0 calls it): per-rank figures plus a context
-// block (version, git commit, hosts, ranks, threads, library versions, Slurm
-// job id).
-void write_metrics(const std::string& path, const JobConfig& cfg, const JobReport& report);
-
 }  // namespace ringattn

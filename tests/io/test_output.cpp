@@ -6,6 +6,7 @@
 // temporary file and leaves the target alone.
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <sstream>
 #include <stdexcept>
@@ -134,12 +135,15 @@ TEST_P(OutputRoundTrip, WrittenShardsReadBackAndOnlyTheTargetRemains) {
   spec.o_dtype = c.o_dtype;
   {
     OutputFile out = OutputFile::create(comm_, spec);
-    // Before commit the data lives under the temporary name only.
+    // Before commit the data lives under the temporary name only, beside
+    // the lock that keeps other runs off this output.
     on_root([&] {
-      const auto names = list_dir(dir_);
-      ASSERT_EQ(names.size(), 1u);
-      EXPECT_EQ(names[0].rfind(".out.h5.partial", 0), 0u) << names[0];
-      EXPECT_EQ(out.temp_path(), path(names[0]));
+      auto names = list_dir(dir_);
+      std::sort(names.begin(), names.end());
+      ASSERT_EQ(names.size(), 2u);
+      EXPECT_EQ(names[0], ".out.h5.lock");
+      EXPECT_EQ(names[1], ".out.h5.partial");
+      EXPECT_EQ(out.temp_path(), path(names[1]));
     });
     write_all(out, Partition(c.kind, spec.N, size_), rank_, c.mem);
     out.set_attribute("config", std::string(R"({"causal": true, "partition": "zigzag"})"));
