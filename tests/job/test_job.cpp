@@ -79,7 +79,7 @@ struct JobCase {
   bool causal = false;
   std::optional<PartitionKind> partition;
   bool lse = true;
-  std::string o_dtype = "f32";
+  OutDType o_dtype = OutDType::f32;
   std::int64_t kv_heads_per_chunk = 1;
 };
 
@@ -121,7 +121,7 @@ TEST_P(JobEndToEnd, OutputMatchesFloat64Reference) {
   ASSERT_EQ(o.size(), ref.size());
   const Comparison co = compare_to_reference(o.data(), ref.data(), std::ssize(o));
   // An f16 `o` is rounded to half precision: 2^-11 relative.
-  const double tol = c.o_dtype == "input" && c.dtype == DType::f16 ? 1e-3 : 1e-5;
+  const double tol = c.o_dtype == OutDType::input && c.dtype == DType::f16 ? 1e-3 : 1e-5;
   EXPECT_LE(co.rel_err, tol) << "worst o[" << co.worst << "] = " << co.worst_value << ", float64 "
                              << co.worst_ref;
   EXPECT_EQ(has_dataset(out, "lse"), c.lse);
@@ -155,7 +155,7 @@ std::vector<JobCase> job_cases() {
   out.push_back(f16);
   JobCase f16_out = f16;
   f16_out.name = "f16_output_in_input_type";
-  f16_out.o_dtype = "input";
+  f16_out.o_dtype = OutDType::input;
   out.push_back(f16_out);
   JobCase gqa;
   gqa.name = "gqa_4_to_1_two_heads_per_chunk";
