@@ -83,9 +83,11 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   int rank = 0, P = 1;
   RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
-  // Checks of the settings: the same on every rank, agreed so the message
-  // (which names the rank that raised it) is identical everywhere.
+  // The settings: valid (the same checks on every rank, agreed so the
+  // message, which names the rank that raised it, is identical everywhere),
+  // and the same on every rank (an MPMD launch can differ).
   agree(comm, [&] { check_job_config(cfg); });
+  agree_settings(comm, cfg);
   // Before any file is opened: the launch itself, and the devices.
   check_slurm_world(comm);
   if (cfg.backend == Backend::cuda) check_cuda_backend(comm);

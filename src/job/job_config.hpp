@@ -8,15 +8,18 @@
 //   - the flags of `ringattn run` (cli/run.cpp),
 //   - the JSON stored with the output and the resume key (config_json,
 //     resume_key_json in job/job.hpp),
-//   - the checks of a filled struct (check_job_config).
+//   - the checks of a filled struct (check_job_config), and the comparison
+//     of the ranks' settings before a run starts (agree_settings).
 // Adding a setting is one member, one row, and its use.
 //
 // Enums (backend, transport, output type, partition, compute type) are
 // parsed at the edge, by the table; the job compares no strings.
 //
-// Includes: job/setting.hpp (Setting, NumberRule),
+// Includes: mpi.h (MPI_Comm), job/setting.hpp (Setting, NumberRule),
 // kernel/params.hpp (ComputeType), ring/partition.hpp (PartitionKind).
 #pragma once
+
+#include <mpi.h>
 
 #include <cfloat>
 #include <cstdint>
@@ -240,6 +243,13 @@ void for_each_setting(Visit&& visit) {
 // are given; --transport nccl needs --backend cuda. Throws Error(usage).
 void check_job_config(const JobConfig& cfg);
 
+// Collective over comm, before any work: every rank's settings are the same
+// (an MPMD launch can give ranks different flags), or every rank throws the
+// same Error(usage) naming the first setting that differs and two ranks'
+// values: "ranks were started with different settings: attention.causal is
+// true on rank 0 but false on rank 1". One all-reduce when they agree.
+void agree_settings(MPI_Comm comm, const JobConfig& cfg);
+
 // Every setting as JSON, {"input": {"path": ...}, ...}, each as it ran: an
 // "auto" choice as what it resolved to (stored with the output, metrics).
 std::string settings_json(const JobConfig& cfg);
@@ -247,5 +257,9 @@ std::string settings_json(const JobConfig& cfg);
 // The settings that change the result's bits, as one flat JSON object keyed
 // by their resume names (part of the resume key).
 std::string result_settings_json(const JobConfig& cfg);
+
+// Every setting as it was given ("auto" stays "auto"), keyed "section.key",
+// in table order: what the ranks compare.
+std::string canonical_settings_json(const JobConfig& cfg);
 
 }  // namespace ringattn

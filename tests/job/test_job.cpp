@@ -232,5 +232,32 @@ TEST_F(JobBadInput, ExistingOutputWithoutOverwriteIsUntouched) {
   EXPECT_EQ(read_bytes(path("out.h5")), "precious earlier result");
 }
 
+// Ranks of an MPMD launch (mpirun -np 1 ringattn run ... --causal : -np 1
+// ringattn run ...) hold different settings: refused before any file is
+// opened, the lowest differing rank named against rank 0.
+TEST_F(JobBadInput, RanksWithDifferentSettingsAreRefusedBeforeAnyWork) {
+  if (size_ < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  on_root([&] { write_seeded_input(path("in.h5"), {1, 1, 1, 16, 16, 8}, DType::f32, false); });
+  JobConfig cfg;
+  cfg.input = path("in.h5");
+  cfg.output = path("out.h5");
+  cfg.threads = 1;
+  if (rank_ == size_ - 1) cfg.causal = true;
+  if (rank_ >= 1 && size_ >= 3) cfg.threads = rank_ + 1;  // also differs, and first in the table
+  const std::string want = size_ >= 3 ? "run.threads is 1 on rank 0 but 2 on rank 1"
+                                      : "attention.causal is false on rank 0 but true on rank 1";
+  const auto before = list_dir(dir_);
+  expect_agreed_error(comm_, [&] { run_job(comm_, cfg); }, ErrorClass::usage,
+                      {"ranks were started with different settings: " + want});
+  EXPECT_EQ(list_dir(dir_), before) << "a refused run left files behind";
+}
+
+TEST_F(JobBadInput, SameSettingsOnEveryRankAgree) {
+  JobConfig cfg;
+  cfg.input = "in.h5";
+  cfg.output = "out.h5";
+  EXPECT_NO_THROW(agree_settings(comm_, cfg));
+}
+
 }  // namespace
 }  // namespace ringattn::test
