@@ -4,7 +4,7 @@
 #   test_cli.sh RINGATTN SCRATCH_DIR CASE
 #
 # CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
-# run_errors, settings_agreed (see the functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
+# run_errors, settings_flags, settings_agreed (see the functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
 # MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
 # /usr/bin/python3: Debian's h5py lives in the system Python). Exit 0 on
@@ -243,6 +243,44 @@ with h5py.File('rank3.h5', 'w') as g:
   one_error_line "exists"
   [[ $(cat out.h5) == "earlier result" ]] || fail "the existing output was changed"
   expect 0 mpi 2 "$bin" run --input in.h5 --output out.h5 --overwrite --threads 1
+}
+
+# Settings from a config file and flags: a flag given overrides the file, a
+# flag not given leaves it; --print-config loads back to itself; flags and
+# the file refuse the same values in the same words; verify's flags too.
+case_settings_flags() {
+  printf '[attention]\ncausal = true\nscale = 0.5\n[run]\nthreads = 2\nkv_heads_per_chunk = 3\n' \
+    >base.toml
+  expect 0 "$bin" run --config base.toml --print-config --threads 5 --no-causal --out-dtype input
+  grep -qx 'threads = 5' out.txt || fail "--threads did not override the config file"
+  grep -qx 'causal = false' out.txt || fail "--no-causal did not override the config file"
+  grep -qx "dtype = 'input'" out.txt || fail "--out-dtype did not set output.dtype"
+  grep -qx 'kv_heads_per_chunk = 3' out.txt || fail "a flag not given replaced the file's value"
+  grep -qx 'scale = 0.5' out.txt || fail "a flag not given replaced the file's scale"
+  cp out.txt printed.toml
+  expect 0 "$bin" run --config printed.toml --print-config
+  cmp -s out.txt printed.toml || fail "--print-config did not load back to the same config"
+  expect 2 "$bin" run --config base.toml --print-config --causal --no-causal
+  expect 2 "$bin" run --print-config --scale 1e39
+  one_error_line "ringattn: usage error: --scale must be 0 (1/sqrt(D)) or >= 1.17549e-38"
+  printf '[attention]\nscale = 1e39\n' >big.toml
+  expect 2 "$bin" run --print-config --config big.toml
+  one_error_line "big.toml: attention.scale must be 0 (1/sqrt(D)) or >= 1.17549e-38"
+  expect 0 "$bin" run --help
+  grep -Eq -- '--comm-timeout NUMBER .*\(0: wait forever\) \[default: 1800\]' out.txt ||
+    fail "run --help does not show --comm-timeout's default"
+  grep -Eq -- '--backend cpu\|cuda ' out.txt || fail "run --help does not list the backends"
+
+  expect 0 "$bin" gen --output in.h5 --n 32 --d 8
+  expect 0 "$bin" run --input in.h5 --output out.h5 --threads 1
+  local bad
+  for bad in nan inf 0 -1; do
+    expect 2 "$bin" verify --input in.h5 --output out.h5 --tolerance "$bad"
+    one_error_line "ringattn: usage error: --tolerance must be"
+  done
+  expect 2 "$bin" verify --input in.h5 --output out.h5 --rows -1
+  one_error_line "ringattn: usage error: --rows must be >= 0, got -1"
+  expect 0 "$bin" verify --input in.h5 --output out.h5 --tolerance 1e-4 --rows 0
 }
 
 # Ranks started with different settings (an MPMD launch): refused before any
