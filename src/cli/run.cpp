@@ -1,12 +1,15 @@
 // `ringattn run`: the job users launch with mpirun or srun. Settings come
 // from defaults, then --config FILE.toml, then flags (flags win).
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "cli/commands.hpp"
-#include "cli/config_file.hpp"
 #include "cli/mpi_session.hpp"
+#include "comm/agree.hpp"
+#include "job/config_toml.hpp"
 #include "job/job.hpp"
 #include "job/metrics.hpp"
 #include "job/stop_request.hpp"
@@ -14,54 +17,54 @@
 namespace ringattn::cli {
 namespace {
 
+// The flags of `ringattn run`: one per setting of the table (a switch for a
+// bool, text for the rest, converted and checked by the table), plus
+// --config and --print-config.
 struct RunFlags {
-  std::string config, input, output, q, k, v, partition, metrics, o_dtype, compute, backend,
-      transport;
-  bool causal = false, no_causal = false, lse = false, overwrite = false, print_config = false,
-       allow_nonfinite = false, resume = false;
-  double comm_timeout = 0, memory_limit_mb = 0, checkpoint_interval = 0;
-  int threads = 0;
-  std::int64_t kv_heads_per_chunk = 0;
-  float scale = 0;
-  double progress_interval = 0;
+  std::string config;
+  bool print_config = false;
+  std::map<std::string, std::string> text;  // by flag: the text given
   CLI::App* app = nullptr;
   bool given(const char* name) const { return app->count(name) > 0; }
 };
 
+// Defaults, then the config file, then the flags given (a flag not given
+// leaves the file's value).
 JobConfig effective_config(const RunFlags& f) {
   JobConfig c;
   if (!f.config.empty()) load_config_file(f.config, c);
-  if (f.given("--input")) c.input = f.input;
-  if (f.given("--output")) c.output = f.output;
-  if (f.given("--q-name")) c.q_name = f.q;
-  if (f.given("--k-name")) c.k_name = f.k;
-  if (f.given("--v-name")) c.v_name = f.v;
-  if (f.given("--causal")) c.causal = true;
-  if (f.given("--no-causal")) c.causal = false;
-  if (f.given("--partition"))
-    c.partition =
-        f.partition == "auto" ? std::nullopt : std::optional(parse_partition(f.partition));
-  if (f.given("--lse")) c.lse = true;
-  if (f.given("--overwrite")) c.overwrite = true;
-  if (f.given("--metrics")) c.metrics = f.metrics;
-  if (f.given("--out-dtype")) c.o_dtype = f.o_dtype;
-  if (f.given("--compute")) c.compute = parse_compute_type(f.compute.c_str());
-  if (f.given("--scale")) c.scale = f.scale;
-  if (f.given("--threads")) c.threads = f.threads;
-  if (f.given("--kv-heads-per-chunk")) c.kv_heads_per_chunk = f.kv_heads_per_chunk;
-  if (f.given("--progress-interval")) c.progress_interval = f.progress_interval;
-  if (f.given("--allow-nonfinite")) c.allow_nonfinite = true;
-  if (f.given("--backend")) c.backend = f.backend;
-  if (f.given("--transport")) c.transport = f.transport;
-  if (f.given("--comm-timeout")) c.comm_timeout = f.comm_timeout;
-  if (f.given("--memory-limit-mb")) c.memory_limit_mb = f.memory_limit_mb;
-  if (f.given("--resume")) c.resume = true;
-  if (f.given("--checkpoint-interval")) c.checkpoint_interval = f.checkpoint_interval;
+  for_each_setting([&](const auto& s) {
+    using T = typename std::decay_t<decltype(s)>::Value;
+    if constexpr (std::is_same_v<T, bool>) {
+      if (f.given(s.flag)) c.*s.member = true;
+      if (s.off_flag && f.given(s.off_flag)) c.*s.member = false;
+    } else if (f.given(s.flag)) {
+      assign(c, s, raw_from_text(s, f.text.at(s.flag), s.flag), s.flag);
+    }
+  });
   return c;
 }
 
+void add_setting_flags(CLI::App& c, RunFlags& f) {
+  for_each_setting([&](const auto& s) {
+    using T = typename std::decay_t<decltype(s)>::Value;
+    if constexpr (std::is_same_v<T, bool>) {
+      CLI::Option* on = c.add_flag(s.flag)->description(setting_help(s));
+      if (s.off_flag)
+        c.add_flag(s.off_flag)
+            ->description(std::string("Turns ") + s.flag + " off (overrides the config)")
+            ->excludes(on);
+    } else {
+      c.add_option(s.flag, f.text[s.flag], setting_help(s))->type_name(setting_metavar(s));
+    }
+  });
+}
+
 int run(MpiSession& mpi, const RunFlags& f) {
-  const JobConfig cfg = effective_config(f);
+  // Agreed: ranks of an MPMD launch may have different flags, and one that
+  // fails alone must not leave the others waiting in run_job.
+  JobConfig cfg;
+  agree(MPI_COMM_WORLD, [&] { cfg = effective_config(f); });
   if (f.print_config) {
     if (mpi.rank() == 0) std::printf("%s", config_toml(cfg).c_str());
     return kOk;
@@ -119,63 +122,7 @@ std::function<int(MpiSession&)> add_run(CLI::App& app) {
   f->app = c;
   c->add_option("--config", f->config, "TOML configuration (see configs/)")
       ->check(CLI::ExistingFile);
-  c->add_option("--input", f->input, "Input HDF5 file");
-  c->add_option("--output", f->output, "Output HDF5 file (never replaced without --overwrite)");
-  c->add_option("--q-name", f->q, "Dataset name of the queries [default: q]");
-  c->add_option("--k-name", f->k, "Dataset name of the keys [default: k]");
-  c->add_option("--v-name", f->v, "Dataset name of the values [default: v]");
-  c->add_flag("--causal", f->causal, "Causal masking: token j visible to token i when j <= i");
-  c->add_flag("--no-causal", f->no_causal, "No masking (overrides the config)");
-  c->add_option("--partition", f->partition,
-                "How tokens are split over ranks [default: auto = zigzag when causal, else "
-                "contiguous]")
-      ->check(CLI::IsMember({"auto", "contiguous", "zigzag", "striped"}));
-  c->add_flag("--lse", f->lse, "Also write lse [B, H, N] (f32, natural log)");
-  c->add_option("--out-dtype", f->o_dtype, "Type of o: f32, or input (the input's) [default: f32]")
-      ->check(CLI::IsMember({"f32", "input"}));
-  c->add_flag("--overwrite", f->overwrite, "Replace an existing output file");
-  c->add_option("--compute", f->compute, "Tile-product precision [default: f32]")
-      ->check(CLI::IsMember({"f32", "bf16"}));
-  c->add_option("--scale", f->scale, "Softmax scale [default: 1/sqrt(D)]")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--threads", f->threads,
-                "Threads per rank [default: the rank's share of its node's cores]")
-      ->check(CLI::Range(1, 4096));
-  c->add_option("--kv-heads-per-chunk", f->kv_heads_per_chunk,
-                "K/V heads (with their query heads) per streamed chunk; memory grows with it "
-                "[default: 1]")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--metrics", f->metrics, "Write per-rank metrics JSON to this file");
-  c->add_option("--progress-interval", f->progress_interval,
-                "Seconds between progress lines when stderr is not a terminal [default: 5]")
-      ->check(CLI::PositiveNumber);
-  c->add_flag("--allow-nonfinite", f->allow_nonfinite,
-              "Accept NaN or Inf in q, k, v (default: refuse, naming the first bad element)");
-  c->add_option("--backend", f->backend,
-                "Where the attention kernel runs: cpu, or cuda (one GPU per rank, chosen by "
-                "node-local rank) [default: cpu]")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  c->add_option("--transport", f->transport,
-                "How K/V blocks travel: mpi, nccl (cuda backend only), or auto = nccl with "
-                "cuda, else mpi [default: auto]")
-      ->check(CLI::IsMember({"auto", "mpi", "nccl"}));
-  c->add_option("--comm-timeout", f->comm_timeout,
-                "Seconds a rank may wait on a peer before the whole job is aborted with exit "
-                "code 6; must exceed the longest ring step; 0 = wait forever [default: 1800]")
-      ->check(CLI::NonNegativeNumber);
-  c->add_option("--memory-limit-mb", f->memory_limit_mb,
-                "Per-rank memory budget in MiB, checked before anything is read [default: 0 = "
-                "the rank's share of its node's memory]")
-      ->check(CLI::NonNegativeNumber);
-  c->add_flag("--resume", f->resume,
-              "Continue an interrupted run (exit code 7) from its partial output, after "
-              "checking that the input, settings and ranks are the same; without a partial "
-              "output, start from the beginning");
-  c->add_option("--checkpoint-interval", f->checkpoint_interval,
-                "Seconds between progress records in the partial output: a crash loses at most "
-                "this much finished work (a stop signal records at once); 0 = after every "
-                "chunk [default: 10]")
-      ->check(CLI::NonNegativeNumber);
+  add_setting_flags(*c, *f);
   c->add_flag("--print-config", f->print_config,
               "Print the effective configuration (TOML) and exit");
   return [f](MpiSession& mpi) { return run(mpi, *f); };

@@ -13,7 +13,8 @@
 // Includes: cli/commands.hpp, cli/mpi_session.hpp, core/seeded_data.hpp
 // (splitmix64: the sample), core/timer.hpp, comm/agree.hpp, io/h5_describe.hpp
 // (attributes, row reads), io/input_file.hpp (inspect_input),
-// io/output_file.hpp (kCompleteAttribute), kernel/reference.hpp.
+// io/output_file.hpp (kCompleteAttribute), job/setting.hpp (the number check),
+// kernel/reference.hpp.
 #include <omp.h>
 
 #include <algorithm>
@@ -34,6 +35,7 @@
 #include "io/h5_describe.hpp"
 #include "io/input_file.hpp"
 #include "io/output_file.hpp"
+#include "job/setting.hpp"
 #include "kernel/reference.hpp"
 
 namespace ringattn::cli {
@@ -52,7 +54,9 @@ constexpr double kTolBf16 = 2e-2;  // compute bf16: products of bf16-rounded ope
 
 struct VerifyFlags {
   std::string input, output;
+  std::string rows_text = "256";  // --rows as given, checked before any work
   std::int64_t rows = 256;
+  std::string tolerance_text;  // --tolerance as given, checked before any work
   double tolerance = 0;
   std::uint64_t seed = 1;
   CLI::App* app = nullptr;
@@ -346,17 +350,22 @@ std::function<int(MpiSession&)> add_verify(CLI::App& app) {
   f->app = c;
   c->add_option("--input,-i", f->input, "The input the run read")->required();
   c->add_option("--output,-o", f->output, "The output the run wrote")->required();
-  c->add_option("--rows", f->rows, "Rows to check; 0: all")
+  c->add_option("--rows", f->rows_text, "Rows to check; 0: all")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  c->add_option("--tolerance", f->tolerance,
+      ->type_name("INT");
+  c->add_option("--tolerance", f->tolerance_text,
                 "Largest accepted error [default: 1e-5; 1e-3 for an f16 o; 2e-2 for compute "
                 "bf16]")
-      ->check(CLI::PositiveNumber);
+      ->type_name("NUMBER");
   c->add_option("--seed", f->seed, "Seed of the row sample")->capture_default_str();
   return [f](MpiSession& mpi) {
     int code = kOk;
     agree(MPI_COMM_WORLD, [&] {
+      // The same parse and messages as run's settings (job/setting.hpp).
+      f->rows = checked_integer_from_text(f->rows_text, "--rows", {.lo = 0});
+      if (f->app->count("--tolerance") > 0)
+        f->tolerance =
+            checked_number_from_text(f->tolerance_text, "--tolerance", {.lo = 0, .above = true});
       if (mpi.rank() == 0) code = verify(*f);
     });
     RA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD));

@@ -33,6 +33,16 @@ void print_timeout(const std::string& what, double timeout) {
   std::fflush(stderr);
 }
 
+// now + seconds, or the clock's end when that would not fit: a duration
+// cast of more than ~9.2e9 s overflows steady_clock's int64 nanoseconds
+// (undefined, in practice a deadline in the past: the job died at once).
+Clock::time_point deadline_after(double seconds) {
+  const Clock::time_point now = Clock::now();
+  const double room = std::chrono::duration<double>(Clock::time_point::max() - now).count();
+  if (!(seconds < room / 2)) return Clock::time_point::max();
+  return now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
 struct Scope {
   std::string what;
   Clock::time_point deadline;
@@ -63,9 +73,7 @@ class Watchdog {
   bool push(std::string what) {
     std::lock_guard<std::mutex> lock(mu_);
     if (timeout_ <= 0) return false;
-    const auto d =
-        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_));
-    scopes_.push_back({std::move(what), Clock::now() + d});
+    scopes_.push_back({std::move(what), deadline_after(timeout_)});
     cv_.notify_all();
     return true;
   }
@@ -73,9 +81,7 @@ class Watchdog {
     std::lock_guard<std::mutex> lock(mu_);
     if (!scopes_.empty()) scopes_.pop_back();
     // The enclosing scope waits afresh from here: it was not blocked meanwhile.
-    if (!scopes_.empty())
-      scopes_.back().deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                                   std::chrono::duration<double>(timeout_));
+    if (!scopes_.empty()) scopes_.back().deadline = deadline_after(timeout_);
     cv_.notify_all();
   }
 

@@ -51,7 +51,7 @@ void abort_job(const Error& e) {
 
 std::string short_number(double x) {
   char b[32];
-  std::snprintf(b, sizeof b, "%.3g", x);
+  std::snprintf(b, sizeof b, "%g", x);
   return b;
 }
 

@@ -73,8 +73,8 @@ void set_job_abort_handler(JobAbortHandler handler);
 // Ends the job after the caller printed its own line (the watchdog does).
 [[noreturn]] void abort_job(const JobAbort& how);
 
-// A number for a message: 3 significant digits ("3.4e+38", "0.125", "512"),
-// never the 309 digits of a printed FLT_MAX.
+// A number for a message or --help, as %g prints it ("3.40282e+38", "0.125",
+// "512"): never the 309 digits of a printed FLT_MAX.
 std::string short_number(double x);
 
 namespace detail {

@@ -78,55 +78,20 @@ std::string hostname() {
 }  // namespace
 
 std::string config_json(const JobConfig& c) {
-  nlohmann::json j = {
-      {"input",
-       {{"path", c.input},
-        {"q", c.q_name},
-        {"k", c.k_name},
-        {"v", c.v_name},
-        {"allow_nonfinite", c.allow_nonfinite}}},
-      {"output",
-       {{"path", c.output}, {"lse", c.lse}, {"dtype", c.o_dtype}, {"overwrite", c.overwrite}}},
-      {"attention",
-       {{"causal", c.causal}, {"scale", c.scale}, {"compute", compute_type_name(c.compute)}}},
-      {"ring",
-       {{"partition", partition_name(c.effective_partition())},
-        {"transport", c.effective_transport()},
-        {"comm_timeout", c.comm_timeout}}},
-      {"run",
-       {{"threads", c.threads},
-        {"kv_heads_per_chunk", c.kv_heads_per_chunk},
-        {"metrics", c.metrics},
-        {"progress_interval", c.progress_interval},
-        {"backend", c.backend},
-        {"memory_limit_mb", c.memory_limit_mb},
-        {"resume", c.resume},
-        {"checkpoint_interval", c.checkpoint_interval}}},
-  };
-  return j.dump();
+  return settings_json(c);
 }
 
 std::string resume_key_json(const JobConfig& c, const InputInfo& info, int ranks) {
+  nlohmann::json j = nlohmann::json::parse(result_settings_json(c));
+  j["input_path"] = info.file.path;
+  j["input_size"] = info.file.size;
+  j["input_mtime_ns"] = info.file.mtime_ns;
+  j["input_inode"] = info.file.inode;
   // The files the input links to are read too: a change of one is a change.
   nlohmann::json linked = nlohmann::json::array();
   for (const FileIdentity& f : info.linked) linked.push_back({f.path, f.size, f.mtime_ns, f.inode});
-  const nlohmann::json j = {
-      {"input_path", info.file.path},
-      {"input_size", info.file.size},
-      {"input_mtime_ns", info.file.mtime_ns},
-      {"input_inode", info.file.inode},
-      {"input_linked", linked},
-      {"datasets", {c.q_name, c.k_name, c.v_name}},
-      {"causal", c.causal},
-      {"scale", c.scale},
-      {"compute", compute_type_name(c.compute)},
-      {"partition", partition_name(c.effective_partition())},
-      {"ranks", ranks},
-      {"kv_heads_per_chunk", c.kv_heads_per_chunk},
-      {"lse", c.lse},
-      {"o_dtype", c.o_dtype},
-      {"backend", c.backend},
-  };
+  j["input_linked"] = linked;
+  j["ranks"] = ranks;
   return j.dump();
 }
 
@@ -135,27 +100,14 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   int rank = 0, P = 1;
   RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
-  // Checks of the arguments: the same on every rank, agreed so the message
-  // (which names the rank that raised it) is identical everywhere.
-  agree(comm, [&] {
-    RA_CHECK(!cfg.input.empty(), usage, "no input file given (--input or [input] path)");
-    RA_CHECK(!cfg.output.empty(), usage, "no output file given (--output or [output] path)");
-    RA_CHECK(cfg.o_dtype == "f32" || cfg.o_dtype == "input", usage,
-             "output dtype must be \"f32\" or \"input\", got \"", cfg.o_dtype, "\"");
-    RA_CHECK(cfg.kv_heads_per_chunk >= 1, usage, "kv_heads_per_chunk must be >= 1");
-    RA_CHECK(cfg.threads >= 0, usage, "threads must be >= 0 (0: automatic)");
-    RA_CHECK(cfg.comm_timeout >= 0, usage, "comm_timeout must be >= 0 seconds (0: none)");
-    RA_CHECK(cfg.backend == "cpu" || cfg.backend == "cuda", usage,
-             "backend must be \"cpu\" or \"cuda\", got \"", cfg.backend, "\"");
-    const std::string tr = cfg.effective_transport();
-    RA_CHECK(tr == "mpi" || tr == "nccl", usage, "transport must be \"mpi\" or \"nccl\", got \"",
-             cfg.transport, "\"");
-    RA_CHECK(tr != "nccl" || cfg.backend == "cuda", usage,
-             "--transport nccl moves device buffers: it needs --backend cuda");
-  });
+  // The settings: valid (the same checks on every rank, agreed so the
+  // message, which names the rank that raised it, is identical everywhere),
+  // and the same on every rank (an MPMD launch can differ).
+  agree(comm, [&] { check_job_config(cfg); });
+  agree_settings(comm, cfg);
   // Before any file is opened: the launch itself, and the devices.
   check_slurm_world(comm);
-  if (cfg.backend == "cuda") check_cuda_backend(comm);
+  if (cfg.backend == Backend::cuda) check_cuda_backend(comm);
   std::optional<FaultPlan> fault;
   agree(comm, [&] { fault = fault_plan_from_env(); });
   set_comm_timeout(cfg.comm_timeout);
@@ -188,7 +140,7 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   spec.H = info.Hq;
   spec.N = info.Nq;
   spec.D = info.D;
-  spec.o_dtype = cfg.o_dtype == "input" ? info.dtype : DType::f32;
+  spec.o_dtype = cfg.o_dtype == OutDType::input ? info.dtype : DType::f32;
   spec.with_lse = cfg.lse;
   spec.resume = cfg.resume;
   spec.resume_key = resume_key_json(cfg, info, P);
@@ -215,8 +167,8 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   // One ring for the whole run: MPI between host buffers, or the device ring.
   std::optional<MpiTransport> transport;
   std::optional<cuda::DeviceRing> device_ring;
-  if (cfg.backend == "cuda")
-    device_ring.emplace(comm, cfg.effective_transport(), cfg.comm_timeout);
+  if (cfg.backend == Backend::cuda)
+    device_ring.emplace(comm, choice_name(cfg.effective_transport()), cfg.comm_timeout);
   else
     transport.emplace(comm);
   RingOptions opt;

@@ -139,7 +139,7 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int
   m.packed = c.add({kt, vt, c.mul({c.add({kv_padded, nq}), 8})});
   m.state = c.add({c.mul({2, q_rows, 4}), c.mul({q_rows, D, 4})});
   m.lse = c.mul({q_rows, 4});
-  m.out16 = cfg.o_dtype == "input" && info.dtype == DType::f16 ? c.mul({q_rows, D, 2}) : 0;
+  m.out16 = cfg.o_dtype == OutDType::input && info.dtype == DType::f16 ? c.mul({q_rows, D, 2}) : 0;
   m.total = c.add({m.q, m.kv, m.ring, m.packed, m.state, m.lse, m.out16});
   m.overflow = c.overflow;
   return m;

@@ -4,8 +4,7 @@
 #   test_cli.sh RINGATTN SCRATCH_DIR CASE
 #
 # CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
-# run_errors (see
-# the functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
+# run_errors, settings_flags, settings_agreed (see the functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
 # MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
 # /usr/bin/python3: Debian's h5py lives in the system Python). Exit 0 on
@@ -244,6 +243,81 @@ with h5py.File('rank3.h5', 'w') as g:
   one_error_line "exists"
   [[ $(cat out.h5) == "earlier result" ]] || fail "the existing output was changed"
   expect 0 mpi 2 "$bin" run --input in.h5 --output out.h5 --overwrite --threads 1
+}
+
+# Settings from a config file and flags: a flag given overrides the file, a
+# flag not given leaves it; --print-config loads back to itself; flags and
+# the file refuse the same values in the same words; verify's flags too.
+case_settings_flags() {
+  printf '[attention]\ncausal = true\nscale = 0.5\n[run]\nthreads = 2\nkv_heads_per_chunk = 3\n' \
+    >base.toml
+  expect 0 "$bin" run --config base.toml --print-config --threads 5 --no-causal --out-dtype input
+  grep -qx 'threads = 5' out.txt || fail "--threads did not override the config file"
+  grep -qx 'causal = false' out.txt || fail "--no-causal did not override the config file"
+  grep -qx "dtype = 'input'" out.txt || fail "--out-dtype did not set output.dtype"
+  grep -qx 'kv_heads_per_chunk = 3' out.txt || fail "a flag not given replaced the file's value"
+  grep -qx 'scale = 0.5' out.txt || fail "a flag not given replaced the file's scale"
+  cp out.txt printed.toml
+  expect 0 "$bin" run --config printed.toml --print-config
+  cmp -s out.txt printed.toml || fail "--print-config did not load back to the same config"
+  expect 2 "$bin" run --config base.toml --print-config --causal --no-causal
+  expect 2 "$bin" run --print-config --scale 1e39
+  one_error_line "ringattn: usage error: --scale must be 0 (1/sqrt(D)) or >= 1.17549e-38"
+  printf '[attention]\nscale = 1e39\n' >big.toml
+  expect 2 "$bin" run --print-config --config big.toml
+  one_error_line "big.toml: attention.scale must be 0 (1/sqrt(D)) or >= 1.17549e-38"
+  expect 0 "$bin" run --help
+  grep -Eq -- '--comm-timeout NUMBER .*\(0: wait forever\) \[default: 1800\]' out.txt ||
+    fail "run --help does not show --comm-timeout's default"
+  grep -Eq -- '--backend cpu\|cuda ' out.txt || fail "run --help does not list the backends"
+
+  expect 0 "$bin" gen --output in.h5 --n 32 --d 8
+  expect 0 "$bin" run --input in.h5 --output out.h5 --threads 1
+  local bad
+  for bad in nan inf 0 -1; do
+    expect 2 "$bin" verify --input in.h5 --output out.h5 --tolerance "$bad"
+    one_error_line "ringattn: usage error: --tolerance must be"
+  done
+  expect 2 "$bin" verify --input in.h5 --output out.h5 --rows -1
+  one_error_line "ringattn: usage error: --rows must be >= 0, got -1"
+  expect 0 "$bin" verify --input in.h5 --output out.h5 --tolerance 1e-4 --rows 0
+}
+
+# Ranks started with different settings (an MPMD launch): refused before any
+# work, with one line from rank 0 naming the first differing setting and
+# two ranks' values, exit 2 (every rank), and no output written.
+case_settings_agreed() {
+  expect 0 "$bin" gen --output in.h5 --heads 2 --n 64 --d 16
+  local tag=() before
+  # Open MPI tags each line with its rank: check that rank 0 printed it.
+  [[ $("$mpiexec" --version 2>&1) == *"Open MPI"* || $("$mpiexec" --version 2>&1) == *OpenRTE* ]] &&
+    tag=(--tag-output)
+  listing() { ls -A | grep -v -e '^out\.txt$' -e '^err\.txt$' -e '\.toml$' | sort; }
+  before=$(listing)
+  mpmd() {
+    expect 2 "$mpiexec" "${mpi_flags[@]}" "${tag[@]}" "$@"
+    [[ $(listing) == "$before" ]] || fail "a refused MPMD run left files: $(ls -A)"
+    if ((${#tag[@]})); then
+      [[ $(grep -c 'ringattn: ' err.txt) -eq 1 ]] || fail "expected one 'ringattn:' line"
+      grep -q '^\[[0-9]*,0\]<stderr>:ringattn: usage error: ranks were started' err.txt ||
+        fail "the line did not come from rank 0"
+      sed -i 's/^\[[0-9]*,[0-9]*\]<std[a-z]*>://' err.txt
+    fi
+  }
+  local run=(run --input in.h5 --output out.h5 --threads 1)
+  mpmd "$np_flag" 1 "$bin" "${run[@]}" --causal : "$np_flag" 1 "$bin" "${run[@]}"
+  one_error_line "different settings: attention.causal is true on rank 0 but false on rank 1"
+  # --lse on some ranks only used to hang: the others never wrote lse.
+  mpmd "$np_flag" 2 "$bin" "${run[@]}" --lse : "$np_flag" 1 "$bin" "${run[@]}"
+  one_error_line "different settings: output.lse is true on rank 0 but false on rank 2"
+  printf '[ring]\npartition = "striped"\n' >striped.toml
+  mpmd "$np_flag" 1 "$bin" "${run[@]}" : "$np_flag" 2 "$bin" "${run[@]}" --config striped.toml
+  one_error_line 'ring.partition is "auto" on rank 0 but "striped" on rank 1'
+  # The same settings from different spellings agree, and the run works.
+  printf '[attention]\ncausal = true\n' >causal.toml
+  expect 0 "$mpiexec" "${mpi_flags[@]}" "$np_flag" 1 "$bin" "${run[@]}" --causal : \
+    "$np_flag" 2 "$bin" "${run[@]}" --config causal.toml
+  [[ -f out.h5 ]] || fail "the agreed MPMD run wrote no output"
 }
 
 "case_$case_name"

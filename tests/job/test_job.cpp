@@ -79,7 +79,7 @@ struct JobCase {
   bool causal = false;
   std::optional<PartitionKind> partition;
   bool lse = true;
-  std::string o_dtype = "f32";
+  OutDType o_dtype = OutDType::f32;
   std::int64_t kv_heads_per_chunk = 1;
 };
 
@@ -121,7 +121,7 @@ TEST_P(JobEndToEnd, OutputMatchesFloat64Reference) {
   ASSERT_EQ(o.size(), ref.size());
   const Comparison co = compare_to_reference(o.data(), ref.data(), std::ssize(o));
   // An f16 `o` is rounded to half precision: 2^-11 relative.
-  const double tol = c.o_dtype == "input" && c.dtype == DType::f16 ? 1e-3 : 1e-5;
+  const double tol = c.o_dtype == OutDType::input && c.dtype == DType::f16 ? 1e-3 : 1e-5;
   EXPECT_LE(co.rel_err, tol) << "worst o[" << co.worst << "] = " << co.worst_value << ", float64 "
                              << co.worst_ref;
   EXPECT_EQ(has_dataset(out, "lse"), c.lse);
@@ -155,7 +155,7 @@ std::vector<JobCase> job_cases() {
   out.push_back(f16);
   JobCase f16_out = f16;
   f16_out.name = "f16_output_in_input_type";
-  f16_out.o_dtype = "input";
+  f16_out.o_dtype = OutDType::input;
   out.push_back(f16_out);
   JobCase gqa;
   gqa.name = "gqa_4_to_1_two_heads_per_chunk";
@@ -230,6 +230,33 @@ TEST_F(JobBadInput, ExistingOutputWithoutOverwriteIsUntouched) {
   });
   expect_failure(path("in.h5"), ErrorClass::usage, {"out.h5"});
   EXPECT_EQ(read_bytes(path("out.h5")), "precious earlier result");
+}
+
+// Ranks of an MPMD launch (mpirun -np 1 ringattn run ... --causal : -np 1
+// ringattn run ...) hold different settings: refused before any file is
+// opened, the lowest differing rank named against rank 0.
+TEST_F(JobBadInput, RanksWithDifferentSettingsAreRefusedBeforeAnyWork) {
+  if (size_ < 2) GTEST_SKIP() << "needs 2 or more ranks";
+  on_root([&] { write_seeded_input(path("in.h5"), {1, 1, 1, 16, 16, 8}, DType::f32, false); });
+  JobConfig cfg;
+  cfg.input = path("in.h5");
+  cfg.output = path("out.h5");
+  cfg.threads = 1;
+  if (rank_ == size_ - 1) cfg.causal = true;
+  if (rank_ >= 1 && size_ >= 3) cfg.threads = rank_ + 1;  // also differs, and first in the table
+  const std::string want = size_ >= 3 ? "run.threads is 1 on rank 0 but 2 on rank 1"
+                                      : "attention.causal is false on rank 0 but true on rank 1";
+  const auto before = list_dir(dir_);
+  expect_agreed_error(comm_, [&] { run_job(comm_, cfg); }, ErrorClass::usage,
+                      {"ranks were started with different settings: " + want});
+  EXPECT_EQ(list_dir(dir_), before) << "a refused run left files behind";
+}
+
+TEST_F(JobBadInput, SameSettingsOnEveryRankAgree) {
+  JobConfig cfg;
+  cfg.input = "in.h5";
+  cfg.output = "out.h5";
+  EXPECT_NO_THROW(agree_settings(comm_, cfg));
 }
 
 }  // namespace

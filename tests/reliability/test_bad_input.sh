@@ -227,15 +227,39 @@ case_config() {
     refused "$np" 2 "syntax.toml:1:" --config syntax.toml \
       --input in/good.h5 --output out/out.h5 --overwrite
   done
-  # A flag out of range is CLI11's message (not a 'ringattn:' line): once, by rank 0.
-  local before
-  before=$(state)
+  # Flags go through the same checks as the file (the settings table): one
+  # 'ringattn:' line from rank 0, the flag named, the number printed short.
   for np in 1 2; do
-    expect 2 mpi "$np" "$bin" run --input in/good.h5 --output out/out.h5 --overwrite --threads 0
-    [[ $(grep -c -- '--threads: Value 0 not in range' err.txt) -eq 1 ]] ||
-      fail "[np $np] --threads 0: expected the range error once"
+    refused "$np" 2 "--threads must be >= 0 and <= 4096|got 5000" \
+      --input in/good.h5 --output out/out.h5 --overwrite --threads 5000
+    refused "$np" 2 "--memory-limit-mb must be >= 0 MiB|got -1" \
+      --input in/good.h5 --output out/out.h5 --overwrite --memory-limit-mb -1
+    if grep -q 179769 err.txt; then fail "[np $np] a range error printed the double maximum"; fi
   done
-  [[ $(state) == "$before" ]] || fail "--threads 0 changed files"
+  # NaN or Inf wherever a finite number is meant, from a flag and from the
+  # file alike; --scale beyond a normal float32; --comm-timeout beyond 1e9 s.
+  local flag key section bad
+  for flag in scale:attention memory-limit-mb:run checkpoint-interval:run \
+    progress-interval:run comm-timeout:ring; do
+    section=${flag#*:} flag=${flag%:*} key=${flag//-/_}
+    for bad in nan inf; do
+      printf '[%s]\n%s = %s\n' "$section" "$key" "$bad" >nonfinite.toml
+      for np in 1 2; do
+        refused "$np" 2 "--$flag must be a finite number, got $bad" \
+          --input in/good.h5 --output out/out.h5 --overwrite --"$flag" "$bad"
+        refused "$np" 2 "nonfinite.toml: $section.$key must be a finite number, got $bad" \
+          --config nonfinite.toml --input in/good.h5 --output out/out.h5 --overwrite
+      done
+    done
+  done
+  for bad in 1e39:1e+39 1e-39:1e-39 -1:-1; do  # given:printed
+    refused 2 2 "--scale must be 0 (1/sqrt(D)) or >= 1.17549e-38 and <= 3.40282e+38|got ${bad#*:}" \
+      --input in/good.h5 --output out/out.h5 --overwrite --scale "${bad%:*}"
+  done
+  refused 2 2 "--comm-timeout must be >= 0 and <= 1e+09 seconds|got 9.3e+09" \
+    --input in/good.h5 --output out/out.h5 --overwrite --comm-timeout 9.3e9
+  refused 2 2 "--backend must be \"cpu\" or \"cuda\", got \"gpu\"" \
+    --input in/good.h5 --output out/out.h5 --overwrite --backend gpu
 }
 
 # Needs the job to call preflight() (or check_slurm_world) (src/job/preflight.hpp).

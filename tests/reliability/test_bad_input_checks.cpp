@@ -249,7 +249,7 @@ TEST(EstimateRankBytes, GrowsWithChunkShrinksWithRanks) {
   }());
   // f16 storage with an f16 o adds the rounding scratch.
   cfg.kv_heads_per_chunk = 1;
-  cfg.o_dtype = "input";
+  cfg.o_dtype = OutDType::input;
   const RankMemory m = estimate_rank_memory(cfg, info, 8);
   EXPECT_EQ(m.out16, 4 * (100000 / 8) * 128 * 2);
   EXPECT_EQ(m.total, one + m.out16);
