@@ -2,7 +2,8 @@
 // rebuilds the full Q, K, V from a seed, keeps its shard, runs the ring, and
 // checks its rows. Also: the ring's answer equals the one-rank kernel's
 // within 1e-5 of the output's scale (the partition only reorders the sums);
-// one ring serves chunks of different shapes.
+// every rank's hops match its neighbours' (what one sends, the next
+// receives); one ring serves chunks of different shapes.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -35,8 +36,7 @@ class RingVsReference : public testing::TestWithParam<RingCase> {};
 TEST_P(RingVsReference, MatchesFloat64AndOneRank) {
   const RingCase c = GetParam();
   const int P = world_size();
-  if (c.nq < P || c.nkv < P)
-    GTEST_SKIP() << "N < ranks is rejected by design (tested below)";
+  if (c.nq < P || c.nkv < P) GTEST_SKIP() << "N < ranks is rejected by design (tested below)";
   const RingProblem pr(c, 101);
 
   CpuRing ring(MPI_COMM_WORLD);
@@ -56,60 +56,88 @@ TEST_P(RingVsReference, MatchesFloat64AndOneRank) {
 
 std::vector<RingCase> ring_cases() {
   std::vector<RingCase> out;
-  for (PartitionKind pk : {PartitionKind::contiguous, PartitionKind::zigzag,
-                           PartitionKind::striped})
+  for (PartitionKind pk :
+       {PartitionKind::contiguous, PartitionKind::zigzag, PartitionKind::striped})
     for (bool causal : {false, true}) {
-      out.push_back({pk, causal, 2, 2, 1001, 1001, 32,
-                     DType::f32}); // uneven on 3 and 4 ranks
-      out.push_back({pk, causal, 4, 1, 130, 130, 64, DType::f32}); // GQA 4:1
-      out.push_back(
-          {pk, causal, 2, 2, 5, 5, 16, DType::f32}); // N = 5 on 4 ranks
-      out.push_back(
-          {pk, causal, 2, 2, 77, 300, 16, DType::f32}); // cross-attention
-      out.push_back(
-          {pk, causal, 4, 2, 257, 257, 128, DType::bf16}); // bf16 storage
+      out.push_back({pk, causal, 2, 2, 1001, 1001, 32, DType::f32});  // uneven on 3 and 4 ranks
+      out.push_back({pk, causal, 4, 1, 130, 130, 64, DType::f32});    // GQA 4:1
+      out.push_back({pk, causal, 2, 2, 5, 5, 16, DType::f32});        // N = 5 on 4 ranks
+      out.push_back({pk, causal, 2, 2, 77, 300, 16, DType::f32});     // cross-attention
+      out.push_back({pk, causal, 4, 2, 257, 257, 128, DType::bf16});  // bf16 storage
     }
   return out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Ring, RingVsReference, testing::ValuesIn(ring_cases()),
-                         [](const testing::TestParamInfo<RingCase> &i) {
-                           return i.param.name();
-                         });
+                         [](const testing::TestParamInfo<RingCase>& i) { return i.param.name(); });
 
+// What each rank reports of its steps, all-gathered: rank r's step s is at
+// [(r * P + s) * 3] as (source, bytes sent, bytes received); steps a rank
+// did not report read as UINT64_MAX.
+std::vector<std::uint64_t> gather_steps(const RingStats& st, int P) {
+  std::vector<std::uint64_t> mine(3 * static_cast<std::size_t>(P), UINT64_MAX);
+  for (std::size_t s = 0; s < std::min(st.steps.size(), mine.size() / 3); ++s) {
+    mine[3 * s] = static_cast<std::uint64_t>(st.steps[s].source);
+    mine[3 * s + 1] = st.steps[s].bytes_sent;
+    mine[3 * s + 2] = st.steps[s].bytes_received;
+  }
+  std::vector<std::uint64_t> all(mine.size() * static_cast<std::size_t>(P));
+  MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_UINT64_T, all.data(),
+                static_cast<int>(mine.size()), MPI_UINT64_T, MPI_COMM_WORLD);
+  return all;
+}
+
+// A ring hangs or reads garbage when ranks disagree on a hop (DESIGN's
+// pitfalls): compared across ranks, every step's send must be the size the
+// next rank posted for it, and the block rank r sends at step s must be the
+// one rank r+1 folds at step s+1. Uneven shards, so a rank that sized a
+// receive by the wrong block would show; causal, so skipped steps must hop too.
 TEST(RingStats, EveryRankMakesTheSameHops) {
-  const int P = world_size(), r = world_rank();
-  const std::int64_t n = 64 * P + 3;
-  const RingProblem pr(
-      {PartitionKind::contiguous, true, 1, 1, n, n, 8, DType::f32}, 7);
+  const int P = world_size(), r = world_rank(), next = (r + 1) % P;
+  const std::int64_t n = 64 * P + 1;  // rank 0 holds one token more than the others
+  const RingProblem pr({PartitionKind::contiguous, true, 1, 1, n, n, 8, DType::f32}, 7);
   CpuRing ring(MPI_COMM_WORLD);
   RingOptions opt;
-  opt.causal = true; // contiguous causal: rank r skips the blocks of ranks > r
+  opt.causal = true;  // contiguous causal: rank r skips the blocks of ranks > r
   const RingAnswer a = run_ring_on(ring, pr, opt, false);
-  ASSERT_EQ(a.stats.steps.size(), static_cast<std::size_t>(P));
-  int skipped = 0;
-  for (int i = 0; i < P; ++i) {
-    EXPECT_EQ(a.stats.steps[i].source, (r - i + P) % P);
-    skipped += a.stats.steps[i].skipped;
-    if (i + 1 < P) {
-      EXPECT_EQ(a.stats.steps[i].bytes_sent,
-                pr.layout().block(a.stats.steps[i].source).bytes());
-    } else {
-      EXPECT_EQ(a.stats.steps[i].bytes_sent, 0u)
-          << "the last step sends nothing";
+  EXPECT_EQ(a.stats.steps.size(), static_cast<std::size_t>(P));
+  const std::vector<std::uint64_t> all = gather_steps(a.stats, P);  // every rank, even on failure
+  const auto at = [&](int rank, int s, int field) {
+    return all[(static_cast<std::size_t>(rank) * P + s) * 3 + field];
+  };
+
+  std::vector<int> folded(P, 0);
+  for (int s = 0; s < P; ++s) {
+    if (at(r, s, 0) < static_cast<std::uint64_t>(P))
+      ++folded[at(r, s, 0)];
+    else
+      ADD_FAILURE() << "rank " << r << " step " << s << ": no source reported";
+    if (s + 1 == P) {
+      EXPECT_EQ(at(r, s, 1), 0u) << "rank " << r << ": the last step sends nothing";
+      EXPECT_EQ(at(r, s, 2), 0u) << "rank " << r << ": the last step receives nothing";
+      continue;
     }
+    EXPECT_GT(at(r, s, 1), 0u) << "rank " << r << " step " << s << " sent nothing";
+    EXPECT_EQ(at(r, s, 1), at(next, s, 2))
+        << "step " << s << ": rank " << r << " sent " << at(r, s, 1) << " bytes, rank " << next
+        << " posted a receive of " << at(next, s, 2);
+    EXPECT_EQ(at(next, s + 1, 0), at(r, s, 0))
+        << "rank " << next << " folds at step " << s + 1 << " the block of rank "
+        << at(next, s + 1, 0) << ", but rank " << r << " sent it rank " << at(r, s, 0) << "'s";
   }
-  EXPECT_EQ(skipped, P - 1 - r)
-      << "rank " << r << " should skip the blocks of later ranks";
+  for (int src = 0; src < P; ++src)
+    EXPECT_EQ(folded[src], 1) << "rank " << r << " folded rank " << src << "'s block "
+                              << folded[src] << " times";
+  int skipped = 0;
+  for (const RingStepStats& st : a.stats.steps) skipped += st.skipped;
+  EXPECT_EQ(skipped, P - 1 - r) << "rank " << r << " should skip the blocks of later ranks";
 }
 
 // One CpuRing serves a job's chunks: a larger chunk grows its buffers, a
 // smaller one reuses them, and the same chunk gives the same bits each time.
 TEST(CpuRingBuffers, ServeChunksOfEveryShape) {
-  const RingProblem small(
-      {PartitionKind::zigzag, true, 2, 1, 40, 40, 16, DType::f32}, 11);
-  const RingProblem large(
-      {PartitionKind::zigzag, true, 4, 2, 301, 301, 32, DType::f32}, 12);
+  const RingProblem small({PartitionKind::zigzag, true, 2, 1, 40, 40, 16, DType::f32}, 11);
+  const RingProblem large({PartitionKind::zigzag, true, 4, 2, 301, 301, 32, DType::f32}, 12);
   CpuRing ring(MPI_COMM_WORLD);
   RingOptions opt;
   opt.causal = true;
@@ -125,17 +153,16 @@ TEST(CpuRingBuffers, ServeChunksOfEveryShape) {
 // its own home_block(): a second run() without one is refused, on every
 // rank alike and before any hop.
 TEST(CpuRingBuffers, EachRunNeedsItsHomeBlock) {
-  const RingProblem pr(
-      {PartitionKind::contiguous, false, 1, 1, 16, 16, 8, DType::f32}, 13);
+  const RingProblem pr({PartitionKind::contiguous, false, 1, 1, 16, 16, 8, DType::f32}, 13);
   CpuRing ring(MPI_COMM_WORLD);
   run_ring_on(ring, pr, {});
   try {
     ring.run(pr.layout(), pr.qs.data(), nullptr, {});
     ADD_FAILURE() << "a second run without home_block() was accepted";
-  } catch (const Error &e) {
+  } catch (const Error& e) {
     EXPECT_EQ(e.error_class(), ErrorClass::internal) << e.what();
   }
 }
 
-} // namespace
-} // namespace ringattn
+}  // namespace
+}  // namespace ringattn
