@@ -4,7 +4,7 @@
 // i mod (devices on the node). More ranks than GPUs on a node therefore share
 // a GPU (two ranks on one GPU is how the GPU tests run on a one-GPU machine);
 // NCCL cannot put two ranks of one communicator on one GPU, so sharing needs
-// the MPI transport (see ring_cuda.hpp). CUDA_VISIBLE_DEVICES narrows the
+// the MPI transport (see ring/device_ring.hpp). CUDA_VISIBLE_DEVICES narrows the
 // devices a rank sees before this mapping applies.
 //
 // Declared whether or not the CUDA parts are built; the mapping is pure C++

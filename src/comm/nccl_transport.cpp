@@ -3,11 +3,15 @@
 
 #include <unistd.h>
 
+#include <array>
+#include <cstring>
+#include <vector>
+
 #include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "core/timer.hpp"
 
-namespace ringattn::cuda {
+namespace ringattn {
 namespace {
 
 // Spin briefly, then sleep a little between polls: a hop waited for here is
@@ -18,7 +22,8 @@ void backoff(int polls) {
 
 }  // namespace
 
-NcclTransport::NcclTransport(MPI_Comm comm, double timeout_s) : timeout_s_(timeout_s) {
+NcclTransport::NcclTransport(MPI_Comm comm, double timeout_s, cudaStream_t compute)
+    : compute_(compute), timeout_s_(timeout_s) {
   RA_MPI_CHECK(MPI_Comm_rank(comm, &rank_));
   RA_MPI_CHECK(MPI_Comm_size(comm, &size_));
   ncclUniqueId id{};
@@ -117,22 +122,15 @@ bool NcclTransport::settle(const Timer& since, const char* what) {
   }
 }
 
-void NcclTransport::record_ready(cudaStream_t compute) {
-  RA_CHECK(!in_flight_, internal, "record_ready() while a ring hop is in flight");
-  RA_CUDA_CHECK(cudaEventRecord(ready_, compute));
-  RA_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
-}
-
-void NcclTransport::make_stream_wait(cudaStream_t compute) {
-  RA_CHECK(!in_flight_, internal, "make_stream_wait() before the ring hop was waited for");
-  RA_CUDA_CHECK(cudaStreamWaitEvent(compute, done_, 0));
-}
-
 void NcclTransport::start(const void* send, std::size_t send_bytes, void* recv,
                           std::size_t recv_bytes) {
   RA_CHECK(!aborted_, fault, hop_name(), " after the communicator was aborted");
   RA_CHECK(!in_flight_, internal, "ring hop started while the previous one is in flight");
   const int next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
+  // The hop waits for what the compute stream has enqueued so far: the
+  // kernel that wrote or last read either buffer.
+  RA_CUDA_CHECK(cudaEventRecord(ready_, compute_));
+  RA_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready_, 0));
   in_flight_ = true;
   enqueued_ = false;
   // One group: NCCL pairs our send with the next rank's receive and our
@@ -187,12 +185,61 @@ bool NcclTransport::progress() {
 
 void NcclTransport::wait() {
   Timer t;
-  for (int polls = 0;; ++polls) {
-    if (progress()) return;
+  for (int polls = 0; !progress(); ++polls) {
     if (timeout_s_ > 0 && t.seconds() > timeout_s_)
       abort_and_throw(detail::concat(hop_name(), " did not complete within ", timeout_s_, " s"));
     backoff(polls);
   }
+  // What the compute stream runs from now on reads the received block.
+  RA_CUDA_CHECK(cudaStreamWaitEvent(compute_, done_, 0));
 }
 
-}  // namespace ringattn::cuda
+namespace {
+
+// How many ranks of comm on this node use the same physical GPU as this one
+// (compared by UUID, so per-rank CUDA_VISIBLE_DEVICES masks count right).
+// Collective over comm; throws nothing before its collectives.
+int ranks_on_my_gpu(MPI_Comm comm, int device) {
+  int rank = 0;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  std::array<unsigned char, 16> mine{};
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) == cudaSuccess) {
+    std::memcpy(mine.data(), prop.uuid.bytes, mine.size());
+  } else {
+    cudaGetLastError();
+    std::memcpy(mine.data(), &rank, sizeof rank);  // unknown: count as its own GPU
+    mine[15] = 0xff;
+  }
+  MPI_Comm node = MPI_COMM_NULL;
+  RA_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  int n = 1;
+  MPI_Comm_size(node, &n);
+  std::vector<unsigned char> all(mine.size() * static_cast<std::size_t>(n));
+  const int rc = MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_BYTE, all.data(),
+                               static_cast<int>(mine.size()), MPI_BYTE, node);
+  MPI_Comm_free(&node);
+  RA_MPI_CHECK(rc);
+  int same = 0;
+  for (int i = 0; i < n; ++i)
+    same += std::memcmp(all.data() + mine.size() * static_cast<std::size_t>(i), mine.data(),
+                        mine.size()) == 0;
+  return same;
+}
+
+}  // namespace
+
+void require_gpu_per_rank(MPI_Comm comm, int device) {
+  const int sharing = ranks_on_my_gpu(comm, device);
+  agree(comm, [&] {
+    if (sharing <= 1) return;
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    throw Error(ErrorClass::usage,
+                detail::concat("--transport nccl: ", sharing, " ranks on host ", host,
+                               " share one GPU, but NCCL needs a GPU per rank; use "
+                               "--transport mpi to share GPUs"));
+  });
+}
+
+}  // namespace ringattn

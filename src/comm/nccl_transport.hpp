@@ -1,15 +1,15 @@
-// Transport over NCCL between device buffers (DESIGN.md, cuda layer): one
-// ring hop is a grouped ncclSend to rank+1 and ncclRecv from rank-1 (STYLE 9)
-// on a stream of its own, so the hop overlaps the kernel on the compute
-// stream. Events, not host synchronisation, order the two streams:
+// Transport over NCCL between device buffers (comm/transport.hpp): one ring
+// hop is a grouped ncclSend to rank+1 and ncclRecv from rank-1 (STYLE 9) on
+// a stream of its own, so the hop overlaps the kernel on the compute stream
+// the transport is bound to. Events, not host synchronisation, order the
+// two streams:
 //
-//   record_ready(compute)     the next hop starts after the work enqueued on
-//                             compute so far (the block to send is complete,
-//                             the receive buffer is no longer read);
-//   start(send, recv)         enqueue the hop on stream();
-//   progress() / wait()       poll the hop from the host;
-//   make_stream_wait(compute) work enqueued on compute from now on sees the
-//                             received block.
+//   start(send, recv)  the hop runs after the work enqueued on compute so far
+//                      (the block to send is complete, the receive buffer no
+//                      longer read), on stream_;
+//   progress()         polls it from the host;
+//   wait()             polls until it completed; work enqueued on compute
+//                      from then on sees the received block.
 //
 // The communicator is non-blocking (ncclConfig_t::blocking = 0), so no NCCL
 // call can stall the host: wait() polls ncclCommGetAsyncError and an event
@@ -30,37 +30,32 @@
 #include "comm/transport.hpp"
 #include "core/timer.hpp"
 
-namespace ringattn::cuda {
+namespace ringattn {
 
 class NcclTransport final : public Transport {
  public:
   // Collective over comm: rank 0 creates the NCCL unique id and broadcasts
   // it over comm; every rank joins on its current CUDA device (one device per
-  // rank: NCCL refuses two ranks of a communicator on one GPU). timeout_s:
-  // the longest init or one hop may take; 0 = no limit.
-  NcclTransport(MPI_Comm comm, double timeout_s);
+  // rank: NCCL refuses two ranks of a communicator on one GPU; check with
+  // require_gpu_per_rank first). timeout_s: the longest init or one hop may
+  // take; 0 = no limit. compute: the stream the hops are ordered with (it
+  // must outlive the transport).
+  NcclTransport(MPI_Comm comm, double timeout_s, cudaStream_t compute);
   ~NcclTransport() override;
   NcclTransport(const NcclTransport&) = delete;
   NcclTransport& operator=(const NcclTransport&) = delete;
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  // send and recv are device pointers. The hop runs on stream() after the
-  // work that the last record_ready() captured.
+  // send and recv are device pointers. The hop runs after the work enqueued
+  // on the compute stream so far.
   void start(const void* send, std::size_t send_bytes, void* recv, std::size_t recv_bytes) override;
   // True once the hop has completed on the device. Throws as wait() does
   // when NCCL reports an error.
   bool progress() override;
-  // Blocks (polling) until the hop completed, or aborts and throws.
+  // Blocks (polling) until the hop completed, or aborts and throws; work
+  // enqueued on the compute stream afterwards waits for the hop.
   void wait() override;
-
-  // The next start() waits for the work enqueued on compute so far.
-  void record_ready(cudaStream_t compute);
-  // Work enqueued on compute after this call waits for the last hop.
-  void make_stream_wait(cudaStream_t compute);
-
-  cudaStream_t stream() const { return stream_; }
-  bool aborted() const { return aborted_; }
 
  private:
   // Waits while the communicator's state is ncclInProgress (init); false
@@ -70,6 +65,7 @@ class NcclTransport final : public Transport {
   std::string hop_name() const;
 
   ncclComm_t comm_ = nullptr;
+  cudaStream_t compute_ = nullptr;  // the ring's, not ours
   cudaStream_t stream_ = nullptr;
   cudaEvent_t ready_ = nullptr;  // recorded on the compute stream
   cudaEvent_t done_ = nullptr;   // recorded on stream_ after a hop
@@ -80,4 +76,10 @@ class NcclTransport final : public Transport {
   bool aborted_ = false;
 };
 
-}  // namespace ringattn::cuda
+// Collective over comm: returns on every rank when no two ranks of comm on a
+// node use the same physical GPU (NCCL needs a GPU per rank); otherwise every
+// rank throws the same Error(usage) naming a host and the way out (the staged
+// MPI transport). device: this rank's current CUDA device.
+void require_gpu_per_rank(MPI_Comm comm, int device);
+
+}  // namespace ringattn

@@ -1,6 +1,9 @@
 // Row -> global position maps for blocks made of strided segments.
 #include "core/positions.hpp"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "core/error.hpp"
 
 namespace ringattn {
@@ -32,6 +35,16 @@ void Positions::fill(std::int64_t begin, std::int64_t n, std::int64_t* out) cons
     base += s.count;
     if (n == 0) return;
   }
+}
+
+PositionRange Positions::range() const {
+  // Positions increase along a segment: its first and last rows bound it.
+  PositionRange r{INT64_MAX, INT64_MIN};
+  for (const auto& s : segments_) {
+    r.min = std::min(r.min, s.first);
+    r.max = std::max(r.max, s.first + (s.count - 1) * s.stride);
+  }
+  return r;
 }
 
 }  // namespace ringattn

@@ -17,6 +17,11 @@ struct PositionSegment {
   std::int64_t count = 0;   // rows in the segment
 };
 
+// Smallest and largest global position of a block's rows.
+struct PositionRange {
+  std::int64_t min = 0, max = 0;
+};
+
 class Positions {
  public:
   Positions() = default;
@@ -37,6 +42,10 @@ class Positions {
   std::int64_t operator[](std::int64_t i) const;
   // Positions of rows [begin, begin + n) into out.
   void fill(std::int64_t begin, std::int64_t n, std::int64_t* out) const;
+  // The smallest and largest position of all rows, what the causal rule
+  // needs to classify a whole block. Empty positions give {INT64_MAX,
+  // INT64_MIN}, a range no rule finds visible.
+  PositionRange range() const;
 
  private:
   std::vector<PositionSegment> segments_;

@@ -1,6 +1,7 @@
 // The run (see job.hpp). Memory per rank is bounded by one chunk's shards:
-// q (h_q, n_q/P, D), k and v (h_kv, n_kv/P, D), o and lse, the ring's two
-// buffers and the kernel's packed K/V, never by B x H.
+// q (h_q, n_q/P, D) and lse, the ring's two K/V buffers (K and V are read
+// into the first) and its state (whose acc becomes o), and the kernel's
+// packed K/V, never by B x H.
 #include "job/job.hpp"
 
 #include <sys/resource.h>
@@ -14,19 +15,18 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "comm/agree.hpp"
 #include "comm/device_select.hpp"
-#include "comm/mpi_transport.hpp"
 #include "comm/watchdog.hpp"
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
-#include "cuda/ring_cuda.hpp"
 #include "io/nonfinite.hpp"
 #include "io/output_file.hpp"
 #include "job/fault_injection.hpp"
@@ -34,7 +34,8 @@
 #include "job/preflight.hpp"
 #include "job/progress.hpp"
 #include "job/stop_request.hpp"
-#include "ring/ring_attention.hpp"
+#include "ring/cpu_ring.hpp"
+#include "ring/device_ring.hpp"
 
 namespace ringattn {
 namespace {
@@ -155,22 +156,21 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   report.chunks_resumed = out.chunks_done();
   report.partial_path = out.temp_path();
 
-  // Chunk buffers, sized for the largest chunk.
+  // Chunk buffers, sized for the largest chunk. K and V are read into the
+  // ring's home block, and o is the ring's output().
   const std::int64_t nq = qp.local_size(rank), nkv = kp.local_size(rank), D = info.D;
   const std::size_t es = dtype_size(info.dtype);
   const std::int64_t hq_max = hk_chunk * group;
-  AlignedBuffer<char> q(static_cast<std::size_t>(hq_max * nq * D) * es);     // (hq, nq, D)
-  AlignedBuffer<char> k(static_cast<std::size_t>(hk_chunk * nkv * D) * es);  // (hk, nkv, D)
-  AlignedBuffer<char> v(k.size());
-  AlignedBuffer<float> lse(static_cast<std::size_t>(hq_max * nq));  // (hq, nq)
+  AlignedBuffer<char> q(static_cast<std::size_t>(hq_max * nq * D) * es);  // (hq, nq, D)
+  AlignedBuffer<float> lse(static_cast<std::size_t>(hq_max * nq));        // (hq, nq)
 
-  // One ring for the whole run: MPI between host buffers, or the device ring.
-  std::optional<MpiTransport> transport;
-  std::optional<cuda::DeviceRing> device_ring;
+  // One ring for the whole run: the CPU kernel over MPI, or the device ring.
+  std::unique_ptr<Ring> ring;
   if (cfg.backend == Backend::cuda)
-    device_ring.emplace(comm, choice_name(cfg.effective_transport()), cfg.comm_timeout);
+    ring = std::make_unique<DeviceRing>(comm, choice_name(cfg.effective_transport()),
+                                        cfg.comm_timeout);
   else
-    transport.emplace(comm);
+    ring = std::make_unique<CpuRing>(comm);
   RingOptions opt;
   opt.causal = cfg.causal;
   opt.scale = cfg.scale;
@@ -182,18 +182,10 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
   std::int64_t done = out.chunks_done();
   // Progress inside a chunk too, step by step: a 1M-token chunk is minutes.
   // The same hook injects the test faults (job/fault_injection.hpp).
-  struct StepHook {
-    Progress* progress;
-    std::int64_t chunks_done;
-    const std::optional<FaultPlan>* fault;
-    int rank;
-  } step_hook{&progress, done, &fault, rank};
-  opt.on_step = [](void* arg, int step, int steps) {
-    auto* sh = static_cast<StepHook*>(arg);
-    maybe_inject_fault(*sh->fault, sh->rank, sh->chunks_done, step);
-    sh->progress->update(static_cast<double>(sh->chunks_done) + static_cast<double>(step) / steps);
+  opt.on_step = [&](int step, int steps) {
+    maybe_inject_fault(fault, rank, done, step);
+    progress.update(static_cast<double>(done) + static_cast<double>(step) / steps);
   };
-  opt.on_step_arg = &step_hook;
   std::int64_t chunk = -1;
   Timer since_record;
   for (std::int64_t b = 0; b < info.B && !report.stopped_by; ++b)
@@ -202,37 +194,39 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
       const std::int64_t hkc = std::min(hk_chunk, info.Hkv - hk0);
       const BatchHeadRange qr{b, 1, hk0 * group, hkc * group}, kr{b, 1, hk0, hkc};
       const std::string chunk_text = "chunk " + std::to_string(chunk);
+      const RingLayout layout{qp, kp, {info.dtype, 1, hkc, D}, hkc * group};
+      KvBlockRef kv;  // (hkc, nkv, D) K, then V
+      try {
+        kv = ring->home_block(layout);
+      } catch (const Error& e) {
+        abort_job(e);  // an allocation only this rank failed: see abort_job
+      }
       Timer t;
       {
         CommWatch watch("collective read of " + chunk_text);
         in.read_shard(InputTensor::q, qp, qr, info.dtype, q.data());
-        in.read_shard(InputTensor::k, kp, kr, info.dtype, k.data());
-        in.read_shard(InputTensor::v, kp, kr, info.dtype, v.data());
+        in.read_shard(InputTensor::k, kp, kr, info.dtype, kv.k());
+        in.read_shard(InputTensor::v, kp, kr, info.dtype, kv.v());
         if (!cfg.allow_nonfinite) {
           check_finite_shard(comm, q.data(), info.dtype, qr, qp.positions(rank), D, cfg.input,
                              info.q.name);
-          check_finite_shard(comm, k.data(), info.dtype, kr, kp.positions(rank), D, cfg.input,
+          check_finite_shard(comm, kv.k(), info.dtype, kr, kp.positions(rank), D, cfg.input,
                              info.k.name);
-          check_finite_shard(comm, v.data(), info.dtype, kr, kp.positions(rank), D, cfg.input,
+          check_finite_shard(comm, kv.v(), info.dtype, kr, kp.positions(rank), D, cfg.input,
                              info.v.name);
         }
       }
       if (info.dtype == DType::f32)
         check_values_fit_fp32(comm, cfg, info, q.data(),
-                              static_cast<std::size_t>(hkc * group * nq * D), k.data(), v.data(),
+                              static_cast<std::size_t>(hkc * group * nq * D), kv.k(), kv.v(),
                               static_cast<std::size_t>(hkc * nkv * D));
       m.io_read_s += t.seconds();
       m.bytes_read +=
           static_cast<double>((hkc * group * nq + 2 * hkc * nkv) * D) * static_cast<double>(es);
 
-      const RingShards shards{q.data(), k.data(), v.data(), info.dtype, 1, hkc * group, hkc, D};
-      // The state's acc becomes o in place: no separate output buffer.
-      AttnState state(1, hkc * group, nq, D);
       RingStats st;
       try {
-        float* lse_out = cfg.lse ? lse.data() : nullptr;
-        st = device_ring ? device_ring->run(qp, kp, shards, state.acc.data(), lse_out, opt)
-                         : ring_attention(*transport, qp, kp, shards, state, lse_out, opt);
+        st = ring->run(layout, q.data(), cfg.lse ? lse.data() : nullptr, opt);
       } catch (const Error& e) {
         abort_job(e);  // one rank's failure mid-ring: its peers wait in the ring
       }
@@ -244,14 +238,14 @@ JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
       t.reset();
       {
         CommWatch watch("collective write of " + chunk_text);
-        out.write_o(qp, qr, DType::f32, state.acc.data());
+        out.write_o(qp, qr, DType::f32, ring->output());
         if (cfg.lse) out.write_lse(qp, qr, lse.data());
       }
       m.io_write_s += t.seconds();
       m.bytes_written += static_cast<double>(hkc * group * nq * D) *
                              static_cast<double>(dtype_size(spec.o_dtype)) +
                          (cfg.lse ? static_cast<double>(hkc * group * nq) * 4.0 : 0.0);
-      step_hook.chunks_done = ++done;
+      ++done;
       // One all-reduce per chunk: a stop signal on any rank (all stop here
       // together, unless this was the last chunk), and whether the progress
       // record is due. Recording flushes the file (about 1 ms a chunk here,

@@ -47,6 +47,8 @@ class Partition {
   // (rank, local row) holding global token t.
   std::pair<int, std::int64_t> owner(std::int64_t t) const;
 
+  friend bool operator==(const Partition&, const Partition&) = default;
+
  private:
   // First token and size of zigzag chunk c (0 <= c < 2P) or contiguous run r.
   std::int64_t run_first(std::int64_t c, std::int64_t runs) const;

@@ -1,10 +1,12 @@
 // What the ring tests (CPU ring, device ring) share: a case of the sweep, the
 // problem every rank rebuilds from seeds (the whole Q, K, V, this rank's
-// shards of them and its rows of the float64 answer, STYLE 10), and checks
+// shards of them and its rows of the float64 answer, STYLE 10), one run of
+// any Ring over it (through its home block, as the job does), and checks
 // that name the rank and the worst element when they fail.
 //
 //   common/mpi_test_util.hpp  world_rank, world_size
 //   kernel/reference.hpp      reference_attention and compare_to_reference
+//   ring/ring.hpp             Ring, RingLayout, RingOptions, RingStats
 #pragma once
 
 #include <gtest/gtest.h>
@@ -21,8 +23,9 @@
 #include "core/seeded_data.hpp"
 #include "kernel/params.hpp"
 #include "kernel/reference.hpp"
+#include "ring/kv_block.hpp"
 #include "ring/partition.hpp"
-#include "ring/ring_attention.hpp"
+#include "ring/ring.hpp"
 
 #include "mpi_test_util.hpp"
 
@@ -66,9 +69,7 @@ struct RingProblem {
   std::vector<char> qs, ks, vs;  // this rank's rows of it
   std::vector<double> ref, ref_lse;
 
-  RingShards shards() const {
-    return {qs.data(), ks.data(), vs.data(), c.dtype, B, c.hq, c.hkv, c.d};
-  }
+  RingLayout layout() const { return {qp, kp, {c.dtype, B, c.hkv, c.d}, c.hq}; }
   // The whole sequence as one kernel problem.
   AttnParams whole() const {
     AttnParams p =
@@ -111,6 +112,28 @@ struct RingProblem {
     ref_lse = mine(full_lse, 1);
   }
 };
+
+// This rank's answer from one run of a ring.
+struct RingAnswer {
+  std::vector<float> o, lse;  // lse empty when not asked for
+  RingStats stats;
+};
+
+// Runs ring over pr: this rank's K and V into the home block at the offsets
+// KvBlock states, then once round; o from ring.output().
+inline RingAnswer run_ring_on(Ring& ring, const RingProblem& pr, const RingOptions& opt,
+                              bool with_lse = true) {
+  const RingLayout layout = pr.layout();
+  const KvBlockRef home = ring.home_block(layout);
+  EXPECT_EQ(home.layout.bytes(), pr.ks.size() + pr.vs.size()) << "the home block's size";
+  std::memcpy(home.k(), pr.ks.data(), pr.ks.size());
+  std::memcpy(home.v(), pr.vs.data(), pr.vs.size());
+  RingAnswer a;
+  a.lse.assign(with_lse ? pr.ref_lse.size() : 0, -7.0f);  // every element must be written
+  a.stats = ring.run(layout, pr.qs.data(), with_lse ? a.lse.data() : nullptr, opt);
+  a.o.assign(ring.output(), ring.output() + pr.ref.size());
+  return a;
+}
 
 // This rank's o and lse against the float64 answer: o within tol of the
 // output's scale, lse within tol of max(1, its scale).

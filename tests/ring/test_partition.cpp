@@ -1,6 +1,7 @@
 // Partitions: every token owned exactly once, shard sizes within one token
 // (or one per chunk), positions and owner() inverse of each other, zigzag's
-// chunk rule, and the causal balance zigzag and striped exist for.
+// chunk rule, the range of a shard's positions (what the ring's causal skip
+// reads), and the causal balance zigzag and striped exist for.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -42,6 +43,27 @@ TEST(Partition, EveryTokenOwnedOnceAndOwnerInvertsPositions) {
         EXPECT_LE(hi - lo, k == PartitionKind::zigzag ? 2 : 1) << partition_name(k);
         EXPECT_EQ(part.max_local_size(), hi);
       }
+}
+
+TEST(Partition, PositionRangeIsTheSmallestAndLargestRow) {
+  for (PartitionKind k : {PartitionKind::contiguous, PartitionKind::zigzag, PartitionKind::striped})
+    for (int P : {1, 2, 3, 7})
+      for (std::int64_t n : {std::int64_t{P}, std::int64_t{2 * P + 1}, std::int64_t{1001}}) {
+        const Partition part(k, n, P);
+        for (int r = 0; r < P; ++r) {
+          const Positions pos = part.positions(r);
+          std::int64_t lo = pos[0], hi = pos[0];
+          for (std::int64_t i = 0; i < pos.size(); ++i) {
+            lo = std::min(lo, pos[i]);
+            hi = std::max(hi, pos[i]);
+          }
+          const PositionRange got = pos.range();
+          EXPECT_EQ(got.min, lo) << partition_name(k) << " n=" << n << " P=" << P << " r=" << r;
+          EXPECT_EQ(got.max, hi) << partition_name(k) << " n=" << n << " P=" << P << " r=" << r;
+        }
+      }
+  const PositionRange none = Positions().range();
+  EXPECT_GT(none.min, none.max) << "no rows: a range nothing falls in";
 }
 
 TEST(Partition, ZigzagHoldsChunksRAndMirror) {
