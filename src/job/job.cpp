@@ -18,6 +18,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <type_traits>
+#include <vector>
 
 #include "comm/agree.hpp"
 #include "comm/device_select.hpp"
@@ -96,249 +98,323 @@ std::string resume_key_json(const JobConfig& c, const InputInfo& info, int ranks
   return j.dump();
 }
 
-JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
-  Timer wall;
-  int rank = 0, P = 1;
-  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-  RA_MPI_CHECK(MPI_Comm_size(comm, &P));
-  // The settings: valid (the same checks on every rank, agreed so the
-  // message, which names the rank that raised it, is identical everywhere),
-  // and the same on every rank (an MPMD launch can differ).
-  agree(comm, [&] { check_job_config(cfg); });
-  agree_settings(comm, cfg);
-  // Before any file is opened: the launch itself, and the devices.
-  check_slurm_world(comm);
-  if (cfg.backend == Backend::cuda) check_cuda_backend(comm);
-  std::optional<FaultPlan> fault;
-  agree(comm, [&] { fault = fault_plan_from_env(); });
-  set_comm_timeout(cfg.comm_timeout);
+namespace {
 
-  RankMetrics m;
-  m.host = hostname();
-  InputFile in = InputFile::open(comm, cfg.input, {cfg.q_name, cfg.k_name, cfg.v_name});
-  const InputInfo& info = in.info();
-  // Tokens per rank, head dim, the memory budget, where the metrics go:
-  // before anything big exists.
-  preflight(comm, cfg, info);
-  check_metrics_target(comm, cfg, info);
-
-  JobReport report;
-  report.input = info;
-  report.ranks = P;
-  report.threads = cfg.threads > 0 ? cfg.threads : default_threads();
-  report.partition = cfg.effective_partition();
-  const Partition qp(report.partition, info.Nq, P), kp(report.partition, info.Nkv, P);
-  const std::int64_t group = info.Hq / info.Hkv;
-  const std::int64_t hk_chunk = std::min(cfg.kv_heads_per_chunk, info.Hkv);
-  const std::int64_t chunks_per_batch = (info.Hkv + hk_chunk - 1) / hk_chunk;
-  report.chunks = info.B * chunks_per_batch;
-
-  OutputSpec spec;
-  spec.path = cfg.output;
-  spec.overwrite = cfg.overwrite;
-  spec.input_path = cfg.input;
-  spec.B = info.B;
-  spec.H = info.Hq;
-  spec.N = info.Nq;
-  spec.D = info.D;
-  spec.o_dtype = cfg.o_dtype == OutDType::input ? info.dtype : DType::f32;
-  spec.with_lse = cfg.lse;
-  spec.resume = cfg.resume;
-  spec.resume_key = resume_key_json(cfg, info, P);
-  spec.chunks = report.chunks;
-  for (const FileIdentity& l : info.linked) spec.linked_inputs.push_back(l.path);
-  std::optional<OutputFile> out_holder;
-  {
-    CommWatch watch("creating the output file (collective)");
-    out_holder.emplace(OutputFile::create(comm, spec));
+// One run as short steps, in order: validate, open the input, create the
+// output, then chunk by chunk (read the shards, go round the ring, write),
+// then commit and gather the metrics. Every step is collective; the members
+// are declared so that the ring, then the output, then the input close.
+class Job {
+ public:
+  Job(MPI_Comm comm, const JobConfig& cfg) : comm_(comm), cfg_(cfg) {
+    RA_MPI_CHECK(MPI_Comm_rank(comm, &rank_));
+    RA_MPI_CHECK(MPI_Comm_size(comm, &ranks_));
   }
-  OutputFile& out = *out_holder;
-  report.chunks_resumed = out.chunks_done();
-  report.partial_path = out.temp_path();
 
-  // Chunk buffers, sized for the largest chunk. K and V are read into the
-  // ring's home block, and o is the ring's output().
-  const std::int64_t nq = qp.local_size(rank), nkv = kp.local_size(rank), D = info.D;
-  const std::size_t es = dtype_size(info.dtype);
-  const std::int64_t hq_max = hk_chunk * group;
-  AlignedBuffer<char> q(static_cast<std::size_t>(hq_max * nq * D) * es);  // (hq, nq, D)
-  AlignedBuffer<float> lse(static_cast<std::size_t>(hq_max * nq));        // (hq, nq)
+  JobReport run() {
+    validate();
+    open_input();
+    create_output();
+    start_ring();
+    run_chunks();
+    report_.chunks_done = done_;
+    if (report_.stopped_by) return suspend();
+    progress_->finish();
+    commit();
+    gather_metrics();
+    return report_;
+  }
 
-  // One ring for the whole run: the CPU kernel over MPI, or the device ring.
-  std::unique_ptr<Ring> ring;
-  if (cfg.backend == Backend::cuda)
-    ring = std::make_unique<DeviceRing>(comm, choice_name(cfg.effective_transport()),
-                                        cfg.comm_timeout);
+ private:
+  // The (batch, K/V head group) a chunk covers, and its buffers' views.
+  struct Chunk {
+    std::int64_t index, hk_count;
+    BatchHeadRange q_range, kv_range;
+    RingLayout layout;
+    KvBlockRef kv;  // (hk_count, n_kv, D) K, then V: the ring's home block
+    std::string text;
+  };
+
+  void validate();
+  void open_input();
+  void create_output();
+  void start_ring();
+  void run_chunks();
+  Chunk chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0);
+  void read_chunk(Chunk& c);
+  void compute_chunk(const Chunk& c);
+  void write_chunk(const Chunk& c);
+  bool record_or_stop(const Chunk& c);
+  JobReport suspend();
+  void commit();
+  void gather_metrics();
+  std::vector<std::pair<std::string, AttrValue>> result_attributes() const;
+
+  const InputInfo& info() const { return input_->info(); }
+  std::int64_t group() const { return info().Hq / info().Hkv; }
+
+  MPI_Comm comm_;
+  const JobConfig& cfg_;
+  int rank_ = 0, ranks_ = 1;
+  Timer wall_;
+  RankMetrics m_;
+  JobReport report_;
+  std::optional<FaultPlan> fault_;
+  std::optional<InputFile> input_;
+  std::optional<Partition> qp_, kp_;  // tokens of q and of k/v over the ranks
+  std::int64_t hk_chunk_ = 1;         // K/V heads per chunk
+  std::optional<OutputFile> output_;
+  AlignedBuffer<char> q_;     // (hq, nq, D): this rank's queries of a chunk
+  AlignedBuffer<float> lse_;  // (hq, nq)
+  std::unique_ptr<Ring> ring_;
+  RingOptions opt_;
+  std::optional<Progress> progress_;
+  std::int64_t done_ = 0;  // chunks the output holds
+  Timer since_record_;
+};
+
+// The settings: valid (the same checks on every rank, agreed so the message,
+// which names the rank that raised it, is identical everywhere) and the same
+// on every rank (an MPMD launch can differ); then the launch and the devices,
+// before any file is opened.
+void Job::validate() {
+  agree(comm_, [&] { check_job_config(cfg_); });
+  agree_settings(comm_, cfg_);
+  check_slurm_world(comm_);
+  if (cfg_.backend == Backend::cuda) check_cuda_backend(comm_);
+  agree(comm_, [&] { fault_ = fault_plan_from_env(); });
+  set_comm_timeout(cfg_.comm_timeout);
+  const std::string host = hostname();
+  std::snprintf(m_.host, sizeof m_.host, "%s", host.c_str());
+}
+
+// The input, then what must hold before anything big exists: tokens per
+// rank, head dim, the memory budget, where the metrics go.
+void Job::open_input() {
+  input_.emplace(InputFile::open(comm_, cfg_.input, {cfg_.q_name, cfg_.k_name, cfg_.v_name}));
+  preflight(comm_, cfg_, info());
+  check_metrics_target(comm_, cfg_, info());
+  report_.input = info();
+  report_.ranks = ranks_;
+  report_.threads = cfg_.threads > 0 ? cfg_.threads : default_threads();
+  report_.partition = cfg_.effective_partition();
+  qp_.emplace(report_.partition, info().Nq, ranks_);
+  kp_.emplace(report_.partition, info().Nkv, ranks_);
+  hk_chunk_ = std::min(cfg_.kv_heads_per_chunk, info().Hkv);
+  report_.chunks = info().B * ((info().Hkv + hk_chunk_ - 1) / hk_chunk_);
+}
+
+void Job::create_output() {
+  OutputSpec spec;
+  spec.path = cfg_.output;
+  spec.overwrite = cfg_.overwrite;
+  spec.input_path = cfg_.input;
+  for (const FileIdentity& l : info().linked) spec.linked_inputs.push_back(l.path);
+  spec.B = info().B;
+  spec.H = info().Hq;
+  spec.N = info().Nq;
+  spec.D = info().D;
+  spec.o_dtype = cfg_.o_dtype == OutDType::input ? info().dtype : DType::f32;
+  spec.with_lse = cfg_.lse;
+  spec.resume = cfg_.resume;
+  spec.resume_key = resume_key_json(cfg_, info(), ranks_);
+  spec.chunks = report_.chunks;
+  CommWatch watch("creating the output file (collective)");
+  output_.emplace(OutputFile::create(comm_, spec));
+  report_.chunks_resumed = done_ = output_->chunks_done();
+  report_.partial_path = output_->temp_path();
+}
+
+// Buffers for the largest chunk (K and V live in the ring's home block, o
+// is the ring's output), and one ring for the whole run: the CPU kernel
+// over MPI, or the device ring.
+void Job::start_ring() {
+  const std::int64_t nq = qp_->local_size(rank_), hq_max = hk_chunk_ * group();
+  q_.resize(static_cast<std::size_t>(hq_max * nq * info().D) * dtype_size(info().dtype));
+  lse_.resize(static_cast<std::size_t>(hq_max * nq));
+  if (cfg_.backend == Backend::cuda)
+    ring_ = std::make_unique<DeviceRing>(comm_, choice_name(cfg_.effective_transport()),
+                                         cfg_.comm_timeout);
   else
-    ring = std::make_unique<CpuRing>(comm);
-  RingOptions opt;
-  opt.causal = cfg.causal;
-  opt.scale = cfg.scale;
-  opt.compute = cfg.compute;
-  opt.threads = report.threads;
-  Progress progress(rank == 0, report.chunks, static_cast<double>(info.Nq * hq_max),
-                    cfg.progress_interval);
-
-  std::int64_t done = out.chunks_done();
+    ring_ = std::make_unique<CpuRing>(comm_);
+  opt_.causal = cfg_.causal;
+  opt_.scale = cfg_.scale;
+  opt_.compute = cfg_.compute;
+  opt_.threads = report_.threads;
+  progress_.emplace(rank_ == 0, report_.chunks, static_cast<double>(info().Nq * hq_max),
+                    cfg_.progress_interval);
   // Progress inside a chunk too, step by step: a 1M-token chunk is minutes.
   // The same hook injects the test faults (job/fault_injection.hpp).
-  opt.on_step = [&](int step, int steps) {
-    maybe_inject_fault(fault, rank, done, step);
-    progress.update(static_cast<double>(done) + static_cast<double>(step) / steps);
+  opt_.on_step = [this](int step, int steps) {
+    maybe_inject_fault(fault_, rank_, done_, step);
+    progress_->update(static_cast<double>(done_) + static_cast<double>(step) / steps);
   };
-  std::int64_t chunk = -1;
-  Timer since_record;
-  for (std::int64_t b = 0; b < info.B && !report.stopped_by; ++b)
-    for (std::int64_t hk0 = 0; hk0 < info.Hkv; hk0 += hk_chunk) {
-      if (++chunk < out.chunks_done()) continue;  // written by the run we resume
-      const std::int64_t hkc = std::min(hk_chunk, info.Hkv - hk0);
-      const BatchHeadRange qr{b, 1, hk0 * group, hkc * group}, kr{b, 1, hk0, hkc};
-      const std::string chunk_text = "chunk " + std::to_string(chunk);
-      const RingLayout layout{qp, kp, {info.dtype, 1, hkc, D}, hkc * group};
-      KvBlockRef kv;  // (hkc, nkv, D) K, then V
-      try {
-        kv = ring->home_block(layout);
-      } catch (const Error& e) {
-        abort_job(e);  // an allocation only this rank failed: see abort_job
-      }
-      Timer t;
-      {
-        CommWatch watch("collective read of " + chunk_text);
-        in.read_shard(InputTensor::q, qp, qr, info.dtype, q.data());
-        in.read_shard(InputTensor::k, kp, kr, info.dtype, kv.k());
-        in.read_shard(InputTensor::v, kp, kr, info.dtype, kv.v());
-        if (!cfg.allow_nonfinite) {
-          check_finite_shard(comm, q.data(), info.dtype, qr, qp.positions(rank), D, cfg.input,
-                             info.q.name);
-          check_finite_shard(comm, kv.k(), info.dtype, kr, kp.positions(rank), D, cfg.input,
-                             info.k.name);
-          check_finite_shard(comm, kv.v(), info.dtype, kr, kp.positions(rank), D, cfg.input,
-                             info.v.name);
-        }
-      }
-      if (info.dtype == DType::f32)
-        check_values_fit_fp32(comm, cfg, info, q.data(),
-                              static_cast<std::size_t>(hkc * group * nq * D), kv.k(), kv.v(),
-                              static_cast<std::size_t>(hkc * nkv * D));
-      m.io_read_s += t.seconds();
-      m.bytes_read +=
-          static_cast<double>((hkc * group * nq + 2 * hkc * nkv) * D) * static_cast<double>(es);
+}
 
-      RingStats st;
-      try {
-        st = ring->run(layout, q.data(), cfg.lse ? lse.data() : nullptr, opt);
-      } catch (const Error& e) {
-        abort_job(e);  // one rank's failure mid-ring: its peers wait in the ring
-      }
-      m.compute_s += st.compute_s + st.finalize_s;
-      m.comm_wait_s += st.wait_s;
-      m.flops += st.flops;
-      m.bytes_sent += static_cast<double>(st.bytes_sent);
-
-      t.reset();
-      {
-        CommWatch watch("collective write of " + chunk_text);
-        out.write_o(qp, qr, DType::f32, ring->output());
-        if (cfg.lse) out.write_lse(qp, qr, lse.data());
-      }
-      m.io_write_s += t.seconds();
-      m.bytes_written += static_cast<double>(hkc * group * nq * D) *
-                             static_cast<double>(dtype_size(spec.o_dtype)) +
-                         (cfg.lse ? static_cast<double>(hkc * group * nq) * 4.0 : 0.0);
-      ++done;
-      // One all-reduce per chunk: a stop signal on any rank (all stop here
-      // together, unless this was the last chunk), and whether the progress
-      // record is due. Recording flushes the file (about 1 ms a chunk here,
-      // a quarter of a run of 512 tiny chunks), hence the interval.
-      int flags[2] = {stop_signal_received(),
-                      since_record.seconds() >= cfg.checkpoint_interval ? 1 : 0};
-      {
-        CommWatch watch("agreeing on a stop after " + chunk_text);
-        RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, comm));
-      }
-      const bool stop = flags[0] != 0 && done < report.chunks;
-      if ((stop || flags[1]) && done < report.chunks) {
-        CommWatch watch("recording progress after " + chunk_text);
-        check_input_unchanged(comm, info);  // what was read is what the record vouches for
-        out.mark_chunks_done(done);         // on disk: a stop or crash keeps it
-        since_record.reset();
-      }
-      if (stop) {
-        report.stopped_by = flags[0];
-        break;
-      }
+void Job::run_chunks() {
+  std::int64_t index = -1;
+  for (std::int64_t b = 0; b < info().B; ++b)
+    for (std::int64_t hk0 = 0; hk0 < info().Hkv; hk0 += hk_chunk_) {
+      if (++index < done_) continue;  // written by the run we resume
+      Chunk c = chunk_at(index, b, hk0);
+      read_chunk(c);
+      compute_chunk(c);
+      write_chunk(c);
+      if (record_or_stop(c)) return;
     }
-  report.chunks_done = done;
-  if (report.stopped_by) {
-    CommWatch watch("closing the partial output");
-    out.suspend();
-    report.wall_s = wall.seconds();
-    m.wall_s = report.wall_s;
-    report.per_rank.push_back(m);
-    return report;
-  }
-  progress.finish();
+}
 
+Job::Chunk Job::chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0) {
+  const std::int64_t hk = std::min(hk_chunk_, info().Hkv - hk0);
+  Chunk c{index,
+          hk,
+          {b, 1, hk0 * group(), hk * group()},
+          {b, 1, hk0, hk},
+          RingLayout{*qp_, *kp_, {info().dtype, 1, hk, info().D}, hk * group()},
+          {},
+          "chunk " + std::to_string(index)};
+  try {
+    c.kv = ring_->home_block(c.layout);
+  } catch (const Error& e) {
+    abort_job(e);  // an allocation only this rank failed: its peers go on to the read
+  }
+  return c;
+}
+
+// The chunk's shards, checked: no NaN or Inf (unless allowed), and values
+// that keep the fp32 sums finite.
+void Job::read_chunk(Chunk& c) {
+  Timer t;
+  const InputInfo& in = info();
+  const std::int64_t D = in.D, nq = qp_->local_size(rank_), nkv = kp_->local_size(rank_);
+  {
+    CommWatch watch("collective read of " + c.text);
+    input_->read_shard(InputTensor::q, *qp_, c.q_range, in.dtype, q_.data());
+    input_->read_shard(InputTensor::k, *kp_, c.kv_range, in.dtype, c.kv.k());
+    input_->read_shard(InputTensor::v, *kp_, c.kv_range, in.dtype, c.kv.v());
+    if (!cfg_.allow_nonfinite) {
+      const Positions qrows = qp_->positions(rank_), kvrows = kp_->positions(rank_);
+      check_finite_shard(comm_, q_.data(), in.dtype, c.q_range, qrows, D, cfg_.input, in.q.name);
+      check_finite_shard(comm_, c.kv.k(), in.dtype, c.kv_range, kvrows, D, cfg_.input, in.k.name);
+      check_finite_shard(comm_, c.kv.v(), in.dtype, c.kv_range, kvrows, D, cfg_.input, in.v.name);
+    }
+    const auto q_count = static_cast<std::size_t>(c.q_range.h_count * nq * D);
+    const auto kv_count = static_cast<std::size_t>(c.hk_count * nkv * D);
+    if (in.dtype == DType::f32)
+      check_values_fit_fp32(comm_, cfg_, in, q_.data(), q_count, c.kv.k(), c.kv.v(), kv_count);
+  }
+  m_.io_read_s += t.seconds();
+  m_.bytes_read += static_cast<double>((c.q_range.h_count * nq + 2 * c.hk_count * nkv) * D) *
+                   static_cast<double>(dtype_size(in.dtype));
+}
+
+void Job::compute_chunk(const Chunk& c) {
+  RingStats st;
+  try {
+    st = ring_->run(c.layout, q_.data(), cfg_.lse ? lse_.data() : nullptr, opt_);
+  } catch (const Error& e) {
+    abort_job(e);  // one rank's failure mid-ring: its peers wait in the ring
+  }
+  m_.compute_s += st.compute_s + st.finalize_s;
+  m_.comm_wait_s += st.wait_s;
+  m_.flops += st.flops;
+  m_.bytes_sent += static_cast<double>(st.bytes_sent);
+}
+
+void Job::write_chunk(const Chunk& c) {
+  Timer t;
+  {
+    CommWatch watch("collective write of " + c.text);
+    output_->write_o(*qp_, c.q_range, DType::f32, ring_->output());
+    if (cfg_.lse) output_->write_lse(*qp_, c.q_range, lse_.data());
+  }
+  m_.io_write_s += t.seconds();
+  const double rows = static_cast<double>(c.q_range.h_count * qp_->local_size(rank_));
+  m_.bytes_written += rows * static_cast<double>(info().D * dtype_size(output_->spec().o_dtype)) +
+                      (cfg_.lse ? rows * 4.0 : 0.0);
+  ++done_;
+}
+
+// One all-reduce per chunk: a stop signal on any rank (all stop here
+// together, unless this was the last chunk), and whether the progress record
+// is due. Recording flushes and reads back the file, hence the interval.
+// Returns whether to stop.
+bool Job::record_or_stop(const Chunk& c) {
+  int flags[2] = {stop_signal_received(),
+                  since_record_.seconds() >= cfg_.checkpoint_interval ? 1 : 0};
+  {
+    CommWatch watch("agreeing on a stop after " + c.text);
+    RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, flags, 2, MPI_INT, MPI_MAX, comm_));
+  }
+  if (done_ == report_.chunks) return false;
+  if (flags[0] || flags[1]) {
+    CommWatch watch("recording progress after " + c.text);
+    check_input_unchanged(comm_, info());  // what was read is what the record vouches for
+    output_->mark_chunks_done(done_);      // on disk: a stop or crash keeps it
+    since_record_.reset();
+  }
+  report_.stopped_by = flags[0];
+  return flags[0] != 0;
+}
+
+JobReport Job::suspend() {
+  CommWatch watch("closing the partial output");
+  output_->suspend();
+  report_.wall_s = m_.wall_s = wall_.seconds();
+  report_.per_rank.push_back(m_);
+  return report_;
+}
+
+std::vector<std::pair<std::string, AttrValue>> Job::result_attributes() const {
+  const double scale =
+      cfg_.scale != 0 ? cfg_.scale : 1.0f / std::sqrt(static_cast<float>(info().D));
   std::vector<std::pair<std::string, AttrValue>> attrs = {
       {"ringattn_version", std::string(kVersion)},
       {"ringattn_git_commit", std::string(kGitCommit)},
-      {"config", config_json(cfg)},
-      {"ranks", static_cast<std::int64_t>(P)},
-      {"threads_per_rank", static_cast<std::int64_t>(report.threads)},
-      {"partition", std::string(partition_name(report.partition))},
-      {"causal", static_cast<std::int64_t>(cfg.causal)},
-      {"scale",
-       static_cast<double>(cfg.scale != 0 ? cfg.scale : 1.0f / std::sqrt(static_cast<float>(D)))},
-      {"compute", std::string(compute_type_name(cfg.compute))},
-      {"q_dataset", cfg.q_name},
-      {"k_dataset", cfg.k_name},
-      {"v_dataset", cfg.v_name},
+      {"config", config_json(cfg_)},
+      {"ranks", static_cast<std::int64_t>(ranks_)},
+      {"threads_per_rank", static_cast<std::int64_t>(report_.threads)},
+      {"partition", std::string(partition_name(report_.partition))},
+      {"causal", static_cast<std::int64_t>(cfg_.causal)},
+      {"scale", scale},
+      {"compute", std::string(compute_type_name(cfg_.compute))},
+      {"q_dataset", cfg_.q_name},
+      {"k_dataset", cfg_.k_name},
+      {"v_dataset", cfg_.v_name},
   };
-  for (auto& a : identity_attributes(info.file)) attrs.push_back(std::move(a));
-  if (out.resumed()) attrs.push_back({"resumed_at_chunk", report.chunks_resumed});
+  for (auto& a : identity_attributes(info().file)) attrs.push_back(std::move(a));
+  if (output_->resumed()) attrs.push_back({"resumed_at_chunk", report_.chunks_resumed});
+  return attrs;
+}
+
+void Job::commit() {
   Timer t;
   {
     CommWatch watch("committing the output file (collective)");
-    check_input_unchanged(comm, info);
-    out.set_attributes(attrs);
-    out.commit();
+    check_input_unchanged(comm_, info());
+    output_->set_attributes(result_attributes());
+    output_->commit();
   }
-  m.io_write_s += t.seconds();
-  CommWatch watch_gather("gathering metrics (collective)");
+  m_.io_write_s += t.seconds();
+}
 
-  m.wall_s = wall.seconds();
-  m.peak_rss_mb = peak_rss_mb();
-  // Every rank's metrics to rank 0 (numbers; host names separately).
-  const double mine[10] = {m.wall_s, m.compute_s,  m.comm_wait_s, m.io_read_s,     m.io_write_s,
-                           m.flops,  m.bytes_sent, m.bytes_read,  m.bytes_written, m.peak_rss_mb};
-  std::vector<double> all(rank == 0 ? 10 * static_cast<std::size_t>(P) : 0);
-  RA_MPI_CHECK(MPI_Gather(mine, 10, MPI_DOUBLE, all.data(), 10, MPI_DOUBLE, 0, comm));
-  char host[256] = {};
-  std::snprintf(host, sizeof host, "%s", m.host.c_str());
-  std::vector<char> hosts(rank == 0 ? 256 * static_cast<std::size_t>(P) : 0);
-  RA_MPI_CHECK(MPI_Gather(host, 256, MPI_CHAR, hosts.data(), 256, MPI_CHAR, 0, comm));
-  report.wall_s = m.wall_s;
-  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &report.wall_s, 1, MPI_DOUBLE, MPI_MAX, comm));
-  if (rank == 0) {
-    for (int r = 0; r < P; ++r) {
-      const double* a = all.data() + 10 * r;
-      RankMetrics x{a[0],
-                    a[1],
-                    a[2],
-                    a[3],
-                    a[4],
-                    a[5],
-                    a[6],
-                    a[7],
-                    a[8],
-                    a[9],
-                    std::string(hosts.data() + 256 * r)};
-      report.per_rank.push_back(x);
-    }
-  } else {
-    report.per_rank.push_back(m);
-  }
-  return report;
+// Every rank's metrics to rank 0, as the struct itself.
+void Job::gather_metrics() {
+  CommWatch watch("gathering metrics (collective)");
+  m_.wall_s = wall_.seconds();
+  m_.peak_rss_mb = peak_rss_mb();
+  static_assert(std::is_trivially_copyable_v<RankMetrics>, "gathered as bytes");
+  std::vector<RankMetrics> all(rank_ == 0 ? static_cast<std::size_t>(ranks_) : 0);
+  RA_MPI_CHECK(MPI_Gather(&m_, sizeof m_, MPI_BYTE, all.data(), sizeof m_, MPI_BYTE, 0, comm_));
+  report_.wall_s = m_.wall_s;
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &report_.wall_s, 1, MPI_DOUBLE, MPI_MAX, comm_));
+  report_.per_rank = rank_ == 0 ? all : std::vector<RankMetrics>{m_};
+}
+
+}  // namespace
+
+JobReport run_job(MPI_Comm comm, const JobConfig& cfg) {
+  return Job(comm, cfg).run();
 }
 
 }  // namespace ringattn

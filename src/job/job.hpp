@@ -25,7 +25,7 @@ struct RankMetrics {
   double flops = 0;  // attention flops of the visible pairs computed here
   double bytes_sent = 0, bytes_read = 0, bytes_written = 0;
   double peak_rss_mb = 0;  // peak resident memory
-  std::string host;
+  char host[256] = {};     // host name (fixed size: the struct is gathered as bytes)
 };
 
 struct JobReport {

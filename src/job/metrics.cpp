@@ -47,7 +47,7 @@ void write_metrics(const JobConfig& cfg, const JobReport& r) {
   for (std::size_t i = 0; i < r.per_rank.size(); ++i) {
     const RankMetrics& m = r.per_rank[i];
     ranks.push_back({{"rank", i},
-                     {"host", m.host},
+                     {"host", std::string(m.host)},
                      {"wall_s", m.wall_s},
                      {"compute_s", m.compute_s},
                      {"comm_wait_s", m.comm_wait_s},
@@ -69,7 +69,7 @@ void write_metrics(const JobConfig& cfg, const JobReport& r) {
   H5get_libversion(&h5maj, &h5min, &h5rel);
   std::vector<std::string> hosts;
   for (const auto& m : r.per_rank)
-    if (std::find(hosts.begin(), hosts.end(), m.host) == hosts.end()) hosts.push_back(m.host);
+    if (std::find(hosts.begin(), hosts.end(), m.host) == hosts.end()) hosts.emplace_back(m.host);
   double flops = 0;
   for (const auto& m : r.per_rank) flops += m.flops;
   const char* slurm = std::getenv("SLURM_JOB_ID");
