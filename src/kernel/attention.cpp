@@ -16,6 +16,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -80,7 +81,7 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
 }
 
 // The sizes one update_state call works with, decided once from the block
-// and the tile shape.
+// and the tile shape; the kernel and its workspace estimate both read them.
 struct Geometry {
   int BQ = 0, BK = 0, D = 0;
   std::int64_t QT = 0, KT = 0;  // query and key tiles
@@ -106,6 +107,23 @@ Geometry geometry(const AttnParams& p) {
   g.v_tiles = g.v_direct ? (g.v_tail ? 1 : 0) : g.KT;
   return g;
 }
+
+// Every buffer update_state allocates comes from here, so the bytes it
+// counts are the bytes it allocated (last_update_state_workspace_bytes).
+class Workspace {
+ public:
+  template <class T>
+  AlignedBuffer<T> buffer(std::size_t n) {
+    bytes_.fetch_add(n * sizeof(T), std::memory_order_relaxed);
+    return AlignedBuffer<T>(n);
+  }
+  std::size_t bytes() const { return bytes_.load(); }
+
+ private:
+  std::atomic<std::size_t> bytes_{0};
+};
+
+thread_local std::size_t t_last_workspace_bytes = 0;
 
 void fill_positions(const Positions& pos, std::int64_t n, std::int64_t* out) {
   if (pos.empty())
@@ -133,6 +151,7 @@ void check_state(const AttnParams& p, const AttnState& s) {
 void update_state(const AttnParams& p, AttnState& s) {
   p.validate();
   check_state(p, s);
+  t_last_workspace_bytes = 0;
   if (p.n_q == 0 || p.n_kv == 0) return;
 
   const Geometry g = geometry(p);
@@ -142,15 +161,16 @@ void update_state(const AttnParams& p, AttnState& s) {
   const bool bf16 = p.compute == ComputeType::bf16;
   const float qscale = p.effective_scale() * kLog2e;
   const VectorIsa isa = resolve_isa(p.cpu.isa);
+  Workspace ws;
 
-  AlignedBuffer<std::int64_t> qpos = AlignedBuffer<std::int64_t>(static_cast<std::size_t>(p.n_q));
+  AlignedBuffer<std::int64_t> qpos = ws.buffer<std::int64_t>(static_cast<std::size_t>(p.n_q));
   fill_positions(p.q_pos, p.n_q, qpos.data());
   // The tail tile reads BK entries: past the block's end they repeat its last.
-  AlignedBuffer<std::int64_t> kpos = AlignedBuffer<std::int64_t>(static_cast<std::size_t>(KT * BK));
+  AlignedBuffer<std::int64_t> kpos = ws.buffer<std::int64_t>(static_cast<std::size_t>(KT * BK));
   fill_positions(p.k_pos, p.n_kv, kpos.data());
   std::fill(kpos.data() + p.n_kv, kpos.data() + KT * BK, kpos[p.n_kv - 1]);
-  AlignedBuffer<std::int64_t> kmin = AlignedBuffer<std::int64_t>(static_cast<std::size_t>(KT));
-  AlignedBuffer<std::int64_t> kmax = AlignedBuffer<std::int64_t>(static_cast<std::size_t>(KT));
+  AlignedBuffer<std::int64_t> kmin = ws.buffer<std::int64_t>(static_cast<std::size_t>(KT));
+  AlignedBuffer<std::int64_t> kmax = ws.buffer<std::int64_t>(static_cast<std::size_t>(KT));
   for (std::int64_t kt = 0; kt < KT; ++kt)
     std::tie(kmin[kt], kmax[kt]) =
         min_max(kpos.data(), kt * BK, std::min<std::int64_t>(BK, p.n_kv - kt * BK));
@@ -158,12 +178,10 @@ void update_state(const AttnParams& p, AttnState& s) {
   // Work order: query tiles by descending work (non-empty key tiles), then
   // (b, h); with dynamic scheduling this is longest-first, which balances
   // causal work across threads.
-  AlignedBuffer<std::int64_t> qmin = AlignedBuffer<std::int64_t>(static_cast<std::size_t>(QT));
-  AlignedBuffer<std::int64_t> qmax = AlignedBuffer<std::int64_t>(static_cast<std::size_t>(QT));
-  AlignedBuffer<std::int64_t> qtile_cost =
-      AlignedBuffer<std::int64_t>(static_cast<std::size_t>(QT));
-  AlignedBuffer<std::int64_t> qtile_order =
-      AlignedBuffer<std::int64_t>(static_cast<std::size_t>(QT));
+  AlignedBuffer<std::int64_t> qmin = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
+  AlignedBuffer<std::int64_t> qmax = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
+  AlignedBuffer<std::int64_t> qtile_cost = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
+  AlignedBuffer<std::int64_t> qtile_order = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
   for (std::int64_t qt = 0; qt < QT; ++qt) {
     std::tie(qmin[qt], qmax[qt]) =
         min_max(qpos.data(), qt * BQ, std::min<std::int64_t>(BQ, p.n_q - qt * BQ));
@@ -180,9 +198,9 @@ void update_state(const AttnParams& p, AttnState& s) {
   // it already is f32 rows of D floats, except a partial last tile, which is
   // zero-padded: that halves the kernel's extra memory on the ring's blocks.
   AlignedBuffer<float> kt_pack =
-      AlignedBuffer<float>(static_cast<std::size_t>(B * HK * KT * D * BK));  // (B, HK, KT, D, BK)
+      ws.buffer<float>(static_cast<std::size_t>(B * HK * KT * D * BK));  // (B, HK, KT, D, BK)
   const bool v_direct = g.v_direct, v_tail = g.v_tail;
-  AlignedBuffer<float> v_pack = AlignedBuffer<float>(
+  AlignedBuffer<float> v_pack = ws.buffer<float>(
       static_cast<std::size_t>(B * HK * g.v_tiles * BK * D));  // (B, HK, v_tiles, BK, D)
   auto v_tile_of = [&](std::int64_t b, std::int64_t hk, std::int64_t kt) -> float* {
     if (!v_direct) return v_pack.data() + ((b * HK + hk) * KT + kt) * BK * D;
@@ -203,7 +221,7 @@ void update_state(const AttnParams& p, AttnState& s) {
 
 #pragma omp parallel num_threads(p.threads)
   {
-    AlignedBuffer<float> row = AlignedBuffer<float>(static_cast<std::size_t>(D));
+    AlignedBuffer<float> row = ws.buffer<float>(static_cast<std::size_t>(D));
 #pragma omp for collapse(3) schedule(static)
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t hk = 0; hk < HK; ++hk)
@@ -240,16 +258,16 @@ void update_state(const AttnParams& p, AttnState& s) {
         }
 
     const std::size_t qd = static_cast<std::size_t>(BQ) * D;
-    AlignedBuffer<float> qbuf = AlignedBuffer<float>(qd);  // (BQ, D) scaled, base 2
+    AlignedBuffer<float> qbuf = ws.buffer<float>(qd);  // (BQ, D) scaled, base 2
     AlignedBuffer<float> sbuf =
-        AlignedBuffer<float>(static_cast<std::size_t>(BQ) * BK);  // (BQ, BK) scores / probs
-    AlignedBuffer<float> accbuf = AlignedBuffer<float>(qd);       // (BQ, D) running total of P·V
-    AlignedBuffer<float> compbuf = AlignedBuffer<float>(qd);      // (BQ, D) its Kahan terms
-    AlignedBuffer<float> partbuf = AlignedBuffer<float>(qd);  // (BQ, D) P·V since the last fold
-    AlignedBuffer<float> m2buf = AlignedBuffer<float>(static_cast<std::size_t>(BQ));
+        ws.buffer<float>(static_cast<std::size_t>(BQ) * BK);  // (BQ, BK) scores / probs
+    AlignedBuffer<float> accbuf = ws.buffer<float>(qd);       // (BQ, D) running total of P·V
+    AlignedBuffer<float> compbuf = ws.buffer<float>(qd);      // (BQ, D) its Kahan terms
+    AlignedBuffer<float> partbuf = ws.buffer<float>(qd);      // (BQ, D) P·V since the last fold
+    AlignedBuffer<float> m2buf = ws.buffer<float>(static_cast<std::size_t>(BQ));
     AlignedBuffer<float> llanes =
-        AlignedBuffer<float>(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes)
-    AlignedBuffer<std::int64_t> qposbuf = AlignedBuffer<std::int64_t>(static_cast<std::size_t>(BQ));
+        ws.buffer<float>(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes)
+    AlignedBuffer<std::int64_t> qposbuf = ws.buffer<std::int64_t>(static_cast<std::size_t>(BQ));
 
     // Team thread 0 is the calling thread (the one MPI knows).
     const bool poll = p.progress != nullptr && omp_get_thread_num() == 0;
@@ -321,6 +339,32 @@ void update_state(const AttnParams& p, AttnState& s) {
       std::copy_n(accbuf.data(), static_cast<std::int64_t>(rows) * D, s.acc.data() + srow * D);
     }
   }
+  t_last_workspace_bytes = ws.bytes();
+}
+
+std::size_t last_update_state_workspace_bytes() {
+  return t_last_workspace_bytes;
+}
+
+// The buffers update_state makes, written out once more from the geometry:
+// the test that compares this with the counted allocations fails when one
+// changes without the other.
+std::size_t update_state_workspace_bytes(const AttnParams& p) {
+  if (p.n_q == 0 || p.n_kv == 0) return 0;
+  const Geometry g = geometry(p);
+  const auto BQ = static_cast<std::size_t>(g.BQ), BK = static_cast<std::size_t>(g.BK),
+             D = static_cast<std::size_t>(g.D), QT = static_cast<std::size_t>(g.QT),
+             KT = static_cast<std::size_t>(g.KT), lanes = static_cast<std::size_t>(kLanes);
+  const auto kv_heads = static_cast<std::size_t>(p.batch * p.heads_kv);
+  constexpr std::size_t f = sizeof(float), i = sizeof(std::int64_t);
+  // Positions (queries, keys padded to whole tiles), tile ranges, work order.
+  const std::size_t positions = (static_cast<std::size_t>(p.n_q) + KT * BK + 2 * KT + 4 * QT) * i;
+  // Packed K^T, (B, HK, KT, D, BK), and V tiles, (B, HK, v_tiles, BK, D).
+  const std::size_t packed = kv_heads * (KT + static_cast<std::size_t>(g.v_tiles)) * BK * D * f;
+  // Per thread: a K/V row; Q, total, Kahan terms and partial P·V (BQ, D);
+  // the score tile; m2; l's lanes; query positions.
+  const std::size_t per_thread = (D + 4 * BQ * D + BQ * BK + BQ + BQ * lanes) * f + BQ * i;
+  return positions + packed + static_cast<std::size_t>(p.threads) * per_thread;
 }
 
 void finalize(const AttnState& s, float* o, float* lse, int threads) {

@@ -2,22 +2,24 @@
 // shape runs on every machine, with each vector path this CPU executes, on
 // the problems where tile geometry matters (query tiles cut short, tail key
 // tiles, diagonal tiles, V packed or read in place); the hooks that pick a
-// variant really change the code that runs; and a path this CPU lacks is
-// refused.
+// variant really change the code that runs; a path this CPU lacks is refused;
+// and update_state allocates exactly the bytes update_state_workspace_bytes
+// reports.
 //
 //   attn_test_util.hpp    Problem, check_problem, all_cpu_variants, cannot_run
-//   kernel/attention.hpp  kernel_implementation
+//   kernel/attention.hpp  update_state_workspace_bytes, last_update_state_workspace_bytes
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <cstring>
-#include <sstream>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "core/error.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/attn_test_util.hpp"
+#include "kernel/state.hpp"
 
 namespace ringattn::test {
 namespace {
@@ -156,6 +158,82 @@ TEST(VariantHooks, RefusesAPathThisCpuLacks) {
   if (!any)
     GTEST_SKIP() << "this CPU runs every compiled path (widest: "
                  << vector_isa_name(resolve_isa(VectorIsa::native)) << ")";
+}
+
+// ---- the workspace it reports is the workspace it allocates ------------------------------
+
+struct WorkspaceCase {
+  std::string name;
+  Problem problem;
+};
+
+std::vector<WorkspaceCase> workspace_cases() {
+  std::vector<WorkspaceCase> out;
+  for (const TileShape t : {TileShape::avx2, TileShape::avx512, TileShape::native})
+    for (const int threads : {1, 3}) {
+      const std::string suffix =
+          std::string("_tiles_") + tile_shape_name(t) + "_threads" + std::to_string(threads);
+      auto add = [&](const std::string& name, Problem p) {
+        p.variant.tiles = t;
+        p.threads = threads;
+        out.push_back({name + suffix, p});
+      };
+      // f32 V read in place, keys a whole number of tiles: no V packed.
+      add("f32_direct", base("", 300, 512, 64, false, DType::f32, 1));
+      // f32 V in place but a tail tile to pad.
+      add("f32_tail", base("", 300, 333, 64, true, DType::f32, 2));
+      // f16: every V tile packed; one short query tile.
+      add("f16_packed", base("", 7, 1000, 80, false, DType::f16, 3));
+      // V rows not D apart: packed although f32.
+      Problem padded = base("", 129, 257, 32, false, DType::f32, 4);
+      padded.layout = Layout::padded;
+      add("f32_strided", padded);
+      // bf16 compute packs V; batch 2 with GQA.
+      Problem bf = base("", 100, 600, 128, true, DType::bf16, 5);
+      bf.compute = ComputeType::bf16;
+      bf.batch = 2;
+      bf.heads_q = 4;
+      bf.heads_kv = 2;
+      add("bf16compute_gqa_b2", bf);
+    }
+  return out;
+}
+
+void PrintTo(const WorkspaceCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+class Workspace : public ::testing::TestWithParam<WorkspaceCase> {};
+
+TEST_P(Workspace, EstimateIsWhatUpdateStateAllocates) {
+  const Inputs in(GetParam().problem);
+  const AttnParams& p = in.laid;
+  AttnState s(p.batch, p.heads_q, p.n_q, p.head_dim);
+  update_state(p, s);
+  const std::size_t allocated = last_update_state_workspace_bytes();
+  EXPECT_EQ(update_state_workspace_bytes(p), allocated);
+  // Whatever the layout, K^T is packed whole: a floor no estimate may undercut.
+  const auto packed_k =
+      static_cast<std::size_t>(p.batch * p.heads_kv * p.n_kv * p.head_dim) * sizeof(float);
+  EXPECT_GE(allocated, packed_k);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernel, Workspace, ::testing::ValuesIn(workspace_cases()),
+                         [](const ::testing::TestParamInfo<WorkspaceCase>& param) {
+                           return param.param.name;
+                         });
+
+TEST(WorkspaceEmpty, BlockWithoutKeysOrQueriesAllocatesNothing) {
+  Problem pr = base("", 40, 50, 16, false, DType::f32, 6);
+  const Inputs in(pr);
+  AttnState s(1, 1, 40, 16);
+  update_state(in.dense, s);
+  ASSERT_GT(last_update_state_workspace_bytes(), 0u);  // so the zero below is news
+  AttnParams none = in.dense;
+  none.n_kv = 0;
+  update_state(none, s);
+  EXPECT_EQ(last_update_state_workspace_bytes(), 0u);
+  EXPECT_EQ(update_state_workspace_bytes(none), 0u);
 }
 
 }  // namespace
