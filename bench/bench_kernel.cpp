@@ -95,8 +95,17 @@ void BM_SoftmaxTile(benchmark::State& st) {
   m2.fill(-1e30f);
   for (auto _ : st) {
     std::copy_n(src.data(), src.size(), s.data());
-    softmax_tile(
-        {s.data(), rows, bk, m2.data(), lanes.data(), acc.data(), nullptr, nullptr, d, false});
+    softmax_tile({.s = s.data(),
+                  .rows = rows,
+                  .bk = bk,
+                  .m2 = m2.data(),
+                  .l_lanes = lanes.data(),
+                  .l_comp = nullptr,
+                  .acc_partial = nullptr,
+                  .acc = acc.data(),
+                  .acc_comp = nullptr,
+                  .head_dim = d,
+                  .round_bf16 = false});
     benchmark::DoNotOptimize(s.data());
   }
   st.counters["elements/s"] =

@@ -6,7 +6,7 @@
 //       mask S where diagonal or past the block's end
 //       softmax step: m, l, acc updated, S -> P            (softmax_tile)
 //       part (+)= P · V_kt            (BQ, D)    tile product 2, libxsmm
-//     every kFoldTiles key tiles: acc += part, Kahan-compensated
+//     every kFoldKeys keys: acc += part, Kahan-compensated
 //
 // K is packed transposed and V padded once per call (libxsmm cannot transpose
 // its first operand), which also widens f16/bf16 to f32 and zero-pads the last
@@ -34,13 +34,17 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLn2 = 0.6931471805599453;
 
-// Plain fp32 accumulation of P·V over tens of thousands of keys drifted
-// by 6e-5 of the output on a genome (few distinct k-mers: the rounding
-// never cancels). So the tile products add into a partial sum for
-// kFoldTiles tiles, which is then folded into the total with Kahan
-// compensation: 2e-7 on the same input, at ~1/kFoldTiles of the cost
-// of compensating every tile.
-constexpr int kFoldTiles = 8;
+// fp32 rounding of P·V does not cancel when key rows repeat (a genome has
+// about five distinct ones): a plain sum drifts in proportion to the keys it
+// covers (measured: 3e-6 of max|o| over 256 keys, 2.7e-5 over 2048). So P·V
+// is summed plainly over at most kFoldKeys keys, inside the tile products,
+// and each such partial sum is added to the running total with Kahan
+// compensation; l's lanes are compensated every tile (plain, they drifted to
+// 2.2e-4 at 2^22 keys). The error then depends on neither the key count nor
+// the tile shape: at most 3.6e-6 measured on 2, 5 and 16 distinct rows up to
+// 2^22 keys, for one compensated add of (BQ, D) per 256 keys (on Zen 4 its
+// cost was within the benchmark's 1-2% noise).
+constexpr int kFoldKeys = 256;
 
 // Tile sizes, one compile-time place per ISA. BQ query rows share each packed
 // K/V tile; BK keys make one score-tile row.
@@ -48,8 +52,10 @@ template <int BQ, int BK>
 struct KernelTraits {
   static constexpr int kBlockQ = BQ;
   static constexpr int kBlockK = BK;
+  static constexpr int kFoldTiles = kFoldKeys / BK;  // key tiles per compensated fold
   static_assert(BK % 16 == 0, "softmax_tile works on whole 16-float vectors");
   static_assert(BQ % 8 == 0, "query tile rows should fill the GEMM's register blocking");
+  static_assert(kFoldKeys % BK == 0, "a fold covers whole key tiles");
   // The score tile plus one K^T and one V tile at D = 128 stay within 512 KiB:
   // all of Zen 3's L2, half of Zen 5's.
   static_assert((BQ * BK + 2 * BK * 128) * 4 <= 512 * 1024, "tiles exceed the L2 budget");
@@ -63,7 +69,7 @@ using TraitsAvx2 = KernelTraits<256, 64>;
 using TraitsAvx512 = KernelTraits<128, 256>;
 
 struct TileConfig {
-  int bq, bk;
+  int bq, bk, fold_tiles;
 };
 
 TileShape native_tile_shape() {
@@ -72,8 +78,9 @@ TileShape native_tile_shape() {
 
 TileConfig tile_config(TileShape t) {
   if (t == TileShape::native) t = native_tile_shape();
-  if (t == TileShape::avx512) return {TraitsAvx512::kBlockQ, TraitsAvx512::kBlockK};
-  return {TraitsAvx2::kBlockQ, TraitsAvx2::kBlockK};
+  if (t == TileShape::avx512)
+    return {TraitsAvx512::kBlockQ, TraitsAvx512::kBlockK, TraitsAvx512::kFoldTiles};
+  return {TraitsAvx2::kBlockQ, TraitsAvx2::kBlockK, TraitsAvx2::kFoldTiles};
 }
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
@@ -84,6 +91,7 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
 // and the tile shape; the kernel and its workspace estimate both read them.
 struct Geometry {
   int BQ = 0, BK = 0, D = 0;
+  int fold_tiles = 0;           // key tiles per compensated fold of P·V
   std::int64_t QT = 0, KT = 0;  // query and key tiles
   bool v_direct = false;        // V read in place (f32 rows of D floats), except...
   bool v_tail = false;          // ...a partial last tile, which is zero-padded
@@ -99,6 +107,7 @@ Geometry geometry(const AttnParams& p) {
   g.BQ =
       static_cast<int>(std::min<std::int64_t>(cfg.bq, ceil_div(ceil_div(p.n_q, qtiles), 16) * 16));
   g.BK = cfg.bk;
+  g.fold_tiles = cfg.fold_tiles;
   g.D = static_cast<int>(p.head_dim);
   g.QT = ceil_div(p.n_q, g.BQ);
   g.KT = ceil_div(p.n_kv, g.BK);
@@ -267,6 +276,8 @@ void update_state(const AttnParams& p, AttnState& s) {
     AlignedBuffer<float> m2buf = ws.buffer<float>(static_cast<std::size_t>(BQ));
     AlignedBuffer<float> llanes =
         ws.buffer<float>(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes)
+    AlignedBuffer<float> lcomp =
+        ws.buffer<float>(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes) Kahan terms
     AlignedBuffer<std::int64_t> qposbuf = ws.buffer<std::int64_t>(static_cast<std::size_t>(BQ));
 
     // Team thread 0 is the calling thread (the one MPI knows).
@@ -297,6 +308,7 @@ void update_state(const AttnParams& p, AttnState& s) {
       const std::int64_t srow = (b * HQ + h) * p.n_q + r0;
       std::copy_n(s.m2.data() + srow, rows, m2buf.data());
       spread_lanes(s.l.data() + srow, rows, llanes.data());
+      lcomp.fill(0.0f);
       std::copy_n(s.acc.data() + srow * D, static_cast<std::int64_t>(rows) * D, accbuf.data());
       std::fill(accbuf.data() + static_cast<std::int64_t>(rows) * D, accbuf.data() + accbuf.size(),
                 0.0f);
@@ -318,6 +330,7 @@ void update_state(const AttnParams& p, AttnState& s) {
                       .bk = BK,
                       .m2 = m2buf.data(),
                       .l_lanes = llanes.data(),
+                      .l_comp = lcomp.data(),
                       .acc_partial = pending > 0 ? partbuf.data() : nullptr,
                       .acc = accbuf.data(),
                       .acc_comp = compbuf.data(),
@@ -326,7 +339,7 @@ void update_state(const AttnParams& p, AttnState& s) {
                      isa);
         (pending > 0 ? gemm_pv_more : gemm_pv_first)(v_tile_in(b, hk, kt), sbuf.data(),
                                                      partbuf.data());
-        if (++pending == kFoldTiles) {
+        if (++pending == g.fold_tiles) {
           compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n, isa);
           pending = 0;
         }
@@ -362,8 +375,8 @@ std::size_t update_state_workspace_bytes(const AttnParams& p) {
   // Packed K^T, (B, HK, KT, D, BK), and V tiles, (B, HK, v_tiles, BK, D).
   const std::size_t packed = kv_heads * (KT + static_cast<std::size_t>(g.v_tiles)) * BK * D * f;
   // Per thread: a K/V row; Q, total, Kahan terms and partial P·V (BQ, D);
-  // the score tile; m2; l's lanes; query positions.
-  const std::size_t per_thread = (D + 4 * BQ * D + BQ * BK + BQ + BQ * lanes) * f + BQ * i;
+  // the score tile; m2; l's lanes and their Kahan terms; query positions.
+  const std::size_t per_thread = (D + 4 * BQ * D + BQ * BK + BQ + 2 * BQ * lanes) * f + BQ * i;
   return positions + packed + static_cast<std::size_t>(p.threads) * per_thread;
 }
 

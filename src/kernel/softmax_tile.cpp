@@ -166,19 +166,33 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
       storev(s + j, p);
     }
     float* l = t.l_lanes + static_cast<long>(i) * kLanes;
-    if (m_new > m_old) {
-      // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
-      const VF valpha = exp2v<W>(splat<VF>(m_old - m_new));
+    VF lv = loadv<VF>(l);
+    VF lc = t.l_comp ? loadv<VF>(t.l_comp + static_cast<long>(i) * kLanes) : splat<VF>(0.0f);
+    const bool grew = m_new > m_old;
+    // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
+    const VF valpha = grew ? exp2v<W>(splat<VF>(m_old - m_new)) : splat<VF>(1.0f);
+    if (grew) {
+      lv *= valpha;
+      lc *= valpha;
+    }
+    if (t.l_comp) {
+      const VF y = vsum - lc;
+      const VF sum = lv + y;
+      lc = (sum - lv) - y;
+      lv = sum;
+      storev(t.l_comp + static_cast<long>(i) * kLanes, lc);
+    } else {
+      lv += vsum;
+    }
+    storev(l, lv);
+    if (grew) {
       const float alpha = valpha[0];
-      storev(l, loadv<VF>(l) * valpha + vsum);
       for (float* rows : {t.acc_partial, t.acc, t.acc_comp}) {
         if (!rows) continue;
         float* a = rows + static_cast<long>(i) * t.head_dim;
         for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
       }
       t.m2[i] = m_new;
-    } else {
-      storev(l, loadv<VF>(l) + vsum);
     }
   }
 }

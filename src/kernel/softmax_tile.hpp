@@ -27,6 +27,7 @@ struct SoftmaxTile {
   float* m2;       // (rows) running max, base 2
   float* l_lanes;  // (rows, kLanes) running sum per vector lane: no tile needs a horizontal
                    // sum; the row's l is the sum of its lanes (sum_lanes)
+  float* l_comp;   // (rows, kLanes) Kahan terms of l_lanes, or nullptr (plain sum)
   // The rows P·V adds to, which rescale with l when the max grows; each may
   // be nullptr. Row stride head_dim.
   float* acc_partial;  // (rows, head_dim) recent tiles' P·V, not yet folded into acc
