@@ -5,7 +5,8 @@
 //       S  = Q_qt · K_kt^T            (BQ, BK)   tile product 1, libxsmm
 //       mask S where diagonal or past the block's end
 //       softmax step: m, l, acc updated, S -> P            (softmax_tile)
-//       acc += P · V_kt               (BQ, D)    tile product 2, libxsmm
+//       part (+)= P · V_kt            (BQ, D)    tile product 2, libxsmm
+//     every kFoldKeys keys: acc += part, Kahan-compensated
 //
 // K is packed transposed and V padded once per call (libxsmm cannot transpose
 // its first operand), which also widens f16/bf16 to f32 and zero-pads the last
@@ -15,12 +16,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
+#include <string>
 #include <tuple>
-#include <vector>
 
-#include "core/cpu.hpp"
+#include "core/aligned_buffer.hpp"
 #include "core/error.hpp"
 #include "kernel/softmax_tile.hpp"
 #include "kernel/tile_classify.hpp"
@@ -32,14 +34,28 @@ namespace {
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr double kLn2 = 0.6931471805599453;
 
+// fp32 rounding of P·V does not cancel when key rows repeat (a genome has
+// about five distinct ones): a plain sum drifts in proportion to the keys it
+// covers (measured: 3e-6 of max|o| over 256 keys, 2.7e-5 over 2048). So P·V
+// is summed plainly over at most kFoldKeys keys, inside the tile products,
+// and each such partial sum is added to the running total with Kahan
+// compensation; l's lanes are compensated every tile (plain, they drifted to
+// 2.2e-4 at 2^22 keys). The error then depends on neither the key count nor
+// the tile shape: at most 3.6e-6 measured on 2, 5 and 16 distinct rows up to
+// 2^22 keys, for one compensated add of (BQ, D) per 256 keys (on Zen 4 its
+// cost was within the benchmark's 1-2% noise).
+constexpr int kFoldKeys = 256;
+
 // Tile sizes, one compile-time place per ISA. BQ query rows share each packed
 // K/V tile; BK keys make one score-tile row.
 template <int BQ, int BK>
 struct KernelTraits {
   static constexpr int kBlockQ = BQ;
   static constexpr int kBlockK = BK;
+  static constexpr int kFoldTiles = kFoldKeys / BK;  // key tiles per compensated fold
   static_assert(BK % 16 == 0, "softmax_tile works on whole 16-float vectors");
   static_assert(BQ % 8 == 0, "query tile rows should fill the GEMM's register blocking");
+  static_assert(kFoldKeys % BK == 0, "a fold covers whole key tiles");
   // The score tile plus one K^T and one V tile at D = 128 stay within 512 KiB:
   // all of Zen 3's L2, half of Zen 5's.
   static_assert((BQ * BK + 2 * BK * 128) * 4 <= 512 * 1024, "tiles exceed the L2 budget");
@@ -53,31 +69,82 @@ using TraitsAvx2 = KernelTraits<256, 64>;
 using TraitsAvx512 = KernelTraits<128, 256>;
 
 struct TileConfig {
-  int bq, bk;
+  int bq, bk, fold_tiles;
 };
 
-TileConfig tile_config() {
-  if (vector_isa() == "avx512") return {TraitsAvx512::kBlockQ, TraitsAvx512::kBlockK};
-  return {TraitsAvx2::kBlockQ, TraitsAvx2::kBlockK};
+TileShape native_tile_shape() {
+  return resolve_isa(VectorIsa::native) == VectorIsa::avx512 ? TileShape::avx512 : TileShape::avx2;
+}
+
+TileConfig tile_config(TileShape t) {
+  if (t == TileShape::native) t = native_tile_shape();
+  if (t == TileShape::avx512)
+    return {TraitsAvx512::kBlockQ, TraitsAvx512::kBlockK, TraitsAvx512::kFoldTiles};
+  return {TraitsAvx2::kBlockQ, TraitsAvx2::kBlockK, TraitsAvx2::kFoldTiles};
 }
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
   return (a + b - 1) / b;
 }
 
-std::vector<std::int64_t> all_positions(const Positions& pos, std::int64_t n) {
-  std::vector<std::int64_t> out(static_cast<std::size_t>(n));
-  if (pos.empty())
-    std::iota(out.begin(), out.end(), std::int64_t{0});
-  else
-    pos.fill(0, n, out.data());
-  return out;
+// The sizes one update_state call works with, decided once from the block
+// and the tile shape; the kernel and its workspace estimate both read them.
+struct Geometry {
+  int BQ = 0, BK = 0, D = 0;
+  int fold_tiles = 0;           // key tiles per compensated fold of P·V
+  std::int64_t QT = 0, KT = 0;  // query and key tiles
+  bool v_direct = false;        // V read in place (f32 rows of D floats), except...
+  bool v_tail = false;          // ...a partial last tile, which is zero-padded
+  std::int64_t v_tiles = 0;     // packed V tiles per (batch, kv head)
+};
+
+Geometry geometry(const AttnParams& p) {
+  const TileConfig cfg = tile_config(p.cpu.tiles);
+  Geometry g;
+  // Short blocks get evenly split query tiles (multiples of 16 rows) instead
+  // of one mostly-padded full tile.
+  const std::int64_t qtiles = ceil_div(p.n_q, cfg.bq);
+  g.BQ =
+      static_cast<int>(std::min<std::int64_t>(cfg.bq, ceil_div(ceil_div(p.n_q, qtiles), 16) * 16));
+  g.BK = cfg.bk;
+  g.fold_tiles = cfg.fold_tiles;
+  g.D = static_cast<int>(p.head_dim);
+  g.QT = ceil_div(p.n_q, g.BQ);
+  g.KT = ceil_div(p.n_kv, g.BK);
+  g.v_direct = p.dtype == DType::f32 && p.compute != ComputeType::bf16 && p.v.row_stride == g.D;
+  g.v_tail = p.n_kv % g.BK != 0;
+  g.v_tiles = g.v_direct ? (g.v_tail ? 1 : 0) : g.KT;
+  return g;
 }
 
-// Smallest and largest position in [begin, begin + n) of pos.
-std::pair<std::int64_t, std::int64_t> min_max(const std::vector<std::int64_t>& pos,
-                                              std::int64_t begin, std::int64_t n) {
-  auto [lo, hi] = std::minmax_element(pos.begin() + begin, pos.begin() + begin + n);
+// Every buffer update_state allocates comes from here, so the bytes it
+// counts are the bytes it allocated (last_update_state_workspace_bytes).
+class Workspace {
+ public:
+  template <class T>
+  AlignedBuffer<T> buffer(std::size_t n) {
+    bytes_.fetch_add(n * sizeof(T), std::memory_order_relaxed);
+    return AlignedBuffer<T>(n);
+  }
+  std::size_t bytes() const { return bytes_.load(); }
+
+ private:
+  std::atomic<std::size_t> bytes_{0};
+};
+
+thread_local std::size_t t_last_workspace_bytes = 0;
+
+void fill_positions(const Positions& pos, std::int64_t n, std::int64_t* out) {
+  if (pos.empty())
+    std::iota(out, out + n, std::int64_t{0});
+  else
+    pos.fill(0, n, out);
+}
+
+// Smallest and largest of pos[begin, begin + n).
+std::pair<std::int64_t, std::int64_t> min_max(const std::int64_t* pos, std::int64_t begin,
+                                              std::int64_t n) {
+  auto [lo, hi] = std::minmax_element(pos + begin, pos + begin + n);
   return {*lo, *hi};
 }
 
@@ -93,54 +160,57 @@ void check_state(const AttnParams& p, const AttnState& s) {
 void update_state(const AttnParams& p, AttnState& s) {
   p.validate();
   check_state(p, s);
+  t_last_workspace_bytes = 0;
   if (p.n_q == 0 || p.n_kv == 0) return;
 
-  const TileConfig cfg = tile_config();
-  // Short blocks get evenly split query tiles (multiples of 16 rows) instead
-  // of one mostly-padded full tile.
-  const std::int64_t qtiles = ceil_div(p.n_q, cfg.bq);
-  const int BQ =
-      static_cast<int>(std::min<std::int64_t>(cfg.bq, ceil_div(ceil_div(p.n_q, qtiles), 16) * 16));
-  const int BK = cfg.bk;
-  const int D = static_cast<int>(p.head_dim);
+  const Geometry g = geometry(p);
+  const int BQ = g.BQ, BK = g.BK, D = g.D;
   const std::int64_t B = p.batch, HQ = p.heads_q, HK = p.heads_kv, group = HQ / HK;
-  const std::int64_t QT = ceil_div(p.n_q, BQ), KT = ceil_div(p.n_kv, BK);
+  const std::int64_t QT = g.QT, KT = g.KT;
   const bool bf16 = p.compute == ComputeType::bf16;
   const float qscale = p.effective_scale() * kLog2e;
+  const VectorIsa isa = resolve_isa(p.cpu.isa);
+  Workspace ws;
 
-  const std::vector<std::int64_t> qpos = all_positions(p.q_pos, p.n_q);
-  std::vector<std::int64_t> kpos = all_positions(p.k_pos, p.n_kv);
-  std::vector<std::int64_t> kmin(KT), kmax(KT);
+  AlignedBuffer<std::int64_t> qpos = ws.buffer<std::int64_t>(static_cast<std::size_t>(p.n_q));
+  fill_positions(p.q_pos, p.n_q, qpos.data());
+  // The tail tile reads BK entries: past the block's end they repeat its last.
+  AlignedBuffer<std::int64_t> kpos = ws.buffer<std::int64_t>(static_cast<std::size_t>(KT * BK));
+  fill_positions(p.k_pos, p.n_kv, kpos.data());
+  std::fill(kpos.data() + p.n_kv, kpos.data() + KT * BK, kpos[p.n_kv - 1]);
+  AlignedBuffer<std::int64_t> kmin = ws.buffer<std::int64_t>(static_cast<std::size_t>(KT));
+  AlignedBuffer<std::int64_t> kmax = ws.buffer<std::int64_t>(static_cast<std::size_t>(KT));
   for (std::int64_t kt = 0; kt < KT; ++kt)
     std::tie(kmin[kt], kmax[kt]) =
-        min_max(kpos, kt * BK, std::min<std::int64_t>(BK, p.n_kv - kt * BK));
-  kpos.resize(static_cast<std::size_t>(KT * BK), kpos.back());  // tail tile reads BK entries
+        min_max(kpos.data(), kt * BK, std::min<std::int64_t>(BK, p.n_kv - kt * BK));
 
   // Work order: query tiles by descending work (non-empty key tiles), then
   // (b, h); with dynamic scheduling this is longest-first, which balances
   // causal work across threads.
-  std::vector<std::int64_t> qtile_cost(QT), qtile_order(QT);
-  std::vector<std::pair<std::int64_t, std::int64_t>> qrange(QT);
+  AlignedBuffer<std::int64_t> qmin = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
+  AlignedBuffer<std::int64_t> qmax = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
+  AlignedBuffer<std::int64_t> qtile_cost = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
+  AlignedBuffer<std::int64_t> qtile_order = ws.buffer<std::int64_t>(static_cast<std::size_t>(QT));
   for (std::int64_t qt = 0; qt < QT; ++qt) {
-    qrange[qt] = min_max(qpos, qt * BQ, std::min<std::int64_t>(BQ, p.n_q - qt * BQ));
+    std::tie(qmin[qt], qmax[qt]) =
+        min_max(qpos.data(), qt * BQ, std::min<std::int64_t>(BQ, p.n_q - qt * BQ));
+    qtile_cost[qt] = 0;
     for (std::int64_t kt = 0; kt < KT; ++kt)
-      qtile_cost[qt] += classify_tile(qrange[qt].first, qrange[qt].second, kmin[kt], kmax[kt],
-                                      p.causal) != TileKind::empty;
+      qtile_cost[qt] +=
+          classify_tile(qmin[qt], qmax[qt], kmin[kt], kmax[kt], p.causal) != TileKind::empty;
   }
-  std::iota(qtile_order.begin(), qtile_order.end(), std::int64_t{0});
-  std::stable_sort(qtile_order.begin(), qtile_order.end(),
+  std::iota(qtile_order.data(), qtile_order.data() + QT, std::int64_t{0});
+  std::stable_sort(qtile_order.data(), qtile_order.data() + QT,
                    [&](std::int64_t a, std::int64_t b) { return qtile_cost[a] > qtile_cost[b]; });
 
   // Packed operands. K is always packed (transposed). V is used in place when
   // it already is f32 rows of D floats, except a partial last tile, which is
   // zero-padded: that halves the kernel's extra memory on the ring's blocks.
-  AlignedBuffer<float> kt_pack(
-      static_cast<std::size_t>(B * HK * KT * D * BK));  // (B, HK, KT, D, BK)
-  const bool v_direct = p.dtype == DType::f32 && !bf16 && p.v.row_stride == D;
-  const bool v_tail = p.n_kv % BK != 0;
-  const std::int64_t v_tiles = v_direct ? (v_tail ? 1 : 0) : KT;  // packed tiles per (b, hk)
-  AlignedBuffer<float> v_pack(
-      static_cast<std::size_t>(B * HK * v_tiles * BK * D));  // (B, HK, v_tiles, BK, D)
+  AlignedBuffer<float> kt_pack =
+      ws.buffer<float>(static_cast<std::size_t>(B * HK * KT * D * BK));  // (B, HK, KT, D, BK)
+  const bool v_direct = g.v_direct, v_tail = g.v_tail;
+  AlignedBuffer<float> v_pack = ws.buffer<float>(
+      static_cast<std::size_t>(B * HK * g.v_tiles * BK * D));  // (B, HK, v_tiles, BK, D)
   auto v_tile_of = [&](std::int64_t b, std::int64_t hk, std::int64_t kt) -> float* {
     if (!v_direct) return v_pack.data() + ((b * HK + hk) * KT + kt) * BK * D;
     if (v_tail && kt == KT - 1) return v_pack.data() + (b * HK + hk) * BK * D;
@@ -152,15 +222,15 @@ void update_state(const AttnParams& p, AttnState& s) {
            kt * BK * D;
   };
 
-  const TileGemm gemm_qk(BK, BQ, D, BK, D, BK, /*accumulate=*/false);  // S^T = K · Q^T
-  const TileGemm gemm_pv(D, BQ, BK, D, BK, D, /*accumulate=*/true);    // O^T += V^T · P^T
+  const TileGemm gemm_qk(BK, BQ, D, BK, D, BK, /*accumulate=*/false);       // S^T = K · Q^T
+  const TileGemm gemm_pv_first(D, BQ, BK, D, BK, D, /*accumulate=*/false);  // O^T = V^T · P^T
+  const TileGemm gemm_pv_more(D, BQ, BK, D, BK, D, /*accumulate=*/true);    // O^T += V^T · P^T
 
   const std::int64_t items = B * HQ * QT;
-  RA_CHECK(p.threads >= 1, usage, "threads must be >= 1");
 
 #pragma omp parallel num_threads(p.threads)
   {
-    std::vector<float> row(static_cast<std::size_t>(D));
+    AlignedBuffer<float> row = ws.buffer<float>(static_cast<std::size_t>(D));
 #pragma omp for collapse(3) schedule(static)
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t hk = 0; hk < HK; ++hk)
@@ -196,21 +266,19 @@ void update_state(const AttnParams& p, AttnState& s) {
           }
         }
 
-    AlignedBuffer<float> qbuf(static_cast<std::size_t>(BQ) * D);    // (BQ, D) scaled, base 2
-    AlignedBuffer<float> sbuf(static_cast<std::size_t>(BQ) * BK);   // (BQ, BK) scores / probs
-    AlignedBuffer<float> accbuf(static_cast<std::size_t>(BQ) * D);  // (BQ, D)
-    // Plain fp32 accumulation of P·V over tens of thousands of keys drifted
-    // by 6e-5 of the output on a genome (few distinct k-mers: the rounding
-    // never cancels). So the tile products add into a partial sum for
-    // kFoldTiles tiles, which is then folded into the total with Kahan
-    // compensation: 2e-7 on the same input, at ~1/kFoldTiles of the cost
-    // of compensating every tile.
-    constexpr int kFoldTiles = 8;
-    AlignedBuffer<float> partbuf(static_cast<std::size_t>(BQ) * D);  // (BQ, D) recent tiles' P·V
-    AlignedBuffer<float> compbuf(static_cast<std::size_t>(BQ) * D);  // (BQ, D) Kahan terms
-    std::vector<float> m2buf(BQ);
-    AlignedBuffer<float> llanes(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes)
-    std::vector<std::int64_t> qposbuf(BQ);
+    const std::size_t qd = static_cast<std::size_t>(BQ) * D;
+    AlignedBuffer<float> qbuf = ws.buffer<float>(qd);  // (BQ, D) scaled, base 2
+    AlignedBuffer<float> sbuf =
+        ws.buffer<float>(static_cast<std::size_t>(BQ) * BK);  // (BQ, BK) scores / probs
+    AlignedBuffer<float> accbuf = ws.buffer<float>(qd);       // (BQ, D) running total of P·V
+    AlignedBuffer<float> compbuf = ws.buffer<float>(qd);      // (BQ, D) its Kahan terms
+    AlignedBuffer<float> partbuf = ws.buffer<float>(qd);      // (BQ, D) P·V since the last fold
+    AlignedBuffer<float> m2buf = ws.buffer<float>(static_cast<std::size_t>(BQ));
+    AlignedBuffer<float> llanes =
+        ws.buffer<float>(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes)
+    AlignedBuffer<float> lcomp =
+        ws.buffer<float>(static_cast<std::size_t>(BQ) * kLanes);  // (BQ, kLanes) Kahan terms
+    AlignedBuffer<std::int64_t> qposbuf = ws.buffer<std::int64_t>(static_cast<std::size_t>(BQ));
 
     // Team thread 0 is the calling thread (the one MPI knows).
     const bool poll = p.progress != nullptr && omp_get_thread_num() == 0;
@@ -220,7 +288,7 @@ void update_state(const AttnParams& p, AttnState& s) {
       const std::int64_t b = (item % (B * HQ)) / HQ, h = item % HQ, hk = h / group;
       const std::int64_t r0 = qt * BQ;
       const int rows = static_cast<int>(std::min<std::int64_t>(BQ, p.n_q - r0));
-      const auto [qmin, qmax] = qrange[qt];
+      const std::int64_t q_lo = qmin[qt], q_hi = qmax[qt];
 
       for (int i = 0; i < BQ; ++i) {
         float* qr = qbuf.data() + static_cast<std::int64_t>(i) * D;
@@ -234,22 +302,22 @@ void update_state(const AttnParams& p, AttnState& s) {
           qposbuf[i] = qpos[r0 + i];
         } else {
           std::fill_n(qr, D, 0.0f);
-          qposbuf[i] = qmax;
+          qposbuf[i] = q_hi;
         }
       }
       const std::int64_t srow = (b * HQ + h) * p.n_q + r0;
       std::copy_n(s.m2.data() + srow, rows, m2buf.data());
       spread_lanes(s.l.data() + srow, rows, llanes.data());
+      lcomp.fill(0.0f);
       std::copy_n(s.acc.data() + srow * D, static_cast<std::int64_t>(rows) * D, accbuf.data());
       std::fill(accbuf.data() + static_cast<std::int64_t>(rows) * D, accbuf.data() + accbuf.size(),
                 0.0f);
       compbuf.fill(0.0f);
-      partbuf.fill(0.0f);
-      int pending = 0;  // tiles added to partbuf since the last fold
+      int pending = 0;  // tiles in partbuf since the last fold
       const std::int64_t fold_n = static_cast<std::int64_t>(rows) * D;
 
       for (std::int64_t kt = 0; kt < KT; ++kt) {
-        const TileKind kind = classify_tile(qmin, qmax, kmin[kt], kmax[kt], p.causal);
+        const TileKind kind = classify_tile(q_lo, q_hi, kmin[kt], kmax[kt], p.causal);
         if (kind == TileKind::empty) continue;
         const std::int64_t tile = (b * HK + hk) * KT + kt;
         const int k_valid = static_cast<int>(std::min<std::int64_t>(BK, p.n_kv - kt * BK));
@@ -257,22 +325,59 @@ void update_state(const AttnParams& p, AttnState& s) {
         if (kind == TileKind::diagonal || k_valid < BK)
           mask_tile(sbuf.data(), rows, BK, qposbuf.data(), kpos.data() + kt * BK, k_valid,
                     kind == TileKind::diagonal);
-        softmax_tile({sbuf.data(), rows, BK, m2buf.data(), llanes.data(), partbuf.data(),
-                      accbuf.data(), compbuf.data(), D, bf16});
-        gemm_pv(v_tile_in(b, hk, kt), sbuf.data(), partbuf.data());
-        if (++pending == kFoldTiles) {
-          compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n);
+        softmax_tile({.s = sbuf.data(),
+                      .rows = rows,
+                      .bk = BK,
+                      .m2 = m2buf.data(),
+                      .l_lanes = llanes.data(),
+                      .l_comp = lcomp.data(),
+                      .acc_partial = pending > 0 ? partbuf.data() : nullptr,
+                      .acc = accbuf.data(),
+                      .acc_comp = compbuf.data(),
+                      .head_dim = D,
+                      .round_bf16 = bf16},
+                     isa);
+        (pending > 0 ? gemm_pv_more : gemm_pv_first)(v_tile_in(b, hk, kt), sbuf.data(),
+                                                     partbuf.data());
+        if (++pending == g.fold_tiles) {
+          compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n, isa);
           pending = 0;
         }
         if (poll) p.progress(p.progress_arg);
       }
-      if (pending) compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n);
+      if (pending > 0) compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n, isa);
 
       std::copy_n(m2buf.data(), rows, s.m2.data() + srow);
       sum_lanes(llanes.data(), rows, s.l.data() + srow);
       std::copy_n(accbuf.data(), static_cast<std::int64_t>(rows) * D, s.acc.data() + srow * D);
     }
   }
+  t_last_workspace_bytes = ws.bytes();
+}
+
+std::size_t last_update_state_workspace_bytes() {
+  return t_last_workspace_bytes;
+}
+
+// The buffers update_state makes, written out once more from the geometry:
+// the test that compares this with the counted allocations fails when one
+// changes without the other.
+std::size_t update_state_workspace_bytes(const AttnParams& p) {
+  if (p.n_q == 0 || p.n_kv == 0) return 0;
+  const Geometry g = geometry(p);
+  const auto BQ = static_cast<std::size_t>(g.BQ), BK = static_cast<std::size_t>(g.BK),
+             D = static_cast<std::size_t>(g.D), QT = static_cast<std::size_t>(g.QT),
+             KT = static_cast<std::size_t>(g.KT), lanes = static_cast<std::size_t>(kLanes);
+  const auto kv_heads = static_cast<std::size_t>(p.batch * p.heads_kv);
+  constexpr std::size_t f = sizeof(float), i = sizeof(std::int64_t);
+  // Positions (queries, keys padded to whole tiles), tile ranges, work order.
+  const std::size_t positions = (static_cast<std::size_t>(p.n_q) + KT * BK + 2 * KT + 4 * QT) * i;
+  // Packed K^T, (B, HK, KT, D, BK), and V tiles, (B, HK, v_tiles, BK, D).
+  const std::size_t packed = kv_heads * (KT + static_cast<std::size_t>(g.v_tiles)) * BK * D * f;
+  // Per thread: a K/V row; Q, total, Kahan terms and partial P·V (BQ, D);
+  // the score tile; m2; l's lanes and their Kahan terms; query positions.
+  const std::size_t per_thread = (D + 4 * BQ * D + BQ * BK + BQ + 2 * BQ * lanes) * f + BQ * i;
+  return positions + packed + static_cast<std::size_t>(p.threads) * per_thread;
 }
 
 void finalize(const AttnState& s, float* o, float* lse, int threads) {
@@ -346,12 +451,12 @@ double attention_flops(const AttnParams& p) {
 }
 
 std::string kernel_implementation(const AttnParams& p) {
-  const TileConfig cfg = tile_config();
+  const TileConfig cfg = tile_config(p.cpu.tiles);
   const TileGemm g(cfg.bk, cfg.bq, static_cast<int>(p.head_dim), cfg.bk,
                    static_cast<int>(p.head_dim), cfg.bk, false);
   std::string s = g.jit() ? std::string("libxsmm-") + tile_gemm_target() : "portable-loops";
-  s += " softmax-" + vector_isa() + " bq=" + std::to_string(cfg.bq) +
-       " bk=" + std::to_string(cfg.bk);
+  s += std::string(" softmax-") + vector_isa_name(resolve_isa(p.cpu.isa)) +
+       " bq=" + std::to_string(cfg.bq) + " bk=" + std::to_string(cfg.bk);
   s += std::string(" compute=") + compute_type_name(p.compute);
   return s;
 }

@@ -8,6 +8,7 @@
 //   attention_forward  reset + update_state + finalize, for one whole block
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -36,6 +37,14 @@ void attention_forward(const AttnParams& p, float* o, float* lse);
 // Flops of the tile products the problem needs: 4·D per visible (query, key)
 // pair, counted exactly on global positions (so causal is about half).
 double attention_flops(const AttnParams& p);
+
+// Bytes of the buffers update_state(p, s) allocates: packed K^T and V tiles,
+// positions, and p.threads threads' tiles. Memory planning (preflight) adds
+// this to the inputs' and the state's own bytes.
+std::size_t update_state_workspace_bytes(const AttnParams& p);
+// What the calling thread's last update_state allocated, counted at each
+// allocation: tests check the estimate above against it.
+std::size_t last_update_state_workspace_bytes();
 
 // Which inner implementation update_state uses on this CPU, for reports:
 // e.g. "libxsmm-avx2 bq=64 bk=64".

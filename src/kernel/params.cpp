@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.hpp"
+#include "kernel/softmax_tile.hpp"
 
 namespace ringattn {
 
@@ -16,6 +17,32 @@ ComputeType parse_compute_type(const char* s) {
   if (std::strcmp(s, "f32") == 0) return ComputeType::f32;
   if (std::strcmp(s, "bf16") == 0) return ComputeType::bf16;
   RA_CHECK(false, usage, "unknown compute type '", s, "' (expected f32 or bf16)");
+}
+
+const char* tile_shape_name(TileShape t) {
+  switch (t) {
+    case TileShape::native:
+      return "native";
+    case TileShape::avx2:
+      return "avx2";
+    case TileShape::avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+const char* vector_isa_name(VectorIsa isa) {
+  switch (isa) {
+    case VectorIsa::native:
+      return "native";
+    case VectorIsa::avx512:
+      return "avx512";
+    case VectorIsa::avx2:
+      return "avx2";
+    case VectorIsa::generic:
+      return "generic";
+  }
+  return "?";
 }
 
 AttnParams AttnParams::dense(const void* q, const void* k, const void* v, DType dtype,
@@ -50,6 +77,8 @@ void AttnParams::validate() const {
            " outside the kernel's range 1..", kMaxHeadDim);
   RA_CHECK(std::isfinite(scale), usage, "softmax scale must be finite");
   RA_CHECK(threads >= 1, usage, "threads must be >= 1, got ", threads);
+  RA_CHECK(cpu_runs(cpu.isa), usage, "this CPU cannot run the kernel's ", vector_isa_name(cpu.isa),
+           " path (widest here: ", vector_isa_name(resolve_isa(VectorIsa::native)), ")");
   RA_CHECK(q_pos.empty() || q_pos.size() == n_q, usage, "query positions cover ", q_pos.size(),
            " rows, the block has ", n_q);
   RA_CHECK(k_pos.empty() || k_pos.size() == n_kv, usage, "key positions cover ", k_pos.size(),

@@ -22,6 +22,33 @@ enum class ComputeType {
 const char* compute_type_name(ComputeType c);
 ComputeType parse_compute_type(const char* s);
 
+// The CPU kernel's tile shape (BQ query rows x BK keys). Each vector ISA's
+// traits in attention.cpp have their own; any CPU runs any of them, so the
+// tests check every shape on every machine.
+enum class TileShape {
+  native,  // the shape of the widest ISA this CPU has
+  avx2,    // 256 x 64
+  avx512,  // 128 x 256
+};
+const char* tile_shape_name(TileShape t);
+
+// The code path of the kernel's vector steps (softmax, compensated sums),
+// compiled once per ISA in softmax_tile.cpp.
+enum class VectorIsa {
+  native,   // the widest this CPU has
+  avx512,   // 16-float vectors
+  avx2,     // 8-float vectors
+  generic,  // 4-float vectors, any x86-64
+};
+const char* vector_isa_name(VectorIsa isa);
+
+// Which compiled variant of the CPU kernel runs. The defaults are this CPU's
+// fastest; tests pick each in turn.
+struct CpuVariant {
+  TileShape tiles = TileShape::native;
+  VectorIsa isa = VectorIsa::native;  // one this CPU runs (validate() checks)
+};
+
 struct TensorRef {
   const void* data = nullptr;
   std::int64_t batch_stride = 0;  // elements between batches
@@ -50,6 +77,7 @@ struct AttnParams {
 
   ComputeType compute = ComputeType::f32;
   int threads = 1;  // threads this call may use (>= 1)
+  CpuVariant cpu;   // the CPU kernel's tile shape and vector path
 
   // Called every few hundred microseconds from the calling thread while the
   // kernel computes, if set: the ring polls its transfer here, because MPI

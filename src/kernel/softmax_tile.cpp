@@ -9,9 +9,11 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "core/cpu.hpp"
+#include "core/error.hpp"
 
 namespace ringattn {
 namespace {
@@ -164,21 +166,33 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
       storev(s + j, p);
     }
     float* l = t.l_lanes + static_cast<long>(i) * kLanes;
-    if (m_new > m_old) {
-      // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
-      const VF valpha = exp2v<W>(splat<VF>(m_old - m_new));
+    VF lv = loadv<VF>(l);
+    VF lc = t.l_comp ? loadv<VF>(t.l_comp + static_cast<long>(i) * kLanes) : splat<VF>(0.0f);
+    const bool grew = m_new > m_old;
+    // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
+    const VF valpha = grew ? exp2v<W>(splat<VF>(m_old - m_new)) : splat<VF>(1.0f);
+    if (grew) {
+      lv *= valpha;
+      lc *= valpha;
+    }
+    if (t.l_comp) {
+      const VF y = vsum - lc;
+      const VF sum = lv + y;
+      lc = (sum - lv) - y;
+      lv = sum;
+      storev(t.l_comp + static_cast<long>(i) * kLanes, lc);
+    } else {
+      lv += vsum;
+    }
+    storev(l, lv);
+    if (grew) {
       const float alpha = valpha[0];
-      storev(l, loadv<VF>(l) * valpha + vsum);
-      float* a = t.acc + static_cast<long>(i) * t.head_dim;
-      for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
-      for (float* extra : {t.acc_sum, t.acc_comp}) {
-        if (!extra) continue;
-        float* c = extra + static_cast<long>(i) * t.head_dim;
-        for (int d = 0; d < t.head_dim; ++d) c[d] *= alpha;
+      for (float* rows : {t.acc_partial, t.acc, t.acc_comp}) {
+        if (!rows) continue;
+        float* a = rows + static_cast<long>(i) * t.head_dim;
+        for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
       }
       t.m2[i] = m_new;
-    } else {
-      storev(l, loadv<VF>(l) + vsum);
     }
   }
 }
@@ -186,13 +200,12 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
 // Plain loops: the wrappers' target attribute lets the compiler vectorise
 // them at that width; there is no reduction, so no -ffast-math is needed
 // (and none may be used: it would delete the compensation).
-RA_INLINE void compensated_add_impl(float* sum, float* comp, float* x, std::int64_t n) {
+RA_INLINE void compensated_add_impl(float* sum, float* comp, const float* x, std::int64_t n) {
   for (std::int64_t e = 0; e < n; ++e) {
     const float y = x[e] - comp[e];
     const float t = sum[e] + y;
     comp[e] = (t - sum[e]) - y;
     sum[e] = t;
-    x[e] = 0.0f;
   }
 }
 
@@ -215,15 +228,15 @@ void softmax_tile_generic(const SoftmaxTile& t) {
 
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void compensated_add_avx512(float* sum,
                                                                                  float* comp,
-                                                                                 float* x,
+                                                                                 const float* x,
                                                                                  std::int64_t n) {
   compensated_add_impl(sum, comp, x, n);
 }
-__attribute__((target("avx2"))) void compensated_add_avx2(float* sum, float* comp, float* x,
+__attribute__((target("avx2"))) void compensated_add_avx2(float* sum, float* comp, const float* x,
                                                           std::int64_t n) {
   compensated_add_impl(sum, comp, x, n);
 }
-void compensated_add_generic(float* sum, float* comp, float* x, std::int64_t n) {
+void compensated_add_generic(float* sum, float* comp, const float* x, std::int64_t n) {
   compensated_add_impl(sum, comp, x, n);
 }
 
@@ -240,34 +253,71 @@ void exp2_generic(const float* x, float* out, int n) {
 
 }  // namespace
 
-void softmax_tile(const SoftmaxTile& t) {
-  static const auto impl = [] {
-    const std::string isa = vector_isa();
-    return isa == "avx512" ? softmax_tile_avx512
-           : isa == "avx2" ? softmax_tile_avx2
-                           : softmax_tile_generic;
+VectorIsa resolve_isa(VectorIsa isa) {
+  if (isa != VectorIsa::native) return isa;
+  static const VectorIsa widest = [] {
+    const std::string name = vector_isa();
+    return name == "avx512" ? VectorIsa::avx512
+           : name == "avx2" ? VectorIsa::avx2
+                            : VectorIsa::generic;
   }();
-  impl(t);
+  return widest;
 }
 
-void compensated_add(float* sum, float* comp, float* x, std::int64_t n) {
-  static const auto impl = [] {
-    const std::string isa = vector_isa();
-    return isa == "avx512" ? compensated_add_avx512
-           : isa == "avx2" ? compensated_add_avx2
-                           : compensated_add_generic;
-  }();
-  impl(sum, comp, x, n);
+bool cpu_runs(VectorIsa isa) {
+  const CpuFeatures& c = cpu_features();
+  switch (isa) {
+    case VectorIsa::avx512:  // what the wrappers' target attributes let the compiler use
+      return c.avx512f && c.avx512bw && c.avx512vl && c.fma;
+    case VectorIsa::avx2:
+      return c.avx2 && c.fma;
+    case VectorIsa::native:
+    case VectorIsa::generic:
+      return true;
+  }
+  return false;
 }
 
-void exp2_array(const float* x, float* out, int n) {
-  const std::string isa = vector_isa();
-  if (isa == "avx512")
-    exp2_avx512(x, out, n);
-  else if (isa == "avx2")
-    exp2_avx2(x, out, n);
-  else
-    exp2_generic(x, out, n);
+namespace {
+// The concrete path for isa, refusing one this CPU would fault on.
+VectorIsa runnable(VectorIsa isa) {
+  const VectorIsa r = resolve_isa(isa);
+  RA_CHECK(cpu_runs(r), usage, "this CPU cannot run the ", vector_isa_name(r), " path");
+  return r;
+}
+}  // namespace
+
+void softmax_tile(const SoftmaxTile& t, VectorIsa isa) {
+  switch (runnable(isa)) {
+    case VectorIsa::avx512:
+      return softmax_tile_avx512(t);
+    case VectorIsa::avx2:
+      return softmax_tile_avx2(t);
+    default:
+      return softmax_tile_generic(t);
+  }
+}
+
+void compensated_add(float* sum, float* comp, const float* x, std::int64_t n, VectorIsa isa) {
+  switch (runnable(isa)) {
+    case VectorIsa::avx512:
+      return compensated_add_avx512(sum, comp, x, n);
+    case VectorIsa::avx2:
+      return compensated_add_avx2(sum, comp, x, n);
+    default:
+      return compensated_add_generic(sum, comp, x, n);
+  }
+}
+
+void exp2_array(const float* x, float* out, int n, VectorIsa isa) {
+  switch (runnable(isa)) {
+    case VectorIsa::avx512:
+      return exp2_avx512(x, out, n);
+    case VectorIsa::avx2:
+      return exp2_avx2(x, out, n);
+    default:
+      return exp2_generic(x, out, n);
+  }
 }
 
 void spread_lanes(const float* l, int rows, float* l_lanes) {

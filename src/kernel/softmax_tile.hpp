@@ -9,23 +9,35 @@
 
 #include <cstdint>
 
+#include "kernel/params.hpp"
+
 namespace ringattn {
 
+// The path `native` stands for on this CPU (the widest it has); any other
+// isa unchanged.
+VectorIsa resolve_isa(VectorIsa isa);
+// Whether this CPU executes isa's code (native and generic: always). The
+// functions below throw Error(usage) when asked for a path it does not.
+bool cpu_runs(VectorIsa isa);
+
 struct SoftmaxTile {
-  float* s;         // (rows, bk) scores in, probabilities out; row stride bk
-  int rows;         // rows to update
-  int bk;           // columns; a multiple of 16
-  float* m2;        // (rows) running max, base 2
-  float* l_lanes;   // (rows, kLanes) running sum per vector lane: no tile needs a horizontal
-                    // sum; the row's l is the sum of its lanes (sum_lanes)
-  float* acc;       // (rows, head_dim) output rows the tile products add to, row stride head_dim
-  float* acc_sum;   // (rows, head_dim) compensated total that `acc` is folded into, or nullptr
-  float* acc_comp;  // (rows, head_dim) its Kahan terms, or nullptr (all three rescale alike)
+  float* s;        // (rows, bk) scores in, probabilities out; row stride bk
+  int rows;        // rows to update
+  int bk;          // columns; a multiple of 16
+  float* m2;       // (rows) running max, base 2
+  float* l_lanes;  // (rows, kLanes) running sum per vector lane: no tile needs a horizontal
+                   // sum; the row's l is the sum of its lanes (sum_lanes)
+  float* l_comp;   // (rows, kLanes) Kahan terms of l_lanes, or nullptr (plain sum)
+  // The rows P·V adds to, which rescale with l when the max grows; each may
+  // be nullptr. Row stride head_dim.
+  float* acc_partial;  // (rows, head_dim) recent tiles' P·V, not yet folded into acc
+  float* acc;          // (rows, head_dim) the running total
+  float* acc_comp;     // (rows, head_dim) its Kahan terms
   int head_dim;
   bool round_bf16;  // round probabilities to bf16 (bf16 compute path)
 };
 
-void softmax_tile(const SoftmaxTile& t);
+void softmax_tile(const SoftmaxTile& t, VectorIsa isa = VectorIsa::native);
 
 // Lanes per row of SoftmaxTile::l_lanes: the widest vector (16 floats).
 constexpr int kLanes = 16;
@@ -39,10 +51,12 @@ void sum_lanes(const float* l_lanes, int rows, float* l);
 void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,
                int k_valid, bool causal);
 
-// sum += x with Kahan compensation `comp`, then x = 0, for n floats.
-void compensated_add(float* sum, float* comp, float* x, std::int64_t n);
+// sum += x with Kahan compensation `comp` (sum - comp is the better total),
+// for n floats.
+void compensated_add(float* sum, float* comp, const float* x, std::int64_t n,
+                     VectorIsa isa = VectorIsa::native);
 
 // Vector exp2 for tests: out[i] = 2^x[i] (0 below 2^-126), n a multiple of 16.
-void exp2_array(const float* x, float* out, int n);
+void exp2_array(const float* x, float* out, int n, VectorIsa isa = VectorIsa::native);
 
 }  // namespace ringattn

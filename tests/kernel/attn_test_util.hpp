@@ -5,6 +5,7 @@
 //   core/seeded_data.hpp  fill_seeded: inputs rebuilt from (seed, index)
 //   kernel/attention.hpp  attention_forward, the kernel under test
 //   kernel/reference.hpp  reference_attention and compare_to_reference
+//   kernel/softmax_tile.hpp  cpu_runs: which vector paths this CPU executes
 #pragma once
 
 #include <gtest/gtest.h>
@@ -26,10 +27,33 @@
 #include "kernel/attention.hpp"
 #include "kernel/params.hpp"
 #include "kernel/reference.hpp"
+#include "kernel/softmax_tile.hpp"
 
 namespace ringattn::test {
 
 inline constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Every compiled variant of the CPU kernel: each ISA's tile shape with each
+// vector path, so a machine checks the shapes tuned for others too.
+inline std::vector<CpuVariant> all_cpu_variants() {
+  std::vector<CpuVariant> out;
+  for (TileShape t : {TileShape::avx2, TileShape::avx512})
+    for (VectorIsa isa : {VectorIsa::avx512, VectorIsa::avx2, VectorIsa::generic})
+      out.push_back({t, isa});
+  return out;
+}
+
+// "tiles_avx512_isa_avx2": a GoogleTest name part.
+inline std::string variant_name(const CpuVariant& v) {
+  return std::string("tiles_") + tile_shape_name(v.tiles) + "_isa_" + vector_isa_name(v.isa);
+}
+
+// Why this CPU cannot run the variant, or "" when it can: tests skip with it.
+inline std::string cannot_run(const CpuVariant& v) {
+  if (cpu_runs(v.isa)) return "";
+  return std::string("this CPU cannot execute the ") + vector_isa_name(v.isa) +
+         " path (widest here: " + vector_isa_name(resolve_isa(VectorIsa::native)) + ")";
+}
 
 // How q, k and v sit in memory. The reference always reads a dense copy of
 // the same values, so a stride the kernel gets wrong cannot be hidden by the
@@ -74,6 +98,7 @@ struct Problem {
   bool all_scores_negative = false;
   std::uint64_t seed = 1;
   int threads = 2;
+  CpuVariant variant;  // the kernel's tile shape and vector path (default: this CPU's)
 };
 
 // Sets (negative) or clears the sign bit of every element of a buffer of type t.
@@ -152,6 +177,7 @@ struct Inputs {
     dense.k_pos = pr.k_pos;
     dense.compute = pr.compute;
     dense.threads = pr.threads;
+    dense.cpu = pr.variant;
     laid = dense;
     if (pr.layout == Layout::dense) return;
 

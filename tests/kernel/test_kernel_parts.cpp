@@ -1,12 +1,13 @@
 // The kernel's parts, each against an independent statement of what it must
 // do: f16 and bf16 conversions (exact values, round to nearest even, every
-// bit pattern), the vector exp2, the causal mask of a score tile, tile
-// classification, global positions, the flop count, seeded data, and the
-// comparison the other tests rely on.
+// bit pattern), the vector exp2 and compensated sums, the causal mask of a
+// score tile, tile classification, global positions, the flop count, seeded
+// data, and the comparison the other tests rely on.
 //
 //   core/dtype.hpp           f16/bf16 <-> f32
 //   core/seeded_data.hpp     fill_seeded, seeded_uniform
-//   kernel/softmax_tile.hpp  exp2_array, mask_tile
+//   kernel/softmax_tile.hpp  exp2_array, compensated_add, mask_tile (each
+//                            vector path this CPU runs)
 //   kernel/tile_classify.hpp classify_tile
 //   core/positions.hpp     Positions
 //   kernel/attention.hpp     attention_flops
@@ -256,24 +257,24 @@ TEST(DType, LoadAndStoreEveryType) {
 // ---- exp2 --------------------------------------------------------------------------
 
 // exp2_array takes a multiple of 16 elements: pad with zeros.
-std::vector<float> exp2_of(std::vector<float> x) {
+std::vector<float> exp2_of(std::vector<float> x, VectorIsa isa) {
   const std::size_t n = x.size();
   x.resize((n + 15) / 16 * 16, 0.0f);
   std::vector<float> out(x.size());
-  exp2_array(x.data(), out.data(), static_cast<int>(x.size()));
+  exp2_array(x.data(), out.data(), static_cast<int>(x.size()), isa);
   out.resize(n);
   return out;
 }
 
 // The worst relative error of exp2_array against std::exp2 in double, over a
 // grid of step 1/1024 and 1e5 seeded points covering [-126, 127].
-double exp2_worst_relative_error() {
+double exp2_worst_relative_error(VectorIsa isa) {
   std::vector<float> x;
   for (int i = -126 * 1024; i <= 127 * 1024; ++i) x.push_back(static_cast<float>(i) / 1024.0f);
   std::vector<float> r(100000);  // uniform over [-126, 127)
   fill_seeded(r.data(), DType::f32, r.size(), 42, 0, 126.5f);
   for (float v : r) x.push_back(v + 0.5f);
-  const std::vector<float> y = exp2_of(x);
+  const std::vector<float> y = exp2_of(x, isa);
   double worst = 0;
   std::size_t at = 0;
   for (std::size_t i = 0; i < x.size(); ++i) {
@@ -284,34 +285,88 @@ double exp2_worst_relative_error() {
       at = i;
     }
   }
-  std::printf("[  exp2    ] worst relative error %.3e at x = %.9g: %.9g vs %.9g\n", worst, x[at],
-              y[at], std::exp2(static_cast<double>(x[at])));
+  std::printf("[  exp2    ] %s: worst relative error %.3e at x = %.9g: %.9g vs %.9g\n",
+              vector_isa_name(isa), worst, x[at], y[at], std::exp2(static_cast<double>(x[at])));
   return worst;
 }
+
+// Each compiled path of the vector code (softmax_tile.cpp), where this CPU
+// runs it.
+class Exp2 : public ::testing::TestWithParam<VectorIsa> {
+ protected:
+  void SetUp() override {
+    if (!cpu_runs(GetParam()))
+      GTEST_SKIP() << "this CPU cannot execute the " << vector_isa_name(GetParam()) << " path";
+  }
+};
 
 // exp2 reduces x to n + f, |f| <= 1/2, and evaluates a degree-6 polynomial
 // interpolating 2^f at Chebyshev nodes: 1.0e-7 worst relative error when
 // evaluated in fp32 (the degree-6 Taylor polynomial it replaced reached
 // 2.16e-7 at x = 44.50035, f = -0.49965).
-TEST(Exp2, RelativeErrorBelow2e7OverTheNormalRange) {
-  EXPECT_LT(exp2_worst_relative_error(), 2e-7);
+TEST_P(Exp2, RelativeErrorBelow2e7OverTheNormalRange) {
+  EXPECT_LT(exp2_worst_relative_error(GetParam()), 2e-7);
 }
 
-TEST(Exp2, IntegersAreExact) {
+TEST_P(Exp2, IntegersAreExact) {
   std::vector<float> x;
   for (int n = -126; n <= 127; ++n) x.push_back(static_cast<float>(n));
-  const std::vector<float> y = exp2_of(x);
+  const std::vector<float> y = exp2_of(x, GetParam());
   for (std::size_t i = 0; i < x.size(); ++i)
     EXPECT_EQ(y[i], std::ldexp(1.0f, static_cast<int>(x[i]))) << "2^" << x[i];
 }
 
-TEST(Exp2, ExactlyZeroBelowMinus126) {
+TEST_P(Exp2, ExactlyZeroBelowMinus126) {
   const std::vector<float> x{
       std::nextafter(-126.0f, -200.0f),   -126.25f, -126.5f, -127.0f, -149.0f, -1000.0f, -1e30f,
       -std::numeric_limits<float>::max(), -kInf};
-  const std::vector<float> y = exp2_of(x);
+  const std::vector<float> y = exp2_of(x, GetParam());
   for (std::size_t i = 0; i < x.size(); ++i) EXPECT_EQ(y[i], 0.0f) << "x = " << x[i];
 }
+
+INSTANTIATE_TEST_SUITE_P(Kernel, Exp2,
+                         ::testing::Values(VectorIsa::avx512, VectorIsa::avx2, VectorIsa::generic),
+                         [](const ::testing::TestParamInfo<VectorIsa>& param) {
+                           return std::string(vector_isa_name(param.param));
+                         });
+
+// ---- compensated_add -----------------------------------------------------------
+
+class CompensatedAdd : public ::testing::TestWithParam<VectorIsa> {
+ protected:
+  void SetUp() override {
+    if (!cpu_runs(GetParam()))
+      GTEST_SKIP() << "this CPU cannot execute the " << vector_isa_name(GetParam()) << " path";
+  }
+};
+
+// The same small values added 2^18 times, the kernel's situation on a genome:
+// a plain fp32 sum drifts by 1e-4 and more, the compensated total
+// (sum - comp) stays within a few ulps of the exact sum. 67 elements cover
+// every vector width and a remainder.
+TEST_P(CompensatedAdd, KeepsWhatAPlainFp32SumLoses) {
+  constexpr int n = 67, adds = 1 << 18;
+  std::vector<float> x(n), sum(n, 0.0f), comp(n, 0.0f), plain(n, 0.0f);
+  for (int e = 0; e < n; ++e) x[e] = 0.1f * (1.0f + static_cast<float>(e) / 64.0f);
+  for (int i = 0; i < adds; ++i) {
+    compensated_add(sum.data(), comp.data(), x.data(), n, GetParam());
+    for (int e = 0; e < n; ++e) plain[e] += x[e];
+  }
+  double plain_worst = 0;
+  for (int e = 0; e < n; ++e) {
+    const double exact = static_cast<double>(x[e]) * adds;
+    const double total = static_cast<double>(sum[e]) - comp[e];
+    EXPECT_LE(std::fabs(total - exact), 4 * std::ldexp(exact, -24)) << "element " << e;
+    plain_worst = std::max(plain_worst, std::fabs(plain[e] - exact) / exact);
+  }
+  EXPECT_GT(plain_worst, 1e-4) << "the input is too easy to show compensation";
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernel, CompensatedAdd,
+                         ::testing::Values(VectorIsa::avx512, VectorIsa::avx2, VectorIsa::generic),
+                         [](const ::testing::TestParamInfo<VectorIsa>& param) {
+                           return std::string(vector_isa_name(param.param));
+                         });
 
 // ---- mask_tile -------------------------------------------------------------------
 
