@@ -11,33 +11,16 @@
 #include <sstream>
 
 #include "comm/agree.hpp"
+#include "core/checked.hpp"
+#include "core/cpu.hpp"
 #include "core/error.hpp"
+#include "kernel/attention.hpp"
 #include "kernel/params.hpp"
+#include "ring/kv_block.hpp"
 #include "ring/partition.hpp"
 
 namespace ringattn {
 namespace {
-
-// The kernel's largest key tile (AVX-512: 256 keys; AVX2: 64). The packed
-// K^T is padded to whole tiles; the estimate takes the larger padding.
-constexpr std::int64_t kMaxBlockK = 256;
-
-// Overflow-checked int64 arithmetic: a sticky flag instead of a wrong number.
-struct Checked {
-  bool overflow = false;
-  std::int64_t mul(std::initializer_list<std::int64_t> xs) {
-    std::int64_t r = 1;
-    for (std::int64_t x : xs)
-      if (__builtin_mul_overflow(r, x, &r)) overflow = true;
-    return overflow ? 0 : r;
-  }
-  std::int64_t add(std::initializer_list<std::int64_t> xs) {
-    std::int64_t r = 0;
-    for (std::int64_t x : xs)
-      if (__builtin_add_overflow(r, x, &r)) overflow = true;
-    return overflow ? 0 : r;
-  }
-};
 
 // "512 B", "3.2 MiB", "4.0 PiB": binary units, one decimal.
 std::string gib(std::int64_t bytes) {
@@ -119,28 +102,33 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int
   RankMemory m;
   Checked c;
   const PartitionKind kind = cfg.effective_partition();
-  const std::int64_t nq = Partition(kind, info.Nq, ranks).max_local_size();
-  const std::int64_t nkv = Partition(kind, info.Nkv, ranks).max_local_size();
+  const Partition q_part(kind, info.Nq, ranks), kv_part(kind, info.Nkv, ranks);
+  const std::int64_t nq = q_part.max_local_size(), nkv = kv_part.max_local_size();
   const std::int64_t D = info.D, es = static_cast<std::int64_t>(dtype_size(info.dtype));
   const std::int64_t hk = std::clamp<std::int64_t>(cfg.kv_heads_per_chunk, 1, info.Hkv);
   const std::int64_t hq = c.mul({hk, info.Hq / info.Hkv});
-  const std::int64_t kv_block = c.mul({hk, nkv, D, es});  // one of K, V: (hk, nkv, D)
-  const std::int64_t q_rows = c.mul({hq, nq});            // (hq, nq)
-
+  const std::int64_t q_rows = c.mul({hq, nq});  // (hq, nq)
+  const KvShape kv{info.dtype, 1, hk, D};
+  const bool device = cfg.backend == Backend::cuda;
+  // The owners say what they allocate. The CPU ring: two blocks, the first
+  // K and V's home; the kernel: its packed tiles and per-thread scratch,
+  // and the state (m2, l, acc) whose acc becomes o. The device ring holds
+  // on the host its pinned home block (and two staging blocks when MPI
+  // moves them) and o (hq, nq, D) f32; its kernel works on the device.
   m.q = c.mul({q_rows, D, es});
-  m.kv = c.mul({2, kv_block});
-  m.ring = c.mul({2, 2, kv_block});  // cur and next, K then V in each
-  // Packed K^T (hk, KT*BK, D) f32; V tiles likewise unless V is f32 read in
-  // place (then one padded tail tile); the kernel's int64 key positions.
-  const std::int64_t kv_padded = c.mul({(nkv + kMaxBlockK - 1) / kMaxBlockK, kMaxBlockK});
-  const bool v_direct = info.dtype == DType::f32 && cfg.compute == ComputeType::f32;
-  const std::int64_t kt = c.mul({hk, kv_padded, D, 4});
-  const std::int64_t vt = v_direct ? c.mul({hk, kMaxBlockK, D, 4}) : kt;
-  m.packed = c.add({kt, vt, c.mul({c.add({kv_padded, nq}), 8})});
-  m.state = c.add({c.mul({2, q_rows, 4}), c.mul({q_rows, D, 4})});
+  const bool staged = cfg.effective_transport() == TransportKind::mpi;
+  m.ring = ring_buffer_bytes(kv, kv_part, device ? (staged ? 3 : 1) : 2);
+  if (!device && !c.overflow) {
+    AttnParams kp = AttnParams::dense(nullptr, nullptr, nullptr, info.dtype, 1, hq, hk, nq, nkv, D);
+    kp.compute = cfg.compute;
+    kp.threads = cfg.threads > 0 ? cfg.threads : default_threads();
+    m.packed = static_cast<std::int64_t>(update_state_workspace_bytes(kp));
+  }
+  m.state = device ? c.mul({q_rows, D, 4}) : c.add({c.mul({2, q_rows, 4}), c.mul({q_rows, D, 4})});
   m.lse = c.mul({q_rows, 4});
   m.out16 = cfg.o_dtype == OutDType::input && info.dtype == DType::f16 ? c.mul({q_rows, D, 2}) : 0;
-  m.total = c.add({m.q, m.kv, m.ring, m.packed, m.state, m.lse, m.out16});
+  c.overflow = c.overflow || m.ring == kBytesOverflow || m.packed == kBytesOverflow;
+  m.total = c.add({m.q, m.ring, m.packed, m.state, m.lse, m.out16});
   m.overflow = c.overflow;
   return m;
 }
@@ -217,11 +205,11 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info) {
       limit << "memory_limit_mb = " << cfg.memory_limit_mb;
     else
       limit << "this rank's share of its node's available memory";
-    RA_CHECK(false, input, file, ": datasets ", shape(info.q), ", ", shape(info.k), " need about ",
-             gib(m.total), " per rank on ", P, P == 1 ? " rank" : " ranks", " (q ", gib(m.q),
-             ", k/v ", gib(m.kv), ", ring ", gib(m.ring), ", kernel ", gib(m.packed), ", state ",
-             gib(m.state + m.lse + m.out16), "), over the budget of ", gib(budget), " (",
-             limit.str(), "); ", hint.str());
+    RA_FAIL(input, file, ": datasets ", shape(info.q), ", ", shape(info.k), " need about ",
+            gib(m.total), " per rank on ", P, P == 1 ? " rank" : " ranks", " (q ", gib(m.q),
+            ", K/V ring ", gib(m.ring), ", kernel ", gib(m.packed), ", state ",
+            gib(m.state + m.lse + m.out16), "), over the budget of ", gib(budget), " (",
+            limit.str(), "); ", hint.str());
   });
 }
 

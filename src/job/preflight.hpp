@@ -32,15 +32,13 @@
 namespace ringattn {
 
 // What one rank allocates for the largest chunk (kv_heads_per_chunk K/V
-// heads with their query heads), in bytes, as job.cpp, ring_attention.cpp
-// and the kernel allocate it. hq = hk * (Hq / Hkv), nq and nkv the largest
-// shard of the partition, es the storage element size:
+// heads with their query heads), in bytes, each term as its owner reports
+// it. hq = hk * (Hq / Hkv), nq and nkv the largest shards of the partition:
 struct RankMemory {
-  std::int64_t q = 0;       // (hq, nq, D) es          job's q chunk buffer
-  std::int64_t kv = 0;      // 2 (hk, nkv, D) es       job's k and v chunk buffers
-  std::int64_t ring = 0;    // 2 x 2 (hk, nkv, D) es   the ring's two K/V blocks
-  std::int64_t packed = 0;  // (hk, nkv↑BK, D) f32 K^T, + V tiles: the kernel's packed K/V
-  std::int64_t state = 0;   // (hq, nq) m2, l + (hq, nq, D) acc, f32
+  std::int64_t q = 0;       // (hq, nq, D) storage type: the job's q chunk buffer
+  std::int64_t ring = 0;    // ring_buffer_bytes: the ring's K/V blocks (K and V are read there)
+  std::int64_t packed = 0;  // update_state_workspace_bytes: the kernel's tiles (CPU only)
+  std::int64_t state = 0;   // (hq, nq) m2, l + (hq, nq, D) acc, f32 (device: o only)
   std::int64_t lse = 0;     // (hq, nq) f32
   std::int64_t out16 = 0;   // (hq, nq, D) f16 when o is f16: OutputFile's rounding scratch
   std::int64_t total = 0;   // the sum

@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "core/aligned_buffer.hpp"
+#include "core/checked.hpp"
 #include "core/error.hpp"
 #include "kernel/softmax_tile.hpp"
 #include "kernel/tile_classify.hpp"
@@ -365,19 +366,21 @@ std::size_t last_update_state_workspace_bytes() {
 std::size_t update_state_workspace_bytes(const AttnParams& p) {
   if (p.n_q == 0 || p.n_kv == 0) return 0;
   const Geometry g = geometry(p);
-  const auto BQ = static_cast<std::size_t>(g.BQ), BK = static_cast<std::size_t>(g.BK),
-             D = static_cast<std::size_t>(g.D), QT = static_cast<std::size_t>(g.QT),
-             KT = static_cast<std::size_t>(g.KT), lanes = static_cast<std::size_t>(kLanes);
-  const auto kv_heads = static_cast<std::size_t>(p.batch * p.heads_kv);
-  constexpr std::size_t f = sizeof(float), i = sizeof(std::int64_t);
+  const std::int64_t BQ = g.BQ, BK = g.BK, D = g.D, lanes = kLanes;
+  constexpr std::int64_t f = sizeof(float), i = sizeof(std::int64_t);
+  // Checked: memory planning asks about shapes no machine can hold.
+  Checked c;
   // Positions (queries, keys padded to whole tiles), tile ranges, work order.
-  const std::size_t positions = (static_cast<std::size_t>(p.n_q) + KT * BK + 2 * KT + 4 * QT) * i;
+  const std::int64_t positions =
+      c.mul({c.add({p.n_q, c.mul({g.KT, BK}), c.mul({2, g.KT}), c.mul({4, g.QT})}), i});
   // Packed K^T, (B, HK, KT, D, BK), and V tiles, (B, HK, v_tiles, BK, D).
-  const std::size_t packed = kv_heads * (KT + static_cast<std::size_t>(g.v_tiles)) * BK * D * f;
+  const std::int64_t packed = c.mul({p.batch, p.heads_kv, c.add({g.KT, g.v_tiles}), BK, D, f});
   // Per thread: a K/V row; Q, total, Kahan terms and partial P·V (BQ, D);
   // the score tile; m2; l's lanes and their Kahan terms; query positions.
-  const std::size_t per_thread = (D + 4 * BQ * D + BQ * BK + BQ + 2 * BQ * lanes) * f + BQ * i;
-  return positions + packed + static_cast<std::size_t>(p.threads) * per_thread;
+  const std::int64_t per_thread = (D + 4 * BQ * D + BQ * BK + BQ + 2 * BQ * lanes) * f + BQ * i;
+  const std::int64_t total =
+      c.add({positions, packed, c.mul({std::max(p.threads, 1), per_thread})});
+  return c.overflow ? static_cast<std::size_t>(kBytesOverflow) : static_cast<std::size_t>(total);
 }
 
 void finalize(const AttnState& s, float* o, float* lse, int threads) {

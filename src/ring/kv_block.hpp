@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/checked.hpp"
 #include "core/dtype.hpp"
 #include "kernel/params.hpp"
 #include "ring/partition.hpp"
@@ -65,11 +66,17 @@ struct KvBlockRef {
   char* v() const { return data + layout.v_offset(); }  // (batch, heads_kv, tokens, head_dim)
 };
 
-// Host bytes the CPU ring holds for a run over kv_part: its two buffers of
-// the largest block (the first is the home block, so the caller needs no K
-// and V buffers of its own). For the memory estimate.
-inline std::size_t ring_buffer_bytes(const KvShape& shape, const Partition& kv_part) {
-  return 2 * KvBlock::largest(shape, kv_part).bytes();
+// Host bytes a ring holds for a run over kv_part: `blocks` buffers of the
+// largest block (the CPU ring's two: the first is the home block, so the
+// caller needs no K and V buffers of its own). For the memory estimate of
+// shapes a file may declare, so checked: kBytesOverflow when it cannot fit.
+inline std::int64_t ring_buffer_bytes(const KvShape& shape, const Partition& kv_part,
+                                      int blocks = 2) {
+  Checked c;
+  const std::int64_t bytes =
+      c.mul({blocks, 2, shape.batch, shape.heads_kv, kv_part.max_local_size(), shape.head_dim,
+             static_cast<std::int64_t>(dtype_size(shape.dtype))});
+  return c.overflow ? kBytesOverflow : bytes;
 }
 
 }  // namespace ringattn

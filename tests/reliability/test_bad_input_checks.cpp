@@ -23,6 +23,8 @@
 #include "core/error.hpp"
 #include "io/nonfinite.hpp"
 #include "job/preflight.hpp"
+#include "kernel/attention.hpp"
+#include "kernel/state.hpp"
 #include "ring/partition.hpp"
 
 #include "../common/mpi_test_util.hpp"
@@ -209,28 +211,36 @@ InputInfo info_of(std::int64_t B, std::int64_t Hq, std::int64_t Hkv, std::int64_
   return i;
 }
 
-// By hand: 4 ranks, contiguous, Hq 8 / Hkv 2 (group 4), kv_heads_per_chunk 1,
-// Nq 1000 (largest shard 250), Nkv 600 (150), D 64, f32.
-TEST(EstimateRankBytes, ByHand) {
+// The estimate is the sum of what the owners allocate for the largest
+// chunk: 4 ranks, contiguous, Hq 8 / Hkv 2 (group 4), kv_heads_per_chunk 1,
+// Nq 1000 (largest shard 250), Nkv 600 (150), D 64, f32. The kernel and
+// the ring are asked with the chunk's real shapes and then made to
+// allocate for them: a change of their tiles, packing or buffers moves
+// both sides, and a preflight that used another shape would not match.
+TEST(EstimateRankBytes, IsWhatTheOwnersAllocate) {
   JobConfig cfg;
   cfg.input = "in.h5";
+  cfg.threads = 2;
   const InputInfo info = info_of(3, 8, 2, 1000, 600, 64);
-  const std::int64_t hq = 4, nq = 250, nkv = 150, D = 64, es = 4;
-  const std::int64_t kv = 1 * nkv * D * es;
-  const std::int64_t padded = 256;                               // 150 keys in one 256-key tile
-  const std::int64_t want = hq * nq * D * es                     // q
-                            + 2 * kv                             // k, v
-                            + 4 * kv                             // ring: cur, next
-                            + padded * D * 4 + 256 * D * 4       // packed K^T, V tail tile
-                            + (padded + nq) * 8                  // kernel positions
-                            + 2 * hq * nq * 4 + hq * nq * D * 4  // m2, l, acc
-                            + hq * nq * 4;                       // lse
+  const std::int64_t hq = 4, nq = 250, nkv = 150, D = 64;
   const RankMemory m = estimate_rank_memory(cfg, info, 4);
-  EXPECT_FALSE(m.overflow);
-  EXPECT_EQ(m.total, want);
-  EXPECT_EQ(estimate_rank_bytes(cfg, info, 4), want);
-  EXPECT_EQ(m.q, hq * nq * D * es);
-  EXPECT_EQ(m.ring, 4 * kv);
+  ASSERT_FALSE(m.overflow);
+  EXPECT_EQ(m.q, hq * nq * D * 4);
+  EXPECT_EQ(m.state, 2 * hq * nq * 4 + hq * nq * D * 4);
+  EXPECT_EQ(m.lse, hq * nq * 4);
+  EXPECT_EQ(m.total, m.q + m.ring + m.packed + m.state + m.lse);
+  EXPECT_EQ(estimate_rank_bytes(cfg, info, 4), m.total);
+
+  // The kernel's tiles: what update_state really allocates on the chunk.
+  std::vector<float> q(static_cast<std::size_t>(hq * nq * D), 0.5f);
+  std::vector<float> k(static_cast<std::size_t>(nkv * D), 0.25f), v = k;
+  AttnParams p = AttnParams::dense(q.data(), k.data(), v.data(), DType::f32, 1, hq, 1, nq, nkv, D);
+  p.threads = cfg.threads;
+  AttnState state(1, hq, nq, D);
+  update_state(p, state);
+  EXPECT_EQ(static_cast<std::size_t>(m.packed), last_update_state_workspace_bytes());
+  // The ring's blocks: two of the largest K/V shard, K then V.
+  EXPECT_EQ(m.ring, 2 * 2 * nkv * D * 4);
 }
 
 TEST(EstimateRankBytes, GrowsWithChunkShrinksWithRanks) {
