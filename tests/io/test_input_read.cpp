@@ -61,11 +61,11 @@ void check_read(InputFile& in, InputTensor t, const Partition& part, const Batch
             first << "b " << r.b0 + b << " h " << r.h0 + h << " row " << i << " (token " << pos[i]
                   << ") d " << d << ": got " << got << ", want " << want;
         }
-  EXPECT_EQ(bad, 0u) << input_tensor_name(t) << " " << partition_name(part.kind()) << " N "
+  EXPECT_EQ(bad, 0u) << info.dataset(t).name << " " << partition_name(part.kind()) << " N "
                      << part.tokens() << " on rank " << rank << ": " << bad
                      << " wrong elements, first " << first.str();
   EXPECT_TRUE(in.last_io_mode().collective())
-      << input_tensor_name(t) << " " << partition_name(part.kind()) << " on rank " << rank
+      << info.dataset(t).name << " " << partition_name(part.kind()) << " on rank " << rank
       << ": the read was " << in.last_io_mode().describe();
 }
 
@@ -205,7 +205,10 @@ TEST_F(InputReadEdge, InspectDescribesLayoutAndFilters) {
   EXPECT_EQ(info.q.name, "query");
   EXPECT_EQ(info.q.layout, "chunked");
   EXPECT_EQ(info.q.chunk, (std::vector<std::int64_t>{1, 1, 100, 8}));
-  EXPECT_EQ(info.q.filters, (std::vector<std::string>{"deflate"}));
+  ASSERT_EQ(info.q.filters.size(), 1u);
+  EXPECT_EQ(info.q.filters[0].name, "deflate");
+  EXPECT_TRUE(info.q.filters[0].decodes);
+  EXPECT_EQ(info.q.type.name, "f16");
   EXPECT_EQ(info.v.layout, "contiguous");
   EXPECT_TRUE(info.v.chunk.empty());
   EXPECT_TRUE(info.v.filters.empty());
