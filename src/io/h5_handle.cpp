@@ -273,8 +273,12 @@ struct MpioName {
 // every rank throws the same Error (see h5_open_parallel).
 MpioName mpio_name(MPI_Comm comm, const std::string& path, H5Open mode, const std::string& ctx) {
   if (path.size() <= kMpioPathLimit) return {path, -1};
-  RA_CHECK(::access("/proc/self/fd", X_OK) == 0, io, ctx, ": its path is ", path.size(),
-           " bytes, longer than the ", kMpioPathLimit,
+  // Each step is agreed: a rank that returned early would leave the others
+  // in the next collective.
+  int no_proc = ::access("/proc/self/fd", X_OK) == 0 ? 0 : 1, any_no_proc = 0;
+  RA_MPI_CHECK(MPI_Allreduce(&no_proc, &any_no_proc, 1, MPI_INT, MPI_MAX, comm));
+  RA_CHECK(any_no_proc == 0, io, ctx, ": its path is ", path.size(), " bytes, longer than the ",
+           kMpioPathLimit,
            " the MPI-IO layer takes, and /proc/self/fd is not there to shorten it; use a "
            "shorter path");
   int rank = 0;
