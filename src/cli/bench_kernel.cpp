@@ -15,6 +15,7 @@
 #include "core/cpu.hpp"
 #include "core/fma_peak.hpp"
 #include "core/seeded_data.hpp"
+#include "core/shape.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
 #include "cuda/attention_cuda.hpp"
@@ -194,9 +195,9 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
   c->add_option("--n-kv", opts->n_kv,
                 "Key/value tokens (default: --n; differs for cross-attention)")
       ->check(CLI::PositiveNumber);
-  c->add_option("--d", opts->d, "Head dim (1..256)")
+  c->add_option("--d", opts->d, "Head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
-      ->check(CLI::Range(1, 256));
+      ->check(CLI::Range(std::int64_t{1}, kMaxHeadDim));
   c->add_option("--heads", opts->heads, "Query heads")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -17,6 +17,7 @@
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "core/seeded_data.hpp"
+#include "core/shape.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
 #include "kernel/attention.hpp"
@@ -260,9 +261,9 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
       ->check(CLI::PositiveNumber);
   c->add_option("--n-kv", opts->n_kv, "Key/value tokens (default: --n)")
       ->check(CLI::PositiveNumber);
-  c->add_option("--d", opts->d, "Head dim (1..256)")
+  c->add_option("--d", opts->d, "Head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
-      ->check(CLI::Range(1, 256));
+      ->check(CLI::Range(std::int64_t{1}, kMaxHeadDim));
   c->add_option("--heads", opts->heads, "Query heads")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -15,6 +15,7 @@
 #include "cli/mpi_session.hpp"
 #include "comm/agree.hpp"
 #include "core/error.hpp"
+#include "core/shape.hpp"
 #include "core/timer.hpp"
 #include "io/synthetic.hpp"
 
@@ -68,9 +69,9 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   c->add_option("--n", s.N, "N: query tokens")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--n-kv", f->n_kv, "NK: key/value tokens [default: N]")->check(CLI::PositiveNumber);
-  c->add_option("--d", s.D, "D: head dim (1..256)")
+  c->add_option("--d", s.D, "D: head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
-      ->check(CLI::Range(1, 256));
+      ->check(CLI::Range(std::int64_t{1}, kMaxHeadDim));
   c->add_option("--dtype", f->dtype, "Element type (f16: IEEE half, as numpy.float16)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16"}));

@@ -107,10 +107,13 @@ struct Roles {
 
 Roles roles_of(const H5FileDesc& d) {
   Roles r;
-  r.input = d.dataset("q") && d.dataset("k") && d.dataset("v");
+  // Names q, k and v at the root make it meant as an input, whatever they
+  // lead to: the checks then say whether it is usable (a link to nothing, a
+  // group where a dataset belongs, ... are run's refusals too).
+  r.input = d.object("q") && d.object("k") && d.object("v");
   if (r.input) {
     try {
-      r.input_info = inspect_input(MPI_COMM_SELF, d.path);
+      r.input_info = check_input(d);  // the checks `run` makes, on the same description
       r.input_ok = true;
     } catch (const Error& e) {
       r.input_error = std::string(error_class_name(e.error_class())) + " error: " + e.what();
@@ -122,16 +125,26 @@ Roles roles_of(const H5FileDesc& d) {
   return r;
 }
 
+// Root objects that are not datasets, as "name (group)".
+std::vector<std::string> other_objects(const H5FileDesc& d) {
+  std::vector<std::string> out;
+  for (const auto& o : d.objects)
+    if (o.object != H5Object::dataset)
+      out.push_back(o.name + " (" + h5_object_name(o.object) + ")");
+  return out;
+}
+
 void print_json(const H5FileDesc& d, const Roles& r) {
   json datasets = json::array();
-  for (const auto& ds : d.datasets) {
+  for (const auto& ds : d.objects) {
+    if (ds.object != H5Object::dataset) continue;
     json filters = json::array();
     for (const auto& f : ds.filters)
       filters.push_back({{"name", f.name}, {"id", f.id}, {"params", f.params}});
     datasets.push_back({{"name", ds.name},
                         {"shape", ds.dims},
-                        {"dtype", ds.dtype},
-                        {"big_endian", ds.big_endian},
+                        {"dtype", ds.type.name},
+                        {"big_endian", ds.type.order == "be"},
                         {"layout", ds.layout},
                         {"chunk", ds.chunk.empty() ? json(nullptr) : json(ds.chunk)},
                         {"filters", filters},
@@ -142,43 +155,49 @@ void print_json(const H5FileDesc& d, const Roles& r) {
   json j = {{"path", d.path},
             {"size_bytes", d.size_bytes},
             {"datasets", datasets},
-            {"other_objects", d.other_links},
+            {"other_objects", other_objects(d)},
             {"attributes", attrs}};
   if (r.input) {
     json in = {{"valid", r.input_ok}};
     if (r.input_ok) {
-      const InputInfo& i = r.input_info;
-      in.update({{"batch", i.B},
-                 {"heads", i.Hq},
-                 {"kv_heads", i.Hkv},
-                 {"n", i.Nq},
-                 {"n_kv", i.Nkv},
-                 {"d", i.D},
-                 {"dtype", dtype_name(i.dtype)}});
+      const AttnShape s = r.input_info.shape();
+      in.update({{"batch", s.batch},
+                 {"heads", s.heads_q},
+                 {"kv_heads", s.heads_kv},
+                 {"n", s.tokens_q},
+                 {"n_kv", s.tokens_kv},
+                 {"d", s.head_dim},
+                 {"dtype", dtype_name(r.input_info.dtype)}});
     } else {
       in["error"] = r.input_error;
     }
     j["input"] = in;
   }
   if (r.output) j["output"] = {{"complete", r.complete}};
-  std::printf("%s\n", j.dump(2).c_str());
+  // Names in a file need not be UTF-8: such bytes print as U+FFFD.
+  std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
 }
 
 void print_text(const H5FileDesc& d, const Roles& r) {
   std::printf("%s: HDF5, %s\n", d.path.c_str(), bytes_text(d.size_bytes).c_str());
-  std::printf("datasets:%s\n", d.datasets.empty() ? " none" : "");
+  const bool none = std::none_of(d.objects.begin(), d.objects.end(), [](const H5DatasetDesc& o) {
+    return o.object == H5Object::dataset;
+  });
+  std::printf("datasets:%s\n", none ? " none" : "");
   std::size_t w = 0;
-  for (const auto& ds : d.datasets) w = std::max(w, ds.name.size());
-  for (const auto& ds : d.datasets) {
+  for (const auto& ds : d.objects)
+    if (ds.object == H5Object::dataset) w = std::max(w, ds.name.size());
+  for (const auto& ds : d.objects) {
+    if (ds.object != H5Object::dataset) continue;
     std::string line = "  " + ds.name + std::string(w - ds.name.size(), ' ') + "  " +
-                       dims_text(ds.dims) + " " + ds.dtype + (ds.big_endian ? " big-endian" : "") +
-                       ", " + ds.layout;
+                       dims_text(ds.dims) + " " + ds.type.name +
+                       (ds.type.order == "be" ? " big-endian" : "") + ", " + ds.layout;
     if (!ds.chunk.empty()) line += " " + dims_text(ds.chunk, "(", ")");
     for (const auto& f : ds.filters) line += ", " + filter_text(f);
     line += ", " + bytes_text(ds.storage_bytes) + " stored";
     std::printf("%s\n", line.c_str());
   }
-  for (const auto& o : d.other_links) std::printf("  %s\n", o.c_str());
+  for (const auto& o : other_objects(d)) std::printf("  %s\n", o.c_str());
   std::printf("attributes:%s\n", d.attributes.empty() ? " none" : "");
   for (const auto& a : d.attributes) {
     if (json c = parsed_config(a); !c.is_null()) {
@@ -192,11 +211,12 @@ void print_text(const H5FileDesc& d, const Roles& r) {
   }
   if (r.input) {
     if (r.input_ok) {
-      const InputInfo& i = r.input_info;
+      const AttnShape s = r.input_info.shape();
       std::printf("input: OK (B %lld, heads %lld, kv heads %lld, N %lld, N_kv %lld, D %lld, %s)\n",
-                  static_cast<long long>(i.B), static_cast<long long>(i.Hq),
-                  static_cast<long long>(i.Hkv), static_cast<long long>(i.Nq),
-                  static_cast<long long>(i.Nkv), static_cast<long long>(i.D), dtype_name(i.dtype));
+                  static_cast<long long>(s.batch), static_cast<long long>(s.heads_q),
+                  static_cast<long long>(s.heads_kv), static_cast<long long>(s.tokens_q),
+                  static_cast<long long>(s.tokens_kv), static_cast<long long>(s.head_dim),
+                  dtype_name(r.input_info.dtype));
     } else {
       std::printf("input: NOT USABLE: %s\n", r.input_error.c_str());
     }
@@ -208,7 +228,7 @@ void print_text(const H5FileDesc& d, const Roles& r) {
 }
 
 int info(const InfoFlags& f) {
-  const H5FileDesc d = describe_h5_file(f.path);
+  const H5FileDesc d = describe_h5_file(f.path, H5DescribeWhat{}, "file '" + f.path + "'");
   const Roles r = roles_of(d);
   if (f.json)
     print_json(d, r);
@@ -226,7 +246,8 @@ std::function<int(MpiSession&)> add_info(CLI::App& app) {
       "Describe an HDF5 file: each root dataset (shape, type, layout, chunks, filters), the root "
       "attributes (a run's `config` as JSON), for an input (q, k, v) the validation verdict of "
       "`run`, for an output (o) whether it is complete. Exit 0 when the file could be described "
-      "(an input that fails validation included), 3 when it is not HDF5, 4 when it is missing.");
+      "(an input that fails validation included), 3 when it is not HDF5 or is damaged, 4 when "
+      "it is missing, not a regular file, unreadable or locked by a writer.");
   c->add_option("file", f->path, "HDF5 file")->required();
   c->add_flag("--json", f->json, "Print one JSON object instead of text");
   return [f](MpiSession& mpi) {

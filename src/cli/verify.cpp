@@ -12,7 +12,7 @@
 //
 // Includes: cli/commands.hpp, cli/mpi_session.hpp, core/seeded_data.hpp
 // (splitmix64: the sample), core/timer.hpp, comm/agree.hpp, io/h5_describe.hpp
-// (attributes, row reads), io/input_file.hpp (inspect_input),
+// (the output's description, row reads), io/input_file.hpp (inspect_input),
 // io/output_file.hpp (kCompleteAttribute), job/setting.hpp (the number check),
 // kernel/reference.hpp.
 #include <omp.h>
@@ -107,9 +107,9 @@ RunFacts read_facts(const H5FileDesc& d) {
   f.names.q = required_attr<std::string>(d, "q_dataset", "text");
   f.names.k = required_attr<std::string>(d, "k_dataset", "text");
   f.names.v = required_attr<std::string>(d, "v_dataset", "text");
-  RA_CHECK(o->dtype == "f32" || o->dtype == "f16", input, ctx, ": dataset 'o' holds ", o->dtype,
-           " elements; expected f32 or f16");
-  f.o_dtype = parse_dtype(o->dtype);
+  RA_CHECK(o->type.name == "f32" || o->type.name == "f16", input, ctx, ": dataset 'o' holds ",
+           o->type.name, " elements; expected f32 or f16");
+  f.o_dtype = parse_dtype(o->type.name);
   f.has_lse = d.dataset("lse") != nullptr;
   return f;
 }
@@ -178,11 +178,15 @@ struct Worst {
 
 int verify(const VerifyFlags& f) {
   Timer wall;
-  const H5FileDesc od = describe_h5_file(f.output);
+  // Both files are described in a child process first (io/h5_describe.hpp),
+  // as `run` describes its input: a damaged one is one line, exit 3.
+  const std::string octx = "output file '" + f.output + "'";
+  const H5FileDesc od = describe_h5_file(f.output, H5DescribeWhat{}, octx);
   const RunFacts run = read_facts(od);
   const InputInfo in = inspect_input(MPI_COMM_SELF, f.input, run.names);
-  const std::string octx = "output file '" + f.output + "'";
-  const std::int64_t B = in.B, H = in.Hq, HK = in.Hkv, N = in.Nq, NK = in.Nkv, D = in.D;
+  const AttnShape s = in.shape();
+  const std::int64_t B = s.batch, H = s.heads_q, HK = s.heads_kv, N = s.tokens_q, NK = s.tokens_kv,
+                     D = s.head_dim;
   const std::vector<std::int64_t> o_dims{B, H, N, D}, lse_dims{B, H, N};
   RA_CHECK(od.dataset("o")->dims == o_dims, input, octx,
            ": dataset 'o' is not shaped like the input's q [", B, ", ", H, ", ", N, ", ", D,

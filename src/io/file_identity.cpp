@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -38,6 +39,69 @@ std::string directory_of(const std::string& path) {
   return dir.empty() ? "." : dir;
 }
 
+const char* file_kind_name(unsigned mode) {
+  if (S_ISREG(mode)) return "a regular file";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  return "a file of unknown kind";
+}
+
+namespace {
+
+// Where a symbolic link points ("?" when it cannot be read).
+std::string link_text(const std::string& path) {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink(path.c_str(), buf, sizeof buf - 1);
+  return n < 0 ? "?" : std::string(buf, static_cast<std::size_t>(n));
+}
+
+// True when path is a symbolic link whose target does not exist.
+bool dangling_link(const std::string& path) {
+  struct stat l {
+  }, st{};
+  return ::lstat(path.c_str(), &l) == 0 && S_ISLNK(l.st_mode) && ::stat(path.c_str(), &st) != 0;
+}
+
+// FNV-1a: a stable 64-bit hash (the same name hashes alike in every run).
+std::uint64_t name_hash(const std::string& s) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (const unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace
+
+void check_readable_file(const std::string& path, const std::string& ctx) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    RA_CHECK(!dangling_link(path), io, ctx, ": is a symbolic link to '", link_text(path),
+             "', which does not exist");
+    RA_CHECK(err != ENOENT, io, ctx, ": no such file");
+    RA_FAIL(io, ctx, ": cannot stat: ", std::strerror(err));
+  }
+  RA_CHECK(!S_ISDIR(st.st_mode), io, ctx, ": is a directory, not an HDF5 file");
+  RA_CHECK(S_ISREG(st.st_mode), io, ctx, ": is ", file_kind_name(st.st_mode),
+           ", not a regular file; only regular files are read (it was not opened)");
+  RA_CHECK(::access(path.c_str(), R_OK) == 0, io, ctx, ": not readable: ", std::strerror(errno));
+}
+
+std::string hidden_sibling(const std::string& target, const std::string& suffix) {
+  constexpr std::size_t kNameMax = NAME_MAX;  // 255 on every filesystem we run on
+  std::string name = std::filesystem::path(target).filename().string();
+  if (1 + name.size() + suffix.size() > kNameMax) {
+    char tag[24];
+    std::snprintf(tag, sizeof tag, "~%016llx", static_cast<unsigned long long>(name_hash(name)));
+    const std::size_t keep = kNameMax - 1 - suffix.size() - std::strlen(tag);
+    name = name.substr(0, std::min(keep, name.size())) + tag;
+  }
+  return directory_of(target) + "/." + name + suffix;
+}
+
 std::string check_new_file_target(const std::string& path, bool overwrite,
                                   const std::string& input_path, const std::string& ctx) {
   const std::string name = std::filesystem::path(path).filename().string();
@@ -51,22 +115,33 @@ std::string check_new_file_target(const std::string& path, bool overwrite,
   RA_CHECK(S_ISDIR(st.st_mode), io, ctx, ": '", dir, "' is not a directory");
   RA_CHECK(::access(dir.c_str(), W_OK | X_OK) == 0, io, ctx, ": directory '", dir,
            "' is not writable: ", std::strerror(errno));
+  const long name_max = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+  RA_CHECK(name_max <= 0 || name.size() <= static_cast<std::size_t>(name_max), usage, ctx,
+           ": its name is ", name.size(), " bytes, longer than the ", name_max,
+           " the filesystem takes");
 
+  if (dangling_link(path))
+    RA_CHECK(overwrite, usage, ctx, ": is a symbolic link to '", link_text(path),
+             "', which does not exist; remove it, or set overwrite (--overwrite) to replace the "
+             "link");
   if (::stat(path.c_str(), &st) == 0) {
     RA_CHECK(!S_ISDIR(st.st_mode), usage, ctx, ": is a directory");
+    RA_CHECK(S_ISREG(st.st_mode), usage, ctx, ": is ", file_kind_name(st.st_mode),
+             ", not a regular file; choose another path");
     if (!input_path.empty() && ::access(input_path.c_str(), F_OK) == 0)
       RA_CHECK(!same_file(file_identity(path), file_identity(input_path)), usage, ctx,
                ": is the input file '", input_path, "'; choose another path");
     RA_CHECK(overwrite, usage, ctx, ": exists; set overwrite (--overwrite) to replace it");
   }
 
-  // The leading dot keeps the temporary file out of globs.
+  // The leading dot keeps the temporary file out of globs; pid and a random
+  // tag keep concurrent runs apart.
   std::random_device rd;
-  std::ostringstream tmp;
-  tmp << dir << "/." << name << ".tmp-" << ::getpid() << '-' << std::hex
+  std::ostringstream tag;
+  tag << ".tmp-" << ::getpid() << '-' << std::hex
       << (static_cast<std::uint64_t>(rd()) << 32 ^ rd() ^
           static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  return tmp.str();
+  return hidden_sibling(path, tag.str());
 }
 
 void rename_into_place(const std::string& temp, const std::string& target, bool overwrite,

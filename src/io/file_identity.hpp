@@ -2,9 +2,11 @@
 // output that would overwrite the input, and recorded in the output's
 // attributes so a result can be traced to the exact input it came from.
 //
-// Includes: <cstdint>, <string>.
+// Also the checks every path passes before it is opened: one to read
+// (check_readable_file) and one for a new file (check_new_file_target), and
+// the names of the hidden files the run keeps beside its output.
 //
-// Also the checks every new file (output, synthetic input) passes first.
+// Includes: <cstdint>, <string>.
 #pragma once
 
 #include <cstdint>
@@ -32,10 +34,31 @@ inline bool same_file(const FileIdentity& a, const FileIdentity& b) {
 // The directory a path's file lives in ("." for a bare name).
 std::string directory_of(const std::string& path);
 
+// What a stat mode is, in words: "a regular file", "a directory", "a FIFO
+// (named pipe)", "a character device", "a block device", "a socket", "a
+// symbolic link".
+const char* file_kind_name(unsigned mode);
+
+// Rank-local, before anything opens `path` to read it: it exists (a
+// dangling symbolic link is named as one), is a regular file, and is
+// readable; else Error io "<ctx>: ...". A FIFO or a device is refused here
+// and never opened: opening a FIFO blocks until a writer comes, and reading
+// /dev/zero never ends.
+void check_readable_file(const std::string& path, const std::string& ctx);
+
+// `.<name><suffix>` beside `target`: the hidden files of a run (partial
+// output, lock, temporary names). A name too long for that (the filesystem
+// takes 255 bytes per name) keeps its first bytes and a hash of the whole,
+// so the sibling's name is still fixed for a target and distinct between
+// targets.
+std::string hidden_sibling(const std::string& target, const std::string& suffix);
+
 // Rank-local checks before a new file is written at `path` under a temporary
 // name: the directory exists and is writable (else Error io); the target is
-// a file name, not a directory, not the file at `input_path` (if given), and
-// does not exist unless `overwrite` (else Error usage). `ctx` starts every
+// a file name within the filesystem's length limit, not a directory, FIFO,
+// device or socket, not the file at `input_path` (if given), not a symbolic
+// link that points nowhere, and does not exist unless `overwrite` (else
+// Error usage; with overwrite a symbolic link is replaced, not followed). `ctx` starts every
 // message. Returns a hidden temporary path in the same directory (so the
 // final rename is atomic); pid and a random tag keep concurrent runs apart.
 std::string check_new_file_target(const std::string& path, bool overwrite,

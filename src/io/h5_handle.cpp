@@ -2,12 +2,15 @@
 // h5_handle.hpp).
 #include "io/h5_handle.hpp"
 
-#include <sys/stat.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <string_view>
+
+#include "io/file_identity.hpp"
 
 namespace ringattn {
 
@@ -140,20 +143,25 @@ void rethrow_with_context(const Error& e, const std::string& context) {
   std::string msg = e.what();
   if (std::string_view(msg).substr(0, context.size()) != context) msg = context + ": " + msg;
   const std::string reason = h5_last_error();
-  if (!reason.empty() && msg.find(reason) == std::string::npos) {
-    // Before the " [file:line, host:rank]" tail, so the location stays last.
-    const auto tail = msg.rfind(" [");
-    const std::string quote = " (HDF5: " + reason + ")";
-    if (tail == std::string::npos)
-      msg += quote;
-    else
-      msg.insert(tail, quote);
-  }
+  if (!reason.empty() && msg.find(reason) == std::string::npos)
+    msg = insert_before_tail(msg, " (HDF5: " + reason + ")");
   h5_clear_last_error();
   throw Error(e.error_class(), msg);
 }
 
+std::string insert_before_tail(const std::string& what, const std::string& text) {
+  std::string msg = what;
+  const auto tail = msg.rfind(" [");
+  msg.insert(tail == std::string::npos ? msg.size() : tail, text);
+  return msg;
+}
+
 }  // namespace detail
+
+std::string counted(std::int64_t n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 const char* h5_type_class_name(H5T_class_t c) {
   switch (c) {
     case H5T_INTEGER:
@@ -209,14 +217,22 @@ H5Storage h5_storage(hid_t dcpl, int rank) {
   return st;
 }
 
+namespace {
+
+// Whether another process holds HDF5's lock for writing on `path`: HDF5
+// takes flock(LOCK_EX) for a write open, so a shared lock cannot be had.
+bool locked_by_writer(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool locked = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // drops the probe's lock, if it got one
+  return locked;
+}
+
+}  // namespace
+
 H5Handle h5_open_read_serial(const std::string& path, const std::string& ctx) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    RA_CHECK(errno != ENOENT, io, ctx, ": no such file");
-    RA_CHECK(false, io, ctx, ": cannot stat: ", std::strerror(errno));
-  }
-  RA_CHECK(!S_ISDIR(st.st_mode), io, ctx, ": is a directory, not an HDF5 file");
-  RA_CHECK(::access(path.c_str(), R_OK) == 0, io, ctx, ": not readable: ", std::strerror(errno));
+  check_readable_file(path, ctx);
   return with_h5_context(ctx, [&] {
 #if H5_VERSION_GE(1, 12, 0)
     const htri_t is_hdf5 = H5Fis_accessible(path.c_str(), H5P_DEFAULT);
@@ -232,9 +248,85 @@ H5Handle h5_open_read_serial(const std::string& path, const std::string& ctx) {
     RA_H5_CHECK(H5Pset_file_locking(fapl.get(), true, true));
 #endif
     const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+    if (f < 0 && locked_by_writer(path)) {
+      h5_clear_last_error();  // HDF5's "unable to lock file" says less than this
+      RA_FAIL(io,
+              "is locked by another process that has it open for writing (HDF5 file locking); "
+              "wait until that writer closes it");
+    }
     RA_CHECK(f >= 0, input, "has an HDF5 signature but cannot be opened (truncated or corrupt)");
     return H5Handle(f, H5Kind::file);
   });
+}
+
+namespace {
+
+// The name MPI-IO is handed for `path`, and the descriptor behind it when
+// that is /proc/self/fd/N (-1 otherwise; the caller closes it once open).
+struct MpioName {
+  std::string name;
+  int fd = -1;
+  bool created = false;  // this rank made the (empty) new file
+};
+
+// Collective: a long path becomes its descriptor's name on every rank, or
+// every rank throws the same Error (see h5_open_parallel).
+MpioName mpio_name(MPI_Comm comm, const std::string& path, H5Open mode, const std::string& ctx) {
+  if (path.size() <= kMpioPathLimit) return {path, -1};
+  // Each step is agreed: a rank that returned early would leave the others
+  // in the next collective.
+  int no_proc = ::access("/proc/self/fd", X_OK) == 0 ? 0 : 1, any_no_proc = 0;
+  RA_MPI_CHECK(MPI_Allreduce(&no_proc, &any_no_proc, 1, MPI_INT, MPI_MAX, comm));
+  RA_CHECK(any_no_proc == 0, io, ctx, ": its path is ", path.size(), " bytes, longer than the ",
+           kMpioPathLimit,
+           " the MPI-IO layer takes, and /proc/self/fd is not there to shorten it; use a "
+           "shorter path");
+  int rank = 0;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  int err = 0;
+  if (mode == H5Open::create && rank == 0) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    err = fd < 0 ? errno : 0;
+    if (fd >= 0) ::close(fd);
+  }
+  const bool created = mode == H5Open::create && rank == 0 && err == 0;
+  RA_MPI_CHECK(MPI_Bcast(&err, 1, MPI_INT, 0, comm));  // rank 0's file exists before the opens
+  MpioName n;
+  if (err == 0) {
+    n.fd = ::open(path.c_str(), (mode == H5Open::read ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    err = n.fd < 0 ? errno : 0;
+  }
+  int worst = err;
+  RA_MPI_CHECK(MPI_Allreduce(&err, &worst, 1, MPI_INT, MPI_MAX, comm));
+  if (worst != 0) {
+    if (n.fd >= 0) ::close(n.fd);
+    if (created) ::unlink(path.c_str());
+    RA_FAIL(io, ctx, ": cannot open it: ", std::strerror(worst));
+  }
+  n.name = "/proc/self/fd/" + std::to_string(n.fd);
+  n.created = created;
+  return n;
+}
+
+}  // namespace
+
+H5Handle h5_open_parallel(MPI_Comm comm, const std::string& path, H5Open mode,
+                          const std::string& ctx) {
+  H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
+  RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
+  // Metadata is read by one rank and broadcast, not by all at once.
+  RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
+  if (mode != H5Open::read) RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
+  const MpioName n = mpio_name(comm, path, mode, ctx);
+  hid_t f = H5I_INVALID_HID;
+  if (mode == H5Open::create)  // through a descriptor the file exists already (rank 0 made it)
+    f = H5Fcreate(n.name.c_str(), n.fd >= 0 ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT,
+                  fapl.get());
+  else
+    f = H5Fopen(n.name.c_str(), mode == H5Open::read ? H5F_ACC_RDONLY : H5F_ACC_RDWR, fapl.get());
+  if (n.fd >= 0) ::close(n.fd);                    // MPI-IO opened its own descriptor of the file
+  if (f < 0 && n.created) ::unlink(path.c_str());  // leave no empty file behind
+  return f < 0 ? H5Handle() : H5Handle(f, H5Kind::file);
 }
 
 }  // namespace ringattn

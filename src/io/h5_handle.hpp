@@ -6,11 +6,19 @@
 // is alive, by recording the innermost message of the failing call, so the
 // ringattn::Error we throw can quote it next to the file and dataset names.
 //
-// Includes: hdf5.h (hid_t, H5E_auto2_t), core/error.hpp (Error, RA_H5_CHECK).
+// Opening files goes through here too: the serial read-only open every
+// description starts with, and the one MPI-IO open (h5_open_parallel) the
+// input and the output share.
+//
+// Includes: hdf5.h (hid_t, H5E_auto2_t), mpi.h (MPI_Comm), core/error.hpp
+// (Error, RA_H5_CHECK).
 #pragma once
 
 #include <hdf5.h>
+#include <mpi.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,8 +58,6 @@ class H5Handle {
   void close();
   // Closes and ignores failure (destructors and abort paths).
   void reset() noexcept;
-  // Gives up ownership without closing.
-  hid_t release() noexcept { return std::exchange(id_, H5I_INVALID_HID); }
 
  private:
   hid_t id_ = H5I_INVALID_HID;
@@ -84,10 +90,36 @@ H5Handle h5_float_type(DType t);
 std::string h5_last_error();
 
 // Read-only open with the serial (sec2) driver, after checks that give one
-// clear line each, prefixed by `ctx`: Error io for a path that is missing, a
-// directory or unreadable; Error input for a file that is not HDF5 or is
-// truncated. What rank 0 uses to validate before any collective open.
+// clear line each, prefixed by `ctx`: Error io for a path that is missing,
+// not a regular file (check_readable_file) or unreadable, and for a file
+// another process holds open for writing (HDF5's file lock); Error input for
+// a file that is not HDF5 or is truncated. Call it in a child process
+// (describe_h5_file) on a file nothing vetted yet: HDF5 may crash on it.
 H5Handle h5_open_read_serial(const std::string& path, const std::string& ctx);
+
+// How h5_open_parallel opens: read-only, read-write, or a new file (which
+// must not exist yet).
+enum class H5Open { read, write, create };
+
+// Collective over comm: opens `path` with the MPI-IO driver on every rank,
+// metadata read collectively (and written collectively unless read-only).
+// Returns an empty handle on every rank where HDF5 cannot open or create
+// the file (the caller says why, inside its agreed step).
+//
+// Paths longer than kMpioPathLimit are opened through /proc/self/fd: Open
+// MPI 4.1's OMPIO builds "<path>.locktest.<rank>" in a 256-byte buffer, and
+// a longer name ends every rank in glibc's "buffer overflow detected" abort.
+// Each rank opens the file itself and hands MPI-IO the short name of its
+// descriptor, which the kernel resolves to the same file; a new file is
+// created by rank 0 first (O_EXCL). Where /proc is missing such a path is
+// refused with Error io, before MPI-IO sees it.
+H5Handle h5_open_parallel(MPI_Comm comm, const std::string& path, H5Open mode,
+                          const std::string& ctx);
+
+// The longest path MPI-IO is handed as is (see h5_open_parallel). Files an
+// input links to are opened by HDF5 under their own name: the input checks
+// refuse a linked file whose name is longer.
+inline constexpr std::size_t kMpioPathLimit = 200;
 
 // How a dataset is stored, from its creation property list: layout
 // "contiguous", "chunked", "compact", "virtual" or "unknown", and the chunk
@@ -100,6 +132,8 @@ H5Storage h5_storage(hid_t dcpl, int rank);
 
 // "integer", "float", "string", "compound", ... for messages and `info`.
 const char* h5_type_class_name(H5T_class_t c);
+// "1 token", "3 tokens": a count and its noun, in agreement, for messages.
+std::string counted(std::int64_t n, const std::string& noun);
 void h5_clear_last_error();
 
 // Runs fn; an Error escaping it is rethrown with the same class, `context`
@@ -110,7 +144,10 @@ decltype(auto) with_h5_context(const std::string& context, Fn&& fn);
 
 namespace detail {
 [[noreturn]] void rethrow_with_context(const Error& e, const std::string& context);
-}
+// `what` with `text` inserted before its " [file:line, host:rank]" tail, so
+// the location stays last.
+std::string insert_before_tail(const std::string& what, const std::string& text);
+}  // namespace detail
 
 template <class Fn>
 decltype(auto) with_h5_context(const std::string& context, Fn&& fn) {

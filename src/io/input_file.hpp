@@ -2,25 +2,39 @@
 // agreed by every rank, then read shard by shard with collective MPI-IO.
 //
 // Opening is two-phase so no rank can hang in a collective that another rank
-// skipped (STYLE 8): rank 0 alone opens the file with the serial driver,
-// checks everything (signature, datasets, ranks, shapes, types, filters) and
-// broadcasts its verdict: a description every rank uses, or one Error every
-// rank throws. Only a valid file is then opened collectively (MPI-IO file
-// access, collective metadata reads).
+// skipped (STYLE 8): rank 0 alone describes the file (io/h5_describe.hpp: in
+// a child process, with the serial driver), runs the checks below over the
+// description and broadcasts its verdict: an InputInfo every rank uses, or
+// one Error every rank throws. Only a valid file is then opened collectively
+// (h5_open_parallel).
 //
-// Error classes: a missing or unreadable path is `io`; a file that is there
-// but unusable (not HDF5, truncated, wrong datasets, shapes or types) is
+// The checks, per dataset: present (a link that resolves to nothing is "no
+// such dataset" too), a dataset, 4-d with every length > 0, IEEE f32 or f16
+// in either byte order, a layout HDF5 reads in parallel (contiguous,
+// chunked, compact), filters this HDF5 can decode, no external raw files,
+// head dim <= kMaxHeadDim, a byte count that fits int64, and a linked file's
+// name short enough for MPI-IO; together: one element type, B and D alike,
+// k and v alike, H_q % H_kv == 0.
+//
+// Error classes: a missing or unreadable path, one that is not a regular
+// file, or a file locked by a writer is `io`; a file that is there but
+// unusable (not HDF5, truncated, damaged, wrong datasets, shapes or types) is
 // `input`; bad arguments (empty dataset names, a partition of the wrong
 // length) are `usage`. Every message names the file, the dataset and the
 // problem, on one line.
 //
 // Reads go in the storage type (f32 or IEEE f16), so HDF5 converts nothing
 // and keeps the transfer collective (a datatype conversion would make it
-// independent); f16 asked for as f32 is widened here, in place.
+// independent); f16 asked for as f32 is widened here, in place. A dataset
+// with a filter that may leave chunks unfiltered (szip does, for a chunk it
+// cannot shrink) is read with independent transfers: HDF5 1.10's collective
+// path decodes such a chunk anyway and fails.
 //
-// Includes: mpi.h (MPI_Comm), core/dtype.hpp (DType), io/h5_handle.hpp
-// (H5Handle), io/shard_io.hpp (BatchHeadRange, IoModeReport),
-// io/file_identity.hpp (FileIdentity), ring/partition.hpp (Partition).
+// Includes: mpi.h (MPI_Comm), core/dtype.hpp (DType), core/shape.hpp
+// (AttnShape), io/h5_describe.hpp (H5DatasetDesc, H5FileDesc),
+// io/h5_handle.hpp (H5Handle), io/shard_io.hpp (BatchHeadRange,
+// IoModeReport), io/file_identity.hpp (FileIdentity), ring/partition.hpp
+// (Partition).
 #pragma once
 
 #include <mpi.h>
@@ -31,7 +45,9 @@
 #include <vector>
 
 #include "core/dtype.hpp"
+#include "core/shape.hpp"
 #include "io/file_identity.hpp"
+#include "io/h5_describe.hpp"
 #include "io/h5_handle.hpp"
 #include "io/shard_io.hpp"
 #include "ring/partition.hpp"
@@ -46,46 +62,39 @@ struct InputNames {
 };
 
 enum class InputTensor { q, k, v };
-const char* input_tensor_name(InputTensor t);
-
-// How one dataset is stored: what validation looked at, and what `info` prints.
-struct DatasetInfo {
-  std::string name;                    // path inside the file
-  std::array<std::int64_t, 4> dims{};  // [B, H, N, D]
-  DType dtype = DType::f32;            // f32 or f16
-  bool big_endian = false;             // stored big-endian (reads then convert, independently)
-  std::string layout;                  // "contiguous", "chunked" or "compact"
-  std::vector<std::int64_t> chunk;     // chunk dims when chunked, else empty
-  std::vector<std::string> filters;    // filter pipeline, in order ("deflate", "shuffle", ...)
-  std::string file;                    // the file its data lives in, as HDF5 opened it (an
-                                       // external link can put it in another one)
-};
 
 struct InputInfo {
-  FileIdentity file;         // the input as rank 0 saw it (path, inode, size, mtime)
-  std::int64_t B = 0;        // batch
-  std::int64_t Hq = 0;       // query heads
-  std::int64_t Hkv = 0;      // key/value heads (Hq % Hkv == 0)
-  std::int64_t Nq = 0;       // query tokens
-  std::int64_t Nkv = 0;      // key/value tokens
-  std::int64_t D = 0;        // head dim (<= kMaxHeadDim)
-  DType dtype = DType::f32;  // storage type of q, k and v alike
-  DatasetInfo q, k, v;
+  FileIdentity file;  // the input as rank 0 saw it (path, inode, size, mtime)
+  // The shape, in the names the job reads today; shape() is the same as an
+  // AttnShape (core/shape.hpp), the spelling the rest of io uses.
+  std::int64_t B = 0;                // batch
+  std::int64_t Hq = 0;               // query heads
+  std::int64_t Hkv = 0;              // key/value heads (Hq % Hkv == 0)
+  std::int64_t Nq = 0;               // query tokens
+  std::int64_t Nkv = 0;              // key/value tokens
+  std::int64_t D = 0;                // head dim (<= kMaxHeadDim)
+  DType dtype = DType::f32;          // storage type of q, k and v alike
+  H5DatasetDesc q, k, v;             // how each is stored (the description the checks passed)
   std::vector<FileIdentity> linked;  // other files q, k or v live in (external links)
 
-  const DatasetInfo& dataset(InputTensor t) const {
+  const H5DatasetDesc& dataset(InputTensor t) const {
     return t == InputTensor::q ? q : t == InputTensor::k ? k : v;
   }
+  AttnShape shape() const { return {B, Hq, Hkv, Nq, Nkv, D}; }
 };
 
-// Rank 0's validation runs in a forked child process by default, so a file
-// that crashes the HDF5 library is an Error(input), not a dead rank. The
-// fuzz harness turns this off (it needs the crash, and coverage, in-process).
-void set_input_validation_isolated(bool isolated);
+// What describe_h5_file is asked for an input: the datasets by name (no
+// attributes, no other root objects; the root's names come anyway).
+H5DescribeWhat input_description_request(const InputNames& names);
 
-// Collective over comm: rank 0 validates and describes `path`, every rank
-// returns the same InputInfo or throws the same Error. Opens nothing
-// collectively (for `info` and for checks before a run).
+// The checks above, over a description made with input_description_request
+// (or one that holds at least that). Rank-local: takes the identities of
+// the input and of the files it links to now. Throws the Error rank 0 would.
+InputInfo check_input(const H5FileDesc& d, const InputNames& names = {});
+
+// Collective over comm: rank 0 describes `path` (in a child process) and
+// checks it, every rank returns the same InputInfo or throws the same Error.
+// Opens nothing collectively (for `verify` and for checks before a run).
 InputInfo inspect_input(MPI_Comm comm, const std::string& path, const InputNames& names = {});
 
 // Every file the run reads: the input, then the files it links to.
@@ -143,6 +152,7 @@ class InputFile {
   H5Handle file_;
   H5Handle mem_type_;              // storage type in little-endian order: reads convert nothing
   std::array<H5Handle, 3> dsets_;  // q, k, v
+  std::array<bool, 3> collective_{true, true, true};  // false: read independently (see above)
   IoModeReport last_io_;
 };
 

@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -139,7 +138,7 @@ Plan check_target(const OutputSpec& s, std::string& temp, WriterLock& lock) {
     return Plan::create;
   }
   RA_CHECK(S_ISREG(st.st_mode), usage, ctx, ": its partial output '", temp,
-           "' is not a regular file (a symbolic link?); remove it");
+           "' is not a regular file (it is ", file_kind_name(st.st_mode), "); remove it");
   if (s.resume) return Plan::resume;
   RA_CHECK(s.overwrite, usage, ctx, ": an interrupted run left its partial output '", temp,
            "'; continue it with --resume, or start again with --overwrite (which deletes it)");
@@ -165,27 +164,6 @@ std::uint64_t hash_bytes(const void* data, std::size_t n) {
   return h;
 }
 
-// A root attribute as text (variable-length string) or int64; read on every
-// rank (metadata reads are collective in our file access property list).
-std::string read_text_attribute(hid_t file, const char* name) {
-  H5Handle attr(RA_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT)), H5Kind::attribute);
-  H5Handle type(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
-  RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
-  RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
-  char* text = nullptr;
-  RA_H5_CHECK(H5Aread(attr.get(), type.get(), &text));
-  std::string out = text ? text : "";
-  H5free_memory(text);
-  return out;
-}
-
-std::int64_t read_int_attribute(hid_t file, const char* name) {
-  H5Handle attr(RA_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT)), H5Kind::attribute);
-  std::int64_t v = 0;
-  RA_H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_INT64, &v));
-  return v;
-}
-
 // The first setting whose value differs between the partial file's resume
 // key and this run's, as "name: was A, now B" ("" when they agree).
 std::string resume_key_difference(const std::string& was, const std::string& now) {
@@ -206,11 +184,57 @@ std::string resume_key_difference(const std::string& was, const std::string& now
   return "";
 }
 
+// One root attribute, replacing any of its name: text as variable-length
+// UTF-8 (h5py reads it back as str), numbers as little-endian int64 or
+// float64, arrays 1-D (an empty one with a null dataspace).
+void write_attribute(hid_t root, const std::string& name, const AttrValue& value) {
+  if (RA_H5_CHECK(H5Aexists(root, name.c_str())) > 0) RA_H5_CHECK(H5Adelete(root, name.c_str()));
+  H5Handle type;
+  hid_t mem = H5I_INVALID_HID;
+  const void* buf = nullptr;
+  const char* text = nullptr;
+  hsize_t n = 1;
+  bool array = false;
+  const auto numbers = [&](hid_t file_type, hid_t mem_type, const void* data, std::size_t count) {
+    type = H5Handle(RA_H5_CHECK(H5Tcopy(file_type)), H5Kind::datatype);
+    mem = mem_type;
+    buf = data;
+    n = count;
+  };
+  if (const auto* s = std::get_if<std::string>(&value)) {
+    type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
+    RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
+    RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+    mem = type.get();
+    text = s->c_str();
+    buf = &text;
+  } else if (const auto* i = std::get_if<std::int64_t>(&value)) {
+    numbers(H5T_STD_I64LE, H5T_NATIVE_INT64, i, 1);
+  } else if (const auto* d = std::get_if<double>(&value)) {
+    numbers(H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, d, 1);
+  } else if (const auto* iv = std::get_if<std::vector<std::int64_t>>(&value)) {
+    array = true;
+    numbers(H5T_STD_I64LE, H5T_NATIVE_INT64, iv->data(), iv->size());
+  } else {
+    const auto& dv = std::get<std::vector<double>>(value);
+    array = true;
+    numbers(H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, dv.data(), dv.size());
+  }
+  H5Handle space(RA_H5_CHECK(!array  ? H5Screate(H5S_SCALAR)
+                             : n > 0 ? H5Screate_simple(1, &n, nullptr)
+                                     : H5Screate(H5S_NULL)),
+                 H5Kind::dataspace);
+  H5Handle attr(RA_H5_CHECK(H5Acreate2(root, name.c_str(), type.get(), space.get(), H5P_DEFAULT,
+                                       H5P_DEFAULT)),
+                H5Kind::attribute);
+  if (n > 0) RA_H5_CHECK(H5Awrite(attr.get(), mem, buf));
+  attr.close();
+}
+
 }  // namespace
 
 std::string partial_output_path(const std::string& target) {
-  return directory_of(target) + "/." + std::filesystem::path(target).filename().string() +
-         ".partial";
+  return hidden_sibling(target, ".partial");
 }
 
 std::vector<std::pair<std::string, AttrValue>> identity_attributes(const FileIdentity& f,
@@ -245,13 +269,8 @@ OutputFile OutputFile::create(MPI_Comm comm, const OutputSpec& spec) {
       comm,
       [&] {
         with_h5_context(f.context(), [&] {
-          H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
-          RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL));
-          RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
-          RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
-          f.file_ = H5Handle(
-              RA_H5_CHECK(H5Fcreate(f.temp_path_.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get())),
-              H5Kind::file);
+          f.file_ = h5_open_parallel(comm, f.temp_path_, H5Open::create, f.context());
+          RA_CHECK(static_cast<bool>(f.file_), io, "HDF5 cannot create it with MPI-IO");
         });
       },
       StepKind::collective);
@@ -307,40 +326,34 @@ OutputFile OutputFile::create(MPI_Comm comm, const OutputSpec& spec) {
 }
 
 // Rank 0, read-only (a refused resume changes nothing, not even the
-// partial's mtime): the partial's records against this run's; returns the
-// chunks it holds.
+// partial's mtime): the partial's records, from its description (made in a
+// child process, like every file a run opens), against this run's; returns
+// the chunks it holds.
 std::int64_t check_partial_records(const OutputSpec& spec, const std::string& temp,
                                    const std::string& ctx, const std::string& again) {
-  H5Handle file = h5_open_read_serial(temp, ctx);
-  return with_h5_context(ctx, [&] {
-    const hid_t root = file.get();
-    RA_CHECK(H5Aexists(root, kResumeKeyAttribute) > 0 && H5Aexists(root, kChunksDoneAttribute) > 0,
-             usage, ctx, ": not a ringattn partial output (no progress record)", again);
-    const std::string diff =
-        resume_key_difference(read_text_attribute(root, kResumeKeyAttribute), spec.resume_key);
-    RA_CHECK(diff.empty(), usage, ctx, ": cannot resume, the run differs in ", diff, again);
-    const std::int64_t done = read_int_attribute(root, kChunksDoneAttribute);
-    RA_CHECK(done >= 0 && (spec.chunks <= 0 || done <= spec.chunks), input, ctx,
-             ": its record says ", done, " chunks are done, but the run has ", spec.chunks,
-             "; the record is damaged", again);
-    // The key covers shapes and types through the input and settings; check anyway.
-    const auto shape_is = [&](const char* name, int ndims) {
-      RA_CHECK(H5Lexists(root, name, H5P_DEFAULT) > 0, input, ctx, ": has no dataset '", name, "'",
-               again);
-      H5Handle d(RA_H5_CHECK(H5Dopen2(root, name, H5P_DEFAULT)), H5Kind::dataset);
-      H5Handle space(RA_H5_CHECK(H5Dget_space(d.get())), H5Kind::dataspace);
-      hsize_t dims[4] = {};
-      const bool ok = H5Sget_simple_extent_ndims(space.get()) == ndims &&
-                      H5Sget_simple_extent_dims(space.get(), dims, nullptr) == ndims &&
-                      dims[0] == hsize_t(spec.B) && dims[1] == hsize_t(spec.H) &&
-                      dims[2] == hsize_t(spec.N) && (ndims == 3 || dims[3] == hsize_t(spec.D));
-      RA_CHECK(ok, input, ctx, ": '", name, "' has another shape than this run's output", again);
-    };
-    shape_is("o", 4);
-    if (spec.with_lse) shape_is("lse", 3);
-    file.close();
-    return done;
-  });
+  const H5FileDesc d = describe_h5_file(temp, H5DescribeWhat{}, ctx);
+  const H5AttributeDesc* key = d.attribute(kResumeKeyAttribute);
+  const H5AttributeDesc* done_attr = d.attribute(kChunksDoneAttribute);
+  const auto* key_text = key && !key->summary ? std::get_if<std::string>(&key->value) : nullptr;
+  const auto* done =
+      done_attr && !done_attr->summary ? std::get_if<std::int64_t>(&done_attr->value) : nullptr;
+  RA_CHECK(key_text != nullptr && done != nullptr, usage, ctx,
+           ": not a ringattn partial output (no progress record)", again);
+  const std::string diff = resume_key_difference(*key_text, spec.resume_key);
+  RA_CHECK(diff.empty(), usage, ctx, ": cannot resume, the run differs in ", diff, again);
+  RA_CHECK(*done >= 0 && (spec.chunks <= 0 || *done <= spec.chunks), input, ctx,
+           ": its record says ", counted(*done, "chunk"), " ", *done == 1 ? "is" : "are",
+           " done, but the run has ", spec.chunks, "; the record is damaged", again);
+  // The key covers shapes and types through the input and settings; check anyway.
+  const auto shape_is = [&](const char* name, const std::vector<std::int64_t>& dims) {
+    const H5DatasetDesc* ds = d.dataset(name);
+    RA_CHECK(ds != nullptr, input, ctx, ": has no dataset '", name, "'", again);
+    RA_CHECK(ds->dims == dims, input, ctx, ": '", name,
+             "' has another shape than this run's output", again);
+  };
+  shape_is("o", {spec.B, spec.H, spec.N, spec.D});
+  if (spec.with_lse) shape_is("lse", {spec.B, spec.H, spec.N});
+  return *done;
 }
 
 void OutputFile::reopen_partial() {
@@ -355,13 +368,9 @@ void OutputFile::reopen_partial() {
   agree(
       comm_,
       [&] {
-        H5Handle fapl(RA_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Kind::plist);
-        RA_H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm_, MPI_INFO_NULL));
-        RA_H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.get(), true));
-        RA_H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true));
-        const hid_t fid = H5Fopen(temp_path_.c_str(), H5F_ACC_RDWR, fapl.get());
-        RA_CHECK(fid >= 0, io, ctx, ": HDF5 cannot reopen it (damaged when its run died?)", again);
-        file_ = H5Handle(fid, H5Kind::file);
+        file_ = h5_open_parallel(comm_, temp_path_, H5Open::write, ctx);
+        RA_CHECK(static_cast<bool>(file_), io, ctx,
+                 ": HDF5 cannot reopen it (damaged when its run died?)", again);
         with_h5_context(ctx, [&] {
           o_type_ = h5_float_type(spec_.o_dtype);
           o_ = H5Handle(RA_H5_CHECK(H5Dopen2(file_.get(), "o", H5P_DEFAULT)), H5Kind::dataset);
@@ -561,59 +570,23 @@ void OutputFile::set_attribute(const std::string& name, const AttrValue& value) 
   H5Quiet quiet;
   // Rank 0's name and value, on every rank: attributes are metadata, which
   // every rank writes collectively with identical arguments.
-  std::string n = name;
-  int kind = static_cast<int>(value.index());
-  std::string text;
-  std::int64_t i = 0;
-  double d = 0.0;
-  if (kind == 0) text = std::get<0>(value);
-  if (kind == 1) i = std::get<1>(value);
-  if (kind == 2) d = std::get<2>(value);
-  broadcast_string(comm_, n);
-  RA_MPI_CHECK(MPI_Bcast(&kind, 1, MPI_INT, kRoot, comm_));
-  broadcast_string(comm_, text);
-  RA_MPI_CHECK(MPI_Bcast(&i, 1, MPI_INT64_T, kRoot, comm_));
-  RA_MPI_CHECK(MPI_Bcast(&d, 1, MPI_DOUBLE, kRoot, comm_));
+  H5AttributeDesc a{name, value, false};
+  std::vector<std::uint8_t> bytes;
+  if (rank_ == kRoot) bytes = nlohmann::json::to_cbor(nlohmann::json(a));
+  long long n = static_cast<long long>(bytes.size());
+  RA_MPI_CHECK(MPI_Bcast(&n, 1, MPI_LONG_LONG, kRoot, comm_));
+  bytes.resize(static_cast<std::size_t>(n));
+  RA_MPI_CHECK(MPI_Bcast(bytes.data(), static_cast<int>(n), MPI_BYTE, kRoot, comm_));
+  if (rank_ != kRoot) a = nlohmann::json::from_cbor(bytes).get<H5AttributeDesc>();
 
-  const std::string ctx = context() + ", attribute '" + n + "'";
+  const std::string ctx = context() + ", attribute '" + a.name + "'";
   agree(
       comm_,
       [&] {
         RA_CHECK(state_ == State::open, usage, ctx, ": the file is committed or aborted");
-        RA_CHECK(!n.empty(), usage, ctx, ": attribute name is empty");
-        with_h5_context(ctx, [&] {
-          const hid_t root = file_.get();  // attributes of the file id live on the root group
-          if (RA_H5_CHECK(H5Aexists(root, n.c_str())) > 0) RA_H5_CHECK(H5Adelete(root, n.c_str()));
-          H5Handle space(RA_H5_CHECK(H5Screate(H5S_SCALAR)), H5Kind::dataspace);
-          H5Handle type;
-          hid_t mem = H5I_INVALID_HID;
-          const void* buf = nullptr;
-          const char* cstr = text.c_str();
-          switch (kind) {
-            case 0:  // variable-length UTF-8: h5py reads it back as str
-              type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
-              RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
-              RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
-              mem = type.get();
-              buf = &cstr;
-              break;
-            case 1:
-              type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_STD_I64LE)), H5Kind::datatype);
-              mem = H5T_NATIVE_INT64;
-              buf = &i;
-              break;
-            default:
-              type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_IEEE_F64LE)), H5Kind::datatype);
-              mem = H5T_NATIVE_DOUBLE;
-              buf = &d;
-              break;
-          }
-          H5Handle attr(RA_H5_CHECK(H5Acreate2(root, n.c_str(), type.get(), space.get(),
-                                               H5P_DEFAULT, H5P_DEFAULT)),
-                        H5Kind::attribute);
-          RA_H5_CHECK(H5Awrite(attr.get(), mem, buf));
-          attr.close();
-        });
+        RA_CHECK(!a.name.empty(), usage, ctx, ": attribute name is empty");
+        // Attributes of the file id live on the root group.
+        with_h5_context(ctx, [&] { write_attribute(file_.get(), a.name, a.value); });
       },
       StepKind::collective);
 }

@@ -46,8 +46,9 @@
 // not writable, HDF5 or filesystem failures: `io`.
 //
 // Includes: mpi.h (MPI_Comm), core/aligned_buffer.hpp (scratch for f32 ->
-// f16), core/dtype.hpp, io/file_identity.hpp, io/h5_handle.hpp, io/shard_io.hpp (BatchHeadRange,
-// IoModeReport), ring/partition.hpp (Partition).
+// f16), core/dtype.hpp, io/file_identity.hpp, io/h5_describe.hpp (AttrValue,
+// the description a resume checks), io/h5_handle.hpp, io/shard_io.hpp
+// (BatchHeadRange, IoModeReport), ring/partition.hpp (Partition).
 #pragma once
 
 #include <mpi.h>
@@ -55,12 +56,12 @@
 #include <cstdint>
 #include <string>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "core/aligned_buffer.hpp"
 #include "core/dtype.hpp"
 #include "io/file_identity.hpp"
+#include "io/h5_describe.hpp"
 #include "io/h5_handle.hpp"
 #include "io/shard_io.hpp"
 #include "io/writer_lock.hpp"
@@ -96,11 +97,9 @@ inline constexpr const char* kCompleteAttribute = "complete";
 inline constexpr const char* kResumeKeyAttribute = "resume_key";
 inline constexpr const char* kChunksDoneAttribute = "chunks_done";
 
-// The fixed name of an output's partial file: `.<name>.partial` beside it.
+// The fixed name of an output's partial file: `.<name>.partial` beside it
+// (shortened for a long name: see hidden_sibling).
 std::string partial_output_path(const std::string& target);
-
-// Root attribute values: UTF-8 text (variable-length string), int64 or double.
-using AttrValue = std::variant<std::string, std::int64_t, double>;
 
 // Root attributes that trace a result to its input: <prefix>path, size,
 // mtime_ns, device, inode (what FileIdentity holds).

@@ -93,7 +93,7 @@ void check_shard(const std::string& what, std::int64_t B, std::int64_t H, std::i
 }
 
 IoModeReport transfer_shard(Transfer dir, hid_t dset, hid_t mem_type, const Positions& rows,
-                            const BatchHeadRange& r, void* buf) {
+                            const BatchHeadRange& r, void* buf, bool collective) {
   H5Handle file_space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
   select_rows(file_space.get(), rows, r);
   const hssize_t n = RA_H5_CHECK(H5Sget_select_npoints(file_space.get()));
@@ -109,7 +109,8 @@ IoModeReport transfer_shard(Transfer dir, hid_t dset, hid_t mem_type, const Posi
   if (buf == nullptr) buf = &dummy;
 
   H5Handle dxpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_XFER)), H5Kind::plist);
-  RA_H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE));
+  RA_H5_CHECK(
+      H5Pset_dxpl_mpio(dxpl.get(), collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT));
   if (dir == Transfer::read)
     RA_H5_CHECK(H5Dread(dset, mem_type, mem_space.get(), file_space.get(), dxpl.get(), buf));
   else

@@ -50,12 +50,14 @@ void check_shard(const std::string& what, std::int64_t B, std::int64_t H, std::i
 
 enum class Transfer { read, write };
 
-// One collective H5Dread or H5Dwrite with H5FD_MPIO_COLLECTIVE. dset has
+// One H5Dread or H5Dwrite, collective (H5FD_MPIO_COLLECTIVE) unless
+// `collective` is false (then independent: see input_file.hpp for the one
+// dataset kind that needs it; every rank still calls it). dset has
 // shape (B, H, N) or (B, H, N, D); buf holds (b_count, h_count, rows.size())
 // or (b_count, h_count, rows.size(), D) elements of mem_type, dense. Every
 // rank of the file's communicator calls it, also one with nothing to move
 // (its selections are then empty). Arguments must have passed check_shard.
 IoModeReport transfer_shard(Transfer dir, hid_t dset, hid_t mem_type, const Positions& rows,
-                            const BatchHeadRange& range, void* buf);
+                            const BatchHeadRange& range, void* buf, bool collective = true);
 
 }  // namespace ringattn

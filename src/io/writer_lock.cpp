@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
 #include <utility>
 
 #include "core/error.hpp"
@@ -47,7 +46,7 @@ bool locks_unsupported(int err) {
 }  // namespace
 
 std::string writer_lock_path(const std::string& target) {
-  return directory_of(target) + "/." + std::filesystem::path(target).filename().string() + ".lock";
+  return hidden_sibling(target, ".lock");
 }
 
 WriterLock WriterLock::acquire(const std::string& target, const std::string& ctx) {

@@ -55,7 +55,8 @@ class WriterLock {
   std::string path_;
 };
 
-// The lock file's name for an output: `.<name>.lock` beside it.
+// The lock file's name for an output: `.<name>.lock` beside it (shortened
+// for a long name: see hidden_sibling).
 std::string writer_lock_path(const std::string& target);
 
 }  // namespace ringattn

@@ -36,7 +36,7 @@ std::string gib(std::int64_t bytes) {
   return buf;
 }
 
-std::string shape(const DatasetInfo& d) {
+std::string shape(const H5DatasetDesc& d) {
   std::ostringstream os;
   os << "'" << d.name << "' [" << d.dims[0] << ", " << d.dims[1] << ", " << d.dims[2] << ", "
      << d.dims[3] << "]";

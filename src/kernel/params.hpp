@@ -11,6 +11,7 @@
 
 #include "core/dtype.hpp"
 #include "core/positions.hpp"
+#include "core/shape.hpp"
 
 namespace ringattn {
 
@@ -94,7 +95,5 @@ struct AttnParams {
   // Throws Error(usage) naming the first inconsistent field.
   void validate() const;
 };
-
-constexpr std::int64_t kMaxHeadDim = 256;
 
 }  // namespace ringattn

@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Seed corpus for fuzz_input_validation: small input files, valid and broken.
+"""Seed corpus for fuzz_input_validation: small files, valid and broken, of
+every kind a subcommand opens: inputs (run, verify --input), outputs and
+partial outputs with their attributes (info, verify --output, a resume).
 
 Run with Debian's Python (/usr/bin/python3, which has h5py and numpy):
     make_seeds.py OUTDIR
@@ -66,6 +68,34 @@ def main(out):
         f.create_dataset("q", data=np.float32(1))
         f.create_group("k")
         f.create_dataset("v", shape=(B, 0, N, D), dtype="f4")
+    # Links that point nowhere, and szip where this HDF5 encodes it.
+    with h5py.File(p("bad_dangling_links"), "w") as f:
+        f.create_dataset("q", data=arr(s))
+        f["k"] = h5py.SoftLink("/nowhere")
+        f["v"] = h5py.ExternalLink("absent.h5", "/v")
+    if h5py.h5z.filter_avail(h5py.h5z.FILTER_SZIP):
+        write(p("f32_chunked_szip"), arr(s), arr(s), arr(s), chunks=(1, 1, 3, D),
+              compression="szip")
+    # What run writes: o, lse and the attributes info and verify read; and a
+    # partial output with its progress record.
+    with h5py.File(p("output_complete"), "w") as f:
+        f.create_dataset("o", data=arr(s), chunks=(1, 1, 3, D))
+        f.create_dataset("lse", data=arr((B, H, N)))
+        f.attrs["config"] = '{"causal": true, "scale": 0.5}'
+        f.attrs["causal"] = np.int64(1)
+        f.attrs["scale"] = 0.5
+        f.attrs["compute"] = "f32"
+        for t in "qkv":
+            f.attrs[t + "_dataset"] = t
+        f.attrs["input_size"] = np.int64(1234)
+        f.attrs["ranks"] = np.arange(3, dtype="i8")
+        f.attrs["weights"] = np.linspace(0, 1, 4)
+        f.attrs["big"] = np.uint64(2**63 + 1)
+        f.attrs["complete"] = np.int64(1)
+    with h5py.File(p("output_partial"), "w") as f:
+        f.create_dataset("o", data=arr(s, "f2"))
+        f.attrs["resume_key"] = '{"causal": false}'
+        f.attrs["chunks_done"] = np.int64(1)
     with open(p("f32_contiguous"), "rb") as f:
         whole = f.read()
     with open(p("bad_truncated"), "wb") as f:

@@ -31,11 +31,13 @@ is_known_name() {
   return 1
 }
 # The signature of a report: its first 4 frames that are not the sanitizer's
-# or libFuzzer's own (so the crash site itself must match, not a caller).
+# or libFuzzer's own, nor a timeout's signal frame in libc (so the crash or
+# hang site itself must match, not a caller).
 known_signature() {
   local frames sig
   frames=$(grep -E '^ +#[0-9]+ ' "$1" |
-    grep -vE ' in (__sanitizer|__asan|__interceptor_|__memcpy|__memmove|fuzzer::)' | head -4)
+    grep -vE ' in (__sanitizer|__asan|__interceptor_|__memcpy|__memmove|fuzzer::)' |
+    grep -vE '^ +#[0-9]+ 0x[0-9a-f]+ +\(/[^ ]*libc\.so[^ ]*\)' | head -4)
   for sig in "${known_sigs[@]}"; do
     grep -qE -- "$sig" <<<"$frames" && { echo "$sig"; return 0; }
   done
@@ -44,7 +46,8 @@ known_signature() {
 
 # Any failure whose crash site is inside HDF5: the first frame that is not
 # the sanitizer's, libFuzzer's or the C library's allocator or memory
-# functions lies in libhdf5. HDF5 1.10 has more of these than any list can
+# functions (nor, for a hang, the unnamed libc frame of the signal that
+# libFuzzer's timer raised) lies in libhdf5. HDF5 1.10 has more of these than any list can
 # hold (each fuzzing run finds new ones); our code only hands it a path and
 # handles, and real runs validate in a child process that turns such a crash
 # into an input error. Prints the frame when it is one.
@@ -52,9 +55,10 @@ hdf5_internal() {
   local frame
   frame=$(grep -E '^ +#[0-9]+ ' "$1" |
     grep -vE ' in (__sanitizer|__asan|__ubsan|__interceptor_|__lsan|fuzzer::|malloc|calloc|realloc|free|operator new|memcpy|memmove|memset|__memcpy|__memmove|__memset|strlen|__strlen)' |
+    grep -vE '^ +#[0-9]+ 0x[0-9a-f]+ +\(/[^ ]*libc\.so[^ ]*\)' |
     head -1)
   [[ $frame == *libhdf5* ]] || return 1
-  sed -E 's/.* in ([^ ]+) .*/\1/' <<<"$frame"
+  sed -E 's/.* in ([^ ]+) .*/\1/; s/^ +#[0-9]+ 0x[0-9a-f]+ +\(([^)]*)\).*/\1/' <<<"$frame"
 }
 
 files=()

@@ -1,9 +1,13 @@
 // Every way an input file can be wrong ends in the same Error on every rank
 // (class and text), naming the file and the dataset, and never in a hang:
-// missing, not HDF5, truncated, a missing dataset, wrong rank, shapes that
-// disagree, unsupported types, zero-length axes, too large a head dim, a
-// filter this HDF5 lacks.
+// missing, not a regular file, locked by a writer, not HDF5, truncated, a
+// missing dataset or a link to nothing, wrong rank, shapes that disagree,
+// unsupported types, zero-length axes, too large a head dim, a filter this
+// HDF5 lacks.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/input_file.hpp"
@@ -35,6 +39,29 @@ TEST_F(InputValidate, MissingFile) {
 TEST_F(InputValidate, DirectoryIsNoFile) {
   expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, dir_); }, ErrorClass::io,
                       {dir_, "directory"});
+}
+
+// Refused by kind, never opened: the open of a FIFO would block.
+TEST_F(InputValidate, FifoAndDeviceAreRefusedUnopened) {
+  const std::string fifo = path("fifo.h5");
+  on_root([&] { ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0); });
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, fifo); }, ErrorClass::io,
+                      {fifo, "FIFO", "not a regular file"});
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, "/dev/zero"); }, ErrorClass::io,
+                      {"/dev/zero", "character device"});
+}
+
+TEST_F(InputValidate, LockedByAWriter) {
+  const std::string p = path("in.h5");
+  int fd = -1;
+  on_root([&] {
+    write_h5(p, qkv_specs(s_, FileType::f32, false));
+    fd = ::open(p.c_str(), O_RDWR);
+    ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);  // what HDF5 holds for a writer
+  });
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, p); }, ErrorClass::io,
+                      {p, "locked by another process that has it open for writing"});
+  on_root([&] { ::close(fd); });
 }
 
 TEST_F(InputValidate, NotHdf5) {
@@ -74,6 +101,48 @@ TEST_F(InputValidate, CustomNamesMissing) {
                         (void)InputFile::open(comm_, p, {"q", "", "v"});
                       },
                       ErrorClass::usage, {p, "empty"});
+}
+
+// A soft or external link that points nowhere is a missing dataset (input),
+// not a failed HDF5 call (io).
+TEST_F(InputValidate, LinksThatResolveToNothing) {
+  const std::string p = path("links.h5");
+  on_root([&] {
+    write_h5(p, qkv_specs(s_, FileType::f32, false));
+    H5Handle f(RA_H5_CHECK(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)), H5Kind::file);
+    RA_H5_CHECK(H5Lcreate_soft("/nowhere", f.get(), "soft", H5P_DEFAULT, H5P_DEFAULT));
+    RA_H5_CHECK(H5Lcreate_external("absent.h5", "/v", f.get(), "ext", H5P_DEFAULT, H5P_DEFAULT));
+  });
+  expect_agreed_error(
+      comm_,
+      [&] {
+        (void)InputFile::open(comm_, p, {"q", "k", "soft"});
+      },
+      ErrorClass::input,
+      {p, "dataset 'soft'", "no such dataset", "'/nowhere'", "resolves to nothing"});
+  expect_agreed_error(comm_,
+                      [&] {
+                        (void)InputFile::open(comm_, p, {"q", "ext", "v"});
+                      },
+                      ErrorClass::input,
+                      {p, "dataset 'ext'", "no such dataset", "absent.h5", "resolves to nothing"});
+}
+
+// HDF5 opens a linked file with MPI-IO under the name it builds itself,
+// which h5_open_parallel cannot shorten: refused before MPI-IO sees it.
+TEST_F(InputValidate, ALinkedFileTooLongForMpiIo) {
+  const std::string name = std::string(kMpioPathLimit - dir_.size(), 'x') + ".h5";
+  const std::string p = path("in.h5");
+  on_root([&] {
+    auto specs = qkv_specs(s_, FileType::f32, false);
+    write_h5(path(name), {specs[2]});
+    specs.pop_back();
+    write_h5(p, specs);
+    H5Handle f(RA_H5_CHECK(H5Fopen(p.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)), H5Kind::file);
+    RA_H5_CHECK(H5Lcreate_external(name.c_str(), "/v", f.get(), "v", H5P_DEFAULT, H5P_DEFAULT));
+  });
+  expect_agreed_error(comm_, [&] { (void)InputFile::open(comm_, p); }, ErrorClass::input,
+                      {p, "dataset 'v'", "(an external link)", "longer than the 200"});
 }
 
 TEST_F(InputValidate, GroupInsteadOfDataset) {

@@ -3,13 +3,19 @@
 // place and leaves nothing else; an existing target survives byte for byte
 // unless overwrite is set; the input is never the output; a missing directory
 // is an io error; and any failure between create and commit removes the
-// temporary file and leaves the target alone.
+// temporary file and leaves the target alone. Targets that are not regular
+// files, dangling symbolic links and names beyond the filesystem's limit
+// are refused before anything is written; names up to that limit work.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
 #include <algorithm>
 
+#include <filesystem>
 #include <sstream>
 #include <stdexcept>
+#include <variant>
 
 #include "core/aligned_buffer.hpp"
 #include "io/output_file.hpp"
@@ -326,6 +332,88 @@ TEST_F(OutputCommit, BadShapeIsUsage) {
   expect_agreed_error(comm_, [&] { (void)OutputFile::create(comm_, spec); }, ErrorClass::usage,
                       {"out.h5", "bf16"});
   on_root([&] { EXPECT_TRUE(list_dir(dir_).empty()); });
+}
+
+// Names up to 255 bytes: the partial and lock names shorten themselves to
+// fit, and a path beyond the 200 bytes MPI-IO takes as is goes through
+// /proc/self/fd (h5_open_parallel). The result is the same file.
+TEST_F(OutputCommit, LongNamesUpToTheFilesystemLimitCommit) {
+  for (const std::size_t len : {std::size_t{230}, std::size_t{246}, std::size_t{255}}) {
+    OutputSpec spec = small_spec(path(std::string(len - 3, 'o') + ".h5"));
+    spec.N = 40;
+    {
+      OutputFile out = OutputFile::create(comm_, spec);
+      on_root([&] {
+        EXPECT_EQ(list_dir(dir_).size(), 2u);  // the partial and the lock
+        for (const auto& name : list_dir(dir_)) EXPECT_LE(name.size(), 255u) << name;
+      });
+      write_all(out, Partition(PartitionKind::zigzag, spec.N, size_), rank_, DType::f32);
+      out.commit();
+    }
+    on_root([&] {
+      EXPECT_EQ(list_dir(dir_), std::vector<std::string>{std::string(len - 3, 'o') + ".h5"});
+      check_file(spec);
+      std::filesystem::remove(spec.path);
+    });
+  }
+}
+
+TEST_F(OutputCommit, ANameBeyondTheFilesystemLimitIsRefusedUpFront) {
+  const std::string target = path(std::string(253, 'o') + ".h5");  // 256 bytes
+  expect_agreed_error(comm_, [&] { (void)OutputFile::create(comm_, small_spec(target)); },
+                      ErrorClass::usage, {"256 bytes", "255"});
+  on_root([&] { EXPECT_TRUE(list_dir(dir_).empty()); });
+}
+
+// Found before any work, not at the rename after the whole computation.
+TEST_F(OutputCommit, ADanglingSymlinkTargetIsRefusedUpFront) {
+  const std::string target = path("out.h5");
+  on_root([&] { ASSERT_EQ(::symlink("gone/out.h5", target.c_str()), 0); });
+  expect_agreed_error(comm_, [&] { (void)OutputFile::create(comm_, small_spec(target)); },
+                      ErrorClass::usage,
+                      {target, "symbolic link", "gone/out.h5", "does not exist"});
+  on_root([&] { EXPECT_EQ(list_dir(dir_), std::vector<std::string>{"out.h5"}); });
+}
+
+// A FIFO or a device is never replaced, with overwrite or without.
+TEST_F(OutputCommit, ATargetThatIsNoRegularFileIsRefused) {
+  const std::string fifo = path("out.h5");
+  on_root([&] { ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0); });
+  for (const std::string& target : {fifo, std::string("/dev/null")}) {
+    OutputSpec spec = small_spec(target);
+    spec.overwrite = true;
+    expect_agreed_error(comm_, [&] { (void)OutputFile::create(comm_, spec); }, ErrorClass::usage,
+                        {target, "not a regular file"});
+  }
+  on_root([&] {
+    struct stat st {};
+    ASSERT_EQ(::stat(fifo.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISFIFO(st.st_mode));
+    EXPECT_EQ(list_dir(dir_), std::vector<std::string>{"out.h5"});
+  });
+}
+
+// The one attribute type: arrays are written too, and read back as written.
+TEST_F(OutputCommit, ArrayAttributesReadBackThroughTheDescription) {
+  OutputSpec spec = small_spec(path("out.h5"));
+  spec.N = 9;
+  {
+    OutputFile out = OutputFile::create(comm_, spec);
+    write_all(out, Partition(PartitionKind::contiguous, spec.N, size_), rank_, DType::f32);
+    out.set_attribute("ints", std::vector<std::int64_t>{7, -2, 5});
+    out.set_attribute("reals", std::vector<double>{0.5, 1e300});
+    out.set_attribute("none", std::vector<double>{});
+    out.commit();
+  }
+  on_root([&] {
+    const H5FileDesc d = describe_h5_file(spec.path, H5DescribeWhat{}, "file");
+    EXPECT_EQ(std::get<std::vector<std::int64_t>>(d.attribute("ints")->value),
+              (std::vector<std::int64_t>{7, -2, 5}));
+    EXPECT_EQ(std::get<std::vector<double>>(d.attribute("reals")->value),
+              (std::vector<double>{0.5, 1e300}));
+    EXPECT_TRUE(d.attribute("none")->summary);
+    EXPECT_EQ(std::get<std::int64_t>(d.attribute(kCompleteAttribute)->value), 1);
+  });
 }
 
 }  // namespace

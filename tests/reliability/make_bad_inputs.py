@@ -108,6 +108,27 @@ def main(out):
 
     write("short.h5", {t: x[:, :, :2] for t, x in good.items()})
 
+    # Links that point nowhere: a soft link and an external link.
+    write("dangling.h5", {"q": q, "k": k, "v": h5py.SoftLink("/nowhere")})
+    write("dangling_ext.h5", {"q": q, "k": k, "v": h5py.ExternalLink("absent.h5", "/v")})
+
+    # szip, where this HDF5 can encode it. Uniform noise does not shrink, so
+    # szip leaves its chunks unfiltered (filter mask set): the case HDF5
+    # 1.10's collective reads get wrong. Same values as good.h5.
+    if szip_encodes():
+        write("szip.h5", {t: (szip, x) for t, x in good.items()})
+
+
+def szip_encodes():
+    if not h5py.h5z.filter_avail(h5py.h5z.FILTER_SZIP):
+        return False
+    return bool(h5py.h5z.get_filter_info(h5py.h5z.FILTER_SZIP) & h5py.h5z.FILTER_CONFIG_ENCODE_ENABLED)
+
+
+def szip(f, name, data):
+    f.create_dataset(name, data=data, chunks=data.shape[:2] + (32, data.shape[3]),
+                     compression="szip")
+
 
 if __name__ == "__main__":
     main(sys.argv[1])

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Every way the input, the output target, the configuration or the launch can
-# be wrong, run through the real `ringattn run` under mpirun (issue 7):
+# be wrong, run through the real `ringattn run` under mpirun (issue 7), and
+# the files `info` and `verify` open (they share run's checks and verdicts):
 #
 #   test_bad_input.sh RINGATTN SCRATCH_DIR GROUP
 #
-# GROUP is one of: files, shapes, types, values, sizes, output, config,
-# launch (the functions case_<GROUP> below). For each bad case, at 1 and 2
+# GROUP is one of: files, shapes, types, values, sizes, output, paths,
+# subcommands, config, launch (the functions case_<GROUP> below). Every run
+# is bounded (timeout 60: a FIFO opened by mistake would block it). For each
+# bad case, at 1 and 2
 # ranks, and at 3 (oversubscribed) where the rank count could change the
 # outcome (which rank sees the problem, tokens per rank, Slurm's count), the
 # script checks that
@@ -37,6 +40,9 @@ py=${H5PY_PYTHON:-/usr/bin/python3}
 # (MPI_Finalize comes after the message); Open MPI's mpirun then waits 1 s
 # per rank before SIGKILL, which would be 2/3 of this test's time.
 export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-0}
+# A file in tests/fuzz/regressions loops HDF5: its description then ends at
+# this deadline (s) instead of 300 s, the same verdict, exit 3.
+export RINGATTN_TEST_DESCRIBE_DEADLINE=5
 
 "$py" -c 'import h5py, numpy' 2>/dev/null || {
   echo "skipped: $py cannot import h5py"
@@ -51,10 +57,11 @@ cd "$dir"
 echo "an earlier result, not to be touched" >out/out.h5
 touch -d '2001-02-03 04:05:06' out/out.h5
 
+# mpi NP CMD...: CMD on NP ranks, for at most 60 s.
 mpi() {
   local np=$1
   shift
-  "$mpiexec" "$np_flag" "$np" "${mpi_flags[@]}" "$@"
+  timeout 60 "$mpiexec" "$np_flag" "$np" "${mpi_flags[@]}" "$@"
 }
 
 # What must not change: the earlier output and the two directories' listings.
@@ -64,20 +71,25 @@ state() {
   ls -A out in
 }
 
-# refused NP RC "NEEDLE..." RUN-ARGS...: `ringattn run RUN-ARGS` on NP ranks
-# exits RC with one 'ringattn:' line holding every needle (the needles are one
-# argument, separated by '|'), and changes nothing on disk.
+# refused NP RC "NEEDLE..." ARGS...: `ringattn $sub ARGS` (sub: run unless
+# set) on NP ranks exits RC within 60 s with one 'ringattn:' line holding
+# every needle (the needles are one argument, separated by '|'), no
+# backtrace, no line quoting our source code, and changes nothing on disk.
+sub=run
 refused() {
   local np=$1 rc=$2 needles=$3 before n needle
   shift 3
   before=$(state)
-  expect "$rc" mpi "$np" "${prefix[@]}" "$bin" run "$@"
+  expect "$rc" mpi "$np" "${prefix[@]}" "$bin" "$sub" "$@"
   n=$(grep -c '^ringattn: ' err.txt || true)
-  [[ $n -eq 1 ]] || fail "[np $np] expected one 'ringattn:' line on stderr, got $n: run $*"
+  [[ $n -eq 1 ]] || fail "[np $np] expected one 'ringattn:' line on stderr, got $n: $sub $*"
   IFS='|' read -r -a needle <<<"$needles"
   for w in "${needle[@]}"; do
-    grep '^ringattn: ' err.txt | grep -qF -- "$w" || fail "[np $np] stderr lacks '$w': run $*"
+    grep '^ringattn: ' err.txt | grep -qF -- "$w" || fail "[np $np] stderr lacks '$w': $sub $*"
   done
+  ! grep -qE '^\[|Signal:|backtrace|buffer overflow' err.txt || fail "[np $np] a crash report: $sub $*"
+  ! grep -qE '\.(get|c_str|data)\(|RA_[A-Z0-9_]*CHECK|H5[A-Z][a-z_]+\([a-z]' err.txt ||
+    fail "[np $np] the line quotes source code: $sub $*"
   [[ $(state) == "$before" ]] || fail "[np $np] files changed: $(ls -A out in)"
   echo "  np $np rc $rc: $(grep '^ringattn: ' err.txt | sed 's/ \[[^]]*\]$//')"
 }
@@ -108,6 +120,30 @@ case_files() {
   bad_input 3 "input file 'in/no_v.h5', dataset 'v'|no such dataset|k, q" no_v.h5
   bad_input 3 "in/no_v.h5', dataset 'values'|no such dataset" no_v.h5 --v-name values
   bad_input 3 "input file 'in/rank3.h5', dataset 'q'|3 dimensions [2, 64, 16]|expected 4" rank3.h5
+  # A link that points nowhere is a missing dataset (3), not a failed call (4).
+  bad_input 3 "in/dangling.h5', dataset 'v'|no such dataset|'/nowhere'|resolves to nothing" \
+    dangling.h5
+  bad_input 3 "in/dangling_ext.h5', dataset 'v'|no such dataset|absent.h5" dangling_ext.h5
+  # Not regular files: refused by kind, never opened (a FIFO would block the
+  # open; /dev/zero would be read for ever).
+  mkfifo in/fifo.h5
+  bad_input 4 "input file 'in/fifo.h5'|is a FIFO (named pipe), not a regular file" fifo.h5
+  rm -f in/fifo.h5
+  refused 1 4 "input file '/dev/zero'|is a character device" --input /dev/zero \
+    --output out/out.h5 --overwrite --threads 1
+  refused 2 4 "input file '/dev/stdin'|not a regular file" --input /dev/stdin \
+    --output out/out.h5 --overwrite --threads 1 </dev/null
+  # Locked by a writer: h5py holds it open for writing (HDF5 file locking).
+  cp in/good.h5 in/locked.h5
+  "$py" -c 'import h5py, sys, time; f = h5py.File(sys.argv[1], "r+"); print("open", flush=True); time.sleep(60)' \
+    in/locked.h5 >writer.txt &
+  local writer=$!
+  for _ in $(seq 100); do [[ -s writer.txt ]] && break; sleep 0.1; done
+  bad_input 4 "input file 'in/locked.h5'|locked by another process that has it open for writing" \
+    locked.h5
+  kill "$writer"
+  wait "$writer" 2>/dev/null || true
+  rm -f in/locked.h5 writer.txt
   # Files the fuzzer found that crash HDF5 1.10 itself (tests/fuzz/regressions,
   # KNOWN_HDF5_ISSUES.md): rank 0 validates in a child process, so each is one
   # input error, not a dead rank with a backtrace.
@@ -136,6 +172,25 @@ case_types() {
   bad_input 3 "input file 'in/compound.h5', dataset 'v'|compound elements" compound.h5
   bad_input 3 "input file 'in/float64.h5', dataset 'q'|float64" float64.h5
   bad_input 3 "input file 'in/filter.h5', dataset 'k'|filter 'lzf'|cannot decode" filter.h5
+  # szip with chunks szip left unfiltered: read right (independently), the
+  # same result as the uncompressed good.h5; and `info` calls it usable.
+  if [[ -f in/szip.h5 ]]; then
+    local np
+    for np in 2 3; do
+      expect 0 mpi "$np" "$bin" run --input in/szip.h5 --output out/szip.h5 --threads 1
+      expect 0 mpi "$np" "$bin" run --input in/good.h5 --output out/plain.h5 --threads 1
+      "$py" -c 'import h5py, sys, numpy as np
+a, b = (h5py.File(p)["o"][...] for p in sys.argv[1:])
+sys.exit(0 if np.array_equal(a, b) else 1)' out/szip.h5 out/plain.h5 ||
+        fail "[np $np] the szip input gave another result than the same values uncompressed"
+      rm -f out/szip.h5 out/plain.h5
+      echo "  np $np rc 0: szip input read right"
+    done
+    expect 0 timeout 60 "$bin" info in/szip.h5
+    grep -q '^input: OK' out.txt || fail "info does not call the szip input usable"
+  else
+    echo "  (szip skipped: this HDF5 has no szip encoder)"
+  fi
 }
 
 # Needs the job to call check_finite_shard after each read (src/io/nonfinite.hpp).
@@ -203,6 +258,85 @@ case_output() {
     echo "  (not-writable directory skipped: root, and no setpriv or user nobody)"
   fi
   [[ -z $(ls -A ro) ]] || fail "a file was left in the read-only directory"
+}
+
+# Names up to the filesystem's 255 bytes: inputs and outputs at and around
+# the lengths that crashed Open MPI's MPI-IO layer (a 256-byte buffer), and
+# one byte beyond the limit; targets that are not regular files or are
+# dangling symbolic links, found before any work.
+case_paths() {
+  local np len name
+  for len in 243 246 255; do
+    name=$(printf 'i%.0s' $(seq 4 "$len")).h5
+    cp in/good.h5 "in/$name"
+    for np in 2 3; do
+      expect 0 mpi "$np" "$bin" run --input "in/$name" --output out/long.h5 --threads 1
+      [[ $(grep -c '^ringattn: ' err.txt || true) -eq 0 ]] || fail "[np $np] input name $len: $(cat err.txt)"
+      rm -f out/long.h5
+      echo "  np $np rc 0: input name of $len bytes"
+    done
+    rm -f "in/$name"
+  done
+  for len in 230 246 255; do
+    name=$(printf 'o%.0s' $(seq 4 "$len")).h5
+    for np in 2 3; do
+      expect 0 mpi "$np" "$bin" run --input in/good.h5 --output "out/$name" --threads 1
+      [[ -f "out/$name" && $(ls -A out | wc -l) -eq 2 ]] || fail "[np $np] output name $len: $(ls -A out)"
+      rm -f "out/$name"
+      echo "  np $np rc 0: output name of $len bytes"
+    done
+  done
+  name=$(printf 'o%.0s' $(seq 4 256)).h5
+  for np in 1 2; do
+    refused "$np" 2 "its name is 256 bytes, longer than the 255" --input in/good.h5 \
+      --output "out/$name" --threads 1
+  done
+  ln -s nowhere/o.h5 out/dangling.h5
+  mkfifo out/fifo.h5
+  for np in 1 2; do
+    refused "$np" 2 "output file 'out/dangling.h5'|symbolic link to 'nowhere/o.h5'|does not exist" \
+      --input in/good.h5 --output out/dangling.h5 --threads 1
+    refused "$np" 2 "output file 'out/fifo.h5'|FIFO (named pipe), not a regular file" \
+      --input in/good.h5 --output out/fifo.h5 --overwrite --threads 1
+    refused "$np" 2 "output file '/dev/null'|character device, not a regular file" \
+      --input in/good.h5 --output /dev/null --overwrite --threads 1
+  done
+  rm -f out/dangling.h5 out/fifo.h5
+}
+
+# `info` and `verify` open files the way `run` does: in a child process
+# first, with the same checks and classes (3 damaged or unusable, 4 missing,
+# not a regular file or unreadable), never a crash of their own.
+case_subcommands() {
+  local f i=0 np
+  expect 0 mpi 2 "$bin" run --input in/good.h5 --output out/good_out.h5 --threads 1
+  for f in "$here"/../fuzz/regressions/*; do
+    i=$((i + 1))
+    cp "$f" "in/fuzz_$i.h5"
+    sub=info
+    refused 1 3 "file 'in/fuzz_$i.h5'" "in/fuzz_$i.h5"
+    sub=verify
+    refused 2 3 "output file 'in/fuzz_$i.h5'" --input in/good.h5 --output "in/fuzz_$i.h5"
+    refused 1 3 "input file 'in/fuzz_$i.h5'" --input "in/fuzz_$i.h5" --output out/good_out.h5
+    rm -f "in/fuzz_$i.h5"
+  done
+  mkfifo in/fifo.h5
+  for np in 1 2; do
+    sub=info
+    refused "$np" 4 "file 'in/fifo.h5'|FIFO" in/fifo.h5
+    refused "$np" 4 "file '/dev/zero'|character device" /dev/zero
+    refused "$np" 4 "file 'in/missing.h5'|no such file" in/missing.h5
+    sub=verify
+    refused "$np" 4 "output file 'in/fifo.h5'|FIFO" --input in/good.h5 --output in/fifo.h5
+    refused "$np" 4 "input file 'in/fifo.h5'|FIFO" --input in/fifo.h5 --output out/good_out.h5
+  done
+  rm -f in/fifo.h5 out/good_out.h5
+  sub=run
+  # A describable file with an unusable input: info reports run's verdict.
+  expect 0 timeout 60 "$bin" info in/dangling.h5
+  grep -q "^input: NOT USABLE: input error: .*dataset 'v': no such dataset" out.txt ||
+    fail "info lacks run's verdict on in/dangling.h5"
+  echo "  info in/dangling.h5: $(grep '^input:' out.txt | sed 's/ \[[^]]*\]$//')"
 }
 
 case_config() {
