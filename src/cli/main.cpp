@@ -50,9 +50,17 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // Every rank parses the same argv, so under a launcher only rank 0 speaks
     // (MPI is not started yet: the launcher's rank variable tells).
-    if (ringattn::launcher_rank() != 0) return e.get_exit_code() == 0 ? 0 : ringattn::cli::kUsage;
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : ringattn::cli::kUsage;
+    const bool failed = e.get_exit_code() != 0;
+    if (ringattn::launcher_rank() == 0) app.exit(e);
+    // A rank that exits non-zero makes mpirun kill the others, rank 0 maybe
+    // before its line left the process: the ranks leave together.
+    if (failed && ringattn::launcher_size() > 1) {
+      std::fflush(stdout);
+      std::fflush(stderr);
+      ringattn::cli::MpiSession together(&argc, &argv);
+      MPI_Barrier(MPI_COMM_WORLD);
+    }
+    return failed ? ringattn::cli::kUsage : 0;
   }
 
   // MPI subcommands: errors every rank saw alike are printed by rank 0 only;

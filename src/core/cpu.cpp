@@ -65,4 +65,10 @@ int launcher_rank() {
   return 0;
 }
 
+int launcher_size() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"})
+    if (const char* v = std::getenv(var)) return std::max(1, std::atoi(v));
+  return 1;
+}
+
 }  // namespace ringattn

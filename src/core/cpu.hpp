@@ -33,5 +33,7 @@ int affinity_cores();
 // This process's rank as the launcher's environment tells it (Open MPI,
 // MPICH/PMI, Slurm), before or without MPI; 0 when started alone.
 int launcher_rank();
+// The number of processes the launcher started (1 without one).
+int launcher_size();
 
 }  // namespace ringattn
