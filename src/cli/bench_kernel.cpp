@@ -2,7 +2,9 @@
 // problem. --backend cpu (default): the CPU kernel, judged against the
 // machine's FMA peak measured in the same run. --backend cuda: the device
 // kernel, timed with CUDA events and judged against the GPU's dense f16/bf16
-// tensor-core peak (cuda/device_peak.hpp).
+// tensor-core peak (cuda/device_peak.hpp). --tiles and --vector-path pick the
+// CPU kernel's compiled variant, so any machine can time the tile shape tuned
+// for another ISA (the tests check every shape's accuracy the same way).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include "cli/commands.hpp"
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
+#include "core/error.hpp"
 #include "core/fma_peak.hpp"
 #include "core/seeded_data.hpp"
 #include "core/shape.hpp"
@@ -22,6 +25,7 @@
 #include "cuda/device.hpp"
 #include "cuda/device_peak.hpp"
 #include "kernel/attention.hpp"
+#include "kernel/softmax_tile.hpp"
 
 namespace ringattn::cli {
 namespace {
@@ -29,10 +33,22 @@ namespace {
 struct BenchKernelOptions {
   std::int64_t n = 4096, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;
   std::string dtype = "f32", compute = "f32", backend = "cpu";
+  std::string tiles = "native", vector_path = "native";  // the CPU kernel's variant
   int threads = 0, reps = 5, warmup = 1;
   bool causal = false, json = false;
   std::uint64_t seed = 1;
 };
+
+// The flags' names of the CPU kernel's variants (CLI11 has checked them).
+TileShape tile_shape_of(const std::string& s) {
+  return s == "avx2" ? TileShape::avx2 : s == "avx512" ? TileShape::avx512 : TileShape::native;
+}
+VectorIsa vector_isa_of(const std::string& s) {
+  return s == "avx512"    ? VectorIsa::avx512
+         : s == "avx2"    ? VectorIsa::avx2
+         : s == "generic" ? VectorIsa::generic
+                          : VectorIsa::native;
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -109,6 +125,14 @@ int run(const BenchKernelOptions& o) {
   const std::int64_t kv_heads = o.kv_heads > 0 ? o.kv_heads : o.heads;
   const int threads = o.threads > 0 ? o.threads : default_threads();
   const DType dt = parse_dtype(o.dtype);
+  // The CPU kernel's variant (the device kernel has its own shapes).
+  const CpuVariant variant = o.backend == "cpu"
+                                 ? CpuVariant{tile_shape_of(o.tiles), vector_isa_of(o.vector_path)}
+                                 : CpuVariant{};
+  // Refused before anything is allocated or timed: the path would fault here.
+  RA_CHECK(cpu_runs(variant.isa), usage, "bench kernel --vector-path ", o.vector_path,
+           ": this CPU cannot run it (widest here: ",
+           vector_isa_name(resolve_isa(VectorIsa::native)), ")");
   const std::size_t qn = static_cast<std::size_t>(o.batch * o.heads * o.n * o.d);
   const std::size_t kn = static_cast<std::size_t>(o.batch * kv_heads * n_kv * o.d);
   const std::size_t es = dtype_size(dt);
@@ -122,6 +146,7 @@ int run(const BenchKernelOptions& o) {
   p.causal = o.causal;
   p.threads = threads;
   p.compute = parse_compute_type(o.compute.c_str());
+  p.cpu = variant;
   p.validate();
   AlignedBuffer<float> out(qn), lse(static_cast<std::size_t>(o.batch * o.heads * o.n));
 
@@ -146,6 +171,8 @@ int run(const BenchKernelOptions& o) {
       {"benchmark", "kernel"},
       {"version", kVersion},
       {"implementation", kernel_implementation(p)},
+      {"tiles", o.tiles},
+      {"vector_path", vector_isa_name(resolve_isa(variant.isa))},
       {"batch", o.batch},
       {"n", o.n},
       {"n_kv", n_kv},
@@ -232,6 +259,20 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
                 "against the GPU's dense f16/bf16 tensor-core peak (exit code 2 without a device)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  c->add_option("--tiles", opts->tiles,
+                "CPU kernel's tile shape (--backend cpu): native (the shape tuned for this CPU's "
+                "widest ISA), "
+                "avx2 or avx512 (the shape tuned for that ISA; any CPU runs any shape). The "
+                "kernel line of the report shows its bq x bk")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "avx2", "avx512"}));
+  c->add_option("--vector-path", opts->vector_path,
+                "CPU kernel's vector code (--backend cpu; softmax step, compensated sums): native "
+                "(the widest "
+                "this CPU runs), avx512, avx2 or generic; one this CPU cannot run is refused "
+                "(exit code 2)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "avx512", "avx2", "generic"}));
   c->add_flag("--json", opts->json, "Print one JSON object instead of text");
   return [opts] { return run(*opts); };
 }

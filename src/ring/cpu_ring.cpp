@@ -18,8 +18,8 @@ void poll_transport(void* t) {
 class CpuBackend {
  public:
   CpuBackend(Transport& t, AlignedBuffer<char> (&blocks)[2], AttnState& state, const void* q,
-             float* lse, int threads)
-      : t_(t), blocks_(blocks), state_(state), q_(q), lse_(lse), threads_(threads) {}
+             float* lse, int threads, CpuVariant cpu)
+      : t_(t), blocks_(blocks), state_(state), q_(q), lse_(lse), threads_(threads), cpu_(cpu) {}
 
   Transport& transport() { return t_; }
   char* block(int i) { return blocks_[i].data(); }
@@ -30,6 +30,7 @@ class CpuBackend {
     const Timer t;
     if (p) {
       p->threads = threads_;
+      p->cpu = cpu_;
       if (poll) {
         // MPI moves a large message only while the process calls into it.
         p->progress = poll_transport;
@@ -53,6 +54,7 @@ class CpuBackend {
   const void* q_;
   float* lse_;
   int threads_;
+  CpuVariant cpu_;
 };
 
 }  // namespace
@@ -80,7 +82,7 @@ RingStats CpuRing::run(const RingLayout& layout, const void* q, float* lse,
   RA_CHECK(prepared_ && *prepared_ == layout, internal,
            "CpuRing::run without home_block() for its layout");
   prepared_.reset();
-  CpuBackend backend(transport_, blocks_, state_, q, lse, opt.threads);
+  CpuBackend backend(transport_, blocks_, state_, q, lse, opt.threads, opt.cpu);
   return run_ring(backend, layout, opt);
 }
 

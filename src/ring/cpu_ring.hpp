@@ -28,7 +28,8 @@ class CpuRing final : public Ring {
   explicit CpuRing(MPI_Comm comm);
 
   KvBlockRef home_block(const RingLayout& layout) override;
-  // opt.threads: the kernel's threads; opt.poll: poll the hop from inside the kernel.
+  // opt.threads: the kernel's threads; opt.cpu: its tile shape and vector path;
+  // opt.poll: poll the hop from inside the kernel.
   RingStats run(const RingLayout& layout, const void* q, float* lse,
                 const RingOptions& opt) override;
   const float* output() const override { return state_.acc.data(); }

@@ -46,6 +46,7 @@ struct RingOptions {
   float scale = 0;  // 0: 1/sqrt(head_dim)
   ComputeType compute = ComputeType::f32;
   int threads = 1;   // the CPU kernel's threads
+  CpuVariant cpu;    // the CPU kernel's tile shape and vector path (DeviceRing: unused)
   bool poll = true;  // move the hop along while the kernel computes
   // Called after each ring step (steps done, of P) if set: progress reports,
   // fault injection. Between kernel calls, never inside one.

@@ -4,11 +4,14 @@
 #   test_cli.sh RINGATTN SCRATCH_DIR CASE
 #
 # CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
-# run_errors, settings_flags, settings_agreed (see the functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
+# run_errors, settings_flags, settings_agreed, bench_kernel_variants,
+# bench_kernel_refusal (see the functions below). The case runs in
+# SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
 # MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
 # /usr/bin/python3: Debian's h5py lives in the system Python). Exit 0 on
-# success, 1 on a failed check, 77 when a case needs h5py and it is missing.
+# success, 1 on a failed check, 77 when a case needs h5py and it is missing
+# (or, bench_kernel_refusal, when this CPU runs every vector path).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
@@ -318,6 +321,90 @@ case_settings_agreed() {
   expect 0 "$mpiexec" "${mpi_flags[@]}" "$np_flag" 1 "$bin" "${run[@]}" --causal : \
     "$np_flag" 2 "$bin" "${run[@]}" --config causal.toml
   [[ -f out.h5 ]] || fail "the agreed MPMD run wrote no output"
+}
+
+# bench kernel on a tiny problem, one JSON object on stdout.
+bench_json() {
+  expect 0 "$bin" bench kernel --n 64 --d 16 --heads 1 --reps 1 --warmup 0 --threads 1 --json "$@"
+}
+# json_field NAME: the field of the JSON object in out.txt.
+json_field() {
+  "$py" -c 'import json, sys; print(json.load(open("out.txt"))[sys.argv[1]])' "$1"
+}
+# The vector paths, narrowest first, and the widest this CPU runs (native).
+vector_paths=(generic avx2 avx512)
+widest_path() {
+  bench_json
+  json_field vector_path
+}
+
+# bench kernel --tiles and --vector-path: --help lists them with their
+# choices; every tile shape runs here (the two ISAs' shapes differ, native is
+# one of them), every vector path up to this CPU's widest runs and is the one
+# reported; names that are no choice are refused with exit 2.
+case_bench_kernel_variants() {
+  need_h5py  # its Python reads the JSON
+  expect 0 "$bin" bench kernel --help
+  grep -q -- '--tiles .*{native,avx2,avx512}' out.txt || fail "--help does not list --tiles"
+  grep -q -- '--vector-path .*{native,avx512,avx2,generic}' out.txt ||
+    fail "--help does not list --vector-path"
+  local t shape native
+  declare -A shapes=()
+  for t in native avx2 avx512; do
+    bench_json --tiles "$t"
+    [[ $(json_field tiles) == "$t" ]] || fail "--tiles $t: the report says $(json_field tiles)"
+    shape=$(json_field implementation | grep -o 'bq=[0-9]* bk=[0-9]*') ||
+      fail "--tiles $t: no tile shape in the report"
+    shapes[$t]=$shape
+  done
+  [[ ${shapes[avx2]} != "${shapes[avx512]}" ]] || fail "avx2 and avx512 tiles both ran ${shapes[avx2]}"
+  native=${shapes[native]}
+  [[ $native == "${shapes[avx2]}" || $native == "${shapes[avx512]}" ]] ||
+    fail "native tiles ($native) are neither ISA's shape"
+
+  local widest p
+  widest=$(widest_path)
+  for p in "${vector_paths[@]}"; do
+    bench_json --vector-path "$p" --tiles avx512
+    [[ $(json_field vector_path) == "$p" ]] || fail "--vector-path $p ran $(json_field vector_path)"
+    json_field implementation | grep -q "softmax-$p " || fail "--vector-path $p: not in the report"
+    [[ $p != "$widest" ]] || break
+  done
+  expect 2 "$bin" bench kernel --tiles avx1024
+  expect 2 "$bin" bench kernel --vector-path sse2
+}
+
+# A vector path wider than this CPU's is refused before anything runs: one
+# line naming the flag, exit 2. On a CPU that runs every path the check runs
+# the binary under qemu-x86_64 emulating an AVX2 CPU (Haswell) when qemu-user
+# is installed, and is skipped (77) otherwise.
+case_bench_kernel_refusal() {
+  need_h5py
+  local widest p i refused=0
+  widest=$(widest_path)
+  if [[ $widest == "${vector_paths[-1]}" ]]; then
+    command -v qemu-x86_64 >/dev/null || {
+      echo "skipped: this CPU runs every vector path (widest: $widest), and qemu-x86_64" \
+        "(apt-get install qemu-user) is not there to emulate one that does not"
+      exit 77
+    }
+    # qemu warns about CPUID bits it does not emulate: only the program's lines count.
+    printf '#!/bin/bash\nexec 2> >(grep -v "TCG doesn.t support" >&2)\nexec qemu-x86_64 -cpu Haswell %q "$@"\n' \
+      "$bin" >emulated.sh
+    chmod +x emulated.sh
+    bin=$PWD/emulated.sh
+    widest=$(widest_path)
+    echo "this CPU runs every vector path: checking under qemu-x86_64 -cpu Haswell (widest: $widest)"
+  fi
+  for ((i = ${#vector_paths[@]} - 1; i >= 0; --i)); do
+    p=${vector_paths[i]}
+    [[ $p != "$widest" ]] || break
+    expect 2 "$bin" bench kernel --n 64 --d 16 --heads 1 --reps 1 --vector-path "$p"
+    one_error_line "bench kernel --vector-path $p: this CPU cannot run it (widest here: $widest)"
+    [[ ! -s out.txt ]] || fail "--vector-path $p: refused, yet it printed a report"
+    refused=$((refused + 1))
+  done
+  [[ $refused -gt 0 ]] || fail "no vector path was refused (widest: $widest)"
 }
 
 "case_$case_name"
