@@ -76,20 +76,29 @@ int run(MpiSession& mpi, const RunFlags& f) {
   if (r.stopped_by) {
     if (mpi.rank() == 0)
       std::fprintf(stderr,
-                   "ringattn: stopped by %s after %lld of %lld chunks; the partial output is "
+                   "ringattn: stopped by %s after %lld of %lld chunks%s; the partial output is "
                    "kept in %s; continue with the same command and --resume\n",
                    stop_signal_name(r.stopped_by), static_cast<long long>(r.chunks_done),
-                   static_cast<long long>(r.chunks), r.partial_path.c_str());
+                   static_cast<long long>(r.chunks),
+                   r.steps_done > 0 ? (" and " + std::to_string(r.steps_done) + " of " +
+                                       std::to_string(r.ranks) + " ring steps of the next")
+                                          .c_str()
+                                    : "",
+                   r.partial_path.c_str());
     return kStopped;
   }
   if (mpi.rank() == 0) {
-    if (cfg.resume)
-      std::printf(r.chunks_resumed > 0
-                      ? "ringattn: resumed from %s: %lld of %lld chunks were already done\n"
-                      : "ringattn: --resume: no partial output %s, ran from the beginning "
-                        "(%lld of %lld chunks done before)\n",
+    if (cfg.resume && r.resumed)
+      std::printf("ringattn: resumed from %s: %lld of %lld chunks%s were already done\n",
                   r.partial_path.c_str(), static_cast<long long>(r.chunks_resumed),
-                  static_cast<long long>(r.chunks));
+                  static_cast<long long>(r.chunks),
+                  r.steps_resumed > 0 ? (" and " + std::to_string(r.steps_resumed) + " of " +
+                                         std::to_string(r.ranks) + " ring steps of the next")
+                                            .c_str()
+                                      : "");
+    else if (cfg.resume)
+      std::printf("ringattn: --resume: no partial output %s, ran from the beginning\n",
+                  r.partial_path.c_str());
     double flops = 0, io = 0;
     for (const auto& m : r.per_rank) {
       flops += m.flops;

@@ -89,6 +89,12 @@ struct H5DatasetDesc {
 using AttrValue =
     std::variant<std::string, std::int64_t, double, std::vector<std::int64_t>, std::vector<double>>;
 
+// Writes one root attribute of an open file, replacing any of its name: text
+// as variable-length UTF-8 (h5py reads it back as str), numbers as
+// little-endian int64 or float64, arrays 1-D. In a parallel file every rank
+// calls it with the same arguments (metadata is written collectively).
+void write_root_attribute(hid_t file, const std::string& name, const AttrValue& value);
+
 struct H5AttributeDesc {
   std::string name;
   AttrValue value;

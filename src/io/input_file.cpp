@@ -359,7 +359,7 @@ std::size_t InputFile::shard_elements(const Partition& part, const BatchHeadRang
 }
 
 void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHeadRange& range,
-                           DType mem_type, void* out) {
+                           DType mem_type, void* out, int rows_of) {
   H5Quiet quiet;
   const std::size_t ti = static_cast<std::size_t>(t);
   const H5DatasetDesc& d = info_.dataset(t);
@@ -377,9 +377,10 @@ void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHead
     RA_CHECK(mem_type == DType::f32 || mem_type == info_.dtype, usage, ctx, ": cannot read ",
              dtype_name(info_.dtype), " data as ", dtype_name(mem_type),
              " (f32 or the storage type)");
-    rows = part.positions(rank_);
+    RA_CHECK(rows_of < size_, usage, ctx, ": rows of rank ", rows_of, " of ", size_);
+    rows = part.positions(rows_of >= 0 ? rows_of : rank_);
     check_shard(ctx, d.dims[0], d.dims[1], d.dims[2], rows, range);
-    n = shard_elements(part, range);
+    n = static_cast<std::size_t>(range.b_count * range.h_count * rows.size() * info_.D);
     RA_CHECK(out != nullptr || n == 0, usage, ctx, ": no output buffer for ",
              counted(static_cast<std::int64_t>(n), "element"));
   });

@@ -130,8 +130,10 @@ class InputFile {
   // comm) for the (batch, head) block `range` into out:
   //   out  (b_count, h_count, part.local_size(rank), D), rows in positions(rank) order
   // mem_type is f32 or the storage type. Throws the same Error on every rank.
+  // rows_of >= 0 reads the tokens rank rows_of holds instead (a resumed
+  // ring step starts from the block another rank sent there).
   void read_shard(InputTensor t, const Partition& part, const BatchHeadRange& range, DType mem_type,
-                  void* out);
+                  void* out, int rows_of = -1);
 
   // What HDF5 did in this rank's last read_shard (tests check it stayed collective).
   const IoModeReport& last_io_mode() const { return last_io_; }

@@ -20,6 +20,7 @@
 
 #include "comm/agree.hpp"
 #include "core/error.hpp"
+#include "io/chunk_state.hpp"
 #include "io/file_identity.hpp"
 
 namespace ringattn {
@@ -127,7 +128,7 @@ Plan check_target(const OutputSpec& s, std::string& temp, WriterLock& lock) {
   RA_CHECK(!names_an_input(s, s.path), usage, ctx,
            ": is a file the input links to; choose another output path");
   temp = partial_output_path(s.path);
-  for (const std::string& own : {temp, writer_lock_path(s.path)})
+  for (const std::string& own : {temp, writer_lock_path(s.path), chunk_state_path(s.path)})
     RA_CHECK(!names_an_input(s, own), usage, ctx, ": '", own,
              "', where the run keeps its own state, is the input; move the input");
   lock = WriterLock::acquire(s.path, ctx);
@@ -182,53 +183,6 @@ std::string resume_key_difference(const std::string& was, const std::string& now
     if (!b.contains(key))
       return key + ": the partial output has " + value.dump() + ", this run none";
   return "";
-}
-
-// One root attribute, replacing any of its name: text as variable-length
-// UTF-8 (h5py reads it back as str), numbers as little-endian int64 or
-// float64, arrays 1-D (an empty one with a null dataspace).
-void write_attribute(hid_t root, const std::string& name, const AttrValue& value) {
-  if (RA_H5_CHECK(H5Aexists(root, name.c_str())) > 0) RA_H5_CHECK(H5Adelete(root, name.c_str()));
-  H5Handle type;
-  hid_t mem = H5I_INVALID_HID;
-  const void* buf = nullptr;
-  const char* text = nullptr;
-  hsize_t n = 1;
-  bool array = false;
-  const auto numbers = [&](hid_t file_type, hid_t mem_type, const void* data, std::size_t count) {
-    type = H5Handle(RA_H5_CHECK(H5Tcopy(file_type)), H5Kind::datatype);
-    mem = mem_type;
-    buf = data;
-    n = count;
-  };
-  if (const auto* s = std::get_if<std::string>(&value)) {
-    type = H5Handle(RA_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Kind::datatype);
-    RA_H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
-    RA_H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
-    mem = type.get();
-    text = s->c_str();
-    buf = &text;
-  } else if (const auto* i = std::get_if<std::int64_t>(&value)) {
-    numbers(H5T_STD_I64LE, H5T_NATIVE_INT64, i, 1);
-  } else if (const auto* d = std::get_if<double>(&value)) {
-    numbers(H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, d, 1);
-  } else if (const auto* iv = std::get_if<std::vector<std::int64_t>>(&value)) {
-    array = true;
-    numbers(H5T_STD_I64LE, H5T_NATIVE_INT64, iv->data(), iv->size());
-  } else {
-    const auto& dv = std::get<std::vector<double>>(value);
-    array = true;
-    numbers(H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, dv.data(), dv.size());
-  }
-  H5Handle space(RA_H5_CHECK(!array  ? H5Screate(H5S_SCALAR)
-                             : n > 0 ? H5Screate_simple(1, &n, nullptr)
-                                     : H5Screate(H5S_NULL)),
-                 H5Kind::dataspace);
-  H5Handle attr(RA_H5_CHECK(H5Acreate2(root, name.c_str(), type.get(), space.get(), H5P_DEFAULT,
-                                       H5P_DEFAULT)),
-                H5Kind::attribute);
-  if (n > 0) RA_H5_CHECK(H5Awrite(attr.get(), mem, buf));
-  attr.close();
 }
 
 }  // namespace
@@ -586,7 +540,7 @@ void OutputFile::set_attribute(const std::string& name, const AttrValue& value) 
         RA_CHECK(state_ == State::open, usage, ctx, ": the file is committed or aborted");
         RA_CHECK(!a.name.empty(), usage, ctx, ": attribute name is empty");
         // Attributes of the file id live on the root group.
-        with_h5_context(ctx, [&] { write_attribute(file_.get(), a.name, a.value); });
+        with_h5_context(ctx, [&] { write_root_attribute(file_.get(), a.name, a.value); });
       },
       StepKind::collective);
 }

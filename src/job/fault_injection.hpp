@@ -9,7 +9,9 @@
 //             term   the rank raises SIGTERM (as scancel would)
 //             usr1   the rank raises SIGUSR1 (as Slurm's --signal would)
 //     chunk   0-based chunk of the run (default 0)
-//     step    ring step after which it fires, 1 .. ranks (default 1)
+//     step    ring step after which it fires, 1 .. ranks (default 1), after
+//             that step's stop agreement: a signal raised there stops the
+//             run at the next step boundary
 //
 // Includes: <cstdint>, <optional>, <string>.
 #pragma once

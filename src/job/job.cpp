@@ -29,6 +29,7 @@
 #include "core/error.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
+#include "io/chunk_state.hpp"
 #include "io/nonfinite.hpp"
 #include "io/output_file.hpp"
 #include "job/fault_injection.hpp"
@@ -38,6 +39,7 @@
 #include "job/stop_request.hpp"
 #include "ring/cpu_ring.hpp"
 #include "ring/device_ring.hpp"
+#include "ring/ring_schedule.hpp"
 
 namespace ringattn {
 namespace {
@@ -133,6 +135,8 @@ class Job {
     RingLayout layout;
     KvBlockRef kv;  // (hk_count, n_kv, D) K, then V: the ring's home block
     std::string text;
+    int first_step = 0;  // > 0: a stopped chunk continues at this ring step,
+    int kv_holder = 0;   // whose K/V block the home block holds then
   };
 
   void validate();
@@ -141,8 +145,9 @@ class Job {
   void start_ring();
   void run_chunks();
   Chunk chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0);
+  void resume_inside(Chunk& c);
   void read_chunk(Chunk& c);
-  void compute_chunk(const Chunk& c);
+  bool compute_chunk(const Chunk& c);
   void write_chunk(const Chunk& c);
   bool record_or_stop(const Chunk& c);
   JobReport suspend();
@@ -171,6 +176,8 @@ class Job {
   std::optional<Progress> progress_;
   std::int64_t done_ = 0;  // chunks the output holds
   Timer since_record_;
+  std::string resume_key_;  // the partial output's (and a stopped chunk's state file's)
+  int stop_signal_ = 0;     // the signal a ring step's stop agreement saw
 };
 
 // The settings: valid (the same checks on every rank, agreed so the message,
@@ -217,10 +224,12 @@ void Job::create_output() {
   spec.o_dtype = cfg_.o_dtype == OutDType::input ? info().dtype : DType::f32;
   spec.with_lse = cfg_.lse;
   spec.resume = cfg_.resume;
-  spec.resume_key = resume_key_json(cfg_, info(), ranks_);
+  spec.resume_key = resume_key_ = resume_key_json(cfg_, info(), ranks_);
   spec.chunks = report_.chunks;
   CommWatch watch("creating the output file (collective)");
   output_.emplace(OutputFile::create(comm_, spec));
+  if (!output_->resumed()) remove_chunk_state(comm_, cfg_.output);  // an older run's
+  report_.resumed = output_->resumed();
   report_.chunks_resumed = done_ = output_->chunks_done();
   report_.partial_path = output_->temp_path();
 }
@@ -249,6 +258,17 @@ void Job::start_ring() {
     maybe_inject_fault(fault_, rank_, done_, step);
     progress_->update(static_cast<double>(done_) + static_cast<double>(step) / steps);
   };
+  // A ring that can save its state stops at the next ring step, not at the
+  // chunk's end: one chunk can be a long sequence that outlasts Slurm's
+  // signal lead. One all-reduce per step, between kernel calls.
+  if (ring_->resumable_state())
+    opt_.stop_after = [this](int step) {
+      CommWatch watch("agreeing on a stop after ring step " + std::to_string(step));
+      int signal = stop_signal_received();
+      RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &signal, 1, MPI_INT, MPI_MAX, comm_));
+      stop_signal_ = signal;
+      return signal != 0;
+    };
 }
 
 void Job::run_chunks() {
@@ -257,9 +277,11 @@ void Job::run_chunks() {
     for (std::int64_t hk0 = 0; hk0 < info().Hkv; hk0 += hk_chunk_) {
       if (++index < done_) continue;  // written by the run we resume
       Chunk c = chunk_at(index, b, hk0);
+      if (output_->resumed() && index == report_.chunks_resumed) resume_inside(c);
       read_chunk(c);
-      compute_chunk(c);
+      if (!compute_chunk(c)) return;  // stopped between ring steps
       write_chunk(c);
+      if (c.first_step > 0) remove_chunk_state(comm_, cfg_.output);
       if (record_or_stop(c)) return;
     }
 }
@@ -272,7 +294,9 @@ Job::Chunk Job::chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0) {
           {b, 1, hk0, hk},
           RingLayout{*qp_, *kp_, {info().dtype, 1, hk, info().D}, hk * group()},
           {},
-          "chunk " + std::to_string(index)};
+          "chunk " + std::to_string(index),
+          0,
+          rank_};
   try {
     c.kv = ring_->home_block(c.layout);
   } catch (const Error& e) {
@@ -281,19 +305,35 @@ Job::Chunk Job::chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0) {
   return c;
 }
 
+// The first chunk of a resumed run, when a stop between its ring steps kept
+// its state (io/chunk_state.hpp): the state goes back into the ring, and
+// the home block will hold the K/V block of the step it continues at.
+void Job::resume_inside(Chunk& c) {
+  AttnState* state = ring_->resumable_state();
+  if (!state) return;
+  const ChunkStateView view{state->heads, state->head_dim, state->m2.data(), state->l.data(),
+                            state->acc.data()};
+  CommWatch watch("loading the state of " + c.text);
+  c.first_step = load_chunk_state(comm_, cfg_.output, {resume_key_, c.index, 0}, *qp_, view);
+  if (c.first_step == 0) return;
+  c.kv_holder = ring_step_source(rank_, c.first_step, ranks_);
+  c.kv.layout = c.layout.block(c.kv_holder);
+  report_.steps_resumed = c.first_step;
+}
+
 // The chunk's shards, checked: no NaN or Inf (unless allowed), and values
 // that keep the fp32 sums finite.
 void Job::read_chunk(Chunk& c) {
   Timer t;
   const InputInfo& in = info();
-  const std::int64_t D = in.D, nq = qp_->local_size(rank_), nkv = kp_->local_size(rank_);
+  const std::int64_t D = in.D, nq = qp_->local_size(rank_), nkv = kp_->local_size(c.kv_holder);
   {
     CommWatch watch("collective read of " + c.text);
     input_->read_shard(InputTensor::q, *qp_, c.q_range, in.dtype, q_.data());
-    input_->read_shard(InputTensor::k, *kp_, c.kv_range, in.dtype, c.kv.k());
-    input_->read_shard(InputTensor::v, *kp_, c.kv_range, in.dtype, c.kv.v());
+    input_->read_shard(InputTensor::k, *kp_, c.kv_range, in.dtype, c.kv.k(), c.kv_holder);
+    input_->read_shard(InputTensor::v, *kp_, c.kv_range, in.dtype, c.kv.v(), c.kv_holder);
     if (!cfg_.allow_nonfinite) {
-      const Positions qrows = qp_->positions(rank_), kvrows = kp_->positions(rank_);
+      const Positions qrows = qp_->positions(rank_), kvrows = kp_->positions(c.kv_holder);
       check_finite_shard(comm_, q_.data(), in.dtype, c.q_range, qrows, D, cfg_.input, in.q.name);
       check_finite_shard(comm_, c.kv.k(), in.dtype, c.kv_range, kvrows, D, cfg_.input, in.k.name);
       check_finite_shard(comm_, c.kv.v(), in.dtype, c.kv_range, kvrows, D, cfg_.input, in.v.name);
@@ -308,10 +348,14 @@ void Job::read_chunk(Chunk& c) {
                    static_cast<double>(dtype_size(in.dtype));
 }
 
-void Job::compute_chunk(const Chunk& c) {
+// Goes round the ring; false when a stop signal ended it between two ring
+// steps: then the chunk's state is saved and the job stops there.
+bool Job::compute_chunk(const Chunk& c) {
   RingStats st;
+  RingOptions opt = opt_;
+  opt.first_step = c.first_step;
   try {
-    st = ring_->run(c.layout, q_.data(), cfg_.lse ? lse_.data() : nullptr, opt_);
+    st = ring_->run(c.layout, q_.data(), cfg_.lse ? lse_.data() : nullptr, opt);
   } catch (const Error& e) {
     abort_job(e);  // one rank's failure mid-ring: its peers wait in the ring
   }
@@ -319,6 +363,19 @@ void Job::compute_chunk(const Chunk& c) {
   m_.comm_wait_s += st.wait_s;
   m_.flops += st.flops;
   m_.bytes_sent += static_cast<double>(st.bytes_sent);
+  if (!st.stopped) return true;
+  const AttnState& s = *ring_->resumable_state();
+  {
+    CommWatch watch("saving the state of " + c.text);
+    save_chunk_state(comm_, cfg_.output, {resume_key_, c.index, st.steps_done}, *qp_,
+                     {s.heads, s.head_dim, const_cast<float*>(s.m2.data()),
+                      const_cast<float*>(s.l.data()), const_cast<float*>(s.acc.data())});
+    check_input_unchanged(comm_, info());
+    output_->mark_chunks_done(done_);  // the chunks before this one, verified
+  }
+  report_.stopped_by = stop_signal_;
+  report_.steps_done = st.steps_done;
+  return false;
 }
 
 void Job::write_chunk(const Chunk& c) {

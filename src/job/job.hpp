@@ -34,9 +34,12 @@ struct JobReport {
   int threads = 1;
   PartitionKind partition = PartitionKind::contiguous;
   std::int64_t chunks = 0;
+  bool resumed = false;               // --resume continued a partial output
   std::int64_t chunks_resumed = 0;    // chunks a partial output already held (--resume)
   std::int64_t chunks_done = 0;       // chunks the output holds on return
   int stopped_by = 0;                 // a stop signal ended the run early (output not committed)
+  int steps_done = 0;     // stopped inside chunk chunks_done: its ring steps folded, else 0
+  int steps_resumed = 0;  // the resumed run continued chunk chunks_resumed at this step
   std::string partial_path;           // where the partial output is kept when stopped
   double wall_s = 0;                  // slowest rank
   std::vector<RankMetrics> per_rank;  // on rank 0: every rank's; elsewhere: its own only
@@ -44,7 +47,8 @@ struct JobReport {
 
 // Runs the job; the output is committed when it returns, unless a stop
 // signal (job/stop_request.hpp) reached a rank: then the ranks stop together
-// after the chunk in hand, keep the partial output and return with
+// at the next ring step (CPU; the GPU ring at the chunk's end), keep the
+// partial output (and a chunk's state: io/chunk_state.hpp) and return with
 // stopped_by set. cfg.resume continues such a partial output.
 JobReport run_job(MPI_Comm comm, const JobConfig& cfg);
 

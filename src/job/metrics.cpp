@@ -15,6 +15,7 @@
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "core/version.hpp"
+#include "io/chunk_state.hpp"
 #include "io/file_identity.hpp"
 #include "io/output_file.hpp"
 #include "io/writer_lock.hpp"
@@ -29,8 +30,8 @@ void check_metrics_target(MPI_Comm comm, const JobConfig& cfg, const InputInfo& 
     const std::string ctx = "metrics file '" + cfg.metrics + "'";
     (void)check_new_file_target(cfg.metrics, cfg.overwrite, cfg.input, ctx);
     const std::string mine = future_path(cfg.metrics);
-    for (const std::string& own :
-         {cfg.output, partial_output_path(cfg.output), writer_lock_path(cfg.output)})
+    for (const std::string& own : {cfg.output, partial_output_path(cfg.output),
+                                   writer_lock_path(cfg.output), chunk_state_path(cfg.output)})
       RA_CHECK(mine != future_path(own), usage, ctx, ": is ",
                own == cfg.output ? "the output file" : "a file the run keeps beside the output",
                " ('", own, "'); choose another metrics path");

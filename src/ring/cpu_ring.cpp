@@ -18,13 +18,22 @@ void poll_transport(void* t) {
 class CpuBackend {
  public:
   CpuBackend(Transport& t, AlignedBuffer<char> (&blocks)[2], AttnState& state, const void* q,
-             float* lse, int threads, CpuVariant cpu)
-      : t_(t), blocks_(blocks), state_(state), q_(q), lse_(lse), threads_(threads), cpu_(cpu) {}
+             float* lse, const RingOptions& opt)
+      : t_(t),
+        blocks_(blocks),
+        state_(state),
+        q_(q),
+        lse_(lse),
+        threads_(opt.threads),
+        cpu_(opt.cpu),
+        fresh_(opt.first_step == 0) {}
 
   Transport& transport() { return t_; }
   char* block(int i) { return blocks_[i].data(); }
   const void* queries() { return q_; }
-  void begin() { state_.reset(); }
+  void begin() {
+    if (fresh_) state_.reset();  // else it holds the steps a stopped run folded
+  }
 
   double fold(AttnParams* p, bool poll) {
     const Timer t;
@@ -55,6 +64,7 @@ class CpuBackend {
   float* lse_;
   int threads_;
   CpuVariant cpu_;
+  bool fresh_;
 };
 
 }  // namespace
@@ -82,7 +92,7 @@ RingStats CpuRing::run(const RingLayout& layout, const void* q, float* lse,
   RA_CHECK(prepared_ && *prepared_ == layout, internal,
            "CpuRing::run without home_block() for its layout");
   prepared_.reset();
-  CpuBackend backend(transport_, blocks_, state_, q, lse, opt.threads, opt.cpu);
+  CpuBackend backend(transport_, blocks_, state_, q, lse, opt);
   return run_ring(backend, layout, opt);
 }
 

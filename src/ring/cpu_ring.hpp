@@ -33,6 +33,9 @@ class CpuRing final : public Ring {
   RingStats run(const RingLayout& layout, const void* q, float* lse,
                 const RingOptions& opt) override;
   const float* output() const override { return state_.acc.data(); }
+  // Its fp32 state, sized by home_block(): a stopped run's to save, a saved
+  // one restored here before a run with opt.first_step.
+  AttnState* resumable_state() override { return &state_; }
 
  private:
   MpiTransport transport_;

@@ -224,6 +224,9 @@ RingStats DeviceRing::run(const RingLayout& layout, const void* q, float* lse,
   RA_CHECK(m.prepared && *m.prepared == layout, internal,
            "DeviceRing::run without home_block() for its layout");
   m.prepared.reset();
+  // The state lives on the device: a run stops only at its end.
+  RA_CHECK(opt.first_step == 0 && !opt.stop_after, internal,
+           "DeviceRing::run cannot stop or resume inside a run");
   DeviceBackend backend(m, layout, q, lse);
   return run_ring(backend, layout, opt);
 }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kernel/params.hpp"
+#include "kernel/state.hpp"
 #include "ring/kv_block.hpp"
 #include "ring/partition.hpp"
 
@@ -48,9 +49,17 @@ struct RingOptions {
   int threads = 1;   // the CPU kernel's threads
   CpuVariant cpu;    // the CPU kernel's tile shape and vector path (DeviceRing: unused)
   bool poll = true;  // move the hop along while the kernel computes
-  // Called after each ring step (steps done, of P) if set: progress reports,
-  // fault injection. Between kernel calls, never inside one.
+  // Called after each ring step (steps done, of P) if set, after stop_after:
+  // progress reports, fault injection. Between kernel calls, never inside one.
   std::function<void(int done, int steps)> on_step;
+  // A run that continues one stopped earlier (Ring::resumable_state): the
+  // state holds steps [0, first_step) and the home block holds the block of
+  // step first_step, ring_step_source(rank, first_step)'s. 0: a fresh run.
+  int first_step = 0;
+  // Asked after each step but the last, if set, with the steps done; a
+  // collective decision (every rank must answer alike): true ends the run
+  // there, its state unfinished (RingStats::stopped), for a checkpoint.
+  std::function<bool(int done)> stop_after;
 };
 
 struct RingStepStats {
@@ -64,9 +73,11 @@ struct RingStepStats {
 };
 
 struct RingStats {
-  std::vector<RingStepStats> steps;
+  std::vector<RingStepStats> steps;  // the steps this run made
   double compute_s = 0, wait_s = 0, total_s = 0, finalize_s = 0, flops = 0;
   std::uint64_t bytes_sent = 0;
+  int steps_done = 0;    // steps folded into the state, earlier runs' included
+  bool stopped = false;  // stop_after ended the run: no output(), the state is unfinished
 };
 
 class Ring {
@@ -89,6 +100,11 @@ class Ring {
   // The last run's o: (batch, heads_q, local q rows, head_dim) f32, host
   // memory, valid until the next home_block().
   virtual const float* output() const = 0;
+
+  // The running state of a stopped run, in host memory, to save it; or, after
+  // home_block(), to restore a saved one into before a run with first_step.
+  // nullptr: this ring cannot stop inside a run (its state lives elsewhere).
+  virtual AttnState* resumable_state() { return nullptr; }
 };
 
 }  // namespace ringattn

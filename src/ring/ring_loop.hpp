@@ -27,8 +27,8 @@ namespace ringattn {
 //   block(i)       block buffer i (0 or 1) where its kernel reads it; buffer
 //                  0 holds this rank's own block when a run begins
 //   queries()      this rank's queries where its kernel reads them
-//   begin()        before step 0: the queries and this rank's block readable
-//                  by the kernel, the state reset
+//   begin()        before the first step: the queries and the home block
+//                  readable by the kernel, the state reset (for a fresh run)
 //   fold(p, poll)  fold the block p describes into the state (nullptr: the
 //                  step is skipped, nothing to fold), adding to p what is the
 //                  backend's own (threads, a progress hook); with poll, move
@@ -58,6 +58,8 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
   Transport& hop = backend.transport();
   const int P = hop.size(), r = hop.rank();
   check_ring_layout(layout, P);
+  RA_CHECK(opt.first_step >= 0 && opt.first_step < P, internal, "a ring run from step ",
+           opt.first_step, " of ", P);
 
   const Timer total;
   RingStats stats;
@@ -66,7 +68,7 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
   const PositionRange q_range = q_pos.range();
   int cur = 0;  // the buffer holding the block in hand; the other receives
 
-  for (int s = 0; s < P; ++s) {
+  for (int s = opt.first_step; s < P; ++s) {
     RingStepStats st;
     st.source = ring_step_source(r, s, P);
     const bool hop_now = s + 1 < P;
@@ -93,6 +95,14 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
     stats.flops += st.flops;
     stats.bytes_sent += st.bytes_sent;
     stats.steps.push_back(st);
+    stats.steps_done = s + 1;
+    if (s + 1 < P && opt.stop_after && opt.stop_after(s + 1)) {
+      stats.stopped = true;  // unfinished: a later run reads step s + 1's block afresh
+      stats.total_s = total.seconds();
+      return stats;
+    }
+    // After the stop agreement: a rank that stalls here (a test's injected
+    // hang) leaves its peers waiting on its next hop, which names it.
     if (opt.on_step) opt.on_step(s + 1, P);
   }
 

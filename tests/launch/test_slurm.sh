@@ -323,14 +323,16 @@ grep -Eq "ringattn: stopped by SIGUSR1 after [0-9]+ of 8 chunks" "$rq_out" ||
 grep -q "srun exited with status 7" "$rq_out" || fail "the requeue job's first step did not exit 7"
 grep -q "ringattn stopped (exit 7); requeueing job $jobid" "$rq_out" ||
   fail "the requeue job's log does not show the requeue"
-grep -Eq "ringattn: resumed from .*big-out.h5.partial: [1-9][0-9]* of 8 chunks were already done" "$rq_out" ||
+# A stop comes at the next ring step: the resume continues whole chunks, or
+# a chunk's ring steps, or both.
+grep -Eq "ringattn: resumed from .*big-out.h5.partial: ([1-9][0-9]* of 8 chunks|[0-9]+ of 8 chunks and [1-9][0-9]* of [0-9]+ ring steps of the next) were already done" "$rq_out" ||
   fail "the requeue job's log does not show the second run resuming"
 grep -q "srun exited with status 0" "$rq_out" || fail "the requeued run's step did not exit 0"
 grep -q "run 2 (restarts 1)" "$rq_out" || fail "the requeue job's log does not show its second run"
 [[ ! -e $S/.big-out.h5.partial ]] || fail "the partial output is still there after the resumed run"
 timeout 120 "$ringattn" verify --input "$S/big.h5" --output "$S/big-out.h5" >/dev/null ||
   fail "ringattn verify failed on the requeued job's output"
-log "job 2 passed: USR1 -> stopped ($(grep -Eo 'after [0-9]+ of 8 chunks' "$rq_out")), requeued," \
+log "job 2 passed: USR1 -> stopped ($(grep -Eo 'after [0-9]+ of 8 chunks[^;]*' "$rq_out")), requeued," \
     "resumed, verified ($((SECONDS - t2)) s)"
 
 # ---- job 2b: where requeue is not allowed, exit 7 and resubmit by hand ----------------

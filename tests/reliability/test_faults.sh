@@ -4,9 +4,12 @@
 #   test_faults.sh RINGATTN SCRATCH_DIR CASE
 #
 # Cases (each in SCRATCH_DIR/CASE, emptied first):
-#   stop_resume          a stop signal at a chunk boundary (injected on rank 0)
-#                        exits 7 and keeps the partial output; --resume
-#                        finishes it, bit-identical to an uninterrupted run
+#   stop_resume          a stop signal (injected on rank 0) after a chunk's
+#                        last ring step stops at the chunk's end, one inside
+#                        a chunk at the next ring step (keeping the chunk's
+#                        state); each exits 7 and keeps the partial output,
+#                        and --resume finishes it, bit-identical to an
+#                        uninterrupted run
 #   stop_refusals        a stop injected on rank 1 of 3 stops every rank; the
 #                        partial output then refuses a run without --resume,
 #                        a resume with other ranks, settings or input; and
@@ -80,15 +83,30 @@ case $case_name in
 stop_resume)
   small_input
   expect 0 run 2 --input in.h5 --output ref.h5 --causal --lse
+  # A signal raised after chunk 2's last stop agreement (on 2 ranks the only one,
+  # after step 1): the stop comes at the chunk's end.
   RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 run 2 --input in.h5 --output o.h5 --causal --lse
-  one_line "stopped by SIGUSR1 after 3 of 8 chunks"
+  one_line "stopped by SIGUSR1 after 3 of 8 chunks;"
   no_output o.h5
-  [[ -e .o.h5.partial ]] || fail "the partial output was not kept"
+  [[ -e .o.h5.partial && ! -e .o.h5.state ]] || fail "partial not kept, or a chunk state saved"
   expect 0 run 2 --input in.h5 --output o.h5 --causal --lse --resume
-  grep -q "resumed from .*3 of 8 chunks" out.txt || fail "no resume line"
+  grep -q "resumed from .*3 of 8 chunks were" out.txt || fail "no resume line"
   [[ ! -e .o.h5.partial ]] || fail "the partial output outlived the commit"
   same_bits ref.h5 o.h5
   [[ $(attr o.h5 resumed_at_chunk) == 3 ]] || fail "resumed_at_chunk is not 3"
+  # A signal inside chunk 2 of a 3-rank ring (raised after step 1): the stop
+  # comes at the next ring step, the chunk's fp32 state is kept, and the
+  # resume continues from that step, bit-identical.
+  expect 0 run 3 --input in.h5 --output ref3.h5 --causal --lse
+  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 run 3 --input in.h5 --output o2.h5 --causal --lse
+  one_line "stopped by SIGUSR1 after 2 of 8 chunks and 2 of 3 ring steps of the next"
+  no_output o2.h5
+  [[ -e .o2.h5.partial && -e .o2.h5.state ]] || fail "the partial or the chunk state is missing"
+  expect 0 run 3 --input in.h5 --output o2.h5 --causal --lse --resume
+  grep -q "resumed from .*2 of 8 chunks and 2 of 3 ring steps of the next were" out.txt ||
+    fail "no resume line"
+  [[ ! -e .o2.h5.partial && ! -e .o2.h5.state ]] || fail "the partial or the state outlived the commit"
+  same_bits ref3.h5 o2.h5
   # --resume with nothing to resume runs from the start.
   expect 0 run 2 --input in.h5 --output fresh.h5 --causal --lse --resume
   grep -q "no partial output" out.txt || fail "no 'no partial output' note"
