@@ -49,12 +49,6 @@ void abort_job(const Error& e) {
   abort_job(JobAbort{exit_code(e.error_class()), false});
 }
 
-std::string short_number(double x) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%g", x);
-  return b;
-}
-
 namespace detail {
 
 std::string where_am_i() {

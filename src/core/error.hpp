@@ -73,10 +73,6 @@ void set_job_abort_handler(JobAbortHandler handler);
 // Ends the job after the caller printed its own line (the watchdog does).
 [[noreturn]] void abort_job(const JobAbort& how);
 
-// A number for a message or --help, as %g prints it ("3.40282e+38", "0.125",
-// "512"): never the 309 digits of a printed FLT_MAX.
-std::string short_number(double x);
-
 namespace detail {
 // "host:rank" as far as the environment tells it (no MPI call: core knows no MPI).
 std::string where_am_i();

@@ -158,10 +158,6 @@ std::string insert_before_tail(const std::string& what, const std::string& text)
 
 }  // namespace detail
 
-std::string counted(std::int64_t n, const std::string& noun) {
-  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
-}
-
 const char* h5_type_class_name(H5T_class_t c) {
   switch (c) {
     case H5T_INTEGER:

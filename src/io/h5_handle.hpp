@@ -25,6 +25,7 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/message_text.hpp"
 
 namespace ringattn {
 
@@ -132,8 +133,6 @@ H5Storage h5_storage(hid_t dcpl, int rank);
 
 // "integer", "float", "string", "compound", ... for messages and `info`.
 const char* h5_type_class_name(H5T_class_t c);
-// "1 token", "3 tokens": a count and its noun, in agreement, for messages.
-std::string counted(std::int64_t n, const std::string& noun);
 void h5_clear_last_error();
 
 // Runs fn; an Error escaping it is rethrown with the same class, `context`

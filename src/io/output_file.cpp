@@ -20,6 +20,7 @@
 
 #include "comm/agree.hpp"
 #include "core/error.hpp"
+#include "core/message_text.hpp"
 #include "io/chunk_state.hpp"
 #include "io/file_identity.hpp"
 
@@ -49,12 +50,6 @@ double result_bytes(const OutputSpec& s) {
       static_cast<double>(s.B) * static_cast<double>(s.H) * static_cast<double>(s.N);
   return rows * static_cast<double>(s.D) * static_cast<double>(dtype_size(s.o_dtype)) +
          (s.with_lse ? rows * 4.0 : 0.0) + static_cast<double>(kMetadataHeadroom);
-}
-
-std::string mib(double bytes) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.1f MiB", bytes / 1048576.0);
-  return b;
 }
 
 // "; the filesystem of DIR is full (No space left on device)" when it is,
@@ -109,8 +104,8 @@ void check_space(const OutputSpec& s, const std::string& ctx) {
   if (::statvfs(dir.c_str(), &fs) != 0) return;  // the reservation will tell
   const double avail = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
   const double need = result_bytes(s);
-  RA_CHECK(avail >= need, io, ctx, ": no space for the result: it needs ", mib(need), " and '", dir,
-           "' has ", mib(avail), " free (", std::strerror(ENOSPC), ")");
+  RA_CHECK(avail >= need, io, ctx, ": no space for the result: it needs ", binary_bytes(need),
+           " and '", dir, "' has ", binary_bytes(avail), " free (", std::strerror(ENOSPC), ")");
 }
 
 // Rank 0: everything about the target that can be known before writing,
@@ -365,7 +360,7 @@ void OutputFile::reserve_space() {
     ::close(fd);
     // Filesystems without fallocate: the read-back checks still catch a loss.
     if (rc == 0 || err == EOPNOTSUPP || err == ENOSYS) return;
-    RA_CHECK(false, io, context(), ": cannot reserve ", mib(static_cast<double>(want)),
+    RA_CHECK(false, io, context(), ": cannot reserve ", binary_bytes(static_cast<double>(want)),
              " for the result in '", directory_of(spec_.path), "': ", std::strerror(err));
   });
 }

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,7 +17,10 @@
 #include <sstream>
 #include <vector>
 
+#include "core/checked.hpp"
 #include "core/error.hpp"
+#include "core/host_memory.hpp"
+#include "core/message_text.hpp"
 #include "core/seeded_data.hpp"
 #include "core/version.hpp"
 #include "io/file_identity.hpp"
@@ -25,6 +29,31 @@
 namespace ringattn {
 
 namespace {
+
+// Sizes that cannot be written, said up front instead of as std::bad_alloc
+// or a full disk hours in: the byte counts (checked: a 2^61-token request
+// would wrap), one (batch, head) plane in memory (written one at a time),
+// and the whole file on its filesystem.
+void check_fits(const SyntheticSpec& s, const std::string& ctx) {
+  Checked c;
+  const std::int64_t es = static_cast<std::int64_t>(dtype_size(s.dtype));
+  const std::int64_t plane = std::max(c.mul({s.N, s.D, es}), c.mul({s.NK, s.D, es}));
+  const std::int64_t total =
+      c.add({c.mul({s.B, s.H, s.N, s.D, es}), c.mul({2, s.B, s.HK, s.NK, s.D, es})});
+  RA_CHECK(!c.overflow, usage, ctx, ": too big: q [", s.B, ", ", s.H, ", ", s.N, ", ", s.D,
+           "] and k, v [", s.B, ", ", s.HK, ", ", s.NK, ", ", s.D,
+           "] overflow a 64-bit byte count (over 8 EiB)");
+  const std::int64_t memory = available_memory_bytes();
+  RA_CHECK(memory < 0 || plane <= memory, usage, ctx, ": too big: one (batch, head) plane is ",
+           binary_bytes(static_cast<double>(plane)), " and this process may allocate ",
+           binary_bytes(static_cast<double>(memory)), "; gen writes one plane at a time");
+  struct statvfs fs {};
+  if (::statvfs(directory_of(s.path).c_str(), &fs) != 0) return;
+  const double free = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+  RA_CHECK(static_cast<double>(total) <= free, usage, ctx, ": too big: it needs ",
+           binary_bytes(static_cast<double>(total)), " and '", directory_of(s.path), "' has ",
+           binary_bytes(free), " free");
+}
 
 // Everything about the target that can be checked before writing, and the
 // temporary name beside it (same directory: the rename stays atomic).
@@ -40,26 +69,8 @@ std::string check_target(const SyntheticSpec& s, const std::string& ctx) {
   RA_CHECK(std::isfinite(s.amplitude) && s.amplitude > 0, usage, ctx,
            ": amplitude must be positive and finite, got ", s.amplitude);
   RA_CHECK(s.gzip >= 0 && s.gzip <= 9, usage, ctx, ": gzip level must be 0..9, got ", s.gzip);
-
+  check_fits(s, ctx);
   return check_new_file_target(s.path, s.overwrite, "", ctx);
-}
-
-// temp -> target; without overwrite, a target that appeared meanwhile stays.
-void rename_into_place(const std::string& temp, const SyntheticSpec& s, const std::string& ctx) {
-  int rc = 0;
-  if (s.overwrite) {
-    rc = std::rename(temp.c_str(), s.path.c_str());
-  } else {
-    rc = ::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, s.path.c_str(), RENAME_NOREPLACE);
-    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) {  // no RENAME_NOREPLACE here
-      struct stat st {};
-      errno = EEXIST;
-      rc = ::stat(s.path.c_str(), &st) == 0 ? -1 : std::rename(temp.c_str(), s.path.c_str());
-    }
-  }
-  RA_CHECK(rc == 0 || errno != EEXIST, usage, ctx,
-           ": appeared while the file was written; not replaced without overwrite");
-  RA_CHECK(rc == 0, io, ctx, ": cannot rename '", temp, "' to it: ", std::strerror(errno));
 }
 
 void write_attribute(hid_t loc, const char* name, const std::string& text) {
@@ -169,7 +180,7 @@ std::int64_t write_synthetic_input(const SyntheticSpec& s) {
     type.close();
     file.close();  // flushes
   });
-  rename_into_place(temp, s, ctx);
+  rename_into_place(temp, s.path, s.overwrite, "synthetic input");
   guard.armed = false;
 
   struct stat st {};

@@ -3,10 +3,12 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
+#include <thread>
 
 #include "core/error.hpp"
 
@@ -25,12 +27,14 @@ FaultPlan parse_fault_plan(const std::string& text) {
         p.action = FaultPlan::Action::kill;
       else if (part == "hang")
         p.action = FaultPlan::Action::hang;
+      else if (part == "pause")
+        p.action = FaultPlan::Action::pause;
       else if (part == "term")
         p.action = FaultPlan::Action::term;
       else if (part == "usr1")
         p.action = FaultPlan::Action::usr1;
       else
-        RA_CHECK(false, usage, ctx, ": unknown action '", part, "' (kill, hang, term, usr1)");
+        RA_CHECK(false, usage, ctx, ": unknown action '", part, "' (kill, hang, pause, term, usr1)");
       continue;
     }
     const auto eq = part.find('=');
@@ -48,8 +52,10 @@ FaultPlan parse_fault_plan(const std::string& text) {
     } else if (key == "step") {
       RA_CHECK(n >= 1, usage, ctx, ": step counts from 1");
       p.step = static_cast<int>(n);
+    } else if (key == "ms") {
+      p.pause_ms = n;
     } else {
-      RA_CHECK(false, usage, ctx, ": unknown key '", key, "' (rank, chunk, step)");
+      RA_CHECK(false, usage, ctx, ": unknown key '", key, "' (rank, chunk, step, ms)");
     }
   }
   RA_CHECK(!first, usage, ctx, ": empty");
@@ -75,6 +81,9 @@ void maybe_inject_fault(const std::optional<FaultPlan>& plan, int rank, std::int
       break;
     case FaultPlan::Action::hang:
       for (;;) ::pause();
+    case FaultPlan::Action::pause:
+      std::this_thread::sleep_for(std::chrono::milliseconds(plan->pause_ms));
+      break;
     case FaultPlan::Action::term:
       std::raise(SIGTERM);
       break;

@@ -3,15 +3,18 @@
 // does when a rank dies, hangs or is signalled. Not for production use; a
 // malformed setting is a usage error, so a typo cannot go unnoticed.
 //
-//   RINGATTN_FAULT=<action>:rank=<r>[:chunk=<c>][:step=<s>]
+//   RINGATTN_FAULT=<action>:rank=<r>[:chunk=<c>][:step=<s>][:ms=<n>]
 //     action  kill   the rank SIGKILLs itself (a crashed node)
 //             hang   the rank stops making progress (sleeps forever)
+//             pause  the rank sleeps ms milliseconds, then goes on (a slow
+//                    node; lets a test act on files while the run is open)
 //             term   the rank raises SIGTERM (as scancel would)
 //             usr1   the rank raises SIGUSR1 (as Slurm's --signal would)
 //     chunk   0-based chunk of the run (default 0)
 //     step    ring step after which it fires, 1 .. ranks (default 1), after
 //             that step's stop agreement: a signal raised there stops the
 //             run at the next step boundary
+//     ms      pause's length (default 1000)
 //
 // Includes: <cstdint>, <optional>, <string>.
 #pragma once
@@ -23,10 +26,11 @@
 namespace ringattn {
 
 struct FaultPlan {
-  enum class Action { kill, hang, term, usr1 } action = Action::kill;
+  enum class Action { kill, hang, pause, term, usr1 } action = Action::kill;
   int rank = 0;
   std::int64_t chunk = 0;
   int step = 1;
+  std::int64_t pause_ms = 1000;
 };
 
 // Parses a RINGATTN_FAULT value; throws Error(usage) naming the problem.

@@ -27,6 +27,7 @@
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
+#include "core/message_text.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
 #include "io/chunk_state.hpp"

@@ -14,6 +14,8 @@
 #include "core/checked.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
+#include "core/host_memory.hpp"
+#include "core/message_text.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/params.hpp"
 #include "ring/kv_block.hpp"
@@ -22,62 +24,11 @@
 namespace ringattn {
 namespace {
 
-// "512 B", "3.2 MiB", "4.0 PiB": binary units, one decimal.
-std::string gib(std::int64_t bytes) {
-  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024.0 && u < 6) {
-    v /= 1024.0;
-    ++u;
-  }
-  char buf[64];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, kUnits[u]);
-  return buf;
-}
-
 std::string shape(const H5DatasetDesc& d) {
   std::ostringstream os;
   os << "'" << d.name << "' [" << d.dims[0] << ", " << d.dims[1] << ", " << d.dims[2] << ", "
      << d.dims[3] << "]";
   return os.str();
-}
-
-// Value of "Key:   123 kB" in /proc/meminfo, in bytes; -1 when absent.
-std::int64_t meminfo_bytes(const char* key) {
-  std::ifstream f("/proc/meminfo");
-  std::string line;
-  const std::string want = std::string(key) + ":";
-  while (std::getline(f, line)) {
-    if (line.compare(0, want.size(), want) != 0) continue;
-    std::istringstream is(line.substr(want.size()));
-    long long kb = -1;
-    is >> kb;
-    return kb >= 0 && kb < LLONG_MAX / 1024 ? static_cast<std::int64_t>(kb) * 1024 : -1;
-  }
-  return -1;
-}
-
-// First number in a file (cgroup files); -1 when missing or "max".
-std::int64_t file_number(const char* path) {
-  std::ifstream f(path);
-  long long v = -1;
-  if (!(f >> v)) return -1;
-  return v;
-}
-
-// What the cgroup lets this process still allocate; -1 when no limit is set.
-std::int64_t cgroup_headroom() {
-  // cgroup v2, then v1 (where "no limit" is a huge number).
-  std::int64_t limit = file_number("/sys/fs/cgroup/memory.max");
-  std::int64_t used = file_number("/sys/fs/cgroup/memory.current");
-  if (limit < 0) {
-    limit = file_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
-    used = file_number("/sys/fs/cgroup/memory/memory.usage_in_bytes");
-    if (limit >= (std::int64_t{1} << 60)) limit = -1;
-  }
-  if (limit < 0) return -1;
-  return std::max<std::int64_t>(0, limit - std::max<std::int64_t>(used, 0));
 }
 
 // Throws Error(usage) when Slurm's task count and the world size differ.
@@ -156,9 +107,7 @@ std::int64_t rank_memory_budget(MPI_Comm comm, double memory_limit_mb) {
     const double bytes = memory_limit_mb * 1024.0 * 1024.0;
     return bytes >= 9.2e18 ? INT64_MAX : static_cast<std::int64_t>(bytes);
   }
-  std::int64_t avail = meminfo_bytes("MemAvailable");
-  const std::int64_t cg = cgroup_headroom();
-  if (cg >= 0) avail = avail < 0 ? cg : std::min(avail, cg);
+  const std::int64_t avail = available_memory_bytes();
   if (avail < 0) return INT64_MAX;  // nothing to go by: no check
   return avail / std::max(node_ranks, 1);
 }
@@ -178,12 +127,13 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info) {
   agree(comm, [&] {
     slurm_check_local(P);
 
-    RA_CHECK(info.Nq >= P, input, file, ", dataset '", info.q.name, "': has ", info.Nq,
-             " tokens, fewer than the ", P, " ranks (every rank needs a token: run on at most ",
-             std::min(info.Nq, info.Nkv), " ranks)");
-    RA_CHECK(info.Nkv >= P, input, file, ", dataset '", info.k.name, "': has ", info.Nkv,
-             " tokens, fewer than the ", P, " ranks (every rank needs a token: run on at most ",
-             std::min(info.Nq, info.Nkv), " ranks)");
+    const std::int64_t most = std::min(info.Nq, info.Nkv);
+    RA_CHECK(info.Nq >= P, input, file, ", dataset '", info.q.name, "': has ",
+             counted(info.Nq, "token"), ", fewer than the ", P,
+             " ranks (every rank needs a token: run on at most ", counted(most, "rank"), ")");
+    RA_CHECK(info.Nkv >= P, input, file, ", dataset '", info.k.name, "': has ",
+             counted(info.Nkv, "token"), ", fewer than the ", P,
+             " ranks (every rank needs a token: run on at most ", counted(most, "rank"), ")");
     RA_CHECK(info.D >= 1 && info.D <= kMaxHeadDim, input, file, ", dataset '", info.q.name,
              "': head dim D = ", info.D, " is outside the kernel's range 1..", kMaxHeadDim);
 
@@ -206,10 +156,12 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info) {
     else
       limit << "this rank's share of its node's available memory";
     RA_FAIL(input, file, ": datasets ", shape(info.q), ", ", shape(info.k), " need about ",
-            gib(m.total), " per rank on ", P, P == 1 ? " rank" : " ranks", " (q ", gib(m.q),
-            ", K/V ring ", gib(m.ring), ", kernel ", gib(m.packed), ", state ",
-            gib(m.state + m.lse + m.out16), "), over the budget of ", gib(budget), " (",
-            limit.str(), "); ", hint.str());
+            binary_bytes(static_cast<double>(m.total)), " per rank on ", counted(P, "rank"), " (q ",
+            binary_bytes(static_cast<double>(m.q)), ", K/V ring ",
+            binary_bytes(static_cast<double>(m.ring)), ", kernel ",
+            binary_bytes(static_cast<double>(m.packed)), ", state ",
+            binary_bytes(static_cast<double>(m.state + m.lse + m.out16)), "), over the budget of ",
+            binary_bytes(static_cast<double>(budget)), " (", limit.str(), "); ", hint.str());
   });
 }
 

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/message_text.hpp"
 
 namespace ringattn {
 

@@ -188,8 +188,16 @@ PY
   "$bin" gen -o big.h5 --batch 1 --heads 8 --n 8192 --d 64 >/dev/null
   for np in 2 3; do
     cp big.h5 moving.h5
-    (sleep 1.5 && truncate -s 8000000 moving.h5) &
-    expect 3 run "$np" --input moving.h5 --output o2.h5
+    rm -f err.txt
+    # Rank 0 pauses in chunk 1; once it says so, the input shrinks under the
+    # open run (bounded: 30 s of polling).
+    (for _ in $(seq 300); do
+      grep -q 'injects its fault' err.txt 2>/dev/null && break
+      sleep 0.1
+    done
+    truncate -s 8000000 moving.h5) &
+    RINGATTN_FAULT=pause:rank=0:chunk=1:ms=3000 expect 3 "$mpiexec" -x RINGATTN_FAULT -n "$np" \
+      --oversubscribe "$bin" run --threads 1 --progress-interval 1000 --input moving.h5 --output o2.h5
     wait
     grep '^ringattn: ' err.txt | grep -q "changed size during the run" || fail "[np $np] not named"
     [[ ! -e o2.h5 && ! -e .o2.h5.partial ]] || fail "[np $np] committed or left a partial"
