@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "cli/option_checks.hpp"
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
@@ -218,22 +219,18 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       "machine's fp32 FMA peak, measured in the same run; --backend cuda: TFLOP/s against the "
       "GPU's dense f16/bf16 tensor-core peak. flops = 4*N*N_kv*D*H*B (causal: visible pairs "
       "only, about half).");
-  c->add_option("--n", opts->n, "Query tokens")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--n", opts->n, "Query tokens")->capture_default_str()->check(positive());
   c->add_option("--n-kv", opts->n_kv,
                 "Key/value tokens (default: --n; differs for cross-attention)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_option("--d", opts->d, "Head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
-      ->check(CLI::Range(std::int64_t{1}, kMaxHeadDim));
-  c->add_option("--heads", opts->heads, "Query heads")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxHeadDim));
+  c->add_option("--heads", opts->heads, "Query heads")->capture_default_str()->check(positive());
   c->add_option("--kv-heads", opts->kv_heads,
                 "Key/value heads, dividing --heads (default: --heads)")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--batch", opts->batch, "Batch size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
+  c->add_option("--batch", opts->batch, "Batch size")->capture_default_str()->check(positive());
   c->add_option("--dtype", opts->dtype, "Storage type of Q, K, V")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
@@ -245,13 +242,13 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       ->check(CLI::IsMember({"f32", "bf16"}));
   c->add_option("--threads", opts->threads,
                 "Threads (default: this rank's share of the cores it may run on)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_option("--reps", opts->reps, "Timed runs (the median is reported)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_option("--warmup", opts->warmup, "Untimed runs first")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   c->add_option("--seed", opts->seed, "Seed of the synthetic Q, K, V")->capture_default_str();
   c->add_flag("--causal", opts->causal, "Causal masking (key j visible to query i when j <= i)");
   c->add_option("--backend", opts->backend,

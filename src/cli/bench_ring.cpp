@@ -12,6 +12,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "cli/option_checks.hpp"
 #include "comm/mpi_transport.hpp"
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
@@ -258,20 +259,15 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
       "bandwidth (one hop alone, algbw = busbw = bytes / time as nccl-tests' sendrecv).");
   c->add_option("--n", opts->n, "Query tokens (whole sequence)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  c->add_option("--n-kv", opts->n_kv, "Key/value tokens (default: --n)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
+  c->add_option("--n-kv", opts->n_kv, "Key/value tokens (default: --n)")->check(positive());
   c->add_option("--d", opts->d, "Head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
-      ->check(CLI::Range(std::int64_t{1}, kMaxHeadDim));
-  c->add_option("--heads", opts->heads, "Query heads")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, kMaxHeadDim));
+  c->add_option("--heads", opts->heads, "Query heads")->capture_default_str()->check(positive());
   c->add_option("--kv-heads", opts->kv_heads, "Key/value heads (default: --heads)")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--batch", opts->batch, "Batch size")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
+  c->add_option("--batch", opts->batch, "Batch size")->capture_default_str()->check(positive());
   c->add_option("--dtype", opts->dtype, "Storage type of Q, K, V (K/V travel in it)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
@@ -283,10 +279,10 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
       ->check(CLI::IsMember({"contiguous", "zigzag", "striped"}));
   c->add_option("--threads", opts->threads,
                 "Threads per rank (default: the rank's share of its node's cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_option("--p2p-iters", opts->p2p_iters, "Timed hops for the bandwidth figure")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_option("--seed", opts->seed, "Seed of the synthetic Q, K, V")->capture_default_str();
   c->add_flag("--causal", opts->causal, "Causal masking");
   c->add_flag("!--no-baseline", opts->baseline, "Skip the one-rank run (no efficiency figure)");

@@ -13,6 +13,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
+#include "cli/option_checks.hpp"
 #include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "core/shape.hpp"
@@ -61,17 +62,15 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
       "2), so any slice can be rebuilt from the seed. Written one (batch, head) plane at a time "
       "under a temporary name, renamed when complete. One process writes (under mpirun, rank 0).");
   c->add_option("--output,-o", s.path, "File to write")->required();
-  c->add_option("--batch", s.B, "B: batch size")->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--heads", s.H, "H: query heads")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  c->add_option("--batch", s.B, "B: batch size")->capture_default_str()->check(positive());
+  c->add_option("--heads", s.H, "H: query heads")->capture_default_str()->check(positive());
   c->add_option("--kv-heads", f->kv_heads, "HK: key/value heads, dividing H [default: H]")
-      ->check(CLI::PositiveNumber);
-  c->add_option("--n", s.N, "N: query tokens")->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--n-kv", f->n_kv, "NK: key/value tokens [default: N]")->check(CLI::PositiveNumber);
+      ->check(positive());
+  c->add_option("--n", s.N, "N: query tokens")->capture_default_str()->check(positive());
+  c->add_option("--n-kv", f->n_kv, "NK: key/value tokens [default: N]")->check(positive());
   c->add_option("--d", s.D, "D: head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
-      ->check(CLI::Range(std::int64_t{1}, kMaxHeadDim));
+      ->check(integer_in(1, kMaxHeadDim));
   c->add_option("--dtype", f->dtype, "Element type (f16: IEEE half, as numpy.float16)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16"}));
@@ -81,10 +80,10 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
                          static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())));
   c->add_option("--amplitude", s.amplitude, "Values lie in [-amplitude, amplitude)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   c->add_flag("--chunked", s.chunked, "Chunked storage, chunks (1, 1, min(N, 4096), D)");
   c->add_option("--gzip", s.gzip, "Deflate level 1..9 (implies --chunked)")
-      ->check(CLI::Range(1, 9));
+      ->check(integer_in(1, 9));
   c->add_flag("--overwrite", s.overwrite, "Replace an existing file");
   return [f](MpiSession& mpi) {
     // Rank 0 writes; agree() hands its Error, if any, to every rank, so all

@@ -51,7 +51,12 @@ int main(int argc, char** argv) {
     // Every rank parses the same argv, so under a launcher only rank 0 speaks
     // (MPI is not started yet: the launcher's rank variable tells).
     const bool failed = e.get_exit_code() != 0;
-    if (ringattn::launcher_rank() == 0) app.exit(e);
+    if (ringattn::launcher_rank() == 0) {
+      if (failed)  // one line, in the form of every other refusal
+        std::fprintf(stderr, "ringattn: usage error: %s (see --help)\n", e.what());
+      else
+        app.exit(e);  // --help, --version
+    }
     // A rank that exits non-zero makes mpirun kill the others, rank 0 maybe
     // before its line left the process: the ranks leave together.
     if (failed && ringattn::launcher_size() > 1) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "cli/option_checks.hpp"
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
 #include "core/seeded_data.hpp"
@@ -88,7 +89,7 @@ std::function<int()> add_selfcheck(CLI::App& app) {
                          "Check the fused kernel against the float64 reference on small built-in "
                          "problems (exit 1 if any is beyond tolerance)");
   c->add_option("--threads", *threads, "Threads (default: this rank's share of the cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   return [threads] { return run(*threads); };
 }
 

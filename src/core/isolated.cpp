@@ -24,7 +24,15 @@ namespace {
 
 using nlohmann::json;
 
-std::atomic<bool> g_enabled{true};
+#if defined(__SANITIZE_ADDRESS__)  // gcc
+constexpr bool kForkSafe = false;
+#elif defined(__has_feature)  // clang
+constexpr bool kForkSafe = !__has_feature(address_sanitizer);
+#else
+constexpr bool kForkSafe = true;
+#endif
+
+std::atomic<bool> g_enabled{kForkSafe};
 
 // What fn did, as the envelope the child sends.
 json run_caught(const std::function<std::string()>& fn) {
@@ -124,6 +132,10 @@ IsolatedResult verdict(const std::vector<std::uint8_t>& bytes, int ws, bool in_t
 }
 
 }  // namespace
+
+bool isolation_fork_safe() {
+  return kForkSafe;
+}
 
 void set_isolation_enabled(bool enabled) {
   g_enabled.store(enabled);

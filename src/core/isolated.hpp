@@ -50,8 +50,16 @@ struct IsolatedResult {
 // fail, fn runs in this process (so a crash is this process's).
 IsolatedResult run_isolated(const std::function<std::string()>& fn, std::chrono::seconds deadline);
 
-// On by default. The fuzz harness turns it off: it needs the crash, and the
-// coverage, in its own process.
+// On by default, except in AddressSanitizer builds. The fuzz harness turns
+// it off: it needs the crash, and the coverage, in its own process.
 void set_isolation_enabled(bool enabled);
+
+// False in AddressSanitizer builds: gcc 12's ASan allocator has no fork
+// handlers, so a child forked while another thread (an MPI progress thread)
+// holds its lock deadlocks on its first allocation (seen: the describer's
+// child stuck in SizeClassAllocator64::GetFromAllocator until the deadline).
+// There fn runs in the calling process, where the sanitizer also sees it; a
+// file that crashes HDF5 then crashes the caller.
+bool isolation_fork_safe();
 
 }  // namespace ringattn

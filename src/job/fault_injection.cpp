@@ -34,7 +34,8 @@ FaultPlan parse_fault_plan(const std::string& text) {
       else if (part == "usr1")
         p.action = FaultPlan::Action::usr1;
       else
-        RA_CHECK(false, usage, ctx, ": unknown action '", part, "' (kill, hang, pause, term, usr1)");
+        RA_CHECK(false, usage, ctx, ": unknown action '", part,
+                 "' (kill, hang, pause, term, usr1)");
       continue;
     }
     const auto eq = part.find('=');

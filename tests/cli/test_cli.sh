@@ -283,6 +283,15 @@ case_settings_flags() {
   done
   expect 2 "$bin" verify --input in.h5 --output out.h5 --rows -1
   one_error_line "ringattn: usage error: --rows must be >= 0, got -1"
+  # The subcommands' own flags: bounds in words, one line (not CLI11's
+  # "not in range 0.000000 to <309 digits>").
+  expect 2 "$bin" gen --output x.h5 --amplitude -1
+  one_error_line "ringattn: usage error: --amplitude: must be > 0, got -1"
+  expect 2 "$bin" bench kernel --d 100000
+  one_error_line "ringattn: usage error: --d: must be in 1..256, got 100000"
+  expect 2 "$bin" gen --output x.h5 --no-such-flag
+  one_error_line "ringattn: usage error: The following argument was not expected: --no-such-flag"
+  [[ ! -e x.h5 ]] || fail "a refused gen wrote its output"
   expect 0 "$bin" verify --input in.h5 --output out.h5 --tolerance 1e-4 --rows 0
 }
 

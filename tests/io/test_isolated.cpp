@@ -18,7 +18,17 @@ namespace {
 
 constexpr std::chrono::seconds kDeadline{30};
 
-TEST(Isolated, ReturnsTheValueBytesAsTheyWere) {
+// Forks only where forking is safe (core/isolated.hpp: not under ASan).
+class Isolated : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!isolation_fork_safe())
+      GTEST_SKIP() << "AddressSanitizer build: its allocator is not fork-safe in a threaded "
+                      "process, so run_isolated runs in-process here (core/isolated.hpp)";
+  }
+};
+
+TEST_F(Isolated, ReturnsTheValueBytesAsTheyWere) {
   const std::string bytes("a\0b\xff\xfe not UTF-8", 14);
   const IsolatedResult r = run_isolated([&] { return bytes; }, kDeadline);
   ASSERT_EQ(r.status, IsolatedResult::Status::done) << r.describe();
@@ -26,14 +36,14 @@ TEST(Isolated, ReturnsTheValueBytesAsTheyWere) {
   EXPECT_EQ(r.describe(), "");
 }
 
-TEST(Isolated, RunsInAnotherProcess) {
+TEST_F(Isolated, RunsInAnotherProcess) {
   const pid_t parent = ::getpid();
   const IsolatedResult r = run_isolated([] { return std::to_string(::getpid()); }, kDeadline);
   ASSERT_EQ(r.status, IsolatedResult::Status::done);
   EXPECT_NE(r.value, std::to_string(parent));
 }
 
-TEST(Isolated, AnErrorComesBackWithItsClassAndText) {
+TEST_F(Isolated, AnErrorComesBackWithItsClassAndText) {
   const IsolatedResult r = run_isolated(
       []() -> std::string { throw Error(ErrorClass::io, "the child's own words"); }, kDeadline);
   ASSERT_EQ(r.status, IsolatedResult::Status::failed);
@@ -41,7 +51,7 @@ TEST(Isolated, AnErrorComesBackWithItsClassAndText) {
   EXPECT_EQ(r.message, "the child's own words");
 }
 
-TEST(Isolated, AnotherExceptionIsInternal) {
+TEST_F(Isolated, AnotherExceptionIsInternal) {
   const IsolatedResult r =
       run_isolated([]() -> std::string { throw std::runtime_error("boom"); }, kDeadline);
   ASSERT_EQ(r.status, IsolatedResult::Status::failed);
@@ -49,7 +59,7 @@ TEST(Isolated, AnotherExceptionIsInternal) {
   EXPECT_EQ(r.message, "boom");
 }
 
-TEST(Isolated, ACrashIsNamedBySignalAndTheCallerLives) {
+TEST_F(Isolated, ACrashIsNamedBySignalAndTheCallerLives) {
   const IsolatedResult r = run_isolated(
       []() -> std::string {
         std::raise(SIGSEGV);
@@ -61,7 +71,7 @@ TEST(Isolated, ACrashIsNamedBySignalAndTheCallerLives) {
   EXPECT_NE(r.describe().find("crashed with SIGSEGV"), std::string::npos) << r.describe();
 }
 
-TEST(Isolated, AChildPastItsDeadlineIsKilled) {
+TEST_F(Isolated, AChildPastItsDeadlineIsKilled) {
   const auto t0 = std::chrono::steady_clock::now();
   const IsolatedResult r = run_isolated(
       [] {
@@ -75,13 +85,13 @@ TEST(Isolated, AChildPastItsDeadlineIsKilled) {
   EXPECT_EQ(r.describe(), "did not finish within 1 s");
 }
 
-TEST(Isolated, AChildThatEndsWithoutAVerdictIsLost) {
+TEST_F(Isolated, AChildThatEndsWithoutAVerdictIsLost) {
   const IsolatedResult r = run_isolated([]() -> std::string { ::_exit(3); }, kDeadline);
   ASSERT_EQ(r.status, IsolatedResult::Status::lost);
   EXPECT_NE(r.describe().find("status 3"), std::string::npos) << r.describe();
 }
 
-TEST(Isolated, OffRunsInThisProcess) {
+TEST_F(Isolated, OffRunsInThisProcess) {
   set_isolation_enabled(false);
   const IsolatedResult r = run_isolated([] { return std::to_string(::getpid()); }, kDeadline);
   set_isolation_enabled(true);

@@ -1,0 +1,66 @@
+// Checks for the subcommands' own numeric flags (the job's settings are
+// checked by job/setting.cpp's table). CLI11's stock validators print their
+// bounds as %f, so "positive" reads as a range up to a 309-digit number; these
+// say what is wanted, once, in words: "--n: must be > 0, got 0".
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace ringattn::cli {
+
+namespace option_checks_detail {
+
+// The number a flag's text holds, if all of it is one.
+inline bool parse_number(const std::string& text, long double& out) {
+  if (text.empty()) return false;
+  std::size_t used = 0;
+  try {
+    out = std::stold(text, &used);
+  } catch (...) {
+    return false;
+  }
+  return used == text.size() && std::isfinite(out);
+}
+
+inline CLI::Validator compare(const std::string& what, bool (*ok)(long double)) {
+  return CLI::Validator(
+      [what, ok](std::string& text) -> std::string {
+        long double x = 0;
+        if (!parse_number(text, x)) return "must be a number " + what + ", got '" + text + "'";
+        return ok(x) ? std::string() : "must be " + what + ", got " + text;
+      },
+      "", what);
+}
+
+}  // namespace option_checks_detail
+
+// > 0 (counts, sizes, amplitudes).
+inline CLI::Validator positive() {
+  return option_checks_detail::compare("> 0", [](long double x) { return x > 0; });
+}
+
+// >= 0.
+inline CLI::Validator non_negative() {
+  return option_checks_detail::compare(">= 0", [](long double x) { return x >= 0; });
+}
+
+// An integer in lo..hi.
+inline CLI::Validator integer_in(std::int64_t lo, std::int64_t hi) {
+  const std::string range = std::to_string(lo) + ".." + std::to_string(hi);
+  return CLI::Validator(
+      [lo, hi, range](std::string& text) -> std::string {
+        long double x = 0;
+        if (!option_checks_detail::parse_number(text, x) || x != std::floor(x))
+          return "must be an integer in " + range + ", got '" + text + "'";
+        if (x < static_cast<long double>(lo) || x > static_cast<long double>(hi))
+          return "must be in " + range + ", got " + text;
+        return {};
+      },
+      "", "in " + range);
+}
+
+}  // namespace ringattn::cli
