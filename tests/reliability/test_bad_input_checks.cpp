@@ -21,6 +21,7 @@
 
 #include "core/dtype.hpp"
 #include "core/error.hpp"
+#include "core/message_text.hpp"
 #include "io/nonfinite.hpp"
 #include "job/preflight.hpp"
 #include "kernel/attention.hpp"
@@ -312,7 +313,7 @@ TEST_F(Preflight, FewerTokensThanRanks) {
   if (P < 2) GTEST_SKIP() << "needs 2 ranks";
   expect_agreed_error([&] { preflight(MPI_COMM_WORLD, cfg_, info_of(1, 2, 2, P - 1, 50, 16)); },
                       ErrorClass::input,
-                      {"dataset 'q'", "has " + std::to_string(P - 1) + " tokens, fewer than the " +
+                      {"dataset 'q'", "has " + counted(P - 1, "token") + ", fewer than the " +
                                           std::to_string(P) + " ranks"});
   expect_agreed_error([&] { preflight(MPI_COMM_WORLD, cfg_, info_of(1, 2, 2, 50, P - 1, 16)); },
                       ErrorClass::input, {"dataset 'k'", "fewer than the"});
