@@ -131,7 +131,8 @@ void input(Visit& visit) {
   visit(Bool{.section = "input", .key = "allow_nonfinite", .flag = "--allow-nonfinite",
              .member = &C::allow_nonfinite,
              .help = "Accept NaN or Inf in q, k, v (default: refuse, naming the first bad "
-                     "element)"});
+                     "element). Accepted, they are not the float64 reference's IEEE results: "
+                     "docs/reliability.md says what each gives"});
 }
 
 template <class Visit>
