@@ -1,0 +1,326 @@
+// Verifying a finished run (see verify.hpp).
+#include "job/verify.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+#include <variant>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/positions.hpp"
+#include "core/seeded_data.hpp"
+#include "core/timer.hpp"
+#include "io/h5_describe.hpp"
+#include "io/input_file.hpp"
+#include "io/output_file.hpp"
+#include "kernel/reference.hpp"
+
+namespace ringattn {
+namespace {
+
+// At most this many rows in all: every row is checked.
+constexpr std::int64_t kAllRowsUpTo = 4096;
+// Rows of one head recomputed per block (bounds the memory of a full check).
+constexpr std::size_t kBlockRows = 4096;
+// Rows per reference call: the unit the threads share out.
+constexpr std::size_t kPieceRows = 8;
+
+constexpr double kTolF32 = 1e-5;   // o f32, compute f32: fp32 accumulation against float64
+constexpr double kTolF16 = 1e-3;   // o stored in f16: its rounding is 2^-11 relative
+constexpr double kTolBf16 = 2e-2;  // compute bf16: products of bf16-rounded operands
+
+// What the output's attributes say the run computed.
+struct RunFacts {
+  bool causal = false;
+  float scale = 0;  // the kernel's float scale, stored as double
+  std::string compute;
+  InputNames names;
+  DType o_dtype = DType::f32;
+  bool has_lse = false;
+};
+
+template <class T>
+const T& required_attr(const H5FileDesc& d, const std::string& name, const char* kind) {
+  const std::string ctx = "output file '" + d.path + "'";
+  const H5AttributeDesc* a = d.attribute(name);
+  RA_CHECK(a != nullptr, input, ctx, ": lacks the attribute '", name,
+           "' that ringattn run writes; cannot tell what to recompute");
+  const T* v = a->summary ? nullptr : std::get_if<T>(&a->value);
+  RA_CHECK(v != nullptr, input, ctx, ": attribute '", name, "' is not ", kind);
+  return *v;
+}
+
+RunFacts read_facts(const H5FileDesc& d) {
+  const std::string ctx = "output file '" + d.path + "'";
+  const H5DatasetDesc* o = d.dataset("o");
+  RA_CHECK(o != nullptr, input, ctx, ": has no dataset 'o'; not an output of ringattn run",
+           d.dataset("q") ? " (it looks like an input: pass it with --input)" : "");
+  const H5AttributeDesc* c = d.attribute(kCompleteAttribute);
+  const auto* done = c && !c->summary ? std::get_if<std::int64_t>(&c->value) : nullptr;
+  RA_CHECK(done && *done == 1, input, ctx,
+           ": not complete (no complete = 1 attribute); the run that wrote it did not finish");
+  RunFacts f;
+  const std::int64_t causal = required_attr<std::int64_t>(d, "causal", "an integer");
+  RA_CHECK(causal == 0 || causal == 1, input, ctx, ": attribute 'causal' is ", causal,
+           ", not 0 or 1");
+  f.causal = causal == 1;
+  const double scale = required_attr<double>(d, "scale", "a float");
+  RA_CHECK(std::isfinite(scale) && scale > 0, input, ctx, ": attribute 'scale' is ", scale,
+           ", not a positive number");
+  f.scale = static_cast<float>(scale);
+  f.compute = required_attr<std::string>(d, "compute", "text");
+  RA_CHECK(f.compute == "f32" || f.compute == "bf16", input, ctx, ": attribute 'compute' is '",
+           f.compute, "', not f32 or bf16");
+  f.names.q = required_attr<std::string>(d, "q_dataset", "text");
+  f.names.k = required_attr<std::string>(d, "k_dataset", "text");
+  f.names.v = required_attr<std::string>(d, "v_dataset", "text");
+  RA_CHECK(o->type.name == "f32" || o->type.name == "f16", input, ctx, ": dataset 'o' holds ",
+           o->type.name, " elements; expected f32 or f16");
+  f.o_dtype = parse_dtype(o->type.name);
+  f.has_lse = d.dataset("lse") != nullptr;
+  return f;
+}
+
+// The checked rows as flat indices (b·H + h)·N + i, ascending: K distinct
+// ones uniform over [0, total) (Floyd's algorithm: exactly K draws), or all.
+std::vector<std::int64_t> choose_rows(std::int64_t total, std::int64_t k, std::uint64_t seed) {
+  std::vector<std::int64_t> rows;
+  if (k <= 0 || k >= total) {
+    rows.resize(static_cast<std::size_t>(total));
+    for (std::int64_t r = 0; r < total; ++r) rows[static_cast<std::size_t>(r)] = r;
+    return rows;
+  }
+  std::unordered_set<std::int64_t> chosen;
+  chosen.reserve(static_cast<std::size_t>(2 * k));
+  const std::uint64_t key = splitmix64(seed);
+  for (std::int64_t j = total - k; j < total; ++j) {
+    const auto r = static_cast<std::int64_t>(splitmix64(key ^ static_cast<std::uint64_t>(j)) %
+                                             static_cast<std::uint64_t>(j + 1));
+    if (!chosen.insert(r).second) chosen.insert(j);
+  }
+  rows.assign(chosen.begin(), chosen.end());
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+// Runs of consecutive rows as position segments (causal masking reads them).
+Positions positions_of(const std::int64_t* rows, std::size_t n) {
+  Positions p;
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && rows[j] == rows[j - 1] + 1) ++j;
+    p.append({rows[i], 1, static_cast<std::int64_t>(j - i)});
+    i = j;
+  }
+  return p;
+}
+
+void add(WorstError& w, const Comparison& c, const std::int64_t* rows, std::int64_t b,
+         std::int64_t h, std::int64_t width) {
+  w.scale = std::max(w.scale, c.scale);
+  if (c.worst < 0 || (w.any && !(c.max_abs_err > w.max_abs))) return;
+  w.any = true;
+  w.max_abs = c.max_abs_err;
+  w.b = b;
+  w.h = h;
+  w.i = rows[c.worst / width];
+  w.d = c.worst % width;
+  w.value = c.worst_value;
+  w.ref = c.worst_ref;
+}
+
+// The output's datasets are shaped for this input.
+void check_shapes(const H5FileDesc& od, const RunFacts& run, const AttnShape& s) {
+  const std::string octx = "output file '" + od.path + "'";
+  const std::vector<std::int64_t> o_dims{s.batch, s.heads_q, s.tokens_q, s.head_dim},
+      lse_dims{s.batch, s.heads_q, s.tokens_q};
+  RA_CHECK(od.dataset("o")->dims == o_dims, input, octx,
+           ": dataset 'o' is not shaped like the input's q [", s.batch, ", ", s.heads_q, ", ",
+           s.tokens_q, ", ", s.head_dim, "]; not an output of this input");
+  if (run.has_lse)
+    RA_CHECK(od.dataset("lse")->dims == lse_dims, input, octx,
+             ": dataset 'lse' is not shaped [B, H, N] = [", s.batch, ", ", s.heads_q, ", ",
+             s.tokens_q, "]");
+}
+
+// The input the run recorded, against the one given (a changed input shows
+// up as errors; the report says so before the numbers do).
+bool input_changed(const H5FileDesc& od, const InputInfo& in) {
+  const auto int_of = [](const H5AttributeDesc* a) {
+    const auto* v = a && !a->summary ? std::get_if<std::int64_t>(&a->value) : nullptr;
+    return v ? *v : -1;
+  };
+  const auto* size = od.attribute("input_size");
+  const auto* mtime = od.attribute("input_mtime_ns");
+  return (size && int_of(size) != in.file.size) || (mtime && int_of(mtime) != in.file.mtime_ns);
+}
+
+// Recomputes, compares and accumulates the checked rows: K/V one (b, kv head)
+// plane at a time, q/o/lse one block of one head's rows at a time.
+class RowChecker {
+ public:
+  RowChecker(const VerifyRequest& req, const RunFacts& run, const InputInfo& in)
+      : run_(run),
+        in_(in),
+        s_(in.shape()),
+        es_(dtype_size(in.dtype)),
+        input_(req.input),
+        output_(req.output),
+        k_(static_cast<std::size_t>(s_.tokens_kv * s_.head_dim) * es_),
+        v_(k_.size()) {}
+
+  // flat: sorted (b·H + h)·N + i. Its rows come plane by plane: [lo,
+  // plane_end) read K/V plane (b, hk).
+  void check(const std::vector<std::int64_t>& flat, WorstError& wo, WorstError& wl) {
+    const std::int64_t group = s_.heads_q / s_.heads_kv, N = s_.tokens_q;
+    std::size_t lo = 0;
+    for (std::int64_t b = 0; b < s_.batch; ++b)
+      for (std::int64_t hk = 0; hk < s_.heads_kv; ++hk) {
+        const std::int64_t plane_end = (b * s_.heads_q + (hk + 1) * group) * N;
+        std::size_t end = lo;
+        while (end < flat.size() && flat[end] < plane_end) ++end;
+        if (end == lo) continue;  // no checked row needs this K/V
+        input_.read_plane(run_.names.k, b, hk, in_.dtype, k_.data());
+        input_.read_plane(run_.names.v, b, hk, in_.dtype, v_.data());
+        while (lo < end) {
+          const std::int64_t h = flat[lo] / N % s_.heads_q;
+          std::vector<std::int64_t> rows;  // this head's rows, one block
+          while (lo < end && flat[lo] / N % s_.heads_q == h && rows.size() < kBlockRows)
+            rows.push_back(flat[lo++] % N);
+          check_block(b, h, rows, wo, wl);
+        }
+      }
+  }
+
+ private:
+  void check_block(std::int64_t b, std::int64_t h, const std::vector<std::int64_t>& rows,
+                   WorstError& wo, WorstError& wl) {
+    const std::size_t n = rows.size(), nd = n * static_cast<std::size_t>(s_.head_dim);
+    q_.resize(nd * es_);
+    o_raw_.resize(nd * dtype_size(run_.o_dtype));
+    o_.resize(nd);
+    ref_o_.resize(nd);
+    lse_.resize(n);
+    ref_lse_.resize(n);
+    input_.read_rows(run_.names.q, b, h, rows, in_.dtype, q_.data());
+    output_.read_rows("o", b, h, rows, run_.o_dtype, o_raw_.data());
+    load_f32(o_raw_.data(), run_.o_dtype, o_.data(), nd);
+    if (run_.has_lse) output_.read_rows("lse", b, h, rows, DType::f32, lse_.data());
+    reference(b, h, rows);
+    add(wo, compare_to_reference(o_.data(), ref_o_.data(), static_cast<std::int64_t>(nd)),
+        rows.data(), b, h, s_.head_dim);
+    if (run_.has_lse)
+      add(wl, compare_to_reference(lse_.data(), ref_lse_.data(), static_cast<std::int64_t>(n)),
+          rows.data(), b, h, 1);
+  }
+
+  // The float64 reference of one block, a piece of rows per call, pieces
+  // over threads.
+  void reference(std::int64_t b, std::int64_t h, const std::vector<std::int64_t>& rows) {
+    const std::size_t n = rows.size(), D = static_cast<std::size_t>(s_.head_dim);
+    const auto pieces = static_cast<std::int64_t>((n + kPieceRows - 1) / kPieceRows);
+    bool failed = false;
+#pragma omp parallel for schedule(dynamic)
+    for (std::int64_t p = 0; p < pieces; ++p) {
+      const std::size_t r0 = static_cast<std::size_t>(p) * kPieceRows;
+      const std::size_t rn = std::min(kPieceRows, n - r0);
+      try {
+        AttnParams a =
+            AttnParams::dense(q_.data() + r0 * D * es_, k_.data(), v_.data(), in_.dtype, 1, 1, 1,
+                              static_cast<std::int64_t>(rn), s_.tokens_kv, s_.head_dim);
+        a.scale = run_.scale;
+        a.causal = run_.causal;
+        a.q_pos = positions_of(rows.data() + r0, rn);
+        reference_attention(a, ref_o_.data() + r0 * D, ref_lse_.data() + r0);
+      } catch (...) {
+#pragma omp atomic write
+        failed = true;
+      }
+    }
+    RA_CHECK(!failed, internal, "the float64 reference failed on plane (", b, ", ", h, ")");
+  }
+
+  const RunFacts& run_;
+  const InputInfo& in_;
+  const AttnShape s_;
+  const std::size_t es_;
+  H5RowReader input_, output_;
+  std::vector<char> k_, v_;      // (NK, D) each, the input's type
+  std::vector<char> q_, o_raw_;  // (rows, D), as stored
+  std::vector<float> o_, lse_;   // (rows, D), (rows)
+  std::vector<double> ref_o_, ref_lse_;
+};
+
+// The tolerance: given, or by the run's types; lse is f32 whatever o's
+// type, so only the compute type loosens it.
+void judge(const VerifyRequest& req, VerifyReport& r) {
+  r.tolerance = kTolF32;
+  r.why = "default for o f32 and compute f32: fp32 accumulation against float64";
+  if (req.tolerance) {
+    r.tolerance = *req.tolerance;
+    r.why = "given with --tolerance";
+  } else if (r.compute == "bf16") {
+    r.tolerance = kTolBf16;
+    r.why =
+        "default for compute bf16: q, k, probabilities and v rounded to bf16 before the "
+        "products";
+  } else if (r.o_dtype == DType::f16) {
+    r.tolerance = kTolF16;
+    r.why = "default for an f16 o: half-precision rounding of o, 2^-11 relative";
+  }
+  r.lse_tolerance = req.tolerance || r.compute == "bf16" ? r.tolerance : kTolF32;
+  r.o_ok = r.o.rel() <= r.tolerance;
+  // lse grows like log N: its error is judged against max(1, max |lse|).
+  r.lse_limit = r.lse_tolerance * std::max(1.0, r.lse.scale);
+  r.lse_ok = !r.has_lse || r.lse.max_abs <= r.lse_limit;
+}
+
+}  // namespace
+
+double WorstError::rel() const {
+  return max_abs / std::max(scale, 1e-30);
+}
+
+struct Verifier::Plan {
+  Timer wall;  // from the first look at the files
+  RunFacts run;
+  InputInfo in;
+  std::vector<std::int64_t> flat;  // the checked rows, (b·H + h)·N + i, ascending
+};
+
+Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique<Plan>()) {
+  // Both files are described in a child process first (io/h5_describe.hpp),
+  // as `run` describes its input: a damaged one is one line, exit 3.
+  const H5FileDesc od =
+      describe_h5_file(req.output, H5DescribeWhat{}, "output file '" + req.output + "'");
+  plan_->run = read_facts(od);
+  plan_->in = inspect_input(MPI_COMM_SELF, req.input, plan_->run.names);
+  VerifyReport& r = report_;
+  r.shape = plan_->in.shape();
+  check_shapes(od, plan_->run, r.shape);
+  r.causal = plan_->run.causal;
+  r.scale = plan_->run.scale;
+  r.compute = plan_->run.compute;
+  r.o_dtype = plan_->run.o_dtype;
+  r.has_lse = plan_->run.has_lse;
+  r.input_changed = input_changed(od, plan_->in);
+  r.rows_total = r.shape.batch * r.shape.heads_q * r.shape.tokens_q;
+  r.all_rows = req.rows == 0 || r.rows_total <= kAllRowsUpTo || req.rows >= r.rows_total;
+  plan_->flat = choose_rows(r.rows_total, r.all_rows ? 0 : req.rows, req.seed);
+  r.rows_checked = static_cast<std::int64_t>(plan_->flat.size());
+}
+
+Verifier::~Verifier() = default;
+
+const VerifyReport& Verifier::check() {
+  RowChecker(req_, plan_->run, plan_->in).check(plan_->flat, report_.o, report_.lse);
+  judge(req_, report_);
+  report_.seconds = plan_->wall.seconds();
+  report_.threads = omp_get_max_threads();
+  return report_;
+}
+
+}  // namespace ringattn

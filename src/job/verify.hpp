@@ -1,0 +1,92 @@
+// Verifying a finished run: recompute rows of its output in float64
+// (kernel/reference.hpp) and judge whether `o` (and `lse`, when written)
+// agree within a tolerance. The run's own attributes say what to recompute
+// (causal, scale, compute, dataset names), so a result can be checked long
+// after, by someone who did not launch it.
+//
+// All rows are checked when there are few (B·H·N <= 4096) or when asked
+// (rows = 0); otherwise `rows` rows drawn uniformly over (b, h, i), the same
+// ones for the same seed. Only what those rows need is read: the sampled q, o
+// and lse rows, and the whole K/V of the heads involved, one (b, kv head)
+// plane at a time. One process verifies (no MPI); cli/verify.cpp runs it on
+// rank 0 and prints the report.
+//
+// Includes: <cstdint>, <memory>, <optional>, <string>, core/dtype.hpp, core/shape.hpp.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/dtype.hpp"
+#include "core/shape.hpp"
+
+namespace ringattn {
+
+struct VerifyRequest {
+  std::string input, output;
+  std::int64_t rows = 256;  // 0: all
+  std::uint64_t seed = 1;
+  std::optional<double> tolerance;  // unset: by the run's types (see VerifyReport::why)
+};
+
+// The largest error over the checked rows, and where it was.
+struct WorstError {
+  double max_abs = 0;
+  double scale = 0;  // max |ref|
+  bool any = false;
+  std::int64_t b = 0, h = 0, i = 0, d = 0;
+  double value = 0, ref = 0;
+
+  double rel() const;
+};
+
+struct VerifyReport {
+  // What the output's attributes say the run computed.
+  bool causal = false;
+  float scale = 0;
+  std::string compute;  // f32 or bf16
+  DType o_dtype = DType::f32;
+  bool has_lse = false;
+  AttnShape shape;
+  bool input_changed = false;  // size or mtime differ from what the run recorded
+  // The rows checked.
+  bool all_rows = false;
+  std::int64_t rows_checked = 0, rows_total = 0;
+  // The verdict.
+  WorstError o, lse;
+  double tolerance = 0, lse_tolerance = 0;
+  std::string why;       // where the tolerance came from
+  double lse_limit = 0;  // lse_tolerance x max(1, max |lse ref|)
+  bool o_ok = false, lse_ok = true;
+  double seconds = 0;
+  int threads = 1;
+
+  bool ok() const { return o_ok && lse_ok; }
+};
+
+// One verification in two steps, so a caller can say what is checked
+// before the (long) check: the constructor describes both files, reads the
+// run's facts and chooses the rows (the report's first part); check()
+// recomputes them and fills the verdict. Both throw Error(input) when the
+// output is not a complete output of ringattn run for this input, Error(io)
+// when reading fails.
+class Verifier {
+ public:
+  explicit Verifier(const VerifyRequest& req);
+  ~Verifier();
+  Verifier(const Verifier&) = delete;
+  Verifier& operator=(const Verifier&) = delete;
+
+  const VerifyReport& report() const { return report_; }
+  const VerifyReport& check();
+
+ private:
+  struct Plan;  // the run's facts, the input, the rows (verify.cpp)
+  VerifyRequest req_;
+  std::unique_ptr<Plan> plan_;
+  VerifyReport report_;
+};
+
+}  // namespace ringattn
