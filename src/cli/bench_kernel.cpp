@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -116,96 +117,115 @@ int run_cuda(const BenchKernelOptions& o, const AttnParams& p) {
   return kOk;
 }
 
-int run(const BenchKernelOptions& o) {
-  if (o.backend == "cuda" && cuda_device_count() == 0) {
-    std::fprintf(stderr, "bench kernel --backend cuda: no CUDA device (%s)\n",
-                 cuda_summary().c_str());
-    return kUsage;
-  }
-  const std::int64_t n_kv = o.n_kv > 0 ? o.n_kv : o.n;
-  const std::int64_t kv_heads = o.kv_heads > 0 ? o.kv_heads : o.heads;
-  const int threads = o.threads > 0 ? o.threads : default_threads();
-  const DType dt = parse_dtype(o.dtype);
+// The problem a run times: seeded inputs and the kernel's parameters.
+struct Problem {
+  std::int64_t n_kv = 0, kv_heads = 0;
+  int threads = 1;
+  DType dt = DType::f32;
+  CpuVariant variant;
+  AlignedBuffer<char> q, k, v;
+  AlignedBuffer<float> out, lse;
+  AttnParams p;
+};
+
+std::unique_ptr<Problem> make_problem(const BenchKernelOptions& o) {
+  RA_CHECK(o.backend != "cuda" || cuda_device_count() > 0, usage,
+           "bench kernel --backend cuda: no CUDA device (", cuda_summary(), ")");
+  auto pr = std::make_unique<Problem>();
+  pr->n_kv = o.n_kv > 0 ? o.n_kv : o.n;
+  pr->kv_heads = o.kv_heads > 0 ? o.kv_heads : o.heads;
+  pr->threads = o.threads > 0 ? o.threads : default_threads();
+  pr->dt = parse_dtype(o.dtype);
   // The CPU kernel's variant (the device kernel has its own shapes).
-  const CpuVariant variant = o.backend == "cpu"
-                                 ? CpuVariant{tile_shape_of(o.tiles), vector_isa_of(o.vector_path)}
-                                 : CpuVariant{};
+  pr->variant = o.backend == "cpu"
+                    ? CpuVariant{tile_shape_of(o.tiles), vector_isa_of(o.vector_path)}
+                    : CpuVariant{};
   // Refused before anything is allocated or timed: the path would fault here.
-  RA_CHECK(cpu_runs(variant.isa), usage, "bench kernel --vector-path ", o.vector_path,
+  RA_CHECK(cpu_runs(pr->variant.isa), usage, "bench kernel --vector-path ", o.vector_path,
            ": this CPU cannot run it (widest here: ",
            vector_isa_name(resolve_isa(VectorIsa::native)), ")");
   const std::size_t qn = static_cast<std::size_t>(o.batch * o.heads * o.n * o.d);
-  const std::size_t kn = static_cast<std::size_t>(o.batch * kv_heads * n_kv * o.d);
-  const std::size_t es = dtype_size(dt);
-  AlignedBuffer<char> q(qn * es), k(kn * es), v(kn * es);
-  fill_seeded(q.data(), dt, qn, o.seed);
-  fill_seeded(k.data(), dt, kn, o.seed + 1);
-  fill_seeded(v.data(), dt, kn, o.seed + 2);
-
-  AttnParams p = AttnParams::dense(q.data(), k.data(), v.data(), dt, o.batch, o.heads, kv_heads,
-                                   o.n, n_kv, o.d);
+  const std::size_t kn = static_cast<std::size_t>(o.batch * pr->kv_heads * pr->n_kv * o.d);
+  const std::size_t es = dtype_size(pr->dt);
+  pr->q.resize(qn * es);
+  pr->k.resize(kn * es);
+  pr->v.resize(kn * es);
+  fill_seeded(pr->q.data(), pr->dt, qn, o.seed);
+  fill_seeded(pr->k.data(), pr->dt, kn, o.seed + 1);
+  fill_seeded(pr->v.data(), pr->dt, kn, o.seed + 2);
+  AttnParams& p = pr->p;
+  p = AttnParams::dense(pr->q.data(), pr->k.data(), pr->v.data(), pr->dt, o.batch, o.heads,
+                        pr->kv_heads, o.n, pr->n_kv, o.d);
   p.causal = o.causal;
-  p.threads = threads;
+  p.threads = pr->threads;
   p.compute = parse_compute_type(o.compute.c_str());
-  p.cpu = variant;
+  p.cpu = pr->variant;
   p.validate();
-  AlignedBuffer<float> out(qn), lse(static_cast<std::size_t>(o.batch * o.heads * o.n));
+  pr->out.resize(qn);
+  pr->lse.resize(static_cast<std::size_t>(o.batch * o.heads * o.n));
+  return pr;
+}
 
-  if (o.backend == "cuda") return run_cuda(o, p);
-
-  // Peak before and after the timed runs; the larger is the yardstick.
-  const FmaPeak peak_before = measure_fma_peak(threads);
-  for (int i = 0; i < o.warmup; ++i) attention_forward(p, out.data(), lse.data());
-  std::vector<double> secs;
-  for (int i = 0; i < o.reps; ++i) {
-    Timer t;
-    attention_forward(p, out.data(), lse.data());
-    secs.push_back(t.seconds());
-  }
-  const FmaPeak peak_after = measure_fma_peak(threads);
-  const double peak = std::max(peak_before.gflops, peak_after.gflops);
-
+void print_result(const BenchKernelOptions& o, const Problem& pr, const std::vector<double>& secs,
+                  const FmaPeak& peak_before, double peak) {
+  const AttnParams& p = pr.p;
   const double flops = attention_flops(p);
   const double sec = median(secs);
   const double gflops = flops / sec / 1e9;
-  nlohmann::json j = {
-      {"benchmark", "kernel"},
-      {"version", kVersion},
-      {"implementation", kernel_implementation(p)},
-      {"tiles", o.tiles},
-      {"vector_path", vector_isa_name(resolve_isa(variant.isa))},
-      {"batch", o.batch},
-      {"n", o.n},
-      {"n_kv", n_kv},
-      {"d", o.d},
-      {"heads", o.heads},
-      {"kv_heads", kv_heads},
-      {"dtype", dtype_name(dt)},
-      {"compute", compute_type_name(p.compute)},
-      {"causal", o.causal},
-      {"threads", threads},
-      {"reps", o.reps},
-      {"seconds", sec},
-      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
-      {"flops", flops},
-      {"gflops", gflops},
-      {"peak_gflops", peak},
-      {"peak_isa", peak_before.isa},
-      {"fraction_of_peak", gflops / peak},
-  };
   if (o.json) {
+    const nlohmann::json j = {
+        {"benchmark", "kernel"},
+        {"version", kVersion},
+        {"implementation", kernel_implementation(p)},
+        {"tiles", o.tiles},
+        {"vector_path", vector_isa_name(resolve_isa(pr.variant.isa))},
+        {"batch", o.batch},
+        {"n", o.n},
+        {"n_kv", pr.n_kv},
+        {"d", o.d},
+        {"heads", o.heads},
+        {"kv_heads", pr.kv_heads},
+        {"dtype", dtype_name(pr.dt)},
+        {"compute", compute_type_name(p.compute)},
+        {"causal", o.causal},
+        {"threads", pr.threads},
+        {"reps", o.reps},
+        {"seconds", sec},
+        {"seconds_min", *std::min_element(secs.begin(), secs.end())},
+        {"flops", flops},
+        {"gflops", gflops},
+        {"peak_gflops", peak},
+        {"peak_isa", peak_before.isa},
+        {"fraction_of_peak", gflops / peak},
+    };
     std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("kernel %s\n", kernel_implementation(p).c_str());
-    std::printf("shape  B=%lld H=%lld/%lld N=%lld N_kv=%lld D=%lld %s %s, %d threads\n",
-                static_cast<long long>(o.batch), static_cast<long long>(o.heads),
-                static_cast<long long>(kv_heads), static_cast<long long>(o.n),
-                static_cast<long long>(n_kv), static_cast<long long>(o.d), dtype_name(dt),
-                o.causal ? "causal" : "non-causal", threads);
-    std::printf("time   %.4f s (median of %d)\n", sec, o.reps);
-    std::printf("speed  %.1f GFLOP/s = %.3f of the %.1f GFLOP/s %s FMA peak\n", gflops,
-                gflops / peak, peak, peak_before.isa.c_str());
+    return;
   }
+  std::printf("kernel %s\n", kernel_implementation(p).c_str());
+  std::printf("shape  B=%lld H=%lld/%lld N=%lld N_kv=%lld D=%lld %s %s, %d threads\n",
+              static_cast<long long>(o.batch), static_cast<long long>(o.heads),
+              static_cast<long long>(pr.kv_heads), static_cast<long long>(o.n),
+              static_cast<long long>(pr.n_kv), static_cast<long long>(o.d), dtype_name(pr.dt),
+              o.causal ? "causal" : "non-causal", pr.threads);
+  std::printf("time   %.4f s (median of %d)\n", sec, o.reps);
+  std::printf("speed  %.1f GFLOP/s = %.3f of the %.1f GFLOP/s %s FMA peak\n", gflops, gflops / peak,
+              peak, peak_before.isa.c_str());
+}
+
+int run(const BenchKernelOptions& o) {
+  const std::unique_ptr<Problem> pr = make_problem(o);
+  if (o.backend == "cuda") return run_cuda(o, pr->p);
+  // Peak before and after the timed runs; the larger is the yardstick.
+  const FmaPeak peak_before = measure_fma_peak(pr->threads);
+  for (int i = 0; i < o.warmup; ++i) attention_forward(pr->p, pr->out.data(), pr->lse.data());
+  std::vector<double> secs;
+  for (int i = 0; i < o.reps; ++i) {
+    Timer t;
+    attention_forward(pr->p, pr->out.data(), pr->lse.data());
+    secs.push_back(t.seconds());
+  }
+  const FmaPeak peak_after = measure_fma_peak(pr->threads);
+  print_result(o, *pr, secs, peak_before, std::max(peak_before.gflops, peak_after.gflops));
   return kOk;
 }
 

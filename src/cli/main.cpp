@@ -2,6 +2,7 @@
 // and turns library errors (ringattn::Error) into one line and an exit code.
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,6 +21,57 @@ std::string version_text() {
   return std::string("ringattn ") + ringattn::kVersion + "\n  CPU : vector ISA " +
          ringattn::vector_isa() + ", libxsmm target " + ringattn::tile_gemm_target() + ", " +
          std::to_string(ringattn::affinity_cores()) + " cores\n  CUDA: " + ringattn::cuda_summary();
+}
+
+// A bad command line: one line, from rank 0 only (every rank parses the same
+// argv; MPI is not started yet, so the launcher's rank variable tells).
+int parse_error(const CLI::App& app, const CLI::ParseError& e, int argc, char** argv) {
+  const bool failed = e.get_exit_code() != 0;
+  if (ringattn::launcher_rank() == 0) {
+    if (failed)  // in the form of every other refusal
+      std::fprintf(stderr, "ringattn: usage error: %s (see --help)\n", e.what());
+    else
+      app.exit(e);  // --help, --version
+  }
+  // A rank that exits non-zero makes mpirun kill the others, rank 0 maybe
+  // before its line left the process: the ranks leave together.
+  if (failed && ringattn::launcher_size() > 1) {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    ringattn::cli::MpiSession together(&argc, &argv);
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  return failed ? ringattn::cli::kUsage : 0;
+}
+
+// MPI subcommands: errors every rank saw alike are printed by rank 0 only;
+// an error of one rank alone ends the whole job (the others would hang).
+int run_under_mpi(const std::function<int(ringattn::cli::MpiSession&)>& subcommand, bool is_run,
+                  int* argc, char*** argv) {
+  std::unique_ptr<ringattn::cli::MpiSession> mpi;
+  // Before MPI starts (seconds on a big job): a stop signal from then on
+  // stops the run at its first chunk boundary instead of killing the rank.
+  if (is_run) ringattn::install_stop_handlers();
+  try {
+    mpi = std::make_unique<ringattn::cli::MpiSession>(argc, argv);
+    return subcommand(*mpi);
+  } catch (const ringattn::Error& e) {
+    using ringattn::ErrorClass;
+    const int code = ringattn::exit_code(e.error_class());
+    // usage, input and io errors come from checks all ranks agree on (the
+    // io layer agrees before it throws); the rest may be one rank's own.
+    const ErrorClass cls = e.error_class();
+    const bool agreed = mpi && !mpi->independent_work() && cls != ErrorClass::comm &&
+                        cls != ErrorClass::fault && cls != ErrorClass::internal;
+    if (!agreed || mpi->rank() == 0)
+      std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(cls), e.what());
+    if (mpi && !agreed && mpi->size() > 1) mpi->abort(code);
+    return code;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ringattn: internal error: %s\n", e.what());
+    if (mpi && mpi->size() > 1) mpi->abort(ringattn::cli::kFailure);
+    return ringattn::cli::kFailure;
+  }
 }
 
 }  // namespace
@@ -48,57 +100,17 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // Every rank parses the same argv, so under a launcher only rank 0 speaks
-    // (MPI is not started yet: the launcher's rank variable tells).
-    const bool failed = e.get_exit_code() != 0;
-    if (ringattn::launcher_rank() == 0) {
-      if (failed)  // one line, in the form of every other refusal
-        std::fprintf(stderr, "ringattn: usage error: %s (see --help)\n", e.what());
-      else
-        app.exit(e);  // --help, --version
-    }
-    // A rank that exits non-zero makes mpirun kill the others, rank 0 maybe
-    // before its line left the process: the ranks leave together.
-    if (failed && ringattn::launcher_size() > 1) {
-      std::fflush(stdout);
-      std::fflush(stderr);
-      ringattn::cli::MpiSession together(&argc, &argv);
-      MPI_Barrier(MPI_COMM_WORLD);
-    }
-    return failed ? ringattn::cli::kUsage : 0;
+    return parse_error(app, e, argc, argv);
   }
 
-  // MPI subcommands: errors every rank saw alike are printed by rank 0 only;
-  // an error of one rank alone ends the whole job (the others would hang).
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
       app.got_subcommand("info") || app.got_subcommand("verify")) {
-    std::unique_ptr<ringattn::cli::MpiSession> mpi;
-    // Before MPI starts (seconds on a big job): a stop signal from then on
-    // stops the run at its first chunk boundary instead of killing the rank.
-    if (app.got_subcommand("run")) ringattn::install_stop_handlers();
-    try {
-      mpi = std::make_unique<ringattn::cli::MpiSession>(&argc, &argv);
-      if (app.got_subcommand("gen")) return run_gen(*mpi);
-      if (app.got_subcommand("info")) return run_info(*mpi);
-      if (app.got_subcommand("verify")) return run_verify(*mpi);
-      return app.got_subcommand("run") ? run_job(*mpi) : run_bench_ring(*mpi);
-    } catch (const ringattn::Error& e) {
-      using ringattn::ErrorClass;
-      const int code = ringattn::exit_code(e.error_class());
-      // usage, input and io errors come from checks all ranks agree on (the
-      // io layer agrees before it throws); the rest may be one rank's own.
-      const ErrorClass cls = e.error_class();
-      const bool agreed = mpi && !mpi->independent_work() && cls != ErrorClass::comm &&
-                          cls != ErrorClass::fault && cls != ErrorClass::internal;
-      if (!agreed || mpi->rank() == 0)
-        std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(cls), e.what());
-      if (mpi && !agreed && mpi->size() > 1) mpi->abort(code);
-      return code;
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ringattn: internal error: %s\n", e.what());
-      if (mpi && mpi->size() > 1) mpi->abort(ringattn::cli::kFailure);
-      return ringattn::cli::kFailure;
-    }
+    const auto& chosen = app.got_subcommand("gen")      ? run_gen
+                         : app.got_subcommand("info")   ? run_info
+                         : app.got_subcommand("verify") ? run_verify
+                         : app.got_subcommand("run")    ? run_job
+                                                        : run_bench_ring;
+    return run_under_mpi(chosen, app.got_subcommand("run"), &argc, &argv);
   }
 
   try {
