@@ -466,7 +466,12 @@ TEST(UntouchedState, NoQueryRowsIsANoOp) {
   pr.n_q = 0;
   pr.q_pos = Positions();
   const Inputs in(pr);
-  EXPECT_NO_THROW(run_kernel(in.dense));
+  // Sentinels where o and lse would start: with no row, nothing is written
+  // (a kernel that wrote one row, or a tile's worth, would overwrite them).
+  std::vector<float> o_guard(4096, -7.0f), lse_guard(64, -7.0f);
+  ASSERT_NO_THROW(attention_forward(in.dense, o_guard.data(), lse_guard.data()));
+  for (float x : o_guard) ASSERT_EQ(x, -7.0f);
+  for (float x : lse_guard) ASSERT_EQ(x, -7.0f);
 }
 
 // ---- what update_state and attention_forward refuse -----------------------------------
