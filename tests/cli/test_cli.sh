@@ -29,14 +29,6 @@ rm -rf "$dir"
 mkdir -p "$dir"
 cd "$dir"
 
-# The error message is one line (mpirun may add its own lines: only ours count).
-one_error_line() {
-  local n
-  n=$(grep -c '^ringattn: ' err.txt || true)
-  [[ $n -eq 1 ]] || fail "expected one 'ringattn:' line on stderr, got $n"
-  grep -q "$1" err.txt || fail "stderr does not mention '$1'"
-}
-
 mpi() {
   local np=$1
   shift

@@ -22,3 +22,14 @@ expect() {
     [[ $rc -eq $want ]] || fail "'$*' exited $rc, expected $want"
   fi
 }
+
+# one_error_line NEEDLE: exactly one error line on stderr (err.txt), and it
+# mentions NEEDLE. An error line is one of ringattn's own ("ringattn: ...");
+# a script whose tools print other lines sets ONE_ERROR_PATTERN (a grep
+# pattern; '' counts every line).
+one_error_line() {
+  local pattern=${ONE_ERROR_PATTERN-'^ringattn: '} n
+  n=$(grep -c -- "$pattern" err.txt || true)
+  [[ $n -eq 1 ]] || fail "expected one error line on stderr, got $n"
+  grep -q -- "$1" err.txt || fail "stderr does not mention '$1'"
+}

@@ -51,13 +51,6 @@ run() {
   "$mpiexec" -n "$np" --oversubscribe "$bin" run --threads 1 --progress-interval 1000 "$@"
 }
 
-# Exactly one line of ours on stderr, mentioning $1.
-one_line() {
-  local n
-  n=$(grep -c '^ringattn: ' err.txt || true)
-  [[ $n -eq 1 ]] || fail "expected one 'ringattn:' line on stderr, got $n"
-  grep -q -- "$1" err.txt || fail "stderr does not mention '$1'"
-}
 
 # same_bits A B: datasets o (and lse if in A) bit-identical.
 same_bits() {
@@ -86,7 +79,7 @@ stop_resume)
   # A signal raised after chunk 2's last stop agreement (on 2 ranks the only one,
   # after step 1): the stop comes at the chunk's end.
   RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 run 2 --input in.h5 --output o.h5 --causal --lse
-  one_line "stopped by SIGUSR1 after 3 of 8 chunks;"
+  one_error_line "stopped by SIGUSR1 after 3 of 8 chunks;"
   no_output o.h5
   [[ -e .o.h5.partial && ! -e .o.h5.state ]] || fail "partial not kept, or a chunk state saved"
   expect 0 run 2 --input in.h5 --output o.h5 --causal --lse --resume
@@ -99,7 +92,7 @@ stop_resume)
   # resume continues from that step, bit-identical.
   expect 0 run 3 --input in.h5 --output ref3.h5 --causal --lse
   RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 run 3 --input in.h5 --output o2.h5 --causal --lse
-  one_line "stopped by SIGUSR1 after 2 of 8 chunks and 2 of 3 ring steps of the next"
+  one_error_line "stopped by SIGUSR1 after 2 of 8 chunks and 2 of 3 ring steps of the next"
   no_output o2.h5
   [[ -e .o2.h5.partial && -e .o2.h5.state ]] || fail "the partial or the chunk state is missing"
   expect 0 run 3 --input in.h5 --output o2.h5 --causal --lse --resume
@@ -115,16 +108,16 @@ stop_resume)
 stop_refusals)
   small_input
   RINGATTN_FAULT=term:rank=1:chunk=1:step=2 expect 7 run 3 --input in.h5 --output o.h5
-  one_line "stopped by SIGTERM after 2 of 8 chunks"
+  one_error_line "stopped by SIGTERM after 2 of 8 chunks"
   expect 2 run 3 --input in.h5 --output o.h5
-  one_line "left its partial output"
+  one_error_line "left its partial output"
   expect 2 run 2 --input in.h5 --output o.h5 --resume
-  one_line "cannot resume, the run differs in ranks"
+  one_error_line "cannot resume, the run differs in ranks"
   expect 2 run 3 --input in.h5 --output o.h5 --resume --causal
-  one_line "differs in causal"
+  one_error_line "differs in causal"
   touch -d '2001-01-01' in.h5
   expect 2 run 3 --input in.h5 --output o.h5 --resume
-  one_line "differs in input_mtime_ns"
+  one_error_line "differs in input_mtime_ns"
   [[ -e .o.h5.partial ]] || fail "a refused resume lost the partial output"
   expect 0 run 3 --input in.h5 --output o.h5 --overwrite
   [[ ! -e .o.h5.partial ]] || fail "--overwrite left the old partial output"
@@ -194,9 +187,9 @@ dead_rank)
 bad_fault_spec)
   small_input
   RINGATTN_FAULT=explode:rank=0 expect 2 run 2 --input in.h5 --output o.h5
-  one_line "RINGATTN_FAULT='explode:rank=0': unknown action"
+  one_error_line "RINGATTN_FAULT='explode:rank=0': unknown action"
   RINGATTN_FAULT=kill:chunk=1 expect 2 run 2 --input in.h5 --output o.h5
-  one_line "rank=<r> is required"
+  one_error_line "rank=<r> is required"
   no_output o.h5
   [[ -z $(ls -A | grep -v '^in.h5$' | grep -v -e '^out.txt$' -e '^err.txt$') ]] || fail "files left: $(ls -A)"
   ;;
