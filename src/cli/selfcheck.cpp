@@ -1,86 +1,13 @@
-// `ringattn selfcheck`: the fused kernel against the float64 reference on a
-// handful of small problems that touch every feature (causal, GQA, cross-
-// attention, f16/bf16 storage, zigzag and striped positions). The quickstart
-// runs it; it needs no input file.
+// `ringattn selfcheck`: runs the kernel's self-check (job/selfcheck.hpp) and
+// prints a line per case; exit 1 if any is beyond tolerance.
 #include <cstdio>
-#include <string>
-#include <vector>
+#include <memory>
 
 #include "cli/commands.hpp"
 #include "cli/option_checks.hpp"
-#include "core/aligned_buffer.hpp"
-#include "core/cpu.hpp"
-#include "core/seeded_data.hpp"
-#include "kernel/attention.hpp"
-#include "kernel/reference.hpp"
+#include "job/selfcheck.hpp"
 
 namespace ringattn::cli {
-namespace {
-
-struct Case {
-  const char* name;
-  std::int64_t hq, hkv, nq, nkv, d;
-  DType dtype;
-  ComputeType compute;
-  bool causal;
-  Positions q_pos, k_pos;
-  double tol;
-};
-
-int run(int threads) {
-  threads = threads > 0 ? threads : default_threads();
-  // A zigzag rank-1-of-2 query shard (chunks 1 and 2 of 4) over a full sequence.
-  Positions zz;
-  zz.append({40, 1, 40}).append({80, 1, 40});
-  const std::vector<Case> cases = {
-      {"plain f32", 2, 2, 130, 130, 64, DType::f32, ComputeType::f32, false, {}, {}, 1e-5},
-      {"causal f32", 2, 2, 130, 130, 128, DType::f32, ComputeType::f32, true, {}, {}, 1e-5},
-      {"GQA 4:1 causal", 4, 1, 97, 97, 80, DType::f32, ComputeType::f32, true, {}, {}, 1e-5},
-      {"cross-attention", 2, 2, 33, 301, 16, DType::f32, ComputeType::f32, false, {}, {}, 1e-5},
-      {"f16 storage", 2, 1, 100, 100, 64, DType::f16, ComputeType::f32, true, {}, {}, 1e-5},
-      {"bf16 storage", 2, 2, 100, 100, 128, DType::bf16, ComputeType::f32, false, {}, {}, 1e-5},
-      {"bf16 compute", 2, 2, 100, 100, 128, DType::f32, ComputeType::bf16, true, {}, {}, 2e-2},
-      {"zigzag query shard", 2, 2, 80, 160, 64, DType::f32, ComputeType::f32, true, zz, {}, 1e-5},
-      {"striped shards", 2, 2, 50, 50, 32, DType::f32, ComputeType::f32, true,
-       Positions::strided(1, 3, 50), Positions::strided(2, 3, 50), 1e-5},
-  };
-  int failures = 0;
-  for (const auto& c : cases) {
-    const std::size_t qn = static_cast<std::size_t>(c.hq * c.nq * c.d);
-    const std::size_t kn = static_cast<std::size_t>(c.hkv * c.nkv * c.d);
-    const std::size_t es = dtype_size(c.dtype);
-    AlignedBuffer<char> q(qn * es), k(kn * es), v(kn * es);
-    fill_seeded(q.data(), c.dtype, qn, 11, 0, 2.0f);
-    fill_seeded(k.data(), c.dtype, kn, 12, 0, 2.0f);
-    fill_seeded(v.data(), c.dtype, kn, 13);
-    AttnParams p =
-        AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, 1, c.hq, c.hkv, c.nq, c.nkv, c.d);
-    p.causal = c.causal;
-    p.compute = c.compute;
-    p.q_pos = c.q_pos;
-    p.k_pos = c.k_pos;
-    p.threads = threads;
-    const std::size_t rows = static_cast<std::size_t>(c.hq * c.nq);
-    std::vector<float> o(qn), lse(rows);
-    std::vector<double> ro(qn), rlse(rows);
-    attention_forward(p, o.data(), lse.data());
-    reference_attention(p, ro.data(), rlse.data());
-    const Comparison co = compare_to_reference(o.data(), ro.data(), static_cast<std::int64_t>(qn));
-    const Comparison cl =
-        compare_to_reference(lse.data(), rlse.data(), static_cast<std::int64_t>(rows));
-    const bool ok = co.rel_err <= c.tol && cl.max_abs_err <= c.tol * std::max(1.0, cl.scale);
-    failures += !ok;
-    std::printf("%-20s o err %.2e  lse err %.2e  (tolerance %.0e)  %s\n", c.name, co.rel_err,
-                cl.max_abs_err / std::max(1.0, cl.scale), c.tol, ok ? "ok" : "FAIL");
-  }
-  std::printf("selfcheck: %zu cases, %d failed (kernel: %s)\n", cases.size(), failures,
-              kernel_implementation(
-                  AttnParams::dense(nullptr, nullptr, nullptr, DType::f32, 1, 1, 1, 1, 1, 128))
-                  .c_str());
-  return failures ? kFailure : kOk;
-}
-
-}  // namespace
 
 std::function<int()> add_selfcheck(CLI::App& app) {
   auto threads = std::make_shared<int>(0);
@@ -90,7 +17,15 @@ std::function<int()> add_selfcheck(CLI::App& app) {
                          "problems (exit 1 if any is beyond tolerance)");
   c->add_option("--threads", *threads, "Threads (default: this rank's share of the cores)")
       ->check(positive());
-  return [threads] { return run(*threads); };
+  return [threads] {
+    const SelfcheckReport r = run_selfcheck(*threads);
+    for (const SelfcheckCase& one : r.cases)
+      std::printf("%-20s o err %.2e  lse err %.2e  (tolerance %.0e)  %s\n", one.name.c_str(),
+                  one.o_err, one.lse_err, one.tolerance, one.ok ? "ok" : "FAIL");
+    std::printf("selfcheck: %zu cases, %d failed (kernel: %s)\n", r.cases.size(), r.failures(),
+                r.kernel.c_str());
+    return r.failures() ? kFailure : kOk;
+  };
 }
 
 }  // namespace ringattn::cli
