@@ -1,0 +1,183 @@
+// Timing the fused attention kernel (see bench_kernel.hpp).
+#include "job/bench_kernel.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "core/aligned_buffer.hpp"
+#include "core/cpu.hpp"
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/fma_peak.hpp"
+#include "core/seeded_data.hpp"
+#include "core/timer.hpp"
+#include "core/version.hpp"
+#include "cuda/attention_cuda.hpp"
+#include "cuda/device.hpp"
+#include "cuda/device_peak.hpp"
+#include "kernel/attention.hpp"
+#include "kernel/softmax_tile.hpp"
+
+namespace ringattn {
+namespace {
+
+// The flags' names of the CPU kernel's variants (CLI11 has checked them).
+TileShape tile_shape_of(const std::string& s) {
+  return s == "avx2" ? TileShape::avx2 : s == "avx512" ? TileShape::avx512 : TileShape::native;
+}
+VectorIsa vector_isa_of(const std::string& s) {
+  return s == "avx512"    ? VectorIsa::avx512
+         : s == "avx2"    ? VectorIsa::avx2
+         : s == "generic" ? VectorIsa::generic
+                          : VectorIsa::native;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The device kernel on the same problem: p points at host tensors, which
+// time_attention_forward copies to the device once.
+nlohmann::json bench_cuda(const KernelBenchRequest& o, const AttnParams& p) {
+  const cuda::DeviceInfo dev = cuda::current_device_info();
+  const cuda::DevicePeak peak =
+      cuda::dense_tensor_peak(dev.name, dev.cc_major, dev.cc_minor, dev.sm_count, dev.clock_mhz);
+  const std::vector<double> secs = cuda::time_attention_forward(p, o.warmup, o.reps);
+  const double flops = attention_flops(p);
+  const double sec = median(secs);
+  const double tflops = flops / sec / 1e12;
+  const std::string impl = cuda::kernel_implementation(p);
+  return {
+      {"benchmark", "kernel"},
+      {"backend", "cuda"},
+      {"version", kVersion},
+      {"implementation", impl},
+      {"device", dev.name},
+      {"sm_count", dev.sm_count},
+      {"compute_capability", std::to_string(dev.cc_major) + "." + std::to_string(dev.cc_minor)},
+      {"batch", o.batch},
+      {"n", o.n},
+      {"n_kv", p.n_kv},
+      {"d", o.d},
+      {"heads", o.heads},
+      {"kv_heads", p.heads_kv},
+      {"dtype", dtype_name(p.dtype)},
+      {"compute", compute_type_name(p.compute)},
+      {"causal", o.causal},
+      {"reps", o.reps},
+      {"seconds", sec},
+      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
+      {"flops", flops},
+      {"tflops", tflops},
+      {"peak_tflops", peak.known ? nlohmann::json(peak.tflops) : nlohmann::json(nullptr)},
+      {"peak_source", peak.source},
+      {"fraction_of_peak",
+       peak.known ? nlohmann::json(tflops / peak.tflops) : nlohmann::json(nullptr)},
+  };
+}
+
+// The problem a run times: seeded inputs and the kernel's parameters.
+struct Problem {
+  std::int64_t n_kv = 0, kv_heads = 0;
+  int threads = 1;
+  DType dt = DType::f32;
+  CpuVariant variant;
+  AlignedBuffer<char> q, k, v;
+  AlignedBuffer<float> out, lse;
+  AttnParams p;
+};
+
+std::unique_ptr<Problem> make_problem(const KernelBenchRequest& o) {
+  RA_CHECK(o.backend != "cuda" || cuda_device_count() > 0, usage,
+           "bench kernel --backend cuda: no CUDA device (", cuda_summary(), ")");
+  auto pr = std::make_unique<Problem>();
+  pr->n_kv = o.n_kv > 0 ? o.n_kv : o.n;
+  pr->kv_heads = o.kv_heads > 0 ? o.kv_heads : o.heads;
+  pr->threads = o.threads > 0 ? o.threads : default_threads();
+  pr->dt = parse_dtype(o.dtype);
+  // The CPU kernel's variant (the device kernel has its own shapes).
+  pr->variant = o.backend == "cpu"
+                    ? CpuVariant{tile_shape_of(o.tiles), vector_isa_of(o.vector_path)}
+                    : CpuVariant{};
+  // Refused before anything is allocated or timed: the path would fault here.
+  RA_CHECK(cpu_runs(pr->variant.isa), usage, "bench kernel --vector-path ", o.vector_path,
+           ": this CPU cannot run it (widest here: ",
+           vector_isa_name(resolve_isa(VectorIsa::native)), ")");
+  const std::size_t qn = static_cast<std::size_t>(o.batch * o.heads * o.n * o.d);
+  const std::size_t kn = static_cast<std::size_t>(o.batch * pr->kv_heads * pr->n_kv * o.d);
+  const std::size_t es = dtype_size(pr->dt);
+  pr->q.resize(qn * es);
+  pr->k.resize(kn * es);
+  pr->v.resize(kn * es);
+  fill_seeded(pr->q.data(), pr->dt, qn, o.seed);
+  fill_seeded(pr->k.data(), pr->dt, kn, o.seed + 1);
+  fill_seeded(pr->v.data(), pr->dt, kn, o.seed + 2);
+  AttnParams& p = pr->p;
+  p = AttnParams::dense(pr->q.data(), pr->k.data(), pr->v.data(), pr->dt, o.batch, o.heads,
+                        pr->kv_heads, o.n, pr->n_kv, o.d);
+  p.causal = o.causal;
+  p.threads = pr->threads;
+  p.compute = parse_compute_type(o.compute.c_str());
+  p.cpu = pr->variant;
+  p.validate();
+  pr->out.resize(qn);
+  pr->lse.resize(static_cast<std::size_t>(o.batch * o.heads * o.n));
+  return pr;
+}
+
+nlohmann::json record(const KernelBenchRequest& o, const Problem& pr,
+                      const std::vector<double>& secs, const FmaPeak& peak_before, double peak) {
+  const AttnParams& p = pr.p;
+  const double flops = attention_flops(p);
+  const double sec = median(secs);
+  const double gflops = flops / sec / 1e9;
+  return {
+      {"benchmark", "kernel"},
+      {"backend", "cpu"},
+      {"version", kVersion},
+      {"implementation", kernel_implementation(p)},
+      {"tiles", o.tiles},
+      {"vector_path", vector_isa_name(resolve_isa(pr.variant.isa))},
+      {"batch", o.batch},
+      {"n", o.n},
+      {"n_kv", pr.n_kv},
+      {"d", o.d},
+      {"heads", o.heads},
+      {"kv_heads", pr.kv_heads},
+      {"dtype", dtype_name(pr.dt)},
+      {"compute", compute_type_name(p.compute)},
+      {"causal", o.causal},
+      {"threads", pr.threads},
+      {"reps", o.reps},
+      {"seconds", sec},
+      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
+      {"flops", flops},
+      {"gflops", gflops},
+      {"peak_gflops", peak},
+      {"peak_isa", peak_before.isa},
+      {"fraction_of_peak", gflops / peak},
+  };
+}
+
+}  // namespace
+
+nlohmann::json run_kernel_bench(const KernelBenchRequest& o) {
+  const std::unique_ptr<Problem> pr = make_problem(o);
+  if (o.backend == "cuda") return bench_cuda(o, pr->p);
+  // Peak before and after the timed runs; the larger is the yardstick.
+  const FmaPeak peak_before = measure_fma_peak(pr->threads);
+  for (int i = 0; i < o.warmup; ++i) attention_forward(pr->p, pr->out.data(), pr->lse.data());
+  std::vector<double> secs;
+  for (int i = 0; i < o.reps; ++i) {
+    Timer t;
+    attention_forward(pr->p, pr->out.data(), pr->lse.data());
+    secs.push_back(t.seconds());
+  }
+  const FmaPeak peak_after = measure_fma_peak(pr->threads);
+  return record(o, *pr, secs, peak_before, std::max(peak_before.gflops, peak_after.gflops));
+}
+
+}  // namespace ringattn

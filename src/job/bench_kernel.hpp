@@ -1,0 +1,30 @@
+// Timing the fused attention kernel on a seeded problem (`ringattn bench
+// kernel`). CPU: the median of `reps` runs against the machine's FMA peak,
+// measured before and after in the same run (the larger is the yardstick).
+// CUDA: CUDA events against the GPU's dense f16/bf16 tensor-core peak
+// (cuda/device_peak.hpp). The result is one JSON record (what --json prints;
+// the text form is drawn from it), so the fields are named once.
+//
+// Includes: <cstdint>, <string>, <nlohmann/json.hpp>.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace ringattn {
+
+struct KernelBenchRequest {
+  std::int64_t n = 4096, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;  // 0: as n, heads
+  std::string dtype = "f32", compute = "f32", backend = "cpu";
+  std::string tiles = "native", vector_path = "native";  // the CPU kernel's variant
+  int threads = 0, reps = 5, warmup = 1;                 // threads 0: this rank's share
+  bool causal = false;
+  std::uint64_t seed = 1;
+};
+
+// Throws Error(usage) for a backend or vector path this machine cannot run,
+// before anything is allocated or timed.
+nlohmann::json run_kernel_bench(const KernelBenchRequest& req);
+
+}  // namespace ringattn
