@@ -1,248 +1,54 @@
-// `mpirun -np P ringattn bench ring`: the ring on a seeded problem, judged in
-// the same run against the same problem on one rank (efficiency), with the
-// ring's own point-to-point bandwidth measured as nccl-tests' sendrecv does.
-#include <mpi.h>
-
+// `ringattn bench ring` (under mpirun): binds the flags to a RingBenchRequest,
+// runs the engine (job/bench_ring.hpp) and prints rank 0's record: one JSON
+// object with --json, else text.
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
-#include <numeric>
 #include <string>
-#include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/option_checks.hpp"
-#include "comm/mpi_transport.hpp"
-#include "core/aligned_buffer.hpp"
-#include "core/cpu.hpp"
-#include "core/error.hpp"
-#include "core/seeded_data.hpp"
 #include "core/shape.hpp"
-#include "core/timer.hpp"
-#include "core/version.hpp"
-#include "kernel/attention.hpp"
-#include "ring/cpu_ring.hpp"
-#include "ring/kv_block.hpp"
-#include "ring/partition.hpp"
+#include "job/bench_ring.hpp"
 
 namespace ringattn::cli {
 namespace {
 
 struct BenchRingOptions {
-  std::int64_t n = 8192, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;
-  std::string dtype = "f32", compute = "f32", partition;
-  int threads = 0, p2p_iters = 5;
-  bool causal = false, json = false, baseline = true, poll = true;
-  std::uint64_t seed = 1;
+  RingBenchRequest req;
+  bool json = false;
 };
 
-// Rank r's rows of a seeded (B, H, N, D) tensor into out, (B, H, pos.size(),
-// D): element (b, h, t, d) is seeded_uniform(seed, ((b·H + h)·N + t)·D + d)
-// wherever it lives.
-void fill_seeded_shard(char* out, std::uint64_t seed, DType t, std::int64_t B, std::int64_t H,
-                       std::int64_t N, std::int64_t D, const Positions& pos) {
-  const std::int64_t n = pos.size();
-  const std::size_t es = dtype_size(t);
-  for (std::int64_t bh = 0; bh < B * H; ++bh)
-    for (std::int64_t i = 0; i < n; ++i)
-      fill_seeded(out + static_cast<std::size_t>((bh * n + i) * D) * es, t,
-                  static_cast<std::size_t>(D), seed,
-                  static_cast<std::uint64_t>((bh * N + pos[i]) * D));
-}
-
-struct Problem {
-  std::int64_t B, HQ, HK, NQ, NKV, D;
-  DType dtype;
-};
-
-// Runs the ring on comm with this rank's seeded shards, K and V seeded
-// straight into the ring's home block as the job reads them; returns its
-// stats.
-RingStats timed_ring(MPI_Comm comm, const Problem& pb, PartitionKind kind,
-                     const BenchRingOptions& o, int threads) {
-  CpuRing ring(comm);
-  int P = 1, r = 0;
-  RA_MPI_CHECK(MPI_Comm_size(comm, &P));
-  RA_MPI_CHECK(MPI_Comm_rank(comm, &r));
-  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);
-  const RingLayout layout{qp, kp, {pb.dtype, pb.B, pb.HK, pb.D}, pb.HQ};
-  AlignedBuffer<char> q(static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r) * pb.D) *
-                        dtype_size(pb.dtype));
-  fill_seeded_shard(q.data(), o.seed, pb.dtype, pb.B, pb.HQ, pb.NQ, pb.D, qp.positions(r));
-  const KvBlockRef kv = ring.home_block(layout);
-  fill_seeded_shard(kv.k(), o.seed + 1, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
-  fill_seeded_shard(kv.v(), o.seed + 2, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
-  RingOptions opt;
-  opt.causal = o.causal;
-  opt.compute = parse_compute_type(o.compute.c_str());
-  opt.threads = threads;
-  opt.poll = o.poll;
-  RA_MPI_CHECK(MPI_Barrier(comm));
-  return ring.run(layout, q.data(), nullptr, opt);
-}
-
-// Seconds per ring hop of `bytes` (median of iters), every rank at once.
-double time_hop(MPI_Comm comm, std::uint64_t bytes, int iters) {
-  MpiTransport transport(comm);
-  AlignedBuffer<char> a(bytes), b(bytes);
-  a.fill(1);
-  std::vector<double> t;
-  for (int i = 0; i < iters + 1; ++i) {
-    RA_MPI_CHECK(MPI_Barrier(comm));
-    Timer timer;
-    transport.start(a.data(), bytes, b.data(), bytes);
-    transport.wait();
-    double s = timer.seconds();
-    RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, comm));
-    if (i > 0) t.push_back(s);  // the first hop sets up connections
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-// What the run measured; the per-rank figures only on rank 0.
-struct Figures {
-  double t1 = 0, tp = 0;                        // seconds on one rank, on P ranks (the slowest)
-  std::vector<double> flops, compute, wait;     // per rank
-  double bytes = 0;                             // sent, all ranks
-  std::vector<double> step_compute, step_wait;  // per step, max over ranks
-  std::uint64_t hop_bytes = 0;                  // the largest block
-  double hop_s = 0;                             // one hop of it alone
-};
-
-// Runs the baseline, the ring and the hop alone. Collective.
-Figures measure(int P, int rank, const Problem& pb, PartitionKind kind, const BenchRingOptions& o,
-                int threads) {
-  Figures f;
-  // T1: the same problem on one rank (rank 0 alone, same threads), first.
-  if (o.baseline) {
-    if (rank == 0) f.t1 = timed_ring(MPI_COMM_SELF, pb, kind, o, threads).total_s;
-    RA_MPI_CHECK(MPI_Bcast(&f.t1, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
-  }
-
-  // TP: the slowest rank's ring, timed like T1 (after the shards are made).
-  const RingStats st = timed_ring(MPI_COMM_WORLD, pb, kind, o, threads);
-  f.tp = st.total_s;
-  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &f.tp, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
-
-  // Per-rank figures to rank 0: flops, compute, exposed wait, bytes.
-  const double mine[4] = {st.flops, st.compute_s, st.wait_s, static_cast<double>(st.bytes_sent)};
-  std::vector<double> all(4 * static_cast<std::size_t>(P));
-  RA_MPI_CHECK(MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, MPI_COMM_WORLD));
-  f.flops.resize(P);
-  f.compute.resize(P);
-  f.wait.resize(P);
-  for (int r = 0; r < P; ++r) {
-    f.flops[r] = all[4 * r];
-    f.compute[r] = all[4 * r + 1];
-    f.wait[r] = all[4 * r + 2];
-    f.bytes += all[4 * r + 3];
-  }
-  // Per-step maxima over ranks.
-  f.step_compute.resize(P);
-  f.step_wait.resize(P);
-  for (int s = 0; s < P; ++s) {
-    f.step_compute[s] = st.steps[s].compute_s;
-    f.step_wait[s] = st.steps[s].wait_s;
-  }
-  RA_MPI_CHECK(
-      MPI_Allreduce(MPI_IN_PLACE, f.step_compute.data(), P, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
-  RA_MPI_CHECK(
-      MPI_Allreduce(MPI_IN_PLACE, f.step_wait.data(), P, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
-
-  // The hop alone, at the largest block's size.
-  const Partition kp(kind, pb.NKV, P);
-  f.hop_bytes = KvBlock::largest({pb.dtype, pb.B, pb.HK, pb.D}, kp).bytes();
-  f.hop_s = P > 1 ? time_hop(MPI_COMM_WORLD, f.hop_bytes, o.p2p_iters) : 0.0;
-  return f;
-}
-
-// The figures as the JSON report (rank 0).
-nlohmann::json report(const Figures& f, int P, const Problem& pb, PartitionKind kind,
-                      const BenchRingOptions& o, int threads) {
-  const double total_flops = std::accumulate(f.flops.begin(), f.flops.end(), 0.0);
-  const double mean_flops = total_flops / P;
-  const double transfer_s = f.hop_s * (P - 1);  // per rank, if nothing hid it
-  const double exposed = *std::max_element(f.wait.begin(), f.wait.end());
-  const double bw = f.hop_s > 0 ? static_cast<double>(f.hop_bytes) / f.hop_s / 1e9 : 0.0;
-  nlohmann::json j = {
-      {"benchmark", "ring"},
-      {"version", kVersion},
-      {"ranks", P},
-      {"threads_per_rank", threads},
-      {"batch", pb.B},
-      {"n", pb.NQ},
-      {"n_kv", pb.NKV},
-      {"d", pb.D},
-      {"heads", pb.HQ},
-      {"kv_heads", pb.HK},
-      {"dtype", dtype_name(pb.dtype)},
-      {"causal", o.causal},
-      {"partition", partition_name(kind)},
-      {"poll", o.poll},
-      {"seconds", f.tp},
-      {"gflops", total_flops / f.tp / 1e9},
-      {"compute_s", f.compute},
-      {"exposed_wait_s", f.wait},
-      {"flops", f.flops},
-      {"load_balance",
-       mean_flops > 0 ? *std::max_element(f.flops.begin(), f.flops.end()) / mean_flops : 1.0},
-      {"steps", nlohmann::json::array()},
-      {"p2p",
-       {{"bytes", f.hop_bytes}, {"seconds", f.hop_s}, {"algbw_GBps", bw}, {"busbw_GBps", bw}}},
-      {"bytes_sent_total", f.bytes},
-      {"overlap", transfer_s > 0 ? std::clamp(1.0 - exposed / transfer_s, 0.0, 1.0) : 1.0},
-  };
-  for (int s = 0; s < P; ++s)
-    j["steps"].push_back({{"step", s},
-                          {"compute_s_max", f.step_compute[s]},
-                          {"wait_s_max", f.step_wait[s]},
-                          {"transfer_s", s + 1 < P ? f.hop_s : 0.0}});
-  if (o.baseline) {
-    j["seconds_one_rank"] = f.t1;
-    j["efficiency"] = f.t1 / (P * f.tp);
-  }
-  return j;
+void print_text(const nlohmann::json& j) {
+  const auto i = [&](const char* k) { return static_cast<long long>(j.at(k).get<std::int64_t>()); };
+  const auto d = [&](const char* k) { return j.at(k).get<double>(); };
+  const std::vector<double> wait = j.at("exposed_wait_s").get<std::vector<double>>();
+  const nlohmann::json& p2p = j.at("p2p");
+  std::printf("ring   %lld ranks x %lld threads, %s, %s, N=%lld D=%lld H=%lld/%lld\n", i("ranks"),
+              i("threads_per_rank"), j.at("partition").get<std::string>().c_str(),
+              j.at("causal").get<bool>() ? "causal" : "non-causal", i("n"), i("d"), i("heads"),
+              i("kv_heads"));
+  std::printf("time   %.3f s on %lld ranks", d("seconds"), i("ranks"));
+  if (j.contains("seconds_one_rank"))
+    std::printf(", %.3f s on one rank: efficiency %.3f", d("seconds_one_rank"), d("efficiency"));
+  std::printf("\nbalance %.4f (max/mean attention flops per rank)\n", d("load_balance"));
+  std::printf("comm   hop %.1f MB in %.4f s (%.2f GB/s), exposed wait %.4f s, overlap %.3f\n",
+              p2p.at("bytes").get<double>() / 1e6, p2p.at("seconds").get<double>(),
+              p2p.at("algbw_GBps").get<double>(), *std::max_element(wait.begin(), wait.end()),
+              d("overlap"));
 }
 
 int run(MpiSession& mpi, const BenchRingOptions& o) {
-  const int P = mpi.size(), rank = mpi.rank();
-  const Problem pb{o.batch,
-                   o.heads,
-                   o.kv_heads > 0 ? o.kv_heads : o.heads,
-                   o.n,
-                   o.n_kv > 0 ? o.n_kv : o.n,
-                   o.d,
-                   parse_dtype(o.dtype)};
-  const PartitionKind kind =
-      o.partition.empty() ? default_partition(o.causal) : parse_partition(o.partition);
-  const int threads = o.threads > 0 ? o.threads : default_threads();
-  // Checks every rank makes alike, before any communication.
-  AttnParams check =
-      AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, 0, 0, pb.D);
-  check.validate();
-  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);  // they refuse N < P
+  const RingBench bench(MPI_COMM_WORLD, o.req);
   mpi.begin_independent_work();
-
-  const Figures f = measure(P, rank, pb, kind, o, threads);
-  if (rank != 0) return kOk;
-  const nlohmann::json j = report(f, P, pb, kind, o, threads);
-  if (o.json) {
-    std::printf("%s\n", j.dump().c_str());
-    return kOk;
-  }
-  std::printf("ring   %d ranks x %d threads, %s, %s, N=%lld D=%lld H=%lld/%lld\n", P, threads,
-              partition_name(kind), o.causal ? "causal" : "non-causal",
-              static_cast<long long>(pb.NQ), static_cast<long long>(pb.D),
-              static_cast<long long>(pb.HQ), static_cast<long long>(pb.HK));
-  std::printf("time   %.3f s on %d ranks", f.tp, P);
-  if (o.baseline) std::printf(", %.3f s on one rank: efficiency %.3f", f.t1, f.t1 / (P * f.tp));
-  std::printf("\nbalance %.4f (max/mean attention flops per rank)\n",
-              j["load_balance"].get<double>());
-  std::printf("comm   hop %.1f MB in %.4f s (%.2f GB/s), exposed wait %.4f s, overlap %.3f\n",
-              static_cast<double>(f.hop_bytes) / 1e6, f.hop_s, j["p2p"]["algbw_GBps"].get<double>(),
-              *std::max_element(f.wait.begin(), f.wait.end()), j["overlap"].get<double>());
+  const std::optional<nlohmann::json> j = bench.run();
+  if (!j) return kOk;
+  if (o.json)
+    std::printf("%s\n", j->dump().c_str());
+  else
+    print_text(*j);
   return kOk;
 }
 
@@ -257,36 +63,38 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
       "against the same problem on one rank with the same threads (measured first, in the same "
       "run), load_balance (max/mean attention flops per rank) and the ring's point-to-point "
       "bandwidth (one hop alone, algbw = busbw = bytes / time as nccl-tests' sendrecv).");
-  c->add_option("--n", opts->n, "Query tokens (whole sequence)")
+  c->add_option("--n", opts->req.n, "Query tokens (whole sequence)")
       ->capture_default_str()
       ->check(positive());
-  c->add_option("--n-kv", opts->n_kv, "Key/value tokens (default: --n)")->check(positive());
-  c->add_option("--d", opts->d, "Head dim (1.." + std::to_string(kMaxHeadDim) + ")")
+  c->add_option("--n-kv", opts->req.n_kv, "Key/value tokens (default: --n)")->check(positive());
+  c->add_option("--d", opts->req.d, "Head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
       ->check(integer_in(1, kMaxHeadDim));
-  c->add_option("--heads", opts->heads, "Query heads")->capture_default_str()->check(positive());
-  c->add_option("--kv-heads", opts->kv_heads, "Key/value heads (default: --heads)")
+  c->add_option("--heads", opts->req.heads, "Query heads")
+      ->capture_default_str()
       ->check(positive());
-  c->add_option("--batch", opts->batch, "Batch size")->capture_default_str()->check(positive());
-  c->add_option("--dtype", opts->dtype, "Storage type of Q, K, V (K/V travel in it)")
+  c->add_option("--kv-heads", opts->req.kv_heads, "Key/value heads (default: --heads)")
+      ->check(positive());
+  c->add_option("--batch", opts->req.batch, "Batch size")->capture_default_str()->check(positive());
+  c->add_option("--dtype", opts->req.dtype, "Storage type of Q, K, V (K/V travel in it)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  c->add_option("--compute", opts->compute, "Tile-product precision (see bench kernel)")
+  c->add_option("--compute", opts->req.compute, "Tile-product precision (see bench kernel)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
-  c->add_option("--partition", opts->partition,
+  c->add_option("--partition", opts->req.partition,
                 "contiguous, zigzag or striped (default: zigzag when causal, else contiguous)")
       ->check(CLI::IsMember({"contiguous", "zigzag", "striped"}));
-  c->add_option("--threads", opts->threads,
+  c->add_option("--threads", opts->req.threads,
                 "Threads per rank (default: the rank's share of its node's cores)")
       ->check(positive());
-  c->add_option("--p2p-iters", opts->p2p_iters, "Timed hops for the bandwidth figure")
+  c->add_option("--p2p-iters", opts->req.p2p_iters, "Timed hops for the bandwidth figure")
       ->capture_default_str()
       ->check(positive());
-  c->add_option("--seed", opts->seed, "Seed of the synthetic Q, K, V")->capture_default_str();
-  c->add_flag("--causal", opts->causal, "Causal masking");
-  c->add_flag("!--no-baseline", opts->baseline, "Skip the one-rank run (no efficiency figure)");
-  c->add_flag("!--no-poll", opts->poll,
+  c->add_option("--seed", opts->req.seed, "Seed of the synthetic Q, K, V")->capture_default_str();
+  c->add_flag("--causal", opts->req.causal, "Causal masking");
+  c->add_flag("!--no-baseline", opts->req.baseline, "Skip the one-rank run (no efficiency figure)");
+  c->add_flag("!--no-poll", opts->req.poll,
               "Do not poll the transfer from the kernel (to measure what polling hides)");
   c->add_flag("--json", opts->json, "Print one JSON object instead of text");
   return [opts](MpiSession& mpi) { return run(mpi, *opts); };

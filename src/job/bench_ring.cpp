@@ -1,0 +1,232 @@
+// Timing the ring (see bench_ring.hpp).
+#include "job/bench_ring.hpp"
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "comm/mpi_transport.hpp"
+#include "core/aligned_buffer.hpp"
+#include "core/cpu.hpp"
+#include "core/dtype.hpp"
+#include "core/error.hpp"
+#include "core/positions.hpp"
+#include "core/seeded_data.hpp"
+#include "core/timer.hpp"
+#include "core/version.hpp"
+#include "kernel/attention.hpp"
+#include "ring/cpu_ring.hpp"
+#include "ring/kv_block.hpp"
+#include "ring/partition.hpp"
+
+namespace ringattn {
+namespace {
+
+// Rank r's rows of a seeded (B, H, N, D) tensor into out, (B, H, pos.size(),
+// D): element (b, h, t, d) is seeded_uniform(seed, ((b·H + h)·N + t)·D + d)
+// wherever it lives.
+void fill_seeded_shard(char* out, std::uint64_t seed, DType t, std::int64_t B, std::int64_t H,
+                       std::int64_t N, std::int64_t D, const Positions& pos) {
+  const std::int64_t n = pos.size();
+  const std::size_t es = dtype_size(t);
+  for (std::int64_t bh = 0; bh < B * H; ++bh)
+    for (std::int64_t i = 0; i < n; ++i)
+      fill_seeded(out + static_cast<std::size_t>((bh * n + i) * D) * es, t,
+                  static_cast<std::size_t>(D), seed,
+                  static_cast<std::uint64_t>((bh * N + pos[i]) * D));
+}
+
+struct Problem {
+  std::int64_t B, HQ, HK, NQ, NKV, D;
+  DType dtype;
+};
+
+// Runs the ring on comm with this rank's seeded shards, K and V seeded
+// straight into the ring's home block as the job reads them; returns its
+// stats.
+RingStats timed_ring(MPI_Comm comm, const Problem& pb, PartitionKind kind,
+                     const RingBenchRequest& o, int threads) {
+  CpuRing ring(comm);
+  int P = 1, r = 0;
+  RA_MPI_CHECK(MPI_Comm_size(comm, &P));
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &r));
+  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);
+  const RingLayout layout{qp, kp, {pb.dtype, pb.B, pb.HK, pb.D}, pb.HQ};
+  AlignedBuffer<char> q(static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r) * pb.D) *
+                        dtype_size(pb.dtype));
+  fill_seeded_shard(q.data(), o.seed, pb.dtype, pb.B, pb.HQ, pb.NQ, pb.D, qp.positions(r));
+  const KvBlockRef kv = ring.home_block(layout);
+  fill_seeded_shard(kv.k(), o.seed + 1, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+  fill_seeded_shard(kv.v(), o.seed + 2, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+  RingOptions opt;
+  opt.causal = o.causal;
+  opt.compute = parse_compute_type(o.compute.c_str());
+  opt.threads = threads;
+  opt.poll = o.poll;
+  RA_MPI_CHECK(MPI_Barrier(comm));
+  return ring.run(layout, q.data(), nullptr, opt);
+}
+
+// Seconds per ring hop of `bytes` (median of iters), every rank at once.
+double time_hop(MPI_Comm comm, std::uint64_t bytes, int iters) {
+  MpiTransport transport(comm);
+  AlignedBuffer<char> a(bytes), b(bytes);
+  a.fill(1);
+  std::vector<double> t;
+  for (int i = 0; i < iters + 1; ++i) {
+    RA_MPI_CHECK(MPI_Barrier(comm));
+    Timer timer;
+    transport.start(a.data(), bytes, b.data(), bytes);
+    transport.wait();
+    double s = timer.seconds();
+    RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, comm));
+    if (i > 0) t.push_back(s);  // the first hop sets up connections
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// What the run measured; the per-rank figures only on rank 0.
+struct Figures {
+  double t1 = 0, tp = 0;                        // seconds on one rank, on P ranks (the slowest)
+  std::vector<double> flops, compute, wait;     // per rank
+  double bytes = 0;                             // sent, all ranks
+  std::vector<double> step_compute, step_wait;  // per step, max over ranks
+  std::uint64_t hop_bytes = 0;                  // the largest block
+  double hop_s = 0;                             // one hop of it alone
+};
+
+// Runs the baseline, the ring and the hop alone. Collective.
+Figures measure(MPI_Comm comm, int P, int rank, const Problem& pb, PartitionKind kind,
+                const RingBenchRequest& o, int threads) {
+  Figures f;
+  // T1: the same problem on one rank (rank 0 alone, same threads), first.
+  if (o.baseline) {
+    if (rank == 0) f.t1 = timed_ring(MPI_COMM_SELF, pb, kind, o, threads).total_s;
+    RA_MPI_CHECK(MPI_Bcast(&f.t1, 1, MPI_DOUBLE, 0, comm));
+  }
+
+  // TP: the slowest rank's ring, timed like T1 (after the shards are made).
+  const RingStats st = timed_ring(comm, pb, kind, o, threads);
+  f.tp = st.total_s;
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &f.tp, 1, MPI_DOUBLE, MPI_MAX, comm));
+
+  // Per-rank figures to rank 0: flops, compute, exposed wait, bytes.
+  const double mine[4] = {st.flops, st.compute_s, st.wait_s, static_cast<double>(st.bytes_sent)};
+  std::vector<double> all(4 * static_cast<std::size_t>(P));
+  RA_MPI_CHECK(MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, comm));
+  f.flops.resize(P);
+  f.compute.resize(P);
+  f.wait.resize(P);
+  for (int r = 0; r < P; ++r) {
+    f.flops[r] = all[4 * r];
+    f.compute[r] = all[4 * r + 1];
+    f.wait[r] = all[4 * r + 2];
+    f.bytes += all[4 * r + 3];
+  }
+  // Per-step maxima over ranks.
+  f.step_compute.resize(P);
+  f.step_wait.resize(P);
+  for (int s = 0; s < P; ++s) {
+    f.step_compute[s] = st.steps[s].compute_s;
+    f.step_wait[s] = st.steps[s].wait_s;
+  }
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, f.step_compute.data(), P, MPI_DOUBLE, MPI_MAX, comm));
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, f.step_wait.data(), P, MPI_DOUBLE, MPI_MAX, comm));
+
+  // The hop alone, at the largest block's size.
+  const Partition kp(kind, pb.NKV, P);
+  f.hop_bytes = KvBlock::largest({pb.dtype, pb.B, pb.HK, pb.D}, kp).bytes();
+  f.hop_s = P > 1 ? time_hop(comm, f.hop_bytes, o.p2p_iters) : 0.0;
+  return f;
+}
+
+// The figures as the JSON report (rank 0).
+nlohmann::json report(const Figures& f, int P, const Problem& pb, PartitionKind kind,
+                      const RingBenchRequest& o, int threads) {
+  const double total_flops = std::accumulate(f.flops.begin(), f.flops.end(), 0.0);
+  const double mean_flops = total_flops / P;
+  const double transfer_s = f.hop_s * (P - 1);  // per rank, if nothing hid it
+  const double exposed = *std::max_element(f.wait.begin(), f.wait.end());
+  const double bw = f.hop_s > 0 ? static_cast<double>(f.hop_bytes) / f.hop_s / 1e9 : 0.0;
+  nlohmann::json j = {
+      {"benchmark", "ring"},
+      {"version", kVersion},
+      {"ranks", P},
+      {"threads_per_rank", threads},
+      {"batch", pb.B},
+      {"n", pb.NQ},
+      {"n_kv", pb.NKV},
+      {"d", pb.D},
+      {"heads", pb.HQ},
+      {"kv_heads", pb.HK},
+      {"dtype", dtype_name(pb.dtype)},
+      {"causal", o.causal},
+      {"partition", partition_name(kind)},
+      {"poll", o.poll},
+      {"seconds", f.tp},
+      {"gflops", total_flops / f.tp / 1e9},
+      {"compute_s", f.compute},
+      {"exposed_wait_s", f.wait},
+      {"flops", f.flops},
+      {"load_balance",
+       mean_flops > 0 ? *std::max_element(f.flops.begin(), f.flops.end()) / mean_flops : 1.0},
+      {"steps", nlohmann::json::array()},
+      {"p2p",
+       {{"bytes", f.hop_bytes}, {"seconds", f.hop_s}, {"algbw_GBps", bw}, {"busbw_GBps", bw}}},
+      {"bytes_sent_total", f.bytes},
+      {"overlap", transfer_s > 0 ? std::clamp(1.0 - exposed / transfer_s, 0.0, 1.0) : 1.0},
+  };
+  for (int s = 0; s < P; ++s)
+    j["steps"].push_back({{"step", s},
+                          {"compute_s_max", f.step_compute[s]},
+                          {"wait_s_max", f.step_wait[s]},
+                          {"transfer_s", s + 1 < P ? f.hop_s : 0.0}});
+  if (o.baseline) {
+    j["seconds_one_rank"] = f.t1;
+    j["efficiency"] = f.t1 / (P * f.tp);
+  }
+  return j;
+}
+
+Problem problem_of(const RingBenchRequest& o) {
+  return {o.batch,
+          o.heads,
+          o.kv_heads > 0 ? o.kv_heads : o.heads,
+          o.n,
+          o.n_kv > 0 ? o.n_kv : o.n,
+          o.d,
+          parse_dtype(o.dtype)};
+}
+
+PartitionKind partition_of(const RingBenchRequest& o) {
+  return o.partition.empty() ? default_partition(o.causal) : parse_partition(o.partition);
+}
+
+}  // namespace
+
+RingBench::RingBench(MPI_Comm comm, const RingBenchRequest& req) : comm_(comm), req_(req) {
+  int P = 1;
+  RA_MPI_CHECK(MPI_Comm_size(comm, &P));
+  const Problem pb = problem_of(req);
+  const PartitionKind kind = partition_of(req);
+  // Checks every rank makes alike, before any communication.
+  AttnParams check =
+      AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, 0, 0, pb.D);
+  check.validate();
+  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);  // they refuse N < P
+}
+
+std::optional<nlohmann::json> RingBench::run() const {
+  int P = 1, rank = 0;
+  RA_MPI_CHECK(MPI_Comm_size(comm_, &P));
+  RA_MPI_CHECK(MPI_Comm_rank(comm_, &rank));
+  const Problem pb = problem_of(req_);
+  const PartitionKind kind = partition_of(req_);
+  const int threads = req_.threads > 0 ? req_.threads : default_threads();
+  const Figures f = measure(comm_, P, rank, pb, kind, req_, threads);
+  if (rank != 0) return std::nullopt;
+  return report(f, P, pb, kind, req_, threads);
+}
+
+}  // namespace ringattn

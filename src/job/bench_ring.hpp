@@ -1,0 +1,41 @@
+// Timing the ring (`ringattn bench ring`, under mpirun): the same seeded
+// problem on one rank (the baseline) and on every rank, the hop alone at the
+// largest block's size, per-rank and per-step figures. The result is one
+// JSON record on rank 0 (what --json prints; the text form is drawn from
+// it), so the fields are named once.
+//
+// Includes: <mpi.h>, <cstdint>, <optional>, <string>, <nlohmann/json.hpp>.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace ringattn {
+
+struct RingBenchRequest {
+  std::int64_t n = 8192, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;  // 0: as n, heads
+  std::string dtype = "f32", compute = "f32", partition;  // partition "": by causal
+  int threads = 0, p2p_iters = 5;                         // threads 0: this rank's share
+  bool causal = false, baseline = true, poll = true;
+  std::uint64_t seed = 1;
+};
+
+// In two steps, so the caller can mark where agreed checks end: the
+// constructor checks the request on every rank alike (Error(usage) /
+// Error(input), the same on all); run() measures (collective over comm) and
+// returns the record on rank 0, nothing elsewhere.
+class RingBench {
+ public:
+  RingBench(MPI_Comm comm, const RingBenchRequest& req);
+  std::optional<nlohmann::json> run() const;
+
+ private:
+  MPI_Comm comm_;
+  RingBenchRequest req_;
+};
+
+}  // namespace ringattn
