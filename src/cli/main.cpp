@@ -10,18 +10,10 @@
 #include "cli/mpi_session.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
-#include "core/version.hpp"
-#include "cuda/device.hpp"
+#include "job/build_info.hpp"
 #include "job/stop_request.hpp"
-#include "kernel/tile_gemm.hpp"
 
 namespace {
-
-std::string version_text() {
-  return std::string("ringattn ") + ringattn::kVersion + "\n  CPU : vector ISA " +
-         ringattn::vector_isa() + ", libxsmm target " + ringattn::tile_gemm_target() + ", " +
-         std::to_string(ringattn::affinity_cores()) + " cores\n  CUDA: " + ringattn::cuda_summary();
-}
 
 // A bad command line: one line, from rank 0 only (every rank parses the same
 // argv; MPI is not started yet, so the launcher's rank variable tells).
@@ -83,7 +75,7 @@ int main(int argc, char** argv) {
       "4 I/O, 5 communication, 6 fault (a rank died or timed out),\n"
       "7 stopped by SIGTERM/SIGUSR1 at a chunk boundary (continue with run --resume).",
       "ringattn"};
-  app.set_version_flag("--version", version_text);
+  app.set_version_flag("--version", ringattn::build_info_text);
   app.require_subcommand(1);
 
   CLI::App* bench =
