@@ -160,7 +160,7 @@ void print_json(const H5FileDesc& d, const Roles& r) {
   if (r.input) {
     json in = {{"valid", r.input_ok}};
     if (r.input_ok) {
-      const AttnShape s = r.input_info.shape();
+      const AttnShape s = r.input_info.shape;
       in.update({{"batch", s.batch},
                  {"heads", s.heads_q},
                  {"kv_heads", s.heads_kv},
@@ -211,7 +211,7 @@ void print_text(const H5FileDesc& d, const Roles& r) {
   }
   if (r.input) {
     if (r.input_ok) {
-      const AttnShape s = r.input_info.shape();
+      const AttnShape s = r.input_info.shape;
       std::printf("input: OK (B %lld, heads %lld, kv heads %lld, N %lld, N_kv %lld, D %lld, %s)\n",
                   static_cast<long long>(s.batch), static_cast<long long>(s.heads_q),
                   static_cast<long long>(s.heads_kv), static_cast<long long>(s.tokens_q),

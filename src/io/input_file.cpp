@@ -26,6 +26,12 @@ constexpr std::array<const char*, 4> kAxisNames{"B (batch)", "H (heads)", "N (to
 // Root names a "no such dataset" message lists, to help with a misspelling.
 constexpr std::size_t kListedRootNames = 8;
 
+// The shape, from q's and k's descriptions (once the checks passed: rank 4,
+// k shaped like v, matching batch and head dim).
+AttnShape shape_of(const H5DatasetDesc& q, const H5DatasetDesc& k) {
+  return {q.dims[0], q.dims[1], k.dims[1], q.dims[2], k.dims[2], q.dims[3]};
+}
+
 std::string shape_text(const std::vector<std::int64_t>& dims) {
   std::ostringstream os;
   os << '[';
@@ -201,13 +207,7 @@ InputInfo info_from(const json& j) {
   j.at("q").get_to(i.q);
   j.at("k").get_to(i.k);
   j.at("v").get_to(i.v);
-  // The shape follows from the descriptions the checks passed.
-  i.B = i.q.dims[0];
-  i.Hq = i.q.dims[1];
-  i.Hkv = i.k.dims[1];
-  i.Nq = i.q.dims[2];
-  i.Nkv = i.k.dims[2];
-  i.D = i.q.dims[3];
+  i.shape = shape_of(i.q, i.k);
   return i;
 }
 
@@ -267,12 +267,7 @@ InputInfo check_input(const H5FileDesc& d, const InputNames& names) {
   check_together(info, file_ctx);
   take_identities(info, d.path, file_ctx);
   info.dtype = tq;
-  info.B = info.q.dims[0];
-  info.Hq = info.q.dims[1];
-  info.Hkv = info.k.dims[1];
-  info.Nq = info.q.dims[2];
-  info.Nkv = info.k.dims[2];
-  info.D = info.q.dims[3];
+  info.shape = shape_of(info.q, info.k);
   return info;
 }
 
@@ -355,7 +350,8 @@ InputFile InputFile::open(MPI_Comm comm, const std::string& path, const InputNam
 }
 
 std::size_t InputFile::shard_elements(const Partition& part, const BatchHeadRange& r) const {
-  return static_cast<std::size_t>(r.b_count * r.h_count * part.local_size(rank_) * info_.D);
+  return static_cast<std::size_t>(r.b_count * r.h_count * part.local_size(rank_) *
+                                  info_.shape.head_dim);
 }
 
 void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHeadRange& range,
@@ -380,7 +376,8 @@ void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHead
     RA_CHECK(rows_of < size_, usage, ctx, ": rows of rank ", rows_of, " of ", size_);
     rows = part.positions(rows_of >= 0 ? rows_of : rank_);
     check_shard(ctx, d.dims[0], d.dims[1], d.dims[2], rows, range);
-    n = static_cast<std::size_t>(range.b_count * range.h_count * rows.size() * info_.D);
+    n = static_cast<std::size_t>(range.b_count * range.h_count * rows.size() *
+                                 info_.shape.head_dim);
     RA_CHECK(out != nullptr || n == 0, usage, ctx, ": no output buffer for ",
              counted(static_cast<std::int64_t>(n), "element"));
   });

@@ -65,14 +65,7 @@ enum class InputTensor { q, k, v };
 
 struct InputInfo {
   FileIdentity file;  // the input as rank 0 saw it (path, inode, size, mtime)
-  // The shape, in the names the job reads today; shape() is the same as an
-  // AttnShape (core/shape.hpp), the spelling the rest of io uses.
-  std::int64_t B = 0;                // batch
-  std::int64_t Hq = 0;               // query heads
-  std::int64_t Hkv = 0;              // key/value heads (Hq % Hkv == 0)
-  std::int64_t Nq = 0;               // query tokens
-  std::int64_t Nkv = 0;              // key/value tokens
-  std::int64_t D = 0;                // head dim (<= kMaxHeadDim)
+  AttnShape shape;    // q [batch, heads_q, tokens_q, head_dim], k/v [.., heads_kv, tokens_kv, ..]
   DType dtype = DType::f32;          // storage type of q, k and v alike
   H5DatasetDesc q, k, v;             // how each is stored (the description the checks passed)
   std::vector<FileIdentity> linked;  // other files q, k or v live in (external links)
@@ -80,7 +73,6 @@ struct InputInfo {
   const H5DatasetDesc& dataset(InputTensor t) const {
     return t == InputTensor::q ? q : t == InputTensor::k ? k : v;
   }
-  AttnShape shape() const { return {B, Hq, Hkv, Nq, Nkv, D}; }
 };
 
 // What describe_h5_file is asked for an input: the datasets by name (no

@@ -62,15 +62,17 @@ void check_values_fit_fp32(MPI_Comm comm, const JobConfig& cfg, const InputInfo&
   const double qmax = max_abs_finite(comm, q, info.dtype, nq);
   const double kmax = max_abs_finite(comm, k, info.dtype, nk);
   const double vmax = max_abs_finite(comm, v, info.dtype, nk);
-  const double scale = cfg.scale != 0 ? cfg.scale : 1.0 / std::sqrt(static_cast<double>(info.D));
-  const double smax = scale * 1.4426950408889634 * static_cast<double>(info.D) * qmax * kmax;
+  const double scale =
+      cfg.scale != 0 ? cfg.scale : 1.0 / std::sqrt(static_cast<double>(info.shape.head_dim));
+  const double smax =
+      scale * 1.4426950408889634 * static_cast<double>(info.shape.head_dim) * qmax * kmax;
   const std::string file = "input file '" + info.file.path + "'";
   RA_CHECK(smax <= kLimit, input, file, ": values of '", info.q.name, "' (up to ",
            short_number(qmax), ") and '", info.k.name, "' (up to ", short_number(kmax),
            ") give attention scores up to ", short_number(smax), ", beyond fp32's range (",
            short_number(kLimit), "); rescale the input or lower the scale");
-  RA_CHECK(vmax * static_cast<double>(info.Nkv) <= kLimit, input, file, ", dataset '", info.v.name,
-           "': values up to ", short_number(vmax), " with ", info.Nkv,
+  RA_CHECK(vmax * static_cast<double>(info.shape.tokens_kv) <= kLimit, input, file, ", dataset '",
+           info.v.name, "': values up to ", short_number(vmax), " with ", info.shape.tokens_kv,
            " keys can overflow the fp32 sums of attention (max|v| x N_k must stay below ",
            short_number(kLimit), "); rescale the input");
 }
@@ -157,7 +159,7 @@ class Job {
   std::vector<std::pair<std::string, AttrValue>> result_attributes() const;
 
   const InputInfo& info() const { return input_->info(); }
-  std::int64_t group() const { return info().Hq / info().Hkv; }
+  std::int64_t group() const { return info().shape.heads_q / info().shape.heads_kv; }
 
   MPI_Comm comm_;
   const JobConfig& cfg_;
@@ -206,10 +208,10 @@ void Job::open_input() {
   report_.ranks = ranks_;
   report_.threads = cfg_.threads > 0 ? cfg_.threads : default_threads();
   report_.partition = cfg_.effective_partition();
-  qp_.emplace(report_.partition, info().Nq, ranks_);
-  kp_.emplace(report_.partition, info().Nkv, ranks_);
-  hk_chunk_ = std::min(cfg_.kv_heads_per_chunk, info().Hkv);
-  report_.chunks = info().B * ((info().Hkv + hk_chunk_ - 1) / hk_chunk_);
+  qp_.emplace(report_.partition, info().shape.tokens_q, ranks_);
+  kp_.emplace(report_.partition, info().shape.tokens_kv, ranks_);
+  hk_chunk_ = std::min(cfg_.kv_heads_per_chunk, info().shape.heads_kv);
+  report_.chunks = info().shape.batch * ((info().shape.heads_kv + hk_chunk_ - 1) / hk_chunk_);
 }
 
 void Job::create_output() {
@@ -218,10 +220,10 @@ void Job::create_output() {
   spec.overwrite = cfg_.overwrite;
   spec.input_path = cfg_.input;
   for (const FileIdentity& l : info().linked) spec.linked_inputs.push_back(l.path);
-  spec.B = info().B;
-  spec.H = info().Hq;
-  spec.N = info().Nq;
-  spec.D = info().D;
+  spec.B = info().shape.batch;
+  spec.H = info().shape.heads_q;
+  spec.N = info().shape.tokens_q;
+  spec.D = info().shape.head_dim;
   spec.o_dtype = cfg_.o_dtype == OutDType::input ? info().dtype : DType::f32;
   spec.with_lse = cfg_.lse;
   spec.resume = cfg_.resume;
@@ -240,7 +242,8 @@ void Job::create_output() {
 // over MPI, or the device ring.
 void Job::start_ring() {
   const std::int64_t nq = qp_->local_size(rank_), hq_max = hk_chunk_ * group();
-  q_.resize(static_cast<std::size_t>(hq_max * nq * info().D) * dtype_size(info().dtype));
+  q_.resize(static_cast<std::size_t>(hq_max * nq * info().shape.head_dim) *
+            dtype_size(info().dtype));
   lse_.resize(static_cast<std::size_t>(hq_max * nq));
   if (cfg_.backend == Backend::cuda)
     ring_ = std::make_unique<DeviceRing>(comm_, choice_name(cfg_.effective_transport()),
@@ -251,7 +254,7 @@ void Job::start_ring() {
   opt_.scale = cfg_.scale;
   opt_.compute = cfg_.compute;
   opt_.threads = report_.threads;
-  progress_.emplace(rank_ == 0, report_.chunks, static_cast<double>(info().Nq * hq_max),
+  progress_.emplace(rank_ == 0, report_.chunks, static_cast<double>(info().shape.tokens_q * hq_max),
                     cfg_.progress_interval);
   // Progress inside a chunk too, step by step: a 1M-token chunk is minutes.
   // The same hook injects the test faults (job/fault_injection.hpp).
@@ -274,8 +277,8 @@ void Job::start_ring() {
 
 void Job::run_chunks() {
   std::int64_t index = -1;
-  for (std::int64_t b = 0; b < info().B; ++b)
-    for (std::int64_t hk0 = 0; hk0 < info().Hkv; hk0 += hk_chunk_) {
+  for (std::int64_t b = 0; b < info().shape.batch; ++b)
+    for (std::int64_t hk0 = 0; hk0 < info().shape.heads_kv; hk0 += hk_chunk_) {
       if (++index < done_) continue;  // written by the run we resume
       Chunk c = chunk_at(index, b, hk0);
       if (output_->resumed() && index == report_.chunks_resumed) resume_inside(c);
@@ -288,12 +291,12 @@ void Job::run_chunks() {
 }
 
 Job::Chunk Job::chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0) {
-  const std::int64_t hk = std::min(hk_chunk_, info().Hkv - hk0);
+  const std::int64_t hk = std::min(hk_chunk_, info().shape.heads_kv - hk0);
   Chunk c{index,
           hk,
           {b, 1, hk0 * group(), hk * group()},
           {b, 1, hk0, hk},
-          RingLayout{*qp_, *kp_, {info().dtype, 1, hk, info().D}, hk * group()},
+          RingLayout{*qp_, *kp_, {info().dtype, 1, hk, info().shape.head_dim}, hk * group()},
           {},
           "chunk " + std::to_string(index),
           0,
@@ -327,7 +330,8 @@ void Job::resume_inside(Chunk& c) {
 void Job::read_chunk(Chunk& c) {
   Timer t;
   const InputInfo& in = info();
-  const std::int64_t D = in.D, nq = qp_->local_size(rank_), nkv = kp_->local_size(c.kv_holder);
+  const std::int64_t D = in.shape.head_dim, nq = qp_->local_size(rank_),
+                     nkv = kp_->local_size(c.kv_holder);
   {
     CommWatch watch("collective read of " + c.text);
     input_->read_shard(InputTensor::q, *qp_, c.q_range, in.dtype, q_.data());
@@ -388,8 +392,9 @@ void Job::write_chunk(const Chunk& c) {
   }
   m_.io_write_s += t.seconds();
   const double rows = static_cast<double>(c.q_range.h_count * qp_->local_size(rank_));
-  m_.bytes_written += rows * static_cast<double>(info().D * dtype_size(output_->spec().o_dtype)) +
-                      (cfg_.lse ? rows * 4.0 : 0.0);
+  m_.bytes_written +=
+      rows * static_cast<double>(info().shape.head_dim * dtype_size(output_->spec().o_dtype)) +
+      (cfg_.lse ? rows * 4.0 : 0.0);
   ++done_;
 }
 
@@ -425,7 +430,7 @@ JobReport Job::suspend() {
 
 std::vector<std::pair<std::string, AttrValue>> Job::result_attributes() const {
   const double scale =
-      cfg_.scale != 0 ? cfg_.scale : 1.0f / std::sqrt(static_cast<float>(info().D));
+      cfg_.scale != 0 ? cfg_.scale : 1.0f / std::sqrt(static_cast<float>(info().shape.head_dim));
   std::vector<std::pair<std::string, AttrValue>> attrs = {
       {"ringattn_version", std::string(kVersion)},
       {"ringattn_git_commit", std::string(kGitCommit)},

@@ -53,11 +53,13 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int
   RankMemory m;
   Checked c;
   const PartitionKind kind = cfg.effective_partition();
-  const Partition q_part(kind, info.Nq, ranks), kv_part(kind, info.Nkv, ranks);
+  const Partition q_part(kind, info.shape.tokens_q, ranks),
+      kv_part(kind, info.shape.tokens_kv, ranks);
   const std::int64_t nq = q_part.max_local_size(), nkv = kv_part.max_local_size();
-  const std::int64_t D = info.D, es = static_cast<std::int64_t>(dtype_size(info.dtype));
-  const std::int64_t hk = std::clamp<std::int64_t>(cfg.kv_heads_per_chunk, 1, info.Hkv);
-  const std::int64_t hq = c.mul({hk, info.Hq / info.Hkv});
+  const std::int64_t D = info.shape.head_dim,
+                     es = static_cast<std::int64_t>(dtype_size(info.dtype));
+  const std::int64_t hk = std::clamp<std::int64_t>(cfg.kv_heads_per_chunk, 1, info.shape.heads_kv);
+  const std::int64_t hq = c.mul({hk, info.shape.heads_q / info.shape.heads_kv});
   const std::int64_t q_rows = c.mul({hq, nq});  // (hq, nq)
   const KvShape kv{info.dtype, 1, hk, D};
   const bool device = cfg.backend == Backend::cuda;
@@ -88,7 +90,8 @@ std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info, in
   const RankMemory m = estimate_rank_memory(cfg, info, ranks);
   RA_CHECK(!m.overflow, input, "input file '", cfg.input, "': datasets ", shape(info.q), ", ",
            shape(info.k), ": the memory one rank needs for a chunk of ",
-           std::min<std::int64_t>(std::max<std::int64_t>(cfg.kv_heads_per_chunk, 1), info.Hkv),
+           std::min<std::int64_t>(std::max<std::int64_t>(cfg.kv_heads_per_chunk, 1),
+                                  info.shape.heads_kv),
            " K/V head(s) on ", ranks, ranks == 1 ? " rank" : " ranks",
            " overflows a 64-bit byte count (over 8 EiB); these sizes cannot be run");
   return m.total;
@@ -127,20 +130,21 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info) {
   agree(comm, [&] {
     slurm_check_local(P);
 
-    const std::int64_t most = std::min(info.Nq, info.Nkv);
-    RA_CHECK(info.Nq >= P, input, file, ", dataset '", info.q.name, "': has ",
-             counted(info.Nq, "token"), ", fewer than the ", P,
+    const std::int64_t most = std::min(info.shape.tokens_q, info.shape.tokens_kv);
+    RA_CHECK(info.shape.tokens_q >= P, input, file, ", dataset '", info.q.name, "': has ",
+             counted(info.shape.tokens_q, "token"), ", fewer than the ", P,
              " ranks (every rank needs a token: run on at most ", counted(most, "rank"), ")");
-    RA_CHECK(info.Nkv >= P, input, file, ", dataset '", info.k.name, "': has ",
-             counted(info.Nkv, "token"), ", fewer than the ", P,
+    RA_CHECK(info.shape.tokens_kv >= P, input, file, ", dataset '", info.k.name, "': has ",
+             counted(info.shape.tokens_kv, "token"), ", fewer than the ", P,
              " ranks (every rank needs a token: run on at most ", counted(most, "rank"), ")");
-    RA_CHECK(info.D >= 1 && info.D <= kMaxHeadDim, input, file, ", dataset '", info.q.name,
-             "': head dim D = ", info.D, " is outside the kernel's range 1..", kMaxHeadDim);
+    RA_CHECK(info.shape.head_dim >= 1 && info.shape.head_dim <= kMaxHeadDim, input, file,
+             ", dataset '", info.q.name, "': head dim D = ", info.shape.head_dim,
+             " is outside the kernel's range 1..", kMaxHeadDim);
 
     const RankMemory m = estimate_rank_memory(cfg, info, P);
     (void)estimate_rank_bytes(cfg, info, P);  // the overflow message
     if (m.total <= budget) return;
-    const std::int64_t hk = std::min<std::int64_t>(cfg.kv_heads_per_chunk, info.Hkv);
+    const std::int64_t hk = std::min<std::int64_t>(cfg.kv_heads_per_chunk, info.shape.heads_kv);
     // Everything but the kernel's padding scales as 1/P: the ranks that
     // would fit, roughly.
     const double need = std::ceil(static_cast<double>(P) * static_cast<double>(m.total) /
@@ -148,7 +152,7 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info) {
     std::ostringstream hint;
     if (hk > 1) hint << "set kv_heads_per_chunk to 1 (now " << hk << ") or ";
     hint << "run on more ranks";
-    if (need <= static_cast<double>(std::min(info.Nq, info.Nkv)))
+    if (need <= static_cast<double>(std::min(info.shape.tokens_q, info.shape.tokens_kv)))
       hint << " (about " << static_cast<long long>(need) << ")";
     std::ostringstream limit;
     if (cfg.memory_limit_mb > 0)

@@ -46,7 +46,7 @@ struct RankMemory {
 };
 
 // The estimate for `ranks` ranks (the partition's largest shards; the same
-// on every rank). Local, no MPI. Requires info.Nq, info.Nkv >= ranks.
+// on every rank). Local, no MPI. Requires info.shape.tokens_q, info.shape.tokens_kv >= ranks.
 RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks);
 // estimate_rank_memory(...).total; throws Error(input) naming the shape when
 // the byte count overflows int64.

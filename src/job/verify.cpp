@@ -165,7 +165,7 @@ class RowChecker {
   RowChecker(const VerifyRequest& req, const RunFacts& run, const InputInfo& in)
       : run_(run),
         in_(in),
-        s_(in.shape()),
+        s_(in.shape),
         es_(dtype_size(in.dtype)),
         input_(req.input),
         output_(req.output),
@@ -299,7 +299,7 @@ Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique
   plan_->run = read_facts(od);
   plan_->in = inspect_input(MPI_COMM_SELF, req.input, plan_->run.names);
   VerifyReport& r = report_;
-  r.shape = plan_->in.shape();
+  r.shape = plan_->in.shape;
   check_shapes(od, plan_->run, r.shape);
   r.causal = plan_->run.causal;
   r.scale = plan_->run.scale;

@@ -42,7 +42,7 @@ void check_read(InputFile& in, InputTensor t, const Partition& part, const Batch
   in.read_shard(t, part, r, mem, buf.data());
 
   const Positions pos = part.positions(rank);
-  const std::int64_t rows = pos.size(), D = info.D;
+  const std::int64_t rows = pos.size(), D = info.shape.head_dim;
   ASSERT_EQ(n, static_cast<std::size_t>(r.b_count * r.h_count * rows * D));
   std::size_t bad = 0;
   std::ostringstream first;
@@ -81,12 +81,12 @@ TEST_P(InputRead, EveryPartitionReadsTheRanksOwnRows) {
   on_root([&] { write_h5(path("in.h5"), qkv_specs(s, c.type, c.chunked)); });
   InputFile in = InputFile::open(comm_, path("in.h5"));
   const InputInfo& info = in.info();
-  EXPECT_EQ(info.B, s.B);
-  EXPECT_EQ(info.Hq, s.Hq);
-  EXPECT_EQ(info.Hkv, s.Hkv);
-  EXPECT_EQ(info.Nq, s.Nq);
-  EXPECT_EQ(info.Nkv, s.Nkv);
-  EXPECT_EQ(info.D, s.D);
+  EXPECT_EQ(info.shape.batch, s.B);
+  EXPECT_EQ(info.shape.heads_q, s.Hq);
+  EXPECT_EQ(info.shape.heads_kv, s.Hkv);
+  EXPECT_EQ(info.shape.tokens_q, s.Nq);
+  EXPECT_EQ(info.shape.tokens_kv, s.Nkv);
+  EXPECT_EQ(info.shape.head_dim, s.D);
   EXPECT_EQ(info.dtype, c.type == FileType::f16 ? DType::f16 : DType::f32);
 
   for (PartitionKind kind : kKinds) {

@@ -250,7 +250,7 @@ TEST_F(InputValidate, ValidFileStillOpens) {
   const std::string p = path("good.h5");
   on_root([&] { write_h5(p, qkv_specs(s_, FileType::f16, true)); });
   InputFile in = InputFile::open(comm_, p);
-  EXPECT_EQ(in.info().Nkv, 24);
+  EXPECT_EQ(in.info().shape.tokens_kv, 24);
   EXPECT_EQ(in.info().dtype, DType::f16);
 }
 

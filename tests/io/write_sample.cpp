@@ -31,10 +31,10 @@ void run(int argc, char** argv, int rank, int size) {
   if (argc == 3) {
     InputFile in = InputFile::open(MPI_COMM_WORLD, argv[2]);
     const InputInfo& info = in.info();
-    spec.B = info.B;
-    spec.H = info.Hq;
-    spec.N = info.Nq;
-    spec.D = info.D;
+    spec.B = info.shape.batch;
+    spec.H = info.shape.heads_q;
+    spec.N = info.shape.tokens_q;
+    spec.D = info.shape.head_dim;
     const Partition part(PartitionKind::zigzag, spec.N, size);
     const BatchHeadRange all{0, spec.B, 0, spec.H};
     o.resize(in.shard_elements(part, all));

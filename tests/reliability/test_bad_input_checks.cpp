@@ -195,12 +195,12 @@ TEST(CheckFiniteShard, OnlyTheLastRankHasIt) {
 InputInfo info_of(std::int64_t B, std::int64_t Hq, std::int64_t Hkv, std::int64_t Nq,
                   std::int64_t Nkv, std::int64_t D, DType t = DType::f32) {
   InputInfo i;
-  i.B = B;
-  i.Hq = Hq;
-  i.Hkv = Hkv;
-  i.Nq = Nq;
-  i.Nkv = Nkv;
-  i.D = D;
+  i.shape.batch = B;
+  i.shape.heads_q = Hq;
+  i.shape.heads_kv = Hkv;
+  i.shape.tokens_q = Nq;
+  i.shape.tokens_kv = Nkv;
+  i.shape.head_dim = D;
   i.dtype = t;
   i.q.name = "q";
   i.q.dims = {B, Hq, Nq, D};
