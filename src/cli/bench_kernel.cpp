@@ -48,6 +48,9 @@ void print_text(const nlohmann::json& j) {
   std::printf("time   %.4f s (median of %lld)\n", d("seconds"), i("reps"));
   std::printf("speed  %.1f GFLOP/s = %.3f of the %.1f GFLOP/s %s FMA peak\n", d("gflops"),
               d("fraction_of_peak"), d("peak_gflops"), s("peak_isa").c_str());
+  if (!j.at("fraction_of_bf16_peak").is_null())
+    std::printf("       = %.3f of the %.1f GFLOP/s bf16 dot (vdpbf16ps) peak\n",
+                d("fraction_of_bf16_peak"), d("bf16_peak_gflops"));
 }
 
 int run(const BenchKernelOptions& o) {
@@ -66,7 +69,8 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
   CLI::App* c = bench.add_subcommand(
       "kernel",
       "Time the fused attention kernel on seeded data. --backend cpu: GFLOP/s against the "
-      "machine's fp32 FMA peak, measured in the same run; --backend cuda: TFLOP/s against the "
+      "machine's fp32 FMA peak, measured in the same run (and against the bf16 dot peak for "
+      "--compute bf16 where the CPU has AVX512_BF16); --backend cuda: TFLOP/s against the "
       "GPU's dense f16/bf16 tensor-core peak. flops = 4*N*N_kv*D*H*B (causal: visible pairs "
       "only, about half).");
   c->add_option("--n", opts->req.n, "Query tokens")->capture_default_str()->check(positive());
@@ -88,8 +92,8 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   c->add_option("--compute", opts->req.compute,
                 "Tile-product precision: f32, or bf16 (Q, K, V and probabilities rounded to "
-                "bf16, fp32 accumulation; the rounding is applied to fp32 products, so it shows "
-                "bf16 accuracy, not bf16 speed)")
+                "bf16, fp32 accumulation; multiplied by bf16 dot products where the CPU has "
+                "AVX512_BF16, else in fp32: see --bf16-products)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
   c->add_option("--threads", opts->req.threads,
@@ -123,6 +127,13 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
                 "(exit code 2)")
       ->capture_default_str()
       ->check(CLI::IsMember({"native", "avx512", "avx2", "generic"}));
+  c->add_option("--bf16-products", opts->req.bf16_products,
+                "How --compute bf16 multiplies (--backend cpu): native (dot where the CPU has "
+                "AVX512_BF16, else fp32), dot (vdpbf16ps into fp32 accumulators; refused, exit "
+                "code 2, without AVX512_BF16) or fp32 (widened, fp32 speed). The kernel line "
+                "shows products=...")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "dot", "fp32"}));
   c->add_flag("--json", opts->json, "Print one JSON object instead of text");
   return [opts] { return run(*opts); };
 }

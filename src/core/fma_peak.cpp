@@ -1,4 +1,4 @@
-// FMA peak microbenchmark. The loop bodies are intrinsics in functions with
+// FMA (and bf16 dot) peak microbenchmarks. The loop bodies are intrinsics in functions with
 // their own target attribute, so the binary runs on any x86-64 and measures
 // the widest unit present. The accumulators feed a result that is returned,
 // and the multiplier comes from a volatile, so nothing can be folded away.
@@ -108,16 +108,35 @@ __attribute__((noinline)) double fma_loop_generic(double seconds, float* sink) {
   return static_cast<double>(blocks) * kInner * 12 * 8;
 }
 
-}  // namespace
+__attribute__((target("avx512f,avx512bf16"), noinline)) double dot_loop_bf16(double seconds,
+                                                                             float* sink) {
+  const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(g_mul), _mm512_set1_ps(g_mul));
+  const __m512bh c = _mm512_cvtne2ps_pbh(_mm512_set1_ps(g_add), _mm512_set1_ps(g_add));
+  __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2),
+         a3 = _mm512_set1_ps(3), a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5),
+         a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7), a8 = _mm512_set1_ps(8),
+         a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
+  Timer t;
+  long blocks = 0;
+  do {
+    for (long i = 0; i < kInner; ++i) {
+      RA_FMA12(_mm512_dpbf16_ps)
+    }
+    ++blocks;
+  } while (t.seconds() < seconds);
+  __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                           _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+  s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
+  alignas(64) float r[16];
+  _mm512_store_ps(r, s);
+  float total = 0;
+  for (float x : r) total += x;
+  *sink = total;
+  return static_cast<double>(blocks) * kInner * 12 * 64;
+}
 
-FmaPeak measure_fma_peak(int threads, double seconds) {
-  threads = std::max(1, threads);
-  FmaPeak out;
-  out.threads = threads;
-  out.isa = vector_isa();
-  auto loop = out.isa == "avx512" ? fma_loop_avx512
-              : out.isa == "avx2" ? fma_loop_avx2
-                                  : fma_loop_generic;
+// GFLOP/s of `threads` threads running loop at once, summed.
+double run_on_threads(double (*loop)(double, float*), int threads, double seconds) {
   std::vector<double> flops(threads), secs(threads);
   std::vector<float> sink(threads);
   auto body = [&](int i) {
@@ -130,10 +149,32 @@ FmaPeak measure_fma_peak(int threads, double seconds) {
   for (int i = 1; i < threads; ++i) pool.emplace_back(body, i);
   body(0);
   for (auto& th : pool) th.join();
-  for (int i = 0; i < threads; ++i) out.gflops += flops[i] / secs[i] / 1e9;
+  double gflops = 0;
+  for (int i = 0; i < threads; ++i) gflops += flops[i] / secs[i] / 1e9;
   // Keep the sinks observable.
   volatile float keep = 0;
   for (float s : sink) keep = keep + s;
+  return gflops;
+}
+
+}  // namespace
+
+FmaPeak measure_fma_peak(int threads, double seconds) {
+  FmaPeak out;
+  out.threads = std::max(1, threads);
+  out.isa = vector_isa();
+  auto loop = out.isa == "avx512" ? fma_loop_avx512
+              : out.isa == "avx2" ? fma_loop_avx2
+                                  : fma_loop_generic;
+  out.gflops = run_on_threads(loop, out.threads, seconds);
+  return out;
+}
+
+FmaPeak measure_bf16_dot_peak(int threads, double seconds) {
+  FmaPeak out;
+  out.threads = std::max(1, threads);
+  out.isa = cpu_features().avx512_bf16 ? "avx512_bf16" : "none";
+  if (cpu_features().avx512_bf16) out.gflops = run_on_threads(dot_loop_bf16, out.threads, seconds);
   return out;
 }
 

@@ -17,4 +17,9 @@ struct FmaPeak {
 // for about `seconds`, with the widest ISA the kernels use on this CPU.
 FmaPeak measure_fma_peak(int threads, double seconds = 0.25);
 
+// The same for bf16 dot products (vdpbf16ps: 16 lanes x 2 pairs x 2 flops),
+// the bf16 kernel's yardstick. gflops 0 and isa "none" where the CPU has no
+// AVX512_BF16.
+FmaPeak measure_bf16_dot_peak(int threads, double seconds = 0.25);
+
 }  // namespace ringattn

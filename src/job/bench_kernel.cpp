@@ -33,10 +33,44 @@ VectorIsa vector_isa_of(const std::string& s) {
                           : VectorIsa::native;
 }
 
+Bf16Products bf16_products_of(const std::string& s) {
+  return s == "dot" ? Bf16Products::dot : s == "fp32" ? Bf16Products::fp32 : Bf16Products::native;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const std::size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// What every record says, whichever backend timed it: the problem and the
+// timings (the median is the figure).
+nlohmann::json problem_and_times(const KernelBenchRequest& o, const AttnParams& p,
+                                 const char* backend, const std::string& implementation,
+                                 const std::vector<double>& secs) {
+  return {
+      {"benchmark", "kernel"},
+      {"backend", backend},
+      {"version", kVersion},
+      {"implementation", implementation},
+      {"batch", o.batch},
+      {"n", o.n},
+      {"n_kv", p.n_kv},
+      {"d", o.d},
+      {"heads", o.heads},
+      {"kv_heads", p.heads_kv},
+      {"dtype", dtype_name(p.dtype)},
+      {"compute", compute_type_name(p.compute)},
+      {"causal", o.causal},
+      {"reps", o.reps},
+      {"seconds", median(secs)},
+      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
+      {"flops", attention_flops(p)},
+  };
+}
+
+nlohmann::json or_null(bool known, double x) {
+  return known ? nlohmann::json(x) : nlohmann::json(nullptr);
 }
 
 // The device kernel on the same problem: p points at host tensors, which
@@ -49,34 +83,17 @@ nlohmann::json bench_cuda(const KernelBenchRequest& o, const AttnParams& p) {
   const double flops = attention_flops(p);
   const double sec = median(secs);
   const double tflops = flops / sec / 1e12;
-  const std::string impl = cuda::kernel_implementation(p);
-  return {
-      {"benchmark", "kernel"},
-      {"backend", "cuda"},
-      {"version", kVersion},
-      {"implementation", impl},
+  nlohmann::json j = problem_and_times(o, p, "cuda", cuda::kernel_implementation(p), secs);
+  j.update({
       {"device", dev.name},
       {"sm_count", dev.sm_count},
       {"compute_capability", std::to_string(dev.cc_major) + "." + std::to_string(dev.cc_minor)},
-      {"batch", o.batch},
-      {"n", o.n},
-      {"n_kv", p.n_kv},
-      {"d", o.d},
-      {"heads", o.heads},
-      {"kv_heads", p.heads_kv},
-      {"dtype", dtype_name(p.dtype)},
-      {"compute", compute_type_name(p.compute)},
-      {"causal", o.causal},
-      {"reps", o.reps},
-      {"seconds", sec},
-      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
-      {"flops", flops},
       {"tflops", tflops},
-      {"peak_tflops", peak.known ? nlohmann::json(peak.tflops) : nlohmann::json(nullptr)},
+      {"peak_tflops", or_null(peak.known, peak.tflops)},
       {"peak_source", peak.source},
-      {"fraction_of_peak",
-       peak.known ? nlohmann::json(tflops / peak.tflops) : nlohmann::json(nullptr)},
-  };
+      {"fraction_of_peak", or_null(peak.known, tflops / peak.tflops)},
+  });
+  return j;
 }
 
 // The problem a run times: seeded inputs and the kernel's parameters.
@@ -100,12 +117,16 @@ std::unique_ptr<Problem> make_problem(const KernelBenchRequest& o) {
   pr->dt = parse_dtype(o.dtype);
   // The CPU kernel's variant (the device kernel has its own shapes).
   pr->variant = o.backend == "cpu"
-                    ? CpuVariant{tile_shape_of(o.tiles), vector_isa_of(o.vector_path)}
+                    ? CpuVariant{tile_shape_of(o.tiles), vector_isa_of(o.vector_path),
+                                 bf16_products_of(o.bf16_products)}
                     : CpuVariant{};
   // Refused before anything is allocated or timed: the path would fault here.
   RA_CHECK(cpu_runs(pr->variant.isa), usage, "bench kernel --vector-path ", o.vector_path,
            ": this CPU cannot run it (widest here: ",
            vector_isa_name(resolve_isa(VectorIsa::native)), ")");
+  RA_CHECK(
+      resolve_bf16_products(pr->variant.bf16) != Bf16Products::dot || cpu_features().avx512_bf16,
+      usage, "bench kernel --bf16-products dot: this CPU has no AVX512_BF16");
   const std::size_t qn = static_cast<std::size_t>(o.batch * o.heads * o.n * o.d);
   const std::size_t kn = static_cast<std::size_t>(o.batch * pr->kv_heads * pr->n_kv * o.d);
   const std::size_t es = dtype_size(pr->dt);
@@ -128,38 +149,35 @@ std::unique_ptr<Problem> make_problem(const KernelBenchRequest& o) {
   return pr;
 }
 
+// The larger of two measurements of one peak (0: not measured here).
+struct Peak {
+  double gflops = 0;
+  std::string isa;
+};
+
 nlohmann::json record(const KernelBenchRequest& o, const Problem& pr,
-                      const std::vector<double>& secs, const FmaPeak& peak_before, double peak) {
+                      const std::vector<double>& secs, const Peak& fma, const Peak& dot) {
   const AttnParams& p = pr.p;
   const double flops = attention_flops(p);
   const double sec = median(secs);
   const double gflops = flops / sec / 1e9;
-  return {
-      {"benchmark", "kernel"},
-      {"backend", "cpu"},
-      {"version", kVersion},
-      {"implementation", kernel_implementation(p)},
+  const bool bf16 = p.compute == ComputeType::bf16;
+  const Bf16Products products = resolve_bf16_products(p.cpu.bf16);
+  nlohmann::json j = problem_and_times(o, p, "cpu", kernel_implementation(p), secs);
+  j.update({
       {"tiles", o.tiles},
       {"vector_path", vector_isa_name(resolve_isa(pr.variant.isa))},
-      {"batch", o.batch},
-      {"n", o.n},
-      {"n_kv", pr.n_kv},
-      {"d", o.d},
-      {"heads", o.heads},
-      {"kv_heads", pr.kv_heads},
-      {"dtype", dtype_name(pr.dt)},
-      {"compute", compute_type_name(p.compute)},
-      {"causal", o.causal},
+      {"bf16_products", bf16 ? nlohmann::json(bf16_products_name(products)) : nullptr},
       {"threads", pr.threads},
-      {"reps", o.reps},
-      {"seconds", sec},
-      {"seconds_min", *std::min_element(secs.begin(), secs.end())},
-      {"flops", flops},
       {"gflops", gflops},
-      {"peak_gflops", peak},
-      {"peak_isa", peak_before.isa},
-      {"fraction_of_peak", gflops / peak},
-  };
+      {"peak_gflops", fma.gflops},
+      {"peak_isa", fma.isa},
+      {"fraction_of_peak", gflops / fma.gflops},
+      {"bf16_peak_gflops", or_null(dot.gflops > 0, dot.gflops)},
+      {"fraction_of_bf16_peak",
+       or_null(bf16 && products == Bf16Products::dot && dot.gflops > 0, gflops / dot.gflops)},
+  });
+  return j;
 }
 
 }  // namespace
@@ -167,8 +185,9 @@ nlohmann::json record(const KernelBenchRequest& o, const Problem& pr,
 nlohmann::json run_kernel_bench(const KernelBenchRequest& o) {
   const std::unique_ptr<Problem> pr = make_problem(o);
   if (o.backend == "cuda") return bench_cuda(o, pr->p);
-  // Peak before and after the timed runs; the larger is the yardstick.
+  // Peaks before and after the timed runs; the larger is the yardstick.
   const FmaPeak peak_before = measure_fma_peak(pr->threads);
+  const FmaPeak dot_before = measure_bf16_dot_peak(pr->threads);
   for (int i = 0; i < o.warmup; ++i) attention_forward(pr->p, pr->out.data(), pr->lse.data());
   std::vector<double> secs;
   for (int i = 0; i < o.reps; ++i) {
@@ -177,7 +196,9 @@ nlohmann::json run_kernel_bench(const KernelBenchRequest& o) {
     secs.push_back(t.seconds());
   }
   const FmaPeak peak_after = measure_fma_peak(pr->threads);
-  return record(o, *pr, secs, peak_before, std::max(peak_before.gflops, peak_after.gflops));
+  const FmaPeak dot_after = measure_bf16_dot_peak(pr->threads);
+  return record(o, *pr, secs, {std::max(peak_before.gflops, peak_after.gflops), peak_before.isa},
+                {std::max(dot_before.gflops, dot_after.gflops), dot_before.isa});
 }
 
 }  // namespace ringattn

@@ -1,9 +1,10 @@
 // Timing the fused attention kernel on a seeded problem (`ringattn bench
 // kernel`). CPU: the median of `reps` runs against the machine's FMA peak,
 // measured before and after in the same run (the larger is the yardstick).
-// CUDA: CUDA events against the GPU's dense f16/bf16 tensor-core peak
-// (cuda/device_peak.hpp). The result is one JSON record (what --json prints;
-// the text form is drawn from it), so the fields are named once.
+// On CPUs with AVX512_BF16 a vdpbf16ps peak is measured the same way, the
+// yardstick of a bf16 run on the dot path. CUDA: CUDA events against the GPU's dense f16/bf16
+// tensor-core peak (cuda/device_peak.hpp). The result is one JSON record (what --json prints; the
+// text form is drawn from it), so the fields are named once.
 //
 // Includes: <cstdint>, <string>, <nlohmann/json.hpp>.
 #pragma once
@@ -18,6 +19,7 @@ struct KernelBenchRequest {
   std::int64_t n = 4096, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;  // 0: as n, heads
   std::string dtype = "f32", compute = "f32", backend = "cpu";
   std::string tiles = "native", vector_path = "native";  // the CPU kernel's variant
+  std::string bf16_products = "native";                  // native, dot or fp32 (compute bf16)
   int threads = 0, reps = 5, warmup = 1;                 // threads 0: this rank's share
   bool causal = false;
   std::uint64_t seed = 1;

@@ -163,7 +163,8 @@ void attention(Visit& visit) {
   visit(JobSetting<ComputeType>{.section = "attention", .key = "compute", .flag = "--compute",
                                 .member = &C::compute,
                                 .help = "Tile-product precision (bf16: Q, K, P, V rounded to "
-                                        "bf16, fp32 accumulation)",
+                                        "bf16, fp32 accumulation; bf16 dot products, about 2x "
+                                        "the fp32 speed, where the CPU has AVX512_BF16)",
                                 .result = true});
 }
 

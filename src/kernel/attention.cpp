@@ -10,7 +10,10 @@
 //
 // K is packed transposed and V padded once per call (libxsmm cannot transpose
 // its first operand), which also widens f16/bf16 to f32 and zero-pads the last
-// tile so both products always run at the fixed tile shape.
+// tile so both products always run at the fixed tile shape. On the bf16 dot
+// path (compute = bf16 on AVX512_BF16) the packs hold bf16 bits in the VNNI
+// pair layout instead, Q and P are bf16 too, and the scale moves from Q to
+// the scores (softmax_tile), so that only q itself is rounded.
 #include "kernel/attention.hpp"
 
 #include <omp.h>
@@ -19,6 +22,7 @@
 #include <atomic>
 #include <cmath>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -94,6 +98,8 @@ struct Geometry {
   int BQ = 0, BK = 0, D = 0;
   int fold_tiles = 0;           // key tiles per compensated fold of P·V
   std::int64_t QT = 0, KT = 0;  // query and key tiles
+  bool dot = false;             // bf16 dot products: packs, Q and P are bf16 bits
+  int Dk = 0;                   // depth of Q·K^T: D, on the dot path rounded up to even
   bool v_direct = false;        // V read in place (f32 rows of D floats), except...
   bool v_tail = false;          // ...a partial last tile, which is zero-padded
   std::int64_t v_tiles = 0;     // packed V tiles per (batch, kv head)
@@ -110,6 +116,8 @@ Geometry geometry(const AttnParams& p) {
   g.BK = cfg.bk;
   g.fold_tiles = cfg.fold_tiles;
   g.D = static_cast<int>(p.head_dim);
+  g.dot = p.compute == ComputeType::bf16 && resolve_bf16_products(p.cpu.bf16) == Bf16Products::dot;
+  g.Dk = g.dot ? (g.D + 1) / 2 * 2 : g.D;
   g.QT = ceil_div(p.n_q, g.BQ);
   g.KT = ceil_div(p.n_kv, g.BK);
   g.v_direct = p.dtype == DType::f32 && p.compute != ComputeType::bf16 && p.v.row_stride == g.D;
@@ -207,12 +215,21 @@ void update_state(const AttnParams& p, AttnState& s) {
   // Packed operands. K is always packed (transposed). V is used in place when
   // it already is f32 rows of D floats, except a partial last tile, which is
   // zero-padded: that halves the kernel's extra memory on the ring's blocks.
-  AlignedBuffer<float> kt_pack =
-      ws.buffer<float>(static_cast<std::size_t>(B * HK * KT * D * BK));  // (B, HK, KT, D, BK)
+  // The dot path packs both as bf16 pairs: K^T tiles (Dk/2, BK, 2), V tiles
+  // (BK/2, D, 2).
+  const bool dot = g.dot;
+  const int Dk = g.Dk;
+  AlignedBuffer<float> kt_pack = ws.buffer<float>(
+      dot ? 0 : static_cast<std::size_t>(B * HK * KT * D * BK));  // (B, HK, KT, D, BK)
   const bool v_direct = g.v_direct, v_tail = g.v_tail;
   AlignedBuffer<float> v_pack = ws.buffer<float>(
-      static_cast<std::size_t>(B * HK * g.v_tiles * BK * D));  // (B, HK, v_tiles, BK, D)
+      dot ? 0 : static_cast<std::size_t>(B * HK * g.v_tiles * BK * D));  // (B, HK, v_tiles, BK, D)
+  AlignedBuffer<std::uint16_t> kt_pack_bf16 =
+      ws.buffer<std::uint16_t>(dot ? static_cast<std::size_t>(B * HK * KT * Dk * BK) : 0);
+  AlignedBuffer<std::uint16_t> v_pack_bf16 =
+      ws.buffer<std::uint16_t>(dot ? static_cast<std::size_t>(B * HK * KT * BK * D) : 0);
   auto v_tile_of = [&](std::int64_t b, std::int64_t hk, std::int64_t kt) -> float* {
+    if (dot) return nullptr;
     if (!v_direct) return v_pack.data() + ((b * HK + hk) * KT + kt) * BK * D;
     if (v_tail && kt == KT - 1) return v_pack.data() + (b * HK + hk) * BK * D;
     return nullptr;  // not packed: read in place
@@ -222,10 +239,57 @@ void update_state(const AttnParams& p, AttnState& s) {
     return static_cast<const float*>(p.v.data) + b * p.v.batch_stride + hk * p.v.head_stride +
            kt * BK * D;
   };
+  // One key/value row (widened to f32 in `row`) into its place in the packs.
+  auto pack_row = [&](std::int64_t tile, float* v_tile, int j, const std::int64_t koff,
+                      const std::int64_t voff, float* row) {
+    const std::size_t es = dtype_size(p.dtype);
+    load_f32(static_cast<const char*>(p.k.data) + koff * static_cast<std::int64_t>(es), p.dtype,
+             row, static_cast<std::size_t>(D));
+    if (dot) {
+      std::uint16_t* kt_tile = kt_pack_bf16.data() + tile * Dk * BK;
+      for (int d = 0; d < Dk; ++d)
+        kt_tile[(d / 2) * BK * 2 + j * 2 + d % 2] = d < D ? float_to_bf16(row[d]) : 0;
+      std::uint16_t* v_tile_bf16 = v_pack_bf16.data() + tile * BK * D + (j / 2) * D * 2 + j % 2;
+      load_f32(static_cast<const char*>(p.v.data) + voff * static_cast<std::int64_t>(es), p.dtype,
+               row, static_cast<std::size_t>(D));
+      for (int d = 0; d < D; ++d) v_tile_bf16[d * 2] = float_to_bf16(row[d]);
+      return;
+    }
+    float* kt_tile = kt_pack.data() + tile * D * BK;  // (D, BK)
+    for (int d = 0; d < D; ++d)
+      kt_tile[static_cast<std::int64_t>(d) * BK + j] = bf16 ? round_to_bf16(row[d]) : row[d];
+    if (v_tile) {
+      float* vr = v_tile + static_cast<std::int64_t>(j) * D;
+      load_f32(static_cast<const char*>(p.v.data) + voff * static_cast<std::int64_t>(es), p.dtype,
+               vr, static_cast<std::size_t>(D));
+      if (bf16)
+        for (int d = 0; d < D; ++d) vr[d] = round_to_bf16(vr[d]);
+    }
+  };
+  // Past the block's end: zero keys and values (masked scores, so 0 · V).
+  auto pack_zero_row = [&](std::int64_t tile, float* v_tile, int j) {
+    if (dot) {
+      std::uint16_t* kt_tile = kt_pack_bf16.data() + tile * Dk * BK;
+      for (int d = 0; d < Dk; ++d) kt_tile[(d / 2) * BK * 2 + j * 2 + d % 2] = 0;
+      std::uint16_t* v_tile_bf16 = v_pack_bf16.data() + tile * BK * D + (j / 2) * D * 2 + j % 2;
+      for (int d = 0; d < D; ++d) v_tile_bf16[d * 2] = 0;
+      return;
+    }
+    float* kt_tile = kt_pack.data() + tile * D * BK;
+    for (int d = 0; d < D; ++d) kt_tile[static_cast<std::int64_t>(d) * BK + j] = 0.0f;
+    if (v_tile) std::fill_n(v_tile + static_cast<std::int64_t>(j) * D, D, 0.0f);
+  };
 
   const TileGemm gemm_qk(BK, BQ, D, BK, D, BK, /*accumulate=*/false);       // S^T = K · Q^T
   const TileGemm gemm_pv_first(D, BQ, BK, D, BK, D, /*accumulate=*/false);  // O^T = V^T · P^T
   const TileGemm gemm_pv_more(D, BQ, BK, D, BK, D, /*accumulate=*/true);    // O^T += V^T · P^T
+  // The dot path's products (made only there: they need an even depth).
+  std::optional<TileGemmBf16> dot_qk, dot_pv_first, dot_pv_more;
+  if (dot) {
+    dot_qk.emplace(BK, BQ, Dk, Dk, BK, /*accumulate=*/false);
+    dot_pv_first.emplace(D, BQ, BK, BK, D, /*accumulate=*/false);
+    dot_pv_more.emplace(D, BQ, BK, BK, D, /*accumulate=*/true);
+  }
 
   const std::int64_t items = B * HQ * QT;
 
@@ -237,38 +301,27 @@ void update_state(const AttnParams& p, AttnState& s) {
       for (std::int64_t hk = 0; hk < HK; ++hk)
         for (std::int64_t kt = 0; kt < KT; ++kt) {
           const std::int64_t tile = (b * HK + hk) * KT + kt;
-          float* kt_tile = kt_pack.data() + tile * D * BK;  // (D, BK)
-          float* v_tile = v_tile_of(b, hk, kt);             // (BK, D) or nullptr
+          float* v_tile = v_tile_of(b, hk, kt);  // (BK, D) or nullptr
           for (int j = 0; j < BK; ++j) {
             const std::int64_t r = kt * BK + j;
-            if (r < p.n_kv) {
-              const std::int64_t koff =
-                  b * p.k.batch_stride + hk * p.k.head_stride + r * p.k.row_stride;
-              const std::int64_t voff =
-                  b * p.v.batch_stride + hk * p.v.head_stride + r * p.v.row_stride;
-              load_f32(static_cast<const char*>(p.k.data) +
-                           koff * static_cast<std::int64_t>(dtype_size(p.dtype)),
-                       p.dtype, row.data(), row.size());
-              for (int d = 0; d < D; ++d)
-                kt_tile[static_cast<std::int64_t>(d) * BK + j] =
-                    bf16 ? round_to_bf16(row[d]) : row[d];
-              if (v_tile) {
-                float* vr = v_tile + static_cast<std::int64_t>(j) * D;
-                load_f32(static_cast<const char*>(p.v.data) +
-                             voff * static_cast<std::int64_t>(dtype_size(p.dtype)),
-                         p.dtype, vr, static_cast<std::size_t>(D));
-                if (bf16)
-                  for (int d = 0; d < D; ++d) vr[d] = round_to_bf16(vr[d]);
-              }
-            } else {
-              for (int d = 0; d < D; ++d) kt_tile[static_cast<std::int64_t>(d) * BK + j] = 0.0f;
-              if (v_tile) std::fill_n(v_tile + static_cast<std::int64_t>(j) * D, D, 0.0f);
-            }
+            if (r < p.n_kv)
+              pack_row(
+                  tile, v_tile, j, b * p.k.batch_stride + hk * p.k.head_stride + r * p.k.row_stride,
+                  b * p.v.batch_stride + hk * p.v.head_stride + r * p.v.row_stride, row.data());
+            else
+              pack_zero_row(tile, v_tile, j);
           }
         }
 
     const std::size_t qd = static_cast<std::size_t>(BQ) * D;
-    AlignedBuffer<float> qbuf = ws.buffer<float>(qd);  // (BQ, D) scaled, base 2
+    AlignedBuffer<float> qbuf = ws.buffer<float>(dot ? 0 : qd);  // (BQ, D) scaled, base 2
+    // The dot path's Q, unscaled, (BQ, Dk), and probabilities, (BQ, BK); rows
+    // past the block's end stay 0.
+    AlignedBuffer<std::uint16_t> qbuf_bf16 =
+        ws.buffer<std::uint16_t>(dot ? static_cast<std::size_t>(BQ) * Dk : 0);
+    AlignedBuffer<std::uint16_t> pbuf_bf16 =
+        ws.buffer<std::uint16_t>(dot ? static_cast<std::size_t>(BQ) * BK : 0);
+    pbuf_bf16.fill(0);
     AlignedBuffer<float> sbuf =
         ws.buffer<float>(static_cast<std::size_t>(BQ) * BK);  // (BQ, BK) scores / probs
     AlignedBuffer<float> accbuf = ws.buffer<float>(qd);       // (BQ, D) running total of P·V
@@ -292,17 +345,26 @@ void update_state(const AttnParams& p, AttnState& s) {
       const std::int64_t q_lo = qmin[qt], q_hi = qmax[qt];
 
       for (int i = 0; i < BQ; ++i) {
-        float* qr = qbuf.data() + static_cast<std::int64_t>(i) * D;
+        float* qr = dot ? row.data() : qbuf.data() + static_cast<std::int64_t>(i) * D;
+        std::uint16_t* qr_bf16 =
+            dot ? qbuf_bf16.data() + static_cast<std::int64_t>(i) * Dk : nullptr;
         if (i < rows) {
           const std::int64_t qoff =
               b * p.q.batch_stride + h * p.q.head_stride + (r0 + i) * p.q.row_stride;
           load_f32(static_cast<const char*>(p.q.data) +
                        qoff * static_cast<std::int64_t>(dtype_size(p.dtype)),
                    p.dtype, qr, static_cast<std::size_t>(D));
-          for (int d = 0; d < D; ++d) qr[d] = (bf16 ? round_to_bf16(qr[d]) : qr[d]) * qscale;
+          if (dot)  // a negative scale's sign goes into q (exact), its size to the scores
+            for (int d = 0; d < Dk; ++d)
+              qr_bf16[d] = d < D ? float_to_bf16(qscale < 0 ? -qr[d] : qr[d]) : 0;
+          else
+            for (int d = 0; d < D; ++d) qr[d] = (bf16 ? round_to_bf16(qr[d]) : qr[d]) * qscale;
           qposbuf[i] = qpos[r0 + i];
         } else {
-          std::fill_n(qr, D, 0.0f);
+          if (dot)
+            std::fill_n(qr_bf16, Dk, std::uint16_t{0});
+          else
+            std::fill_n(qr, D, 0.0f);
           qposbuf[i] = q_hi;
         }
       }
@@ -322,7 +384,10 @@ void update_state(const AttnParams& p, AttnState& s) {
         if (kind == TileKind::empty) continue;
         const std::int64_t tile = (b * HK + hk) * KT + kt;
         const int k_valid = static_cast<int>(std::min<std::int64_t>(BK, p.n_kv - kt * BK));
-        gemm_qk(kt_pack.data() + tile * D * BK, qbuf.data(), sbuf.data());
+        if (dot)
+          (*dot_qk)(kt_pack_bf16.data() + tile * Dk * BK, qbuf_bf16.data(), sbuf.data());
+        else
+          gemm_qk(kt_pack.data() + tile * D * BK, qbuf.data(), sbuf.data());
         if (kind == TileKind::diagonal || k_valid < BK)
           mask_tile(sbuf.data(), rows, BK, qposbuf.data(), kpos.data() + kt * BK, k_valid,
                     kind == TileKind::diagonal);
@@ -336,10 +401,16 @@ void update_state(const AttnParams& p, AttnState& s) {
                       .acc = accbuf.data(),
                       .acc_comp = compbuf.data(),
                       .head_dim = D,
-                      .round_bf16 = bf16},
+                      .round_bf16 = bf16,
+                      .p_bf16 = dot ? pbuf_bf16.data() : nullptr,
+                      .score_scale = std::abs(qscale)},
                      isa);
-        (pending > 0 ? gemm_pv_more : gemm_pv_first)(v_tile_in(b, hk, kt), sbuf.data(),
-                                                     partbuf.data());
+        if (dot)
+          (pending > 0 ? *dot_pv_more : *dot_pv_first)(v_pack_bf16.data() + tile * BK * D,
+                                                       pbuf_bf16.data(), partbuf.data());
+        else
+          (pending > 0 ? gemm_pv_more : gemm_pv_first)(v_tile_in(b, hk, kt), sbuf.data(),
+                                                       partbuf.data());
         if (++pending == g.fold_tiles) {
           compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n, isa);
           pending = 0;
@@ -373,11 +444,18 @@ std::size_t update_state_workspace_bytes(const AttnParams& p) {
   // Positions (queries, keys padded to whole tiles), tile ranges, work order.
   const std::int64_t positions =
       c.mul({c.add({p.n_q, c.mul({g.KT, BK}), c.mul({2, g.KT}), c.mul({4, g.QT})}), i});
-  // Packed K^T, (B, HK, KT, D, BK), and V tiles, (B, HK, v_tiles, BK, D).
-  const std::int64_t packed = c.mul({p.batch, p.heads_kv, c.add({g.KT, g.v_tiles}), BK, D, f});
-  // Per thread: a K/V row; Q, total, Kahan terms and partial P·V (BQ, D);
-  // the score tile; m2; l's lanes and their Kahan terms; query positions.
-  const std::int64_t per_thread = (D + 4 * BQ * D + BQ * BK + BQ + 2 * BQ * lanes) * f + BQ * i;
+  // Packed K^T, (B, HK, KT, D, BK), and V tiles, (B, HK, v_tiles, BK, D);
+  // on the dot path bf16, K^T with depth Dk and every V tile packed.
+  constexpr std::int64_t h = sizeof(std::uint16_t);
+  const std::int64_t packed =
+      g.dot ? c.mul({p.batch, p.heads_kv, g.KT, BK, g.Dk + D, h})
+            : c.mul({p.batch, p.heads_kv, c.add({g.KT, g.v_tiles}), BK, D, f});
+  // Per thread: a K/V row; Q (f32, or bf16 (BQ, Dk)), total, Kahan terms and
+  // partial P·V (BQ, D); the score tile (and its bf16 probabilities on the
+  // dot path); m2; l's lanes and their Kahan terms; query positions.
+  const std::int64_t q_bytes = g.dot ? BQ * (g.Dk + BK) * h : BQ * D * f;
+  const std::int64_t per_thread =
+      (D + 3 * BQ * D + BQ * BK + BQ + 2 * BQ * lanes) * f + q_bytes + BQ * i;
   const std::int64_t total =
       c.add({positions, packed, c.mul({std::max(p.threads, 1), per_thread})});
   return c.overflow ? static_cast<std::size_t>(kBytesOverflow) : static_cast<std::size_t>(total);
@@ -461,6 +539,15 @@ std::string kernel_implementation(const AttnParams& p) {
   s += std::string(" softmax-") + vector_isa_name(resolve_isa(p.cpu.isa)) +
        " bq=" + std::to_string(cfg.bq) + " bk=" + std::to_string(cfg.bk);
   s += std::string(" compute=") + compute_type_name(p.compute);
+  if (p.compute == ComputeType::bf16) {
+    const Bf16Products b = resolve_bf16_products(p.cpu.bf16);
+    s += std::string(" products=") + bf16_products_name(b);
+    if (b == Bf16Products::dot) {
+      const TileGemmBf16 d(cfg.bk, cfg.bq, static_cast<int>(p.head_dim + 1) / 2 * 2,
+                           static_cast<int>(p.head_dim + 1) / 2 * 2, cfg.bk, false);
+      if (!d.jit()) s += "(portable-loops)";
+    }
+  }
   return s;
 }
 

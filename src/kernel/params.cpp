@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/cpu.hpp"
 #include "core/error.hpp"
 #include "kernel/softmax_tile.hpp"
 
@@ -45,6 +46,23 @@ const char* vector_isa_name(VectorIsa isa) {
   return "?";
 }
 
+const char* bf16_products_name(Bf16Products b) {
+  switch (b) {
+    case Bf16Products::native:
+      return "native";
+    case Bf16Products::dot:
+      return "dot";
+    case Bf16Products::fp32:
+      return "fp32";
+  }
+  return "?";
+}
+
+Bf16Products resolve_bf16_products(Bf16Products b) {
+  if (b != Bf16Products::native) return b;
+  return cpu_features().avx512_bf16 ? Bf16Products::dot : Bf16Products::fp32;
+}
+
 AttnParams AttnParams::dense(const void* q, const void* k, const void* v, DType dtype,
                              std::int64_t batch, std::int64_t heads_q, std::int64_t heads_kv,
                              std::int64_t n_q, std::int64_t n_kv, std::int64_t head_dim) {
@@ -79,6 +97,8 @@ void AttnParams::validate() const {
   RA_CHECK(threads >= 1, usage, "threads must be >= 1, got ", threads);
   RA_CHECK(cpu_runs(cpu.isa), usage, "this CPU cannot run the kernel's ", vector_isa_name(cpu.isa),
            " path (widest here: ", vector_isa_name(resolve_isa(VectorIsa::native)), ")");
+  RA_CHECK(resolve_bf16_products(cpu.bf16) != Bf16Products::dot || cpu_features().avx512_bf16,
+           usage, "this CPU has no AVX512_BF16 for the kernel's bf16 dot products");
   RA_CHECK(q_pos.empty() || q_pos.size() == n_q, usage, "query positions cover ", q_pos.size(),
            " rows, the block has ", n_q);
   RA_CHECK(k_pos.empty() || k_pos.size() == n_kv, usage, "key positions cover ", k_pos.size(),

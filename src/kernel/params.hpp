@@ -43,11 +43,22 @@ enum class VectorIsa {
 };
 const char* vector_isa_name(VectorIsa isa);
 
+// How `compute = bf16` multiplies its bf16 tiles.
+enum class Bf16Products {
+  native,  // dot where the CPU has AVX512_BF16, else fp32
+  dot,     // bf16 dot products (vdpbf16ps) into fp32 accumulators: ~2x the fp32 rate
+  fp32,    // the bf16 values widened and multiplied in fp32 (same rounding, fp32 speed)
+};
+const char* bf16_products_name(Bf16Products b);
+// The path `native` stands for on this CPU; any other unchanged.
+Bf16Products resolve_bf16_products(Bf16Products b);
+
 // Which compiled variant of the CPU kernel runs. The defaults are this CPU's
 // fastest; tests pick each in turn.
 struct CpuVariant {
   TileShape tiles = TileShape::native;
-  VectorIsa isa = VectorIsa::native;  // one this CPU runs (validate() checks)
+  VectorIsa isa = VectorIsa::native;         // one this CPU runs (validate() checks)
+  Bf16Products bf16 = Bf16Products::native;  // compute = bf16 only; dot needs AVX512_BF16
 };
 
 struct TensorRef {

@@ -61,8 +61,9 @@ RA_INLINE void storev(float* p, const VF& v) {
 // a degree-6 polynomial on [-1/2, 1/2] (relative error 1e-7), exponent
 // built from bits. x < -126 (including -inf) gives exactly 0. kNonPositive
 // skips the upper clamp where the caller guarantees x <= 0 (scores minus
-// their running max).
-template <int W, bool kNonPositive = false>
+// their running max). kBf16 trades the polynomial for one of degree 4
+// (3.5e-6 relative error) where the result is rounded to bf16 (2^-9) anyway.
+template <int W, bool kNonPositive = false, bool kBf16 = false>
 RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
   using VF = typename Vec<W>::f;
   using VI = typename Vec<W>::i;
@@ -77,13 +78,23 @@ RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
   const VF f = xc - r;
   // Degree 6 interpolating 2^f at the 7 Chebyshev nodes of [-1/2, 1/2]:
   // 1.0e-7 worst relative error in fp32 (Taylor of the same degree: 2.2e-7).
-  VF p = splat<VF>(1.5461444683652947e-4f);
-  p = p * f + 1.3400428178361574e-3f;
-  p = p * f + 9.6180566785900900e-3f;
-  p = p * f + 5.5503272266688435e-2f;
-  p = p * f + 2.4022650922288005e-1f;
-  p = p * f + 6.9314720670283330e-1f;
-  p = p * f + 1.0f;
+  VF p;
+  if constexpr (kBf16) {
+    // Degree 4 at the 5 Chebyshev nodes of [-1/2, 1/2].
+    p = splat<VF>(9.666368515391557e-3f);
+    p = p * f + 5.592197584226425e-2f;
+    p = p * f + 2.4022349038020266e-1f;
+    p = p * f + 6.931210452034258e-1f;
+    p = p * f + 1.0f;
+  } else {
+    p = splat<VF>(1.5461444683652947e-4f);
+    p = p * f + 1.3400428178361574e-3f;
+    p = p * f + 9.6180566785900900e-3f;
+    p = p * f + 5.5503272266688435e-2f;
+    p = p * f + 2.4022650922288005e-1f;
+    p = p * f + 6.9314720670283330e-1f;
+    p = p * f + 1.0f;
+  }
   const VI n = __builtin_convertvector(r, VI);
   VF scale;
   const VI bits = (n + 127) << 23;
@@ -139,31 +150,58 @@ RA_INLINE typename Vec<W>::f round_bf16v(const typename Vec<W>::f& x) {
   return out;
 }
 
-template <int W, bool kRoundBf16>
+// The upper halves of x's lanes (bf16 bits once round_bf16v has rounded x).
+template <int W>
+RA_INLINE void store_bf16v(std::uint16_t* p, const typename Vec<W>::f& x) {
+  typedef std::uint16_t VH __attribute__((vector_size(2 * W)));
+  typename Vec<W>::i u;
+  std::memcpy(&u, &x, sizeof u);
+  const VH h = __builtin_convertvector(u >> 16, VH);  // vpmovdw on AVX-512
+  std::memcpy(p, &h, sizeof h);
+}
+
+// kBf16Out: scores are s · score_scale (> 0, so the tile's max is the raw
+// max times it), probabilities rounded and written to t.p_bf16.
+template <int W, bool kRoundBf16, bool kBf16Out = false>
 RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
+  static_assert(kRoundBf16 || !kBf16Out, "bf16 output is rounded");
   using VF = typename Vec<W>::f;
   const float ninf = -__builtin_inff();
+  const VF vscale = splat<VF>(t.score_scale);
   for (int i = 0; i < t.rows; ++i) {
     float* s = t.s + static_cast<long>(i) * t.bk;
+    std::uint16_t* pb = kBf16Out ? t.p_bf16 + static_cast<long>(i) * t.bk : nullptr;
     VF vmax = splat<VF>(ninf);
     for (int j = 0; j < t.bk; j += W) {
       const VF x = loadv<VF>(s + j);
       vmax = x > vmax ? x : vmax;  // vmaxps
     }
-    const float tile_max = hmax<W>(vmax);
+    const float tile_max = kBf16Out ? hmax<W>(vmax) * t.score_scale : hmax<W>(vmax);
     const float m_old = t.m2[i];
     const float m_new = tile_max > m_old ? tile_max : m_old;
     if (m_new == ninf) {  // nothing visible yet: probabilities 0, state untouched
-      for (int j = 0; j < t.bk; j += W) storev(s + j, splat<VF>(0.0f));
+      for (int j = 0; j < t.bk; j += W) {
+        if constexpr (kBf16Out)
+          store_bf16v<W>(pb + j, splat<VF>(0.0f));
+        else
+          storev(s + j, splat<VF>(0.0f));
+      }
       continue;
     }
     const VF vm = splat<VF>(m_new);
     VF vsum = splat<VF>(0.0f);
     for (int j = 0; j < t.bk; j += W) {
-      VF p = exp2v<W, true>(loadv<VF>(s + j) - vm);
-      if constexpr (kRoundBf16) p = round_bf16v<W>(p);
-      vsum += p;
-      storev(s + j, p);
+      if constexpr (kBf16Out) {
+        // s · scale - m fused: it may round a hair above 0, which exp2v takes.
+        const VF p = round_bf16v<W>(exp2v<W, true, true>(loadv<VF>(s + j) * vscale - vm));
+        vsum += p;
+        store_bf16v<W>(pb + j, p);
+      } else {
+        VF p = exp2v<W, true>(loadv<VF>(s + j) - vm);
+        if constexpr (kRoundBf16) p = round_bf16v<W>(p);
+        vsum += p;
+        storev(s + j, p);
+      }
     }
     float* l = t.l_lanes + static_cast<long>(i) * kLanes;
     VF lv = loadv<VF>(l);
@@ -217,13 +255,19 @@ RA_INLINE void exp2_array_impl(const float* x, float* out, int n) {
 
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_tile_avx512(
     const SoftmaxTile& t) {
-  t.round_bf16 ? softmax_tile_impl<16, true>(t) : softmax_tile_impl<16, false>(t);
+  t.p_bf16       ? softmax_tile_impl<16, true, true>(t)
+  : t.round_bf16 ? softmax_tile_impl<16, true>(t)
+                 : softmax_tile_impl<16, false>(t);
 }
 __attribute__((target("avx2,fma"))) void softmax_tile_avx2(const SoftmaxTile& t) {
-  t.round_bf16 ? softmax_tile_impl<8, true>(t) : softmax_tile_impl<8, false>(t);
+  t.p_bf16       ? softmax_tile_impl<8, true, true>(t)
+  : t.round_bf16 ? softmax_tile_impl<8, true>(t)
+                 : softmax_tile_impl<8, false>(t);
 }
 void softmax_tile_generic(const SoftmaxTile& t) {
-  t.round_bf16 ? softmax_tile_impl<4, true>(t) : softmax_tile_impl<4, false>(t);
+  t.p_bf16       ? softmax_tile_impl<4, true, true>(t)
+  : t.round_bf16 ? softmax_tile_impl<4, true>(t)
+                 : softmax_tile_impl<4, false>(t);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void compensated_add_avx512(float* sum,
@@ -288,6 +332,8 @@ VectorIsa runnable(VectorIsa isa) {
 }  // namespace
 
 void softmax_tile(const SoftmaxTile& t, VectorIsa isa) {
+  RA_CHECK(!t.p_bf16 || (t.round_bf16 && t.score_scale > 0), internal,
+           "bf16 probabilities out need rounding and a positive score scale");
   switch (runnable(isa)) {
     case VectorIsa::avx512:
       return softmax_tile_avx512(t);

@@ -35,6 +35,11 @@ struct SoftmaxTile {
   float* acc_comp;     // (rows, head_dim) its Kahan terms
   int head_dim;
   bool round_bf16;  // round probabilities to bf16 (bf16 compute path)
+  // The bf16 dot path: scores are s · score_scale (its Q stays unscaled, so
+  // bf16 rounds q itself), and the probabilities go to p_bf16 as bf16 bits,
+  // (rows, bk), instead of back into s. Needs round_bf16.
+  std::uint16_t* p_bf16 = nullptr;
+  float score_scale = 1.0f;  // read only with p_bf16; must be > 0
 };
 
 void softmax_tile(const SoftmaxTile& t, VectorIsa isa = VectorIsa::native);

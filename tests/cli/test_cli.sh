@@ -339,7 +339,7 @@ widest_path() {
   json_field vector_path
 }
 
-# bench kernel --tiles and --vector-path: --help lists them with their
+# bench kernel --tiles, --vector-path and --bf16-products: --help lists them with their
 # choices; every tile shape runs here (the two ISAs' shapes differ, native is
 # one of them), every vector path up to this CPU's widest runs and is the one
 # reported; names that are no choice are refused with exit 2.
@@ -373,10 +373,29 @@ case_bench_kernel_variants() {
   done
   expect 2 "$bin" bench kernel --tiles avx1024
   expect 2 "$bin" bench kernel --vector-path sse2
+
+  # --bf16-products: fp32 runs everywhere; dot where the CPU has AVX512_BF16
+  # (then native is dot, and the record has the vdpbf16ps peak), else native
+  # is fp32 and dot is refused (case_bench_kernel_refusal).
+  bench_json --compute bf16 --bf16-products fp32
+  [[ $(json_field bf16_products) == fp32 ]] || fail "--bf16-products fp32 ran $(json_field bf16_products)"
+  json_field implementation | grep -q 'products=fp32' || fail "products=fp32 not in the report"
+  bench_json --compute bf16
+  native=$(json_field bf16_products)
+  if grep -q avx512_bf16 /proc/cpuinfo; then
+    [[ $native == dot ]] || fail "AVX512_BF16 here, yet native bf16 products are $native"
+    bench_json --compute bf16 --bf16-products dot
+    json_field implementation | grep -q 'products=dot' || fail "products=dot not in the report"
+    "$py" -c 'import json; j = json.load(open("out.txt")); assert j["bf16_peak_gflops"] > 0 and 0 < j["fraction_of_bf16_peak"] < 2, j' ||
+      fail "the dot run's record lacks its bf16 peak"
+  else
+    [[ $native == fp32 ]] || fail "no AVX512_BF16 here, yet native bf16 products are $native"
+  fi
+  expect 2 "$bin" bench kernel --bf16-products vnni
 }
 
 # A vector path wider than this CPU's is refused before anything runs: one
-# line naming the flag, exit 2. On a CPU that runs every path the check runs
+# line naming the flag, exit 2; so are bf16 dot products without AVX512_BF16. On a CPU that runs every path the check runs
 # the binary under qemu-x86_64 emulating an AVX2 CPU (Haswell) when qemu-user
 # is installed, and is skipped (77) otherwise.
 case_bench_kernel_refusal() {
@@ -406,6 +425,11 @@ case_bench_kernel_refusal() {
     refused=$((refused + 1))
   done
   [[ $refused -gt 0 ]] || fail "no vector path was refused (widest: $widest)"
+  # Haswell (or this CPU, when it lacks the ISA) has no AVX512_BF16.
+  if [[ $bin == "$PWD/emulated.sh" ]] || ! grep -q avx512_bf16 /proc/cpuinfo; then
+    expect 2 "$bin" bench kernel --n 64 --d 16 --heads 1 --reps 1 --compute bf16 --bf16-products dot
+    one_error_line "bench kernel --bf16-products dot: this CPU has no AVX512_BF16"
+  fi
 }
 
 "case_$case_name"

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu.hpp"
 #include "core/dtype.hpp"
 #include "core/positions.hpp"
 #include "core/seeded_data.hpp"
@@ -50,6 +51,8 @@ inline std::string variant_name(const CpuVariant& v) {
 
 // Why this CPU cannot run the variant, or "" when it can: tests skip with it.
 inline std::string cannot_run(const CpuVariant& v) {
+  if (resolve_bf16_products(v.bf16) == Bf16Products::dot && !cpu_features().avx512_bf16)
+    return "this CPU has no AVX512_BF16 for the bf16 dot products";
   if (cpu_runs(v.isa)) return "";
   return std::string("this CPU cannot execute the ") + vector_isa_name(v.isa) +
          " path (widest here: " + vector_isa_name(resolve_isa(VectorIsa::native)) + ")";

@@ -428,7 +428,7 @@ INSTANTIATE_TEST_SUITE_P(Kernel, LargeLogits, ::testing::ValuesIn(large_logit_ca
 // reason o is measured against max|v| here.
 constexpr Tolerance kBf16Tol{3e-2, 2e-2, true};
 
-std::vector<Problem> bf16_problems() {
+std::vector<Problem> bf16_problems_one_path() {
   std::vector<Problem> out;
   int i = 0;
   for (std::int64_t n : kLengths)
@@ -457,8 +457,24 @@ std::vector<Problem> bf16_problems() {
   return out;
 }
 
+// Each case runs on both ways of multiplying bf16 tiles: dot products
+// (vdpbf16ps, skipped without AVX512_BF16) and fp32 products of the rounded
+// values; the bound above covers both (the dot path rounds q, not q·scale).
+std::vector<Problem> bf16_problems() {
+  std::vector<Problem> out;
+  for (const Bf16Products products : {Bf16Products::dot, Bf16Products::fp32})
+    for (Problem p : bf16_problems_one_path()) {
+      p.variant.bf16 = products;
+      p.name.insert(std::string("bf16compute_").size(),
+                    std::string(bf16_products_name(products)) + "_");
+      out.push_back(p);
+    }
+  return out;
+}
+
 class Bf16Compute : public ::testing::TestWithParam<Problem> {};
 TEST_P(Bf16Compute, MatchesReference) {
+  if (const std::string why = cannot_run(GetParam().variant); !why.empty()) GTEST_SKIP() << why;
   check_problem(GetParam(), kBf16Tol);
 }
 INSTANTIATE_TEST_SUITE_P(Kernel, Bf16Compute, ::testing::ValuesIn(bf16_problems()), param_name);
@@ -470,7 +486,8 @@ INSTANTIATE_TEST_SUITE_P(Kernel, Bf16Compute, ::testing::ValuesIn(bf16_problems(
 // partial sums with Kahan compensation and must stay within 1e-5.
 TEST(LongLowVariety, StaysWithinFp32Tolerance) {
   const std::int64_t nq = 24, nkv = 32000, D = 64, distinct = 16;
-  std::vector<float> q(static_cast<std::size_t>(nq * D)), rows_k(distinct * D), rows_v(distinct * D);
+  std::vector<float> q(static_cast<std::size_t>(nq * D)), rows_k(distinct * D),
+      rows_v(distinct * D);
   fill_seeded(q.data(), DType::f32, q.size(), 901);
   fill_seeded(rows_k.data(), DType::f32, rows_k.size(), 902);
   fill_seeded(rows_v.data(), DType::f32, rows_v.size(), 903);

@@ -194,7 +194,13 @@ std::vector<WorkspaceCase> workspace_cases() {
       bf.batch = 2;
       bf.heads_q = 4;
       bf.heads_kv = 2;
-      add("bf16compute_gqa_b2", bf);
+      add("bf16compute_gqa_b2", bf);  // dot products where the CPU has AVX512_BF16
+      bf.variant.bf16 = Bf16Products::fp32;
+      add("bf16compute_fp32_products_gqa_b2", bf);
+      // The dot path pads an odd head dim's Q and K^T to an even depth.
+      Problem odd = base("", 50, 300, 33, false, DType::f16, 6);
+      odd.compute = ComputeType::bf16;
+      add("bf16compute_d33", odd);
     }
   return out;
 }
