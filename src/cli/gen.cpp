@@ -31,8 +31,8 @@ struct GenFlags {
 
 int gen(const GenFlags& f) {
   SyntheticSpec s = f.spec;
-  s.HK = f.kv_heads > 0 ? f.kv_heads : s.H;
-  s.NK = f.n_kv > 0 ? f.n_kv : s.N;
+  s.shape.heads_kv = f.kv_heads > 0 ? f.kv_heads : s.shape.heads_q;
+  s.shape.tokens_kv = f.n_kv > 0 ? f.n_kv : s.shape.tokens_q;
   s.dtype = parse_dtype(f.dtype);
   if (s.gzip > 0) s.chunked = true;
   Timer t;
@@ -41,10 +41,12 @@ int gen(const GenFlags& f) {
   std::printf(
       "ringattn: wrote %s: q [%lld, %lld, %lld, %lld], k and v [%lld, %lld, %lld, %lld], %s, "
       "%s%s, seed %llu, amplitude %g, %.1f MiB in %.2f s\n",
-      s.path.c_str(), static_cast<long long>(s.B), static_cast<long long>(s.H),
-      static_cast<long long>(s.N), static_cast<long long>(s.D), static_cast<long long>(s.B),
-      static_cast<long long>(s.HK), static_cast<long long>(s.NK), static_cast<long long>(s.D),
-      dtype_name(s.dtype), layout, s.gzip > 0 ? (" " + std::to_string(s.gzip)).c_str() : "",
+      s.path.c_str(), static_cast<long long>(s.shape.batch),
+      static_cast<long long>(s.shape.heads_q), static_cast<long long>(s.shape.tokens_q),
+      static_cast<long long>(s.shape.head_dim), static_cast<long long>(s.shape.batch),
+      static_cast<long long>(s.shape.heads_kv), static_cast<long long>(s.shape.tokens_kv),
+      static_cast<long long>(s.shape.head_dim), dtype_name(s.dtype), layout,
+      s.gzip > 0 ? (" " + std::to_string(s.gzip)).c_str() : "",
       static_cast<unsigned long long>(s.seed), static_cast<double>(s.amplitude),
       static_cast<double>(bytes) / (1 << 20), t.seconds());
   return kOk;
@@ -62,13 +64,19 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
       "2), so any slice can be rebuilt from the seed. Written one (batch, head) plane at a time "
       "under a temporary name, renamed when complete. One process writes (under mpirun, rank 0).");
   c->add_option("--output,-o", s.path, "File to write")->required();
-  c->add_option("--batch", s.B, "B: batch size")->capture_default_str()->check(positive());
-  c->add_option("--heads", s.H, "H: query heads")->capture_default_str()->check(positive());
+  c->add_option("--batch", s.shape.batch, "B: batch size")
+      ->capture_default_str()
+      ->check(positive());
+  c->add_option("--heads", s.shape.heads_q, "H: query heads")
+      ->capture_default_str()
+      ->check(positive());
   c->add_option("--kv-heads", f->kv_heads, "HK: key/value heads, dividing H [default: H]")
       ->check(positive());
-  c->add_option("--n", s.N, "N: query tokens")->capture_default_str()->check(positive());
+  c->add_option("--n", s.shape.tokens_q, "N: query tokens")
+      ->capture_default_str()
+      ->check(positive());
   c->add_option("--n-kv", f->n_kv, "NK: key/value tokens [default: N]")->check(positive());
-  c->add_option("--d", s.D, "D: head dim (1.." + std::to_string(kMaxHeadDim) + ")")
+  c->add_option("--d", s.shape.head_dim, "D: head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
       ->check(integer_in(1, kMaxHeadDim));
   c->add_option("--dtype", f->dtype, "Element type (f16: IEEE half, as numpy.float16)")

@@ -37,11 +37,14 @@ namespace {
 void check_fits(const SyntheticSpec& s, const std::string& ctx) {
   Checked c;
   const std::int64_t es = static_cast<std::int64_t>(dtype_size(s.dtype));
-  const std::int64_t plane = std::max(c.mul({s.N, s.D, es}), c.mul({s.NK, s.D, es}));
+  const std::int64_t plane = std::max(c.mul({s.shape.tokens_q, s.shape.head_dim, es}),
+                                      c.mul({s.shape.tokens_kv, s.shape.head_dim, es}));
   const std::int64_t total =
-      c.add({c.mul({s.B, s.H, s.N, s.D, es}), c.mul({2, s.B, s.HK, s.NK, s.D, es})});
-  RA_CHECK(!c.overflow, usage, ctx, ": too big: q [", s.B, ", ", s.H, ", ", s.N, ", ", s.D,
-           "] and k, v [", s.B, ", ", s.HK, ", ", s.NK, ", ", s.D,
+      c.add({c.mul({s.shape.batch, s.shape.heads_q, s.shape.tokens_q, s.shape.head_dim, es}),
+             c.mul({2, s.shape.batch, s.shape.heads_kv, s.shape.tokens_kv, s.shape.head_dim, es})});
+  RA_CHECK(!c.overflow, usage, ctx, ": too big: q [", s.shape.batch, ", ", s.shape.heads_q, ", ",
+           s.shape.tokens_q, ", ", s.shape.head_dim, "] and k, v [", s.shape.batch, ", ",
+           s.shape.heads_kv, ", ", s.shape.tokens_kv, ", ", s.shape.head_dim,
            "] overflow a 64-bit byte count (over 8 EiB)");
   const std::int64_t memory = available_memory_bytes();
   RA_CHECK(memory < 0 || plane <= memory, usage, ctx, ": too big: one (batch, head) plane is ",
@@ -59,11 +62,13 @@ void check_fits(const SyntheticSpec& s, const std::string& ctx) {
 // temporary name beside it (same directory: the rename stays atomic).
 std::string check_target(const SyntheticSpec& s, const std::string& ctx) {
   RA_CHECK(!s.path.empty(), usage, "synthetic input: no output path given");
-  RA_CHECK(s.B > 0 && s.H > 0 && s.HK > 0 && s.N > 0 && s.NK > 0 && s.D > 0, usage, ctx,
-           ": sizes must be positive, got B ", s.B, ", H ", s.H, ", HK ", s.HK, ", N ", s.N,
-           ", NK ", s.NK, ", D ", s.D);
-  RA_CHECK(s.H % s.HK == 0, usage, ctx, ": query heads (", s.H,
-           ") must be a multiple of key/value heads (", s.HK, ")");
+  RA_CHECK(s.shape.batch > 0 && s.shape.heads_q > 0 && s.shape.heads_kv > 0 &&
+               s.shape.tokens_q > 0 && s.shape.tokens_kv > 0 && s.shape.head_dim > 0,
+           usage, ctx, ": sizes must be positive, got B ", s.shape.batch, ", H ", s.shape.heads_q,
+           ", HK ", s.shape.heads_kv, ", N ", s.shape.tokens_q, ", NK ", s.shape.tokens_kv, ", D ",
+           s.shape.head_dim);
+  RA_CHECK(s.shape.heads_q % s.shape.heads_kv == 0, usage, ctx, ": query heads (", s.shape.heads_q,
+           ") must be a multiple of key/value heads (", s.shape.heads_kv, ")");
   RA_CHECK(s.dtype == DType::f32 || s.dtype == DType::f16, usage, ctx,
            ": element type must be f32 or f16, not ", dtype_name(s.dtype));
   RA_CHECK(std::isfinite(s.amplitude) && s.amplitude > 0, usage, ctx,
@@ -105,13 +110,15 @@ struct Tensor {
 
 void write_tensor(hid_t file, const SyntheticSpec& s, const Tensor& t, hid_t type,
                   std::vector<char>& plane) {
-  const hsize_t dims[4] = {hsize_t(s.B), hsize_t(t.heads), hsize_t(t.n), hsize_t(s.D)};
+  const hsize_t dims[4] = {hsize_t(s.shape.batch), hsize_t(t.heads), hsize_t(t.n),
+                           hsize_t(s.shape.head_dim)};
   H5Handle space(RA_H5_CHECK(H5Screate_simple(4, dims, nullptr)), H5Kind::dataspace);
   H5Handle dcpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Kind::plist);
   // Every element is written once: no fill pass.
   RA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
   if (s.chunked || s.gzip > 0) {
-    const hsize_t chunk[4] = {1, 1, hsize_t(synthetic_chunk_tokens(t.n)), hsize_t(s.D)};
+    const hsize_t chunk[4] = {1, 1, hsize_t(synthetic_chunk_tokens(t.n)),
+                              hsize_t(s.shape.head_dim)};
     RA_H5_CHECK(H5Pset_chunk(dcpl.get(), 4, chunk));
     if (s.gzip > 0) RA_H5_CHECK(H5Pset_deflate(dcpl.get(), static_cast<unsigned>(s.gzip)));
   }
@@ -120,13 +127,14 @@ void write_tensor(hid_t file, const SyntheticSpec& s, const Tensor& t, hid_t typ
                 H5Kind::dataset);
 
   // One (b, h) plane at a time: (n, D) elements, flattened index first + i.
-  const std::size_t n = static_cast<std::size_t>(t.n * s.D);
+  const std::size_t n = static_cast<std::size_t>(t.n * s.shape.head_dim);
   plane.resize(n * dtype_size(s.dtype));
-  const hsize_t count[4] = {1, 1, hsize_t(t.n), hsize_t(s.D)};
+  const hsize_t count[4] = {1, 1, hsize_t(t.n), hsize_t(s.shape.head_dim)};
   H5Handle mem(RA_H5_CHECK(H5Screate_simple(4, count, nullptr)), H5Kind::dataspace);
-  for (std::int64_t b = 0; b < s.B; ++b)
+  for (std::int64_t b = 0; b < s.shape.batch; ++b)
     for (std::int64_t h = 0; h < t.heads; ++h) {
-      const std::uint64_t first = static_cast<std::uint64_t>(((b * t.heads + h) * t.n) * s.D);
+      const std::uint64_t first =
+          static_cast<std::uint64_t>(((b * t.heads + h) * t.n) * s.shape.head_dim);
       fill_seeded(plane.data(), s.dtype, n, t.seed, first, s.amplitude);
       const hsize_t start[4] = {hsize_t(b), hsize_t(h), 0, 0};
       RA_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr));
@@ -161,8 +169,9 @@ std::int64_t write_synthetic_input(const SyntheticSpec& s) {
                   H5Kind::file);
     H5Handle type = h5_float_type(s.dtype);  // the same in memory and in the file
     std::vector<char> plane;
-    const Tensor tensors[3] = {
-        {"q", s.seed, s.H, s.N}, {"k", s.seed + 1, s.HK, s.NK}, {"v", s.seed + 2, s.HK, s.NK}};
+    const Tensor tensors[3] = {{"q", s.seed, s.shape.heads_q, s.shape.tokens_q},
+                               {"k", s.seed + 1, s.shape.heads_kv, s.shape.tokens_kv},
+                               {"v", s.seed + 2, s.shape.heads_kv, s.shape.tokens_kv}};
     for (const Tensor& t : tensors) write_tensor(file.get(), s, t, type.get(), plane);
 
     write_attribute(file.get(), "generator", s.generator);

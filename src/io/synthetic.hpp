@@ -21,18 +21,16 @@
 #include <string>
 
 #include "core/dtype.hpp"
+#include "core/shape.hpp"
 
 namespace ringattn {
 
 struct SyntheticSpec {
-  std::string path;                        // the file to write
-  bool overwrite = false;                  // replace an existing file
-  std::int64_t B = 1;                      // batch
-  std::int64_t H = 4;                      // query heads
-  std::int64_t HK = 4;                     // key/value heads (divides H)
-  std::int64_t N = 4096;                   // query tokens
-  std::int64_t NK = 4096;                  // key/value tokens
-  std::int64_t D = 64;                     // head dim
+  std::string path;        // the file to write
+  bool overwrite = false;  // replace an existing file
+  // q [batch, heads_q, tokens_q, head_dim], k and v [batch, heads_kv, tokens_kv, head_dim]
+  AttnShape shape{
+      .batch = 1, .heads_q = 4, .heads_kv = 4, .tokens_q = 4096, .tokens_kv = 4096, .head_dim = 64};
   DType dtype = DType::f32;                // f32 or f16 (IEEE half, as h5py writes it)
   std::uint64_t seed = 1;                  // q: seed, k: seed + 1, v: seed + 2
   float amplitude = 1.0f;                  // values uniform in [-amplitude, amplitude)
