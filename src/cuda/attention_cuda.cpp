@@ -71,6 +71,8 @@ void update_rows(const AttnParams& p, float* m2, float* l, float* acc, Stream st
   k.group = p.heads_q / p.heads_kv;
   k.head_dim = static_cast<int>(p.head_dim);
   k.scale_log2 = p.effective_scale() * kLog2e;
+  RA_CHECK(!p.window.bounded(), usage, "the CUDA kernel has no attention windows yet (--window ",
+           p.window.text(), "): use --backend cpu");
   k.causal = p.causal;
   k.vector_loads = s.vector_loads;
   k.q_tiles = s.q_tiles;

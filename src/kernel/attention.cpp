@@ -179,6 +179,7 @@ void update_state(const AttnParams& p, AttnState& s) {
   const bool bf16 = p.compute == ComputeType::bf16;
   const float qscale = p.effective_scale() * kLog2e;
   const VectorIsa isa = resolve_isa(p.cpu.isa);
+  const Visibility vis = p.visibility();
   Workspace ws;
 
   AlignedBuffer<std::int64_t> qpos = ws.buffer<std::int64_t>(static_cast<std::size_t>(p.n_q));
@@ -206,7 +207,7 @@ void update_state(const AttnParams& p, AttnState& s) {
     qtile_cost[qt] = 0;
     for (std::int64_t kt = 0; kt < KT; ++kt)
       qtile_cost[qt] +=
-          classify_tile(qmin[qt], qmax[qt], kmin[kt], kmax[kt], p.causal) != TileKind::empty;
+          classify_tile(qmin[qt], qmax[qt], kmin[kt], kmax[kt], vis) != TileKind::empty;
   }
   std::iota(qtile_order.data(), qtile_order.data() + QT, std::int64_t{0});
   std::stable_sort(qtile_order.data(), qtile_order.data() + QT,
@@ -380,7 +381,7 @@ void update_state(const AttnParams& p, AttnState& s) {
       const std::int64_t fold_n = static_cast<std::int64_t>(rows) * D;
 
       for (std::int64_t kt = 0; kt < KT; ++kt) {
-        const TileKind kind = classify_tile(q_lo, q_hi, kmin[kt], kmax[kt], p.causal);
+        const TileKind kind = classify_tile(q_lo, q_hi, kmin[kt], kmax[kt], vis);
         if (kind == TileKind::empty) continue;
         const std::int64_t tile = (b * HK + hk) * KT + kt;
         const int k_valid = static_cast<int>(std::min<std::int64_t>(BK, p.n_kv - kt * BK));
@@ -390,7 +391,7 @@ void update_state(const AttnParams& p, AttnState& s) {
           gemm_qk(kt_pack.data() + tile * D * BK, qbuf.data(), sbuf.data());
         if (kind == TileKind::diagonal || k_valid < BK)
           mask_tile(sbuf.data(), rows, BK, qposbuf.data(), kpos.data() + kt * BK, k_valid,
-                    kind == TileKind::diagonal);
+                    kind == TileKind::diagonal ? vis : Visibility{});
         softmax_tile({.s = sbuf.data(),
                       .rows = rows,
                       .bk = BK,
@@ -517,16 +518,23 @@ void attention_forward(const AttnParams& p, float* o, float* lse) {
 }
 
 double attention_flops(const AttnParams& p) {
-  if (!p.causal)
+  const Visibility vis = p.visibility();
+  if (vis.all())
     return 4.0 * static_cast<double>(p.head_dim) * static_cast<double>(p.n_q) *
            static_cast<double>(p.n_kv) * static_cast<double>(p.batch * p.heads_q);
   Positions kp = p.k_pos.empty() ? Positions::contiguous(0, p.n_kv) : p.k_pos;
   double pairs = 0;
   for (std::int64_t i = 0; i < p.n_q; ++i) {
     const std::int64_t x = p.q_pos.empty() ? i : p.q_pos[i];
-    for (const auto& seg : kp.segments())
-      if (x >= seg.first)
-        pairs += static_cast<double>(std::min(seg.count, (x - seg.first) / seg.stride + 1));
+    const std::int64_t lo = vis.first_key(x), hi = vis.last_key(x);
+    for (const auto& seg : kp.segments()) {
+      // Keys first + t·stride, t < count, with lo <= key <= hi.
+      const std::int64_t last = seg.first + (seg.count - 1) * seg.stride;
+      if (seg.count == 0 || hi < seg.first || lo > last) continue;
+      const std::int64_t t0 = lo <= seg.first ? 0 : (lo - seg.first + seg.stride - 1) / seg.stride;
+      const std::int64_t t1 = hi >= last ? seg.count - 1 : (hi - seg.first) / seg.stride;
+      if (t1 >= t0) pairs += static_cast<double>(t1 - t0 + 1);
+    }
   }
   return 4.0 * static_cast<double>(p.head_dim) * pairs * static_cast<double>(p.batch * p.heads_q);
 }

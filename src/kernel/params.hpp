@@ -12,6 +12,7 @@
 #include "core/dtype.hpp"
 #include "core/positions.hpp"
 #include "core/shape.hpp"
+#include "core/visibility.hpp"
 
 namespace ringattn {
 
@@ -83,6 +84,7 @@ struct AttnParams {
 
   float scale = 0;  // softmax scale; 0 means 1/sqrt(head_dim)
   bool causal = false;
+  Window window;  // keys outside it are hidden too (causal caps its right side at 0)
   // Global positions of the query and key rows; empty means 0, 1, 2, ...
   Positions q_pos;  // size n_q when set
   Positions k_pos;  // size n_kv when set
@@ -103,6 +105,7 @@ struct AttnParams {
                           std::int64_t n_q, std::int64_t n_kv, std::int64_t head_dim);
 
   float effective_scale() const;
+  Visibility visibility() const { return Visibility::of(causal, window); }
   // Throws Error(usage) naming the first inconsistent field.
   void validate() const;
 };

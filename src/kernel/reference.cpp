@@ -14,6 +14,7 @@ void reference_attention(const AttnParams& p, double* o, double* lse) {
   p.validate();
   const std::int64_t D = p.head_dim, group = p.heads_q / p.heads_kv;
   const double scale = p.effective_scale();
+  const Visibility vis = p.visibility();
   std::vector<double> s(static_cast<std::size_t>(p.n_kv)), q(static_cast<std::size_t>(D));
   for (std::int64_t b = 0; b < p.batch; ++b)
     for (std::int64_t h = 0; h < p.heads_q; ++h) {
@@ -25,7 +26,7 @@ void reference_attention(const AttnParams& p, double* o, double* lse) {
         double mx = -std::numeric_limits<double>::infinity();
         for (std::int64_t j = 0; j < p.n_kv; ++j) {
           const std::int64_t kpos = p.k_pos.empty() ? j : p.k_pos[j];
-          if (p.causal && kpos > qpos) {
+          if (!vis.sees(qpos, kpos)) {
             s[j] = -std::numeric_limits<double>::infinity();
             continue;
           }

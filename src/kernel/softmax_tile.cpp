@@ -384,15 +384,15 @@ void sum_lanes(const float* l_lanes, int rows, float* l) {
 }
 
 void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,
-               int k_valid, bool causal) {
+               int k_valid, const Visibility& vis) {
   const float ninf = -__builtin_inff();
   for (int i = 0; i < rows; ++i) {
     float* row = s + static_cast<long>(i) * bk;
     for (int j = k_valid; j < bk; ++j) row[j] = ninf;
-    if (causal) {
+    if (!vis.all()) {
       const std::int64_t qp = q_pos[i];
       for (int j = 0; j < k_valid; ++j)
-        if (k_pos[j] > qp) row[j] = ninf;
+        if (!vis.sees(qp, k_pos[j])) row[j] = ninf;
     }
   }
 }

@@ -51,10 +51,10 @@ void spread_lanes(const float* l, int rows, float* l_lanes);
 // l[i] = sum of row i's lanes.
 void sum_lanes(const float* l_lanes, int rows, float* l);
 
-// Masks scores the causal rule or the block's end hides: s[i][j] = -inf when
-// causal and k_pos[j] > q_pos[i], or when j >= k_valid. s: (rows, bk).
+// Masks scores the visibility rule or the block's end hides: s[i][j] = -inf
+// when !vis.sees(q_pos[i], k_pos[j]), or when j >= k_valid. s: (rows, bk).
 void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,
-               int k_valid, bool causal);
+               int k_valid, const Visibility& vis);
 
 // sum += x with Kahan compensation `comp` (sum - comp is the better total),
 // for n floats.

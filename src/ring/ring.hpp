@@ -44,6 +44,7 @@ struct RingLayout {
 
 struct RingOptions {
   bool causal = false;
+  Window window;    // keys outside it hidden too (DeviceRing: none yet)
   float scale = 0;  // 0: 1/sqrt(head_dim)
   ComputeType compute = ComputeType::f32;
   int threads = 1;   // the CPU kernel's threads

@@ -80,7 +80,7 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
 
     AttnParams p =
         ring_step_params(layout, r, backend.queries(), q_pos, backend.block(cur), st.source, opt);
-    st.skipped = ring_step_skipped(q_range, p.k_pos, opt.causal);
+    st.skipped = ring_step_skipped(q_range, p.k_pos, p.visibility());
     if (!st.skipped) st.flops = attention_flops(p);
     st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
     if (hop_now) {

@@ -26,9 +26,10 @@ constexpr int ring_step_incoming(int r, int s, int P) {
 
 // True when no key of the block at k_pos is visible to any query in q: the
 // step folds nothing (it still sends and receives).
-inline bool ring_step_skipped(const PositionRange& q, const Positions& k_pos, bool causal) {
+inline bool ring_step_skipped(const PositionRange& q, const Positions& k_pos,
+                              const Visibility& vis) {
   const PositionRange k = k_pos.range();
-  return classify_tile(q.min, q.max, k.min, k.max, causal) == TileKind::empty;
+  return classify_tile(q.min, q.max, k.min, k.max, vis) == TileKind::empty;
 }
 
 // The kernel's problem at a step whose K/V block came from rank `source`:
@@ -54,6 +55,7 @@ inline AttnParams ring_step_params(const RingLayout& layout, int rank, const voi
   p.head_dim = D;
   p.scale = opt.scale;
   p.causal = opt.causal;
+  p.window = opt.window;
   p.q_pos = q_pos;
   p.k_pos = layout.kv_part.positions(source);
   p.compute = opt.compute;

@@ -51,10 +51,13 @@ struct RingCase {
   bool causal;
   std::int64_t hq, hkv, nq, nkv, d;
   DType dtype;
+  Window window = {};  // default: none
   std::string name() const {
+    std::string w = window.bounded() ? "_window" + window.text() : "";
+    std::replace(w.begin(), w.end(), ',', '_');
     return std::string(partition_name(partition)) + (causal ? "_causal" : "_full") + "_h" +
            std::to_string(hq) + "x" + std::to_string(hkv) + "_n" + std::to_string(nq) + "x" +
-           std::to_string(nkv) + "_d" + std::to_string(d) + "_" + dtype_name(dtype);
+           std::to_string(nkv) + "_d" + std::to_string(d) + "_" + dtype_name(dtype) + w;
   }
 };
 
@@ -75,6 +78,7 @@ struct RingProblem {
     AttnParams p =
         AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, B, c.hq, c.hkv, c.nq, c.nkv, c.d);
     p.causal = c.causal;
+    p.window = c.window;
     return p;
   }
   // This rank's rows of a whole-sequence answer (B, HQ, NQ, width).

@@ -160,7 +160,7 @@ TEST(TileKind, MatchesTheCpuRuleOnEveryLayout) {
                 kmin = std::min(kmin, kp[j]);
                 kmax = std::max(kmax, kp[j]);
               }
-              const TileKind want = classify_tile(qmin, qmax, kmin, kmax, true);
+              const TileKind want = classify_tile(qmin, qmax, kmin, kmax, Visibility::of(true));
               const int got = tile_kind(dq, dk, qp.size(), kp.size(), bq, bk, qt, kt, true);
               const int want_i = want == TileKind::empty      ? kTileEmpty
                                  : want == TileKind::diagonal ? kTileDiagonal

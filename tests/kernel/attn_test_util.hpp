@@ -91,6 +91,7 @@ struct Problem {
   DType dtype = DType::f32;
   ComputeType compute = ComputeType::f32;
   bool causal = false;
+  Window window;           // default: every key (but causal's)
   Positions q_pos, k_pos;  // empty: 0, 1, 2, ...
   Layout layout = Layout::dense;
   float scale = 0;            // 0: 1/sqrt(head_dim)
@@ -176,6 +177,7 @@ struct Inputs {
     dense = AttnParams::dense(q.data(), k.data(), v.data(), t, B, HQ, HK, NQ, NK, D);
     dense.scale = pr.scale;
     dense.causal = pr.causal;
+    dense.window = pr.window;
     dense.q_pos = pr.q_pos;
     dense.k_pos = pr.k_pos;
     dense.compute = pr.compute;

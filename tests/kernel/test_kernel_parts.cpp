@@ -462,60 +462,104 @@ TEST(Bf16Products, DotAndFp32PathsRunTheirOwnCode) {
   EXPECT_NE(outs[0], outs[1]);
 }
 
-TEST(MaskTile, HidesFutureKeysAndColumnsPastTheBlock) {
+// The rules the mask and tile tests run: none, causal, windows on one or
+// both sides, causal with a window, a window of 0 (the diagonal only).
+std::vector<std::pair<std::string, Visibility>> visibility_rules() {
+  return {{"all", Visibility::of(false)},
+          {"causal", Visibility::of(true)},
+          {"left3", Visibility::of(false, {3, kUnboundedWindow})},
+          {"left2_right1", Visibility::of(false, {2, 1})},
+          {"causal_left4", Visibility::of(true, {4, kUnboundedWindow})},
+          {"causal_right5_capped", Visibility::of(true, {kUnboundedWindow, 5})},
+          {"window0", Visibility::of(false, {0, 0})}};
+}
+
+TEST(Visibility, CausalCapsTheWindowsRightSide) {
+  EXPECT_EQ(Visibility::of(true).right, 0);
+  EXPECT_EQ(Visibility::of(true).left, kUnboundedWindow);
+  EXPECT_EQ(Visibility::of(true, {7, 9}).right, 0);
+  EXPECT_EQ(Visibility::of(false, {7, 9}).right, 9);
+  EXPECT_TRUE(Visibility::of(false).all());
+  const Visibility w = Visibility::of(false, {2, 1});
+  EXPECT_TRUE(w.sees(10, 8) && w.sees(10, 11) && w.sees(10, 10));
+  EXPECT_FALSE(w.sees(10, 7) || w.sees(10, 12));
+}
+
+TEST(Window, TextRoundTripsAndBadTextIsOneUsageError) {
+  for (const char* t : {"none", "0", "4096", "4096,0", "0,0", "inf,16"})
+    EXPECT_EQ(Window::parse(t, "--window").text(), t);
+  EXPECT_EQ(Window::parse("3,inf", "x").text(), "3");  // the right side's default
+  EXPECT_EQ(Window::parse("inf,inf", "x").text(), "none");
+  EXPECT_EQ(Window::parse("12", "x").right, kUnboundedWindow);
+  EXPECT_EQ(Window::parse("12,3", "x").right, 3);
+  EXPECT_FALSE(Window::parse("none", "x").bounded());
+  for (const char* bad : {"", "-1", "1,", ",2", "1,2,3", "abc", "1.5", "9223372036854775807"}) {
+    try {
+      Window::parse(bad, "--window");
+      ADD_FAILURE() << "accepted \"" << bad << "\"";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_class(), ErrorClass::usage);
+      EXPECT_NE(std::string(e.what()).find("--window must be"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(MaskTile, HidesWhatTheRuleHidesAndColumnsPastTheBlock) {
   const int rows = 4, bk = 16, k_valid = 12;
   const std::int64_t q_pos[rows] = {5, 10, 20, -1};
   std::int64_t k_pos[bk];
   for (int j = 0; j < bk; ++j) k_pos[j] = 2 * j;  // 0, 2, ..., 30
-  for (bool causal : {false, true}) {
+  for (const auto& [name, vis] : visibility_rules()) {
     std::vector<float> s(rows * bk);
     for (int i = 0; i < rows * bk; ++i) s[i] = static_cast<float>(i) + 0.5f;
     const std::vector<float> before = s;
-    mask_tile(s.data(), rows, bk, q_pos, k_pos, k_valid, causal);
+    mask_tile(s.data(), rows, bk, q_pos, k_pos, k_valid, vis);
     for (int i = 0; i < rows; ++i)
       for (int j = 0; j < bk; ++j) {
-        const bool hidden = j >= k_valid || (causal && k_pos[j] > q_pos[i]);
+        const bool hidden = j >= k_valid || !vis.sees(q_pos[i], k_pos[j]);
         const float got = s[i * bk + j];
         if (hidden)
-          EXPECT_EQ(got, -kInf) << "row " << i << " col " << j << (causal ? " causal" : "");
+          EXPECT_EQ(got, -kInf) << "row " << i << " col " << j << " " << name;
         else
-          EXPECT_EQ(got, before[i * bk + j]) << "row " << i << " col " << j;
+          EXPECT_EQ(got, before[i * bk + j]) << "row " << i << " col " << j << " " << name;
       }
   }
-  // A whole tile, nothing causal: untouched.
+  // A whole tile, nothing hidden: untouched.
   std::vector<float> s(rows * bk, 1.0f);
-  mask_tile(s.data(), rows, bk, q_pos, k_pos, bk, false);
+  mask_tile(s.data(), rows, bk, q_pos, k_pos, bk, Visibility{});
   for (float x : s) EXPECT_EQ(x, 1.0f);
 }
 
 // ---- classify_tile ----------------------------------------------------------------
 
-static_assert(classify_tile(0, 63, 64, 127, true) == TileKind::empty);
-static_assert(classify_tile(64, 127, 0, 63, true) == TileKind::full);
-static_assert(classify_tile(0, 63, 0, 63, true) == TileKind::diagonal);
-static_assert(classify_tile(0, 63, 64, 127, false) == TileKind::full);
+static_assert(classify_tile(0, 63, 64, 127, Visibility::of(true)) == TileKind::empty);
+static_assert(classify_tile(64, 127, 0, 63, Visibility::of(true)) == TileKind::full);
+static_assert(classify_tile(0, 63, 0, 63, Visibility::of(true)) == TileKind::diagonal);
+static_assert(classify_tile(0, 63, 64, 127, Visibility::of(false)) == TileKind::full);
+static_assert(classify_tile(1000, 1063, 0, 63, Visibility::of(true, {100, 0})) == TileKind::empty);
 
-// Against the definition on every contiguous tile pair of small ranges:
-// empty when no (query, key) pair is visible, full when all are.
+// Against the definition on every contiguous tile pair of small ranges,
+// under every rule: empty when no (query, key) pair is visible, full when
+// all are.
 TEST(ClassifyTile, MatchesPairwiseDefinition) {
   const int n = 9;
-  for (int q0 = 0; q0 < n; ++q0)
-    for (int q1 = q0; q1 < n; ++q1)
-      for (int k0 = 0; k0 < n; ++k0)
-        for (int k1 = k0; k1 < n; ++k1) {
-          int visible = 0, pairs = 0;
-          for (int i = q0; i <= q1; ++i)
-            for (int j = k0; j <= k1; ++j) {
-              visible += j <= i;
-              ++pairs;
-            }
-          const TileKind expect = visible == 0       ? TileKind::empty
-                                  : visible == pairs ? TileKind::full
-                                                     : TileKind::diagonal;
-          ASSERT_EQ(classify_tile(q0, q1, k0, k1, true), expect)
-              << "q [" << q0 << ", " << q1 << "] k [" << k0 << ", " << k1 << "]";
-          ASSERT_EQ(classify_tile(q0, q1, k0, k1, false), TileKind::full);
-        }
+  for (const auto& [name, vis] : visibility_rules())
+    for (int q0 = 0; q0 < n; ++q0)
+      for (int q1 = q0; q1 < n; ++q1)
+        for (int k0 = 0; k0 < n; ++k0)
+          for (int k1 = k0; k1 < n; ++k1) {
+            int visible = 0, pairs = 0;
+            for (int i = q0; i <= q1; ++i)
+              for (int j = k0; j <= k1; ++j) {
+                visible += vis.sees(i, j);
+                ++pairs;
+              }
+            const TileKind expect = visible == 0       ? TileKind::empty
+                                    : visible == pairs ? TileKind::full
+                                                       : TileKind::diagonal;
+            ASSERT_EQ(classify_tile(q0, q1, k0, k1, vis), expect)
+                << name << ": q [" << q0 << ", " << q1 << "] k [" << k0 << ", " << k1 << "]";
+          }
 }
 
 // ---- Positions -------------------------------------------------------------------
@@ -594,7 +638,7 @@ double brute_force_flops(const AttnParams& p) {
     for (std::int64_t j = 0; j < p.n_kv; ++j) {
       const std::int64_t qi = p.q_pos.empty() ? i : p.q_pos[i];
       const std::int64_t kj = p.k_pos.empty() ? j : p.k_pos[j];
-      pairs += !p.causal || kj <= qi;
+      pairs += (!p.causal || kj <= qi) && qi - kj <= p.window.left && kj - qi <= p.window.right;
     }
   return 4.0 * static_cast<double>(p.head_dim) * pairs * static_cast<double>(p.batch * p.heads_q);
 }
@@ -638,6 +682,34 @@ TEST(AttentionFlops, CausalOnRingPositionsMatchesPairCount) {
   AttnParams future = shape(1, 1, 1, 100, 64, 16, true);
   future.k_pos = Positions::contiguous(500, 64);
   EXPECT_EQ(attention_flops(future), 0.0);
+}
+
+// Windows on every kind of ring position, causal and not, against the pair
+// count: the ring's flop counts and the benchmarks read attention_flops.
+TEST(AttentionFlops, WindowsMatchPairCount) {
+  Positions zz0;
+  zz0.append({0, 1, 125}).append({875, 1, 125});
+  const Positions qs[] = {Positions::contiguous(0, 1000), zz0, Positions::strided(2, 4, 250)};
+  const Positions ks[] = {Positions::contiguous(0, 1000), Positions::strided(1, 4, 250),
+                          Positions::contiguous(300, 200)};
+  const Window windows[] = {{0, 0}, {7, kUnboundedWindow}, {100, 3}, {kUnboundedWindow, 50},
+                            {5000, 5000}};
+  for (const Positions& q : qs)
+    for (const Positions& k : ks)
+      for (const Window& w : windows)
+        for (const bool causal : {false, true}) {
+          AttnParams p = shape(1, 2, 1, q.size(), k.size(), 16, causal);
+          p.q_pos = q;
+          p.k_pos = k;
+          p.window = w;
+          EXPECT_EQ(attention_flops(p), brute_force_flops(p))
+              << "window " << w.text() << (causal ? " causal" : "");
+        }
+  // A causal window of L keys costs about N·(L+1) pairs, not N²/2.
+  AttnParams big = shape(1, 1, 1, 1 << 20, 1 << 20, 1, true);
+  big.window = {4096, kUnboundedWindow};
+  const double n = 1 << 20;
+  EXPECT_EQ(attention_flops(big), 4.0 * (n * 4097 - 4096.0 * 4097 / 2));
 }
 
 // ---- seeded data -----------------------------------------------------------------

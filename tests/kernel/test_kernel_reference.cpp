@@ -407,6 +407,57 @@ INSTANTIATE_TEST_SUITE_P(Kernel, LargeLogits, ::testing::ValuesIn(large_logit_ca
                            return param.param.problem.name;
                          });
 
+// ---- windows ----------------------------------------------------------------------------
+//
+// Key j visible to query i when i - L <= j <= i + R (causal caps R at 0):
+// left only, both sides, a window of 0 (the diagonal only), one wider than
+// the block, causal with a window; GQA, f16, cross-attention with shifted
+// and strided positions (a ring step's), on every tile shape and vector
+// path this CPU runs, so masked, empty and full tiles all occur.
+std::vector<Problem> window_problems() {
+  struct W {
+    const char* name;
+    Window w;
+    bool causal;
+  };
+  const W windows[] = {{"left5", {5, kUnboundedWindow}, false},
+                       {"left300", {300, kUnboundedWindow}, true},
+                       {"l17_r40", {17, 40}, false},
+                       {"zero", {0, 0}, false},
+                       {"wider_than_block", {5000, 5000}, false},
+                       {"causal_l64", {64, 7}, true},
+                       {"right_only_9", {kUnboundedWindow, 9}, false}};
+  std::vector<Problem> out;
+  std::uint64_t seed = 900;
+  for (const W& w : windows)
+    for (int shape = 0; shape < 3; ++shape) {
+      Problem p = shape == 0   ? make(1, 4, 2, 700, 700, 64, w.causal, DType::f32, ++seed)
+                  : shape == 1 ? make(2, 2, 1, 129, 1000, 80, w.causal, DType::f16, ++seed)
+                               : make(1, 2, 2, 300, 600, 16, w.causal, DType::f32, ++seed);
+      if (shape == 1) p.q_pos = Positions::contiguous(800, 129);  // the block's last queries
+      if (shape == 2) {  // a striped ring step: queries 1 mod 2, keys 0 mod 2 shifted
+        p.q_pos = Positions::strided(1, 2, 300);
+        p.k_pos = Positions::strided(100, 2, 600);
+      }
+      p.window = w.w;
+      p.name = std::string("window_") + w.name + "_" + p.name;
+      out.push_back(p);
+    }
+  return out;
+}
+
+class Windows : public ::testing::TestWithParam<Problem> {};
+TEST_P(Windows, MatchesReferenceOnEveryVariant) {
+  for (const CpuVariant& v : all_cpu_variants()) {
+    if (!cannot_run(v).empty()) continue;
+    Problem p = GetParam();
+    p.variant = v;
+    SCOPED_TRACE(variant_name(v));
+    check_problem(p, kF32Tol);
+  }
+}
+INSTANTIATE_TEST_SUITE_P(Kernel, Windows, ::testing::ValuesIn(window_problems()), param_name);
+
 // ---- bf16 compute ----------------------------------------------------------------------
 //
 // ComputeType::bf16 rounds q, k, v and the probabilities p to bf16 (8

@@ -42,6 +42,7 @@ TEST_P(RingVsReference, MatchesFloat64AndOneRank) {
   CpuRing ring(MPI_COMM_WORLD);
   RingOptions opt;
   opt.causal = c.causal;
+  opt.window = c.window;
   opt.threads = 1;
   const RingAnswer a = run_ring_on(ring, pr, opt);
   EXPECT_EQ(a.stats.steps.size(), static_cast<std::size_t>(P));
@@ -64,6 +65,13 @@ std::vector<RingCase> ring_cases() {
       out.push_back({pk, causal, 2, 2, 5, 5, 16, DType::f32});        // N = 5 on 4 ranks
       out.push_back({pk, causal, 2, 2, 77, 300, 16, DType::f32});     // cross-attention
       out.push_back({pk, causal, 4, 2, 257, 257, 128, DType::bf16});  // bf16 storage
+      // Windows: narrower than a shard (most steps see nothing), both sides,
+      // wider than the sequence, of 0; f16 and cross-attention.
+      out.push_back({pk, causal, 2, 1, 1001, 1001, 32, DType::f32, {40, kUnboundedWindow}});
+      out.push_back({pk, causal, 2, 2, 600, 600, 16, DType::f16, {100, 250}});
+      out.push_back({pk, causal, 2, 2, 77, 300, 16, DType::f32, {20, 5}});
+      out.push_back({pk, causal, 2, 2, 130, 130, 16, DType::f32, {0, 0}});
+      out.push_back({pk, causal, 2, 2, 130, 130, 16, DType::f32, {9999, 9999}});
     }
   return out;
 }
