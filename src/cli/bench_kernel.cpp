@@ -108,6 +108,10 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
   c->add_option("--seed", opts->req.seed, "Seed of the synthetic Q, K, V")->capture_default_str();
   c->add_flag("--causal", opts->req.causal,
               "Causal masking (key j visible to query i when j <= i)");
+  c->add_option("--window", opts->req.window,
+                "Attention window L[,R] as run's --window (none: every key); flops count the "
+                "visible pairs only")
+      ->capture_default_str();
   c->add_option("--backend", opts->req.backend,
                 "cpu: the CPU kernel against the FMA peak; cuda: the device kernel (CUDA events) "
                 "against the GPU's dense f16/bf16 tensor-core peak (exit code 2 without a device)")

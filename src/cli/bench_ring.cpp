@@ -93,6 +93,9 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
       ->check(positive());
   c->add_option("--seed", opts->req.seed, "Seed of the synthetic Q, K, V")->capture_default_str();
   c->add_flag("--causal", opts->req.causal, "Causal masking");
+  c->add_option("--window", opts->req.window,
+                "Attention window L[,R] as run's --window (none: every key)")
+      ->capture_default_str();
   c->add_flag("!--no-baseline", opts->req.baseline, "Skip the one-rank run (no efficiency figure)");
   c->add_flag("!--no-poll", opts->req.poll,
               "Do not poll the transfer from the kernel (to measure what polling hides)");

@@ -35,19 +35,24 @@ std::string Window::text() const {
   return side_text(left) + "," + side_text(right);
 }
 
-Window Window::parse(std::string_view text, const std::string& where) {
+std::optional<Window> Window::from_text(std::string_view text) {
   Window w;
   if (text == "none") return w;
   const std::size_t comma = text.find(',');
-  const bool ok = comma == std::string_view::npos
-                      ? parse_side(text, w.left)
-                      : parse_side(text.substr(0, comma), w.left) &&
-                            parse_side(text.substr(comma + 1), w.right);
-  RA_CHECK(ok, usage, where,
+  const bool ok = comma == std::string_view::npos ? parse_side(text, w.left)
+                                                  : parse_side(text.substr(0, comma), w.left) &&
+                                                        parse_side(text.substr(comma + 1), w.right);
+  if (!ok) return std::nullopt;
+  return w;
+}
+
+Window Window::parse(std::string_view text, const std::string& where) {
+  const std::optional<Window> w = from_text(text);
+  RA_CHECK(w, usage, where,
            " must be \"none\", L or L,R (keys L positions before to R after the query; each a "
            "whole number from 0 to 2^62, or inf), got \"",
            std::string(text), "\"");
-  return w;
+  return *w;
 }
 
 }  // namespace ringattn

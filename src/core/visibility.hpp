@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,8 @@ struct Window {
   std::string text() const;
   // Parses text() forms; throws Error(usage) "<where> must be ..." otherwise.
   static Window parse(std::string_view text, const std::string& where);
+  // The same without throwing: nullopt for text parse() refuses.
+  static std::optional<Window> from_text(std::string_view text);
   // What --help shows for the value.
   static constexpr const char* metavar = "none|L[,R]";
 

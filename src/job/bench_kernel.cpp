@@ -62,6 +62,7 @@ nlohmann::json problem_and_times(const KernelBenchRequest& o, const AttnParams& 
       {"dtype", dtype_name(p.dtype)},
       {"compute", compute_type_name(p.compute)},
       {"causal", o.causal},
+      {"window", o.window},
       {"reps", o.reps},
       {"seconds", median(secs)},
       {"seconds_min", *std::min_element(secs.begin(), secs.end())},
@@ -140,6 +141,7 @@ std::unique_ptr<Problem> make_problem(const KernelBenchRequest& o) {
   p = AttnParams::dense(pr->q.data(), pr->k.data(), pr->v.data(), pr->dt, o.batch, o.heads,
                         pr->kv_heads, o.n, pr->n_kv, o.d);
   p.causal = o.causal;
+  p.window = Window::parse(o.window, "bench kernel --window");
   p.threads = pr->threads;
   p.compute = parse_compute_type(o.compute.c_str());
   p.cpu = pr->variant;

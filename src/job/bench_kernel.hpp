@@ -20,6 +20,7 @@ struct KernelBenchRequest {
   std::string dtype = "f32", compute = "f32", backend = "cpu";
   std::string tiles = "native", vector_path = "native";  // the CPU kernel's variant
   std::string bf16_products = "native";                  // native, dot or fp32 (compute bf16)
+  std::string window = "none";                           // Window's text form
   int threads = 0, reps = 5, warmup = 1;                 // threads 0: this rank's share
   bool causal = false;
   std::uint64_t seed = 1;

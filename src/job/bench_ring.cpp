@@ -60,6 +60,7 @@ RingStats timed_ring(MPI_Comm comm, const Problem& pb, PartitionKind kind,
   fill_seeded_shard(kv.v(), o.seed + 2, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
   RingOptions opt;
   opt.causal = o.causal;
+  opt.window = Window::parse(o.window, "bench ring --window");
   opt.compute = parse_compute_type(o.compute.c_str());
   opt.threads = threads;
   opt.poll = o.poll;
@@ -162,6 +163,7 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, PartitionKind 
       {"kv_heads", pb.HK},
       {"dtype", dtype_name(pb.dtype)},
       {"causal", o.causal},
+      {"window", o.window},
       {"partition", partition_name(kind)},
       {"poll", o.poll},
       {"seconds", f.tp},
@@ -213,6 +215,7 @@ RingBench::RingBench(MPI_Comm comm, const RingBenchRequest& req) : comm_(comm), 
   // Checks every rank makes alike, before any communication.
   AttnParams check =
       AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, 0, 0, pb.D);
+  check.window = Window::parse(req.window, "bench ring --window");
   check.validate();
   const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);  // they refuse N < P
 }

@@ -251,6 +251,7 @@ void Job::start_ring() {
   else
     ring_ = std::make_unique<CpuRing>(comm_);
   opt_.causal = cfg_.causal;
+  opt_.window = cfg_.window;
   opt_.scale = cfg_.scale;
   opt_.compute = cfg_.compute;
   opt_.threads = report_.threads;
@@ -439,6 +440,7 @@ std::vector<std::pair<std::string, AttrValue>> Job::result_attributes() const {
       {"threads_per_rank", static_cast<std::int64_t>(report_.threads)},
       {"partition", std::string(partition_name(report_.partition))},
       {"causal", static_cast<std::int64_t>(cfg_.causal)},
+      {"window", cfg_.window.text()},
       {"scale", scale},
       {"compute", std::string(compute_type_name(cfg_.compute))},
       {"q_dataset", cfg_.q_name},

@@ -34,14 +34,14 @@ struct JobReport {
   int threads = 1;
   PartitionKind partition = PartitionKind::contiguous;
   std::int64_t chunks = 0;
-  bool resumed = false;               // --resume continued a partial output
-  std::int64_t chunks_resumed = 0;    // chunks a partial output already held (--resume)
-  std::int64_t chunks_done = 0;       // chunks the output holds on return
-  int stopped_by = 0;                 // a stop signal ended the run early (output not committed)
-  int steps_done = 0;     // stopped inside chunk chunks_done: its ring steps folded, else 0
-  int steps_resumed = 0;  // the resumed run continued chunk chunks_resumed at this step
-  std::string partial_path;           // where the partial output is kept when stopped
-  double wall_s = 0;                  // slowest rank
+  bool resumed = false;             // --resume continued a partial output
+  std::int64_t chunks_resumed = 0;  // chunks a partial output already held (--resume)
+  std::int64_t chunks_done = 0;     // chunks the output holds on return
+  int stopped_by = 0;               // a stop signal ended the run early (output not committed)
+  int steps_done = 0;        // stopped inside chunk chunks_done: its ring steps folded, else 0
+  int steps_resumed = 0;     // the resumed run continued chunk chunks_resumed at this step
+  std::string partial_path;  // where the partial output is kept when stopped
+  double wall_s = 0;         // slowest rank
   std::vector<RankMetrics> per_rank;  // on rank 0: every rank's; elsewhere: its own only
 };
 

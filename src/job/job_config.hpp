@@ -48,6 +48,7 @@ struct JobConfig {
   bool overwrite = false;  // replace an existing output
   // [attention]
   bool causal = false;
+  Window window;    // keys i - L .. i + R of query i (default: all; causal caps R at 0)
   float scale = 0;  // 0: 1/sqrt(D)
   ComputeType compute = ComputeType::f32;
   // [ring]
@@ -154,6 +155,12 @@ void attention(Visit& visit) {
   visit(Bool{.section = "attention", .key = "causal", .flag = "--causal", .member = &C::causal,
              .help = "Causal masking: token j visible to token i when j <= i", .result = true,
              .off_flag = "--no-causal"});
+  visit(JobSetting<Window>{.section = "attention", .key = "window", .flag = "--window",
+                           .member = &C::window,
+                           .help = "Attention window: token j visible to token i when "
+                                   "i - L <= j <= i + R (L alone: R unbounded; causal caps R at "
+                                   "0; none: every token). Out-of-window work is skipped",
+                           .result = true});
   // A normal float32: the kernel's scale is a float, and below FLT_MIN it
   // would silently become 0, which means 1/sqrt(D).
   visit(JobSetting<float>{.section = "attention", .key = "scale", .flag = "--scale",

@@ -12,11 +12,14 @@
 //
 // Enums are parsed here, once, at the edge: EnumNames<E> lists an enum's
 // values and names them; std::optional<E> is an enum with "auto" (unset).
+// A value type with a text form of its own (a window, "L,R") is a
+// TextValue: T::parse(text, where), v.text() and T::metavar.
 //
 // Includes: <array>, <optional>, <string>, <variant>, <vector>.
 #pragma once
 
 #include <array>
+#include <concepts>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -67,6 +70,13 @@ template <class E>
 struct EnumNames;
 
 template <class T>
+concept TextValue = requires(const T& v, std::string_view text, const std::string& where) {
+  { T::parse(text, where) } -> std::same_as<T>;
+  { v.text() } -> std::convertible_to<std::string>;
+  { T::metavar } -> std::convertible_to<const char*>;
+};
+
+template <class T>
 struct is_optional : std::false_type {};
 template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
@@ -79,7 +89,9 @@ using RawValue = std::variant<std::monostate, bool, std::int64_t, double, std::s
 // The name of an enum value ("auto" for an unset optional one).
 template <class T>
 std::string choice_name(const T& v) {
-  if constexpr (is_optional<T>::value)
+  if constexpr (TextValue<T>)
+    return v.text();
+  else if constexpr (is_optional<T>::value)
     return v ? EnumNames<typename T::value_type>::name(*v) : "auto";
   else
     return EnumNames<T>::name(v);
@@ -165,6 +177,12 @@ void assign(C& c, const Setting<C, T>& s, const RawValue& raw, const std::string
     setting_detail::check_number(v, where, s.rule, std::numeric_limits<T>::lowest(),
                                  std::numeric_limits<T>::max());
     out = static_cast<T>(v);
+  } else if constexpr (TextValue<T>) {
+    // TOML may spell a text value that is a number as one (window = 4096).
+    const std::int64_t* i = std::get_if<std::int64_t>(&raw);
+    const std::string* text = setting_detail::raw_string(raw);
+    if (!i && !text) refuse(where, std::string("must be a string (") + T::metavar + ")");
+    out = T::parse(i ? std::to_string(*i) : *text, where);
   } else {
     const std::string* text = setting_detail::raw_string(raw);
     if (!text) refuse(where, "must be a string");
@@ -218,6 +236,8 @@ std::string setting_metavar(const Setting<C, T>&) {
       m += choice_name(v);
     }
     return m;
+  } else if constexpr (TextValue<T>) {
+    return T::metavar;
   } else if constexpr (std::is_integral_v<T>) {
     return "INT";
   } else if constexpr (std::is_floating_point_v<T>) {

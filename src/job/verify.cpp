@@ -35,6 +35,7 @@ constexpr double kTolBf16 = 2e-2;  // compute bf16: products of bf16-rounded ope
 // What the output's attributes say the run computed.
 struct RunFacts {
   bool causal = false;
+  Window window;    // "none" when the output predates windows
   float scale = 0;  // the kernel's float scale, stored as double
   std::string compute;
   InputNames names;
@@ -67,6 +68,12 @@ RunFacts read_facts(const H5FileDesc& d) {
   RA_CHECK(causal == 0 || causal == 1, input, ctx, ": attribute 'causal' is ", causal,
            ", not 0 or 1");
   f.causal = causal == 1;
+  if (const H5AttributeDesc* w = d.attribute("window")) {
+    const std::string* text = w->summary ? nullptr : std::get_if<std::string>(&w->value);
+    const std::optional<Window> window = text ? Window::from_text(*text) : std::nullopt;
+    RA_CHECK(window, input, ctx, ": attribute 'window' is not a window (\"none\", L or L,R)");
+    f.window = *window;
+  }
   const double scale = required_attr<double>(d, "scale", "a float");
   RA_CHECK(std::isfinite(scale) && scale > 0, input, ctx, ": attribute 'scale' is ", scale,
            ", not a positive number");
@@ -233,6 +240,7 @@ class RowChecker {
                               static_cast<std::int64_t>(rn), s_.tokens_kv, s_.head_dim);
         a.scale = run_.scale;
         a.causal = run_.causal;
+        a.window = run_.window;
         a.q_pos = positions_of(rows.data() + r0, rn);
         reference_attention(a, ref_o_.data() + r0 * D, ref_lse_.data() + r0);
       } catch (...) {
@@ -302,6 +310,7 @@ Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique
   r.shape = plan_->in.shape;
   check_shapes(od, plan_->run, r.shape);
   r.causal = plan_->run.causal;
+  r.window = plan_->run.window;
   r.scale = plan_->run.scale;
   r.compute = plan_->run.compute;
   r.o_dtype = plan_->run.o_dtype;

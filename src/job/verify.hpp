@@ -21,6 +21,7 @@
 
 #include "core/dtype.hpp"
 #include "core/shape.hpp"
+#include "core/visibility.hpp"
 
 namespace ringattn {
 
@@ -45,6 +46,7 @@ struct WorstError {
 struct VerifyReport {
   // What the output's attributes say the run computed.
   bool causal = false;
+  Window window;
   float scale = 0;
   std::string compute;  // f32 or bf16
   DType o_dtype = DType::f32;

@@ -4,7 +4,7 @@
 #   test_cli.sh RINGATTN SCRATCH_DIR CASE
 #
 # CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
-# run_errors, settings_flags, settings_agreed, bench_kernel_variants,
+# run_errors, settings_flags, settings_agreed, window, bench_kernel_variants,
 # bench_kernel_refusal (see the functions below). The case runs in
 # SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
@@ -322,6 +322,47 @@ case_settings_agreed() {
   expect 0 "$mpiexec" "${mpi_flags[@]}" "$np_flag" 1 "$bin" "${run[@]}" --causal : \
     "$np_flag" 2 "$bin" "${run[@]}" --config causal.toml
   [[ -f out.h5 ]] || fail "the agreed MPMD run wrote no output"
+}
+
+# --window L[,R] end to end: runs on 2 and 3 ranks pass verify (which reads
+# the window from the output's attributes: with the attribute edited to
+# "none" the same output fails), TOML spells it as an integer or text, bad
+# windows are one usage line with nothing written, a bad attribute one input
+# line.
+case_window() {
+  need_h5py
+  expect 0 "$bin" gen --output in.h5 --n 700 --heads 2 --d 16
+  local np w
+  for np in 2 3; do
+    for w in 50,10 0 300; do
+      rm -f out.h5
+      expect 0 mpi "$np" "$bin" run --input in.h5 --output out.h5 --window "$w" --lse --threads 1
+      expect 0 "$bin" verify --input in.h5 --output out.h5
+      grep -q "window $w" out.txt || fail "verify's plan does not name window $w"
+    done
+  done
+  rm -f out.h5
+  printf '[attention]\ncausal = true\nwindow = 64\n' >w.toml
+  expect 0 "$bin" run --config w.toml --print-config
+  grep -qx "window = '64'" out.txt || fail "window = 64 in TOML did not print back as '64'"
+  expect 0 mpi 2 "$bin" run --config w.toml --input in.h5 --output out.h5 --threads 1
+  expect 0 "$bin" verify --input in.h5 --output out.h5
+  "$py" -c 'import h5py, sys; f = h5py.File("out.h5", "r+"); assert f.attrs["window"] == "64", f.attrs["window"]; f.attrs["window"] = "none"'
+  expect 1 "$bin" verify --input in.h5 --output out.h5
+  grep -q 'verify: FAIL' out.txt || fail "verify passed an output whose window attribute was changed"
+  "$py" -c 'import h5py; h5py.File("out.h5", "r+").attrs["window"] = "wide"'
+  expect 3 "$bin" verify --input in.h5 --output out.h5
+  one_error_line "attribute 'window' is not a window"
+  local bad
+  for bad in -3 1,2,3 abc 1.5; do
+    expect 2 "$bin" run --input in.h5 --output bad.h5 --window "$bad"
+    one_error_line "ringattn: usage error: --window must be"
+    [[ ! -e bad.h5 ]] || fail "a refused --window $bad wrote its output"
+  done
+  printf '[attention]\nwindow = 1.5\n' >bad.toml
+  expect 2 "$bin" run --config bad.toml --input in.h5 --output bad.h5
+  one_error_line "bad.toml: attention.window must be a string"
+  [[ ! -e bad.h5 ]] || fail "a refused window in TOML wrote its output"
 }
 
 # bench kernel on a tiny problem, one JSON object on stdout.

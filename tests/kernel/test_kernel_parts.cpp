@@ -692,8 +692,8 @@ TEST(AttentionFlops, WindowsMatchPairCount) {
   const Positions qs[] = {Positions::contiguous(0, 1000), zz0, Positions::strided(2, 4, 250)};
   const Positions ks[] = {Positions::contiguous(0, 1000), Positions::strided(1, 4, 250),
                           Positions::contiguous(300, 200)};
-  const Window windows[] = {{0, 0}, {7, kUnboundedWindow}, {100, 3}, {kUnboundedWindow, 50},
-                            {5000, 5000}};
+  const Window windows[] = {
+      {0, 0}, {7, kUnboundedWindow}, {100, 3}, {kUnboundedWindow, 50}, {5000, 5000}};
   for (const Positions& q : qs)
     for (const Positions& k : ks)
       for (const Window& w : windows)
