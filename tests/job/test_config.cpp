@@ -231,6 +231,7 @@ JobConfig every_setting_changed() {
   c.k_name = "keys";
   c.v_name = "vals \"quoted\"";
   c.allow_nonfinite = true;
+  c.window = {128, 3};
   c.output = "out.h5";
   c.lse = true;
   c.o_dtype = OutDType::input;
@@ -293,7 +294,7 @@ TEST(ConfigJson, TheResumeKeyHoldsExactlyTheSettingsThatChangeBits) {
   for (const auto& [k, v] : j.items()) keys.insert(k);
   EXPECT_EQ(keys, (std::set<std::string>{
                       "input_path", "input_size", "input_mtime_ns", "input_inode", "input_linked",
-                      "ranks", "q_dataset", "k_dataset", "v_dataset", "causal", "scale", "compute",
+                      "ranks", "q_dataset", "k_dataset", "v_dataset", "causal", "window", "scale", "compute",
                       "partition", "kv_heads_per_chunk", "lse", "o_dtype", "backend"}));
   EXPECT_EQ(j["partition"], "contiguous");  // resolved: a resumed auto run must match it
   EXPECT_EQ(j["ranks"], 3);
