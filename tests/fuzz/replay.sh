@@ -6,7 +6,7 @@
 # HDF5 itself and that we cannot fix in our code are listed in
 # KNOWN_HDF5_ISSUES.md (a "### `name`" heading, and a "signature:" line that
 # their stack matches), and so is any failure whose crash site is in libhdf5
-# (hdf5_internal below); they are left out of the verdict and printed as such.
+# (report_site.sh); they are left out of the verdict and printed as such.
 # With UNKNOWN_LIST=FILE, the paths of inputs that failed otherwise are
 # written there (launch/run_fuzz.sh keeps them as regressions).
 set -uo pipefail
@@ -30,36 +30,13 @@ is_known_name() {
   for n in "${known_names[@]}"; do [[ $1 == "$n" ]] && return 0; done
   return 1
 }
-# The signature of a report: its first 4 frames that are not the sanitizer's
-# or libFuzzer's own, nor a timeout's signal frame in libc (so the crash or
-# hang site itself must match, not a caller).
-known_signature() {
-  local frames sig
-  frames=$(grep -E '^ +#[0-9]+ ' "$1" |
-    grep -vE ' in (__sanitizer|__asan|__interceptor_|__memcpy|__memmove|fuzzer::)' |
-    grep -vE '^ +#[0-9]+ 0x[0-9a-f]+ +\(/[^ ]*libc\.so[^ ]*\)' | head -4)
-  for sig in "${known_sigs[@]}"; do
-    grep -qE -- "$sig" <<<"$frames" && { echo "$sig"; return 0; }
-  done
-  return 1
-}
-
-# Any failure whose crash site is inside HDF5: the first frame that is not
-# the sanitizer's, libFuzzer's or the C library's allocator or memory
-# functions (nor, for a hang, the unnamed libc frame of the signal that
-# libFuzzer's timer raised) lies in libhdf5. HDF5 1.10 has more of these than any list can
-# hold (each fuzzing run finds new ones); our code only hands it a path and
-# handles, and real runs validate in a child process that turns such a crash
-# into an input error. Prints the frame when it is one.
-hdf5_internal() {
-  local frame
-  frame=$(grep -E '^ +#[0-9]+ ' "$1" |
-    grep -vE ' in (__sanitizer|__asan|__ubsan|__interceptor_|__lsan|fuzzer::|malloc|calloc|realloc|free|operator new|memcpy|memmove|memset|__memcpy|__memmove|__memset|strlen|__strlen)' |
-    grep -vE '^ +#[0-9]+ 0x[0-9a-f]+ +\(/[^ ]*libc\.so[^ ]*\)' |
-    head -1)
-  [[ $frame == *libhdf5* ]] || return 1
-  sed -E 's/.* in ([^ ]+) .*/\1/; s/^ +#[0-9]+ 0x[0-9a-f]+ +\(([^)]*)\).*/\1/' <<<"$frame"
-}
+# Crash sites and known signatures (report_site.sh). Any failure whose crash
+# site is inside HDF5 is left out: HDF5 1.10 has more of these than any list
+# can hold (each fuzzing run finds new ones); our code only hands it a path
+# and handles, and real runs validate in a child process that turns such a
+# crash into an input error.
+# shellcheck source=report_site.sh
+source "$here/report_site.sh"
 
 files=()
 for p in "$@"; do
@@ -95,9 +72,9 @@ for f in "${suspects[@]}"; do
   fi
   if is_known_name "$name"; then
     echo "replay: known HDF5 issue '$name' (KNOWN_HDF5_ISSUES.md): fails as listed, not counted"
-  elif sig=$(known_signature "$log"); then
+  elif sig=$(report_matches_signature "$log" "${known_sigs[@]}"); then
     echo "replay: '$f' fails with the stack of a known HDF5 issue (signature '$sig'), not counted"
-  elif fn=$(hdf5_internal "$log"); then
+  elif fn=$(report_site_in_hdf5 "$log"); then
     echo "replay: '$f' fails inside HDF5 (first frame $fn in libhdf5), not counted"
   else
     echo "replay: FAIL '$f':"
