@@ -19,6 +19,13 @@ and F the converter's feature width (see each script):
 
 rounded once to the output type (f32 or f16). t(b, n) = b * N + n: window b
 is tokens [b*N, (b+1)*N) of the token stream.
+
+Packed output (--packed): B = 1 and the token stream is S sequences laid end
+to end (FASTA records, text documents), T = N tokens in all, plus the dataset
+cu_seqlens, int64 [S + 1]: sequence s is tokens cu_seqlens[s] ..
+cu_seqlens[s+1]-1; the first entry is 0, the last T, non-decreasing (an empty
+sequence repeats an entry). With --max-tokens M a sequence that crosses
+token M is cut there and the sequences starting at M or later are dropped.
 """
 
 import argparse
@@ -128,6 +135,28 @@ def check_common(args):
         raise Fail(EXIT_USAGE, f"--kv-heads {args.kv_heads} does not divide --heads {args.heads}")
 
 
+def check_packed(args):
+    """--packed writes one batch row: --batch cannot split it."""
+    if args.packed and args.batch != 1:
+        raise Fail(EXIT_USAGE, f"--batch {args.batch} cannot be used with --packed "
+                               "(a packed file has B = 1; its sequences are in cu_seqlens)")
+
+
+def packed_bounds(lengths, max_tokens):
+    """cu_seqlens (int64 [S + 1]) of sequences of these token counts, laid end to end.
+
+    With max_tokens M (T = min(total, M)), a sequence crossing token M is
+    cut there and the sequences starting at M or later are dropped. Empty
+    sequences repeat an entry.
+    """
+    cu = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(lengths, dtype=np.int64), out=cu[1:])
+    if max_tokens is not None:
+        keep = int(np.count_nonzero(cu[:-1] < max_tokens))  # sequences starting before M
+        cu = np.minimum(cu[:keep + 1], max_tokens)
+    return cu
+
+
 def check_source(path):
     if not os.path.exists(path):
         raise Fail(EXIT_IO, f"{path}: no such file")
@@ -173,15 +202,21 @@ def make_projections(seed, n_features, d, heads, kv_heads, feature_scale):
     return P, Wq, Wk, Wv
 
 
-def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, attrs):
+def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, attrs,
+                       cu_seqlens=None):
     """Writes args.output: q, k, v and `tokens` from the token stream.
 
+    source: the input file, or a list of them (attributes `source`: their
+    absolute paths one per line, `source_size`: their total size).
     tokens: 1-D integer array, the whole token stream (at least B tokens).
     embed(tok_block, P) -> float64 [len(block), D]: the embeddings of a block.
     attrs: converter-specific root attributes (added to the common ones).
+    cu_seqlens: packed output (B = 1), from packed_bounds(); its last entry
+    must be the N written. Written as the int64 dataset `cu_seqlens`.
     Returns (B, N). Writes to a temporary file beside the output, renamed
     over it only when complete.
     """
+    sources = [source] if isinstance(source, str) else list(source)
     B = args.batch
     total = int(tokens.shape[0])
     N = total // B
@@ -189,6 +224,11 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
         raise Fail(EXIT_DATA, f"{total} tokens cannot make {B} windows (--batch {B})")
     if args.max_tokens is not None:
         N = min(N, args.max_tokens)
+    if cu_seqlens is not None:
+        cu_seqlens = np.asarray(cu_seqlens, dtype=np.int64)
+        if (B != 1 or cu_seqlens.ndim != 1 or cu_seqlens.size < 2 or cu_seqlens[0] != 0
+                or cu_seqlens[-1] != N or (np.diff(cu_seqlens) < 0).any()):
+            raise AssertionError(f"cu_seqlens {cu_seqlens} do not bound {N} tokens in B = 1")
     H, HK, D = args.heads, args.kv_heads, args.d
     dt = np.float16 if args.dtype == "f16" else np.float32
     P, Wq, Wk, Wv = make_projections(args.seed, n_features, D, H, HK, feature_scale)
@@ -220,12 +260,13 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
                     for g in range(HK):
                         k[b, g, n0:n1, :] = (e @ Wk[g]).astype(dt)
                         v[b, g, n0:n1, :] = (e @ Wv[g]).astype(dt)
+            if cu_seqlens is not None:
+                f.create_dataset("cu_seqlens", data=cu_seqlens, dtype=np.int64)
             a = f.attrs
             a["generator"] = attrs.pop("generator")
             a["format_version"] = FORMAT_VERSION
-            a["source"] = os.path.abspath(source)
-            st = os.stat(source)
-            a["source_size"] = st.st_size
+            a["source"] = "\n".join(os.path.abspath(p) for p in sources)
+            a["source_size"] = sum(os.stat(p).st_size for p in sources)
             a["seed"] = args.seed
             a["dtype"] = args.dtype
             a["batch"] = B
@@ -235,6 +276,9 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
             a["d"] = D
             a["tokens_available"] = total
             a["tokens_used"] = B * N
+            if cu_seqlens is not None:
+                a["packed"] = 1
+                a["sequences"] = cu_seqlens.size - 1
             a["feature_dim"] = n_features
             a["projection"] = ("rng=numpy.random.default_rng(seed); P=rng.standard_normal((F,D))"
                                f"*{feature_scale!r}; W_q=rng.standard_normal((H,D,D))/sqrt(D); "
@@ -253,8 +297,10 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
     return B, N
 
 
-def summary(prog, args, B, N):
+def summary(prog, args, B, N, sequences=None):
     size = os.path.getsize(args.output)
+    packed = ("" if sequences is None else
+              f", packed: {sequences} sequence{'' if sequences == 1 else 's'} in cu_seqlens")
     print(f"{prog}: wrote {args.output}: q [{B}, {args.heads}, {N}, {args.d}], "
-          f"k and v [{B}, {args.kv_heads}, {N}, {args.d}], {args.dtype}, seed {args.seed}, "
-          f"{size / 2**20:.1f} MiB")
+          f"k and v [{B}, {args.kv_heads}, {N}, {args.d}], {args.dtype}, seed {args.seed}"
+          f"{packed}, {size / 2**20:.1f} MiB")

@@ -3,7 +3,7 @@
 
 Reads a FASTA file (plain or gzip, one or many records), turns the selected
 records into a token stream and writes q, k, v shaped [B, H, N, D] for
-`ringattn run`.
+`ringattn run`, or with --packed one packed row of sequences, one per record.
 
 Tokens. With --k 1 each nucleotide is a token: A=0, C=1, G=2, T=3 (U counts
 as T, lower case as upper case), anything else (N, IUPAC codes, gaps) is the
@@ -11,6 +11,15 @@ unknown token 4. With --k K > 1 each overlapping K-mer is a token (a record
 of L nucleotides gives L-K+1): id = sum_j code_j * 4^(K-1-j), and any K-mer
 holding an unknown nucleotide is the unknown token 4^K. K-mers never span two
 records; selected records are concatenated in file order.
+
+Packed (--packed). Each selected record is one sequence (with --records all:
+every record, e.g. each contig or read); their tokens are laid end to end in
+file order in one batch row (B = 1, T = N tokens in all) and the int64
+dataset cu_seqlens [S + 1] bounds them: sequence s is tokens cu_seqlens[s] ..
+cu_seqlens[s+1]-1, the first entry 0, the last T, non-decreasing; record s
+gives L_s - K + 1 tokens. One record (the default --records) gives S = 1.
+--max-tokens caps T: the record crossing the cap is cut there and records
+after it are not read. --batch above 1 is refused with --packed.
 
 Embedding. A token's feature vector has F = 4K+1 entries: for each position
 j of the K-mer a one-hot of its nucleotide (entry 4j + code_j), or, for the
@@ -28,6 +37,8 @@ Output file (HDF5):
     q       [B, H,    N, D]  f32 or f16, chunked (1, 1, min(N, block), D)
     k, v    [B, H_kv, N, D]  same type and chunking
     tokens  [B, N]           int32: the token ids (window b = tokens b*N .. b*N+N-1)
+    cu_seqlens [S + 1]       int64, only with --packed (then B = 1 and N = T):
+                             sequence s = tokens cu_seqlens[s] .. cu_seqlens[s+1]-1
     root attributes: generator, format_version, source (absolute path),
       source_size, records (the record ids used, in order, separated by
       spaces), record_lengths
@@ -35,7 +46,8 @@ Output file (HDF5):
       enough tokens, so the last length may be a prefix's), record_tokens,
       k, alphabet, unknown_token, seed, dtype,
       batch, heads, kv_heads, n, d, tokens_available, tokens_used,
-      feature_dim, projection (the rule above), command.
+      feature_dim, projection (the rule above), command; with --packed also
+      packed (1) and sequences (S).
 
 N is the number of tokens divided by B (--batch), capped by --max-tokens;
 tokens past B*N are dropped. Memory: the selected sequence (1 byte per
@@ -51,6 +63,9 @@ Example:
     datasets/fasta_to_h5.py /usr/share/doc/bowtie2/examples/reference/lambda_virus.fa.gz \\
         -o lambda.h5 --k 3 --d 64 --heads 4 --kv-heads 2 --max-tokens 8192
     mpirun -np 2 build/ringattn run --input lambda.h5 --output lambda_out.h5 --causal
+
+Packed, every record of a multi-record FASTA one sequence:
+    datasets/fasta_to_h5.py reads.fa -o reads.h5 --records all --packed
 """
 
 import os
@@ -85,9 +100,14 @@ def parse_args(argv):
     p.add_argument("--records", default="0",
                    help="records to use: comma-separated 0-based indices and/or record ids "
                         "(the header's first word), or 'all' (default: the first record)")
+    p.add_argument("--packed", action="store_true",
+                   help="packed output: B = 1, each selected record one sequence, their "
+                        "bounds in the int64 dataset cu_seqlens [S+1] (use with --records all "
+                        "for every record); not with --batch > 1")
     c.add_common_options(p)
     args = p.parse_args(argv)
     c.check_common(args)
+    c.check_packed(args)
     if args.k > MAX_K:
         raise c.Fail(c.EXIT_USAGE, f"--k {args.k}: k is at most {MAX_K}")
     items = [s.strip() for s in args.records.split(",")]
@@ -239,9 +259,10 @@ def main(argv=None):
         "alphabet": "A=0 C=1 G=2 T/U=3, other=unknown; k-mer id = sum code_j*4^(k-1-j)",
         "unknown_token": 4 ** args.k,
     }
+    cu = c.packed_bounds(counts, args.max_tokens) if args.packed else None
     B, N = c.write_dataset_file(args, args.fasta, tokens, make_embed(args.k), 4 * args.k + 1,
-                                1.0 / np.sqrt(args.k), attrs)
-    c.summary(PROG, args, B, N)
+                                1.0 / np.sqrt(args.k), attrs, cu_seqlens=cu)
+    c.summary(PROG, args, B, N, None if cu is None else cu.size - 1)
     return 0
 
 

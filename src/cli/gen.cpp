@@ -15,6 +15,7 @@
 #include "cli/mpi_session.hpp"
 #include "cli/option_checks.hpp"
 #include "comm/agree.hpp"
+#include "core/documents.hpp"
 #include "core/error.hpp"
 #include "core/shape.hpp"
 #include "core/timer.hpp"
@@ -92,6 +93,10 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
   c->add_flag("--chunked", s.chunked, "Chunked storage, chunks (1, 1, min(N, 4096), D)");
   c->add_option("--gzip", s.gzip, "Deflate level 1..9 (implies --chunked)")
       ->check(integer_in(1, 9));
+  c->add_option("--docs", s.docs,
+                "Packed sequences: lengths L1,L2,... summing to N, or longtail:S (S heavy-tailed "
+                "lengths); writes cu_seqlens (cu_seqlens_q and cu_seqlens_k when NK != N), B = 1")
+      ->type_name(kPackedOffsetsMetavar);
   c->add_flag("--overwrite", s.overwrite, "Replace an existing file");
   return [f](MpiSession& mpi) {
     // Rank 0 writes; agree() hands its Error, if any, to every rank, so all

@@ -105,7 +105,7 @@ int run(MpiSession& mpi, const RunFlags& f) {
       io = std::max(io, m.io_read_s + m.io_write_s);
     }
     std::printf(
-        "ringattn: wrote %s: o [%lld, %lld, %lld, %lld]%s, %s%s, %s partition, %d ranks x %d "
+        "ringattn: wrote %s: o [%lld, %lld, %lld, %lld]%s, %s%s%s, %s partition, %d ranks x %d "
         "threads, %.3f s (%.1f GFLOP/s, I/O %.1f%%)\n",
         cfg.output.c_str(), static_cast<long long>(r.input.shape.batch),
         static_cast<long long>(r.input.shape.heads_q),
@@ -113,6 +113,9 @@ int run(MpiSession& mpi, const RunFlags& f) {
         static_cast<long long>(r.input.shape.head_dim), cfg.lse ? " and lse" : "",
         cfg.causal ? "causal" : "non-causal",
         cfg.window.bounded() ? (", window " + cfg.window.text()).c_str() : "",
+        r.input.packed()
+            ? (", " + std::to_string(r.input.cu_q.dims[0] - 1) + " packed sequences").c_str()
+            : "",
         partition_name(r.partition), r.ranks, r.threads, r.wall_s, flops / r.wall_s / 1e9,
         100.0 * io / r.wall_s);
     if (!cfg.metrics.empty()) write_metrics(cfg, r);

@@ -196,7 +196,9 @@ json info_json(const InputInfo& i) {
           {"dtype", static_cast<int>(i.dtype)},
           {"q", i.q},
           {"k", i.k},
-          {"v", i.v}};
+          {"v", i.v},
+          {"cu_q", i.cu_q},
+          {"cu_k", i.cu_k}};
 }
 
 InputInfo info_from(const json& j) {
@@ -207,6 +209,8 @@ InputInfo info_from(const json& j) {
   j.at("q").get_to(i.q);
   j.at("k").get_to(i.k);
   j.at("v").get_to(i.v);
+  j.at("cu_q").get_to(i.cu_q);
+  j.at("cu_k").get_to(i.cu_k);
   i.shape = shape_of(i.q, i.k);
   return i;
 }
@@ -245,14 +249,97 @@ void widen_f16_in_place(void* buf, std::size_t n) {
   }
 }
 
+// The packed offsets, read by every rank (a few KiB, independently) and
+// checked alike: the same verdict everywhere.
+std::vector<std::int64_t> read_offsets(hid_t file, const H5DatasetDesc& d, const std::string& ctx) {
+  std::vector<std::int64_t> cu(static_cast<std::size_t>(d.dims[0]));
+  with_h5_context(ctx, [&] {
+    H5Handle dset(RA_H5_CHECK(H5Dopen2(file, d.name.c_str(), H5P_DEFAULT)), H5Kind::dataset);
+    RA_H5_CHECK(
+        H5Dread(dset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu.data()));
+  });
+  return cu;
+}
+
+Documents read_documents(hid_t file, const InputInfo& info, const std::string& file_ctx) {
+  const std::string q_ctx = file_ctx + ", dataset '" + info.cu_q.name + "'";
+  const std::string k_ctx = file_ctx + ", dataset '" + info.cu_k.name + "'";
+  std::vector<std::int64_t> cu_q = read_offsets(file, info.cu_q, q_ctx);
+  std::vector<std::int64_t> cu_k =
+      info.cu_k.name == info.cu_q.name ? cu_q : read_offsets(file, info.cu_k, k_ctx);
+  check_cu_seqlens(cu_q, info.shape.tokens_q, q_ctx);
+  check_cu_seqlens(cu_k, info.shape.tokens_kv, k_ctx);
+  return Documents::packed(std::move(cu_q), std::move(cu_k));
+}
+
 }  // namespace
+
+Documents read_input_documents(const InputInfo& info) {
+  if (!info.packed()) return {};
+  const std::string ctx = "input file '" + info.file.path + "'";
+  H5Quiet quiet;
+  const H5Handle file = h5_open_read_serial(info.file.path, ctx);
+  return read_documents(file.get(), info, ctx);
+}
 
 H5DescribeWhat input_description_request(const InputNames& names) {
   H5DescribeWhat what;
   what.root_objects = false;
   what.attributes = false;
-  what.names = {names.q, names.k, names.v};
+  what.names = {names.q, names.k, names.v, kCuSeqlens, kCuSeqlensQ, kCuSeqlensK};
   return what;
+}
+
+// The offsets of packed sequences: a 1-D integer dataset (int32 or int64) of
+// S + 1 >= 2 entries. Their values are checked when read (check_cu_seqlens).
+void check_offsets_desc(const H5DatasetDesc& d, const std::vector<std::string>& root,
+                        const std::string& file_ctx) {
+  const std::string ctx = file_ctx + ", dataset '" + d.name + "'";
+  check_object(d, root, ctx);
+  RA_CHECK(d.space == "simple" && d.dims.size() == 1, usage, ctx, ": has shape ",
+           d.space == "simple" ? shape_text(d.dims) : d.space,
+           "; packed offsets are 1-D [S + 1]");
+  RA_CHECK(d.dims[0] >= 2, usage, ctx, ": has ", counted(d.dims[0], "entry"),
+           "; packed offsets need S + 1 >= 2 (0 and the token count)");
+  RA_CHECK(d.type.cls == "integer" && (d.type.bytes == 4 || d.type.bytes == 8) &&
+               d.type.name.rfind("i", 0) == 0,
+           usage, ctx, ": has element type ", d.type.name,
+           "; packed offsets are int32 or int64");
+  for (const H5FilterDesc& f : d.filters)
+    RA_CHECK(f.decodes, input, ctx, ": is compressed with filter '", f.name,
+             "', which this HDF5 library cannot decode");
+}
+
+// Which offsets a packed input has: `cu_seqlens` (self-attention) or both
+// `cu_seqlens_q` and `cu_seqlens_k` (cross), never a mix; batch 1.
+void check_packing(InputInfo& info, const H5FileDesc& d, const std::string& file_ctx) {
+  const auto present = [&](const char* name) {
+    const H5DatasetDesc* o = d.object(name);
+    return o != nullptr && o->object != H5Object::missing;
+  };
+  const bool self = present(kCuSeqlens), q = present(kCuSeqlensQ), k = present(kCuSeqlensK);
+  if (!self && !q && !k) return;
+  RA_CHECK(!(self && (q || k)), usage, file_ctx, ": has both '", kCuSeqlens, "' and '",
+           q ? kCuSeqlensQ : kCuSeqlensK,
+           "'; packed self-attention uses cu_seqlens alone, cross-attention cu_seqlens_q and "
+           "cu_seqlens_k");
+  RA_CHECK(self || (q && k), usage, file_ctx, ": has '", q ? kCuSeqlensQ : kCuSeqlensK,
+           "' without '", q ? kCuSeqlensK : kCuSeqlensQ,
+           "'; packed cross-attention needs both");
+  if (self)
+    RA_CHECK(info.shape.tokens_q == info.shape.tokens_kv, usage, file_ctx, ": '", kCuSeqlens,
+             "' packs self-attention, but '", info.q.name, "' has ", info.shape.tokens_q,
+             " tokens and '", info.k.name, "' ", info.shape.tokens_kv,
+             "; cross-attention needs cu_seqlens_q and cu_seqlens_k");
+  RA_CHECK(info.shape.batch == 1, usage, file_ctx, ": packed sequences need batch B = 1 ('",
+           info.q.name, "' has B = ", info.shape.batch, "): the sequences lie along N");
+  info.cu_q = *d.object(self ? kCuSeqlens : kCuSeqlensQ);
+  info.cu_k = *d.object(self ? kCuSeqlens : kCuSeqlensK);
+  check_offsets_desc(info.cu_q, d.root, file_ctx);
+  if (!self) check_offsets_desc(info.cu_k, d.root, file_ctx);
+  RA_CHECK(info.cu_q.dims[0] == info.cu_k.dims[0], usage, file_ctx, ": '", kCuSeqlensQ,
+           "' holds ", info.cu_q.dims[0] - 1, " sequences and '", kCuSeqlensK, "' ",
+           info.cu_k.dims[0] - 1, "; they must hold the same S");
 }
 
 InputInfo check_input(const H5FileDesc& d, const InputNames& names) {
@@ -268,6 +355,7 @@ InputInfo check_input(const H5FileDesc& d, const InputNames& names) {
   take_identities(info, d.path, file_ctx);
   info.dtype = tq;
   info.shape = shape_of(info.q, info.k);
+  check_packing(info, d, file_ctx);
   return info;
 }
 
@@ -336,7 +424,7 @@ InputFile InputFile::open(MPI_Comm comm, const std::string& path, const InputNam
           H5Handle dapl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_ACCESS)), H5Kind::plist);
           RA_H5_CHECK(H5Pset_elink_prefix(dapl.get(), (directory_of(path) + "/").c_str()));
           const std::array<const H5DatasetDesc*, 3> ds{&f.info_.q, &f.info_.k, &f.info_.v};
-          for (std::size_t i = 0; i < ds.size(); ++i) {
+          for (std::size_t i = 0; i < ds.size(); ++i) {  // (dapl for the offsets too, below)
             f.dsets_[i] =
                 H5Handle(RA_H5_CHECK(H5Dopen2(f.file_.get(), ds[i]->name.c_str(), dapl.get())),
                          H5Kind::dataset);
@@ -344,6 +432,7 @@ InputFile InputFile::open(MPI_Comm comm, const std::string& path, const InputNam
           }
           f.mem_type_ = h5_float_type(f.info_.dtype);
         });
+        if (f.info_.packed()) f.docs_ = read_documents(f.file_.get(), f.info_, ctx);
       },
       StepKind::collective);
   return f;

@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "core/documents.hpp"
 #include "core/dtype.hpp"
 #include "core/shape.hpp"
 #include "io/file_identity.hpp"
@@ -61,6 +62,11 @@ struct InputNames {
   std::string v = "v";
 };
 
+// The root datasets of packed sequences' offsets (DESIGN.md, "Packed sequences").
+inline constexpr const char* kCuSeqlens = "cu_seqlens";     // self-attention
+inline constexpr const char* kCuSeqlensQ = "cu_seqlens_q";  // cross-attention: over q's tokens
+inline constexpr const char* kCuSeqlensK = "cu_seqlens_k";  //   and over k's and v's
+
 enum class InputTensor { q, k, v };
 
 struct InputInfo {
@@ -69,6 +75,12 @@ struct InputInfo {
   DType dtype = DType::f32;          // storage type of q, k and v alike
   H5DatasetDesc q, k, v;             // how each is stored (the description the checks passed)
   std::vector<FileIdentity> linked;  // other files q, k or v live in (external links)
+  // Packed sequences (DESIGN.md): the offsets' datasets, `cu_seqlens` for
+  // self-attention (both the same), `cu_seqlens_q` and `cu_seqlens_k` for
+  // cross-attention; H5Object::missing when the input is dense.
+  H5DatasetDesc cu_q, cu_k;
+
+  bool packed() const { return cu_q.object == H5Object::dataset; }
 
   const H5DatasetDesc& dataset(InputTensor t) const {
     return t == InputTensor::q ? q : t == InputTensor::k ? k : v;
@@ -88,6 +100,11 @@ InputInfo check_input(const H5FileDesc& d, const InputNames& names = {});
 // checks it, every rank returns the same InputInfo or throws the same Error.
 // Opens nothing collectively (for `verify` and for checks before a run).
 InputInfo inspect_input(MPI_Comm comm, const std::string& path, const InputNames& names = {});
+
+// A packed input's documents, read on this process alone (verify, info) from
+// an input inspect_input accepted; one document when it is dense. Offsets
+// that break check_cu_seqlens are Error(usage) naming the dataset.
+Documents read_input_documents(const InputInfo& info);
 
 // Every file the run reads: the input, then the files it links to.
 std::vector<FileIdentity> input_files(const InputInfo& info);
@@ -112,6 +129,8 @@ class InputFile {
   ~InputFile() = default;
 
   const InputInfo& info() const { return info_; }
+  // The packed documents (read and checked at open); dense: one document.
+  const Documents& documents() const { return docs_; }
 
   // Elements read_shard writes for this rank: b_count * h_count * local rows * D.
   std::size_t shard_elements(const Partition& part, const BatchHeadRange& range) const;
@@ -140,6 +159,7 @@ class InputFile {
   int rank_ = 0;
   int size_ = 1;
   InputInfo info_;
+  Documents docs_;
   // Members are destroyed bottom-up, so the datasets close before the file:
   // the MPI-IO driver's close degree is "semi", and H5Fclose fails while
   // objects of the file are open.

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/checked.hpp"
+#include "core/documents.hpp"
 #include "core/error.hpp"
 #include "core/host_memory.hpp"
 #include "core/message_text.hpp"
@@ -25,6 +26,7 @@
 #include "core/version.hpp"
 #include "io/file_identity.hpp"
 #include "io/h5_handle.hpp"
+#include "io/input_file.hpp"
 
 namespace ringattn {
 
@@ -143,11 +145,32 @@ void write_tensor(hid_t file, const SyntheticSpec& s, const Tensor& t, hid_t typ
   dset.close();
 }
 
+// A 1-D int64 dataset of packed offsets.
+void write_offsets(hid_t file, const char* name, const std::vector<std::int64_t>& cu) {
+  const hsize_t n = cu.size();
+  H5Handle space(RA_H5_CHECK(H5Screate_simple(1, &n, nullptr)), H5Kind::dataspace);
+  H5Handle dset(RA_H5_CHECK(H5Dcreate2(file, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT,
+                                       H5P_DEFAULT, H5P_DEFAULT)),
+                H5Kind::dataset);
+  RA_H5_CHECK(H5Dwrite(dset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu.data()));
+}
+
 }  // namespace
 
 std::int64_t write_synthetic_input(const SyntheticSpec& s) {
   H5Quiet quiet;
   const std::string ctx = "synthetic input '" + s.path + "'";
+  // The offsets first: a bad spec leaves nothing behind.
+  std::vector<std::int64_t> cu_q, cu_k;
+  if (!s.docs.empty()) {
+    RA_CHECK(s.shape.batch == 1, usage, ctx, ": packed sequences (--docs) need batch 1, not ",
+             s.shape.batch);
+    RA_CHECK(s.shape.tokens_q == s.shape.tokens_kv || s.docs.rfind("longtail:", 0) == 0, usage,
+             ctx, ": --docs lengths list the query tokens; cross-attention (N != NK) takes "
+             "longtail:S");
+    cu_q = packed_offsets(s.docs, s.shape.tokens_q, ctx + ", --docs");
+    cu_k = packed_offsets(s.docs, s.shape.tokens_kv, ctx + ", --docs");
+  }
   const std::string temp = check_target(s, ctx);
   if (s.gzip > 0)
     RA_CHECK(H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0, usage, ctx,
@@ -173,6 +196,11 @@ std::int64_t write_synthetic_input(const SyntheticSpec& s) {
                                {"k", s.seed + 1, s.shape.heads_kv, s.shape.tokens_kv},
                                {"v", s.seed + 2, s.shape.heads_kv, s.shape.tokens_kv}};
     for (const Tensor& t : tensors) write_tensor(file.get(), s, t, type.get(), plane);
+    if (!cu_q.empty()) {
+      const bool self = s.shape.tokens_q == s.shape.tokens_kv;
+      write_offsets(file.get(), self ? kCuSeqlens : kCuSeqlensQ, cu_q);
+      if (!self) write_offsets(file.get(), kCuSeqlensK, cu_k);
+    }
 
     write_attribute(file.get(), "generator", s.generator);
     write_attribute(file.get(), "ringattn_version", std::string(kVersion));

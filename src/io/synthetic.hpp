@@ -37,6 +37,10 @@ struct SyntheticSpec {
   bool chunked = false;                    // chunks (1, 1, min(N, 4096), D); else contiguous
   int gzip = 0;                            // deflate level 1..9 (implies chunked); 0: none
   std::string generator = "ringattn gen";  // recorded in the `generator` attribute
+  // Packed sequences (core/documents.hpp, packed_offsets): "" writes a dense
+  // input; a spec writes `cu_seqlens` int64 (or `cu_seqlens_q` and
+  // `cu_seqlens_k` when tokens_q != tokens_kv), and needs batch 1.
+  std::string docs;
 };
 
 // The chunk dims write_synthetic_input uses for a dataset of n tokens.

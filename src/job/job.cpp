@@ -202,14 +202,15 @@ void Job::validate() {
 // rank, head dim, the memory budget, where the metrics go.
 void Job::open_input() {
   input_.emplace(InputFile::open(comm_, cfg_.input, {cfg_.q_name, cfg_.k_name, cfg_.v_name}));
-  preflight(comm_, cfg_, info());
+  preflight(comm_, cfg_, info(), input_->documents());
   check_metrics_target(comm_, cfg_, info());
   report_.input = info();
   report_.ranks = ranks_;
   report_.threads = cfg_.threads > 0 ? cfg_.threads : default_threads();
-  report_.partition = cfg_.effective_partition();
-  qp_.emplace(report_.partition, info().shape.tokens_q, ranks_);
-  kp_.emplace(report_.partition, info().shape.tokens_kv, ranks_);
+  RingPartitions parts = job_partitions(cfg_, info(), input_->documents(), ranks_);
+  report_.partition = parts.kind;
+  qp_.emplace(std::move(parts.q));
+  kp_.emplace(std::move(parts.kv));
   hk_chunk_ = std::min(cfg_.kv_heads_per_chunk, info().shape.heads_kv);
   report_.chunks = info().shape.batch * ((info().shape.heads_kv + hk_chunk_ - 1) / hk_chunk_);
 }
@@ -297,7 +298,8 @@ Job::Chunk Job::chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0) {
           hk,
           {b, 1, hk0 * group(), hk * group()},
           {b, 1, hk0, hk},
-          RingLayout{*qp_, *kp_, {info().dtype, 1, hk, info().shape.head_dim}, hk * group()},
+          RingLayout{*qp_, *kp_, {info().dtype, 1, hk, info().shape.head_dim}, hk * group(),
+                     input_->documents()},
           {},
           "chunk " + std::to_string(index),
           0,
@@ -441,6 +443,7 @@ std::vector<std::pair<std::string, AttrValue>> Job::result_attributes() const {
       {"partition", std::string(partition_name(report_.partition))},
       {"causal", static_cast<std::int64_t>(cfg_.causal)},
       {"window", cfg_.window.text()},
+      {"documents", input_->documents().count()},
       {"scale", scale},
       {"compute", std::string(compute_type_name(cfg_.compute))},
       {"q_dataset", cfg_.q_name},

@@ -52,7 +52,7 @@ struct JobConfig {
   float scale = 0;  // 0: 1/sqrt(D)
   ComputeType compute = ComputeType::f32;
   // [ring]
-  std::optional<PartitionKind> partition;  // unset (auto): zigzag when causal, else contiguous
+  std::optional<PartitionKind> partition;  // unset (auto): see job_partitions (preflight.hpp)
   std::optional<TransportKind> transport;  // unset (auto): nccl with cuda, else mpi
   double comm_timeout = 1800;              // seconds a rank may block on a peer; 0 = forever
   // [run]
@@ -70,6 +70,8 @@ struct JobConfig {
            : backend == Backend::cuda ? TransportKind::nccl
                                       : TransportKind::mpi;
   }
+  // Without the input's documents (a packed input's auto is balanced:
+  // job_partitions, preflight.hpp).
   PartitionKind effective_partition() const {
     return partition ? *partition : default_partition(causal);
   }
@@ -93,7 +95,7 @@ struct EnumNames<OutDType> {
 template <>
 struct EnumNames<PartitionKind> {
   static constexpr std::array values{PartitionKind::contiguous, PartitionKind::zigzag,
-                                     PartitionKind::striped};
+                                     PartitionKind::striped, PartitionKind::balanced};
   static const char* name(PartitionKind k) { return partition_name(k); }
 };
 template <>
@@ -179,7 +181,9 @@ template <class Visit>
 void ring(Visit& visit) {
   visit(JobSetting<std::optional<PartitionKind>>{
       .section = "ring", .key = "partition", .flag = "--partition", .member = &C::partition,
-      .help = "How tokens are split over ranks (auto: zigzag when causal, else contiguous)",
+      .help = "How tokens are split over ranks: contiguous, zigzag, striped, balanced (cut by "
+              "visible work); auto: balanced for packed inputs, zigzag when causal, else "
+              "contiguous",
       .result = true,
       .resolved = [](const C& c) { return partition_name(c.effective_partition()); }});
   visit(JobSetting<std::optional<TransportKind>>{

@@ -49,12 +49,25 @@ void slurm_check_local(int world) {
 
 }  // namespace
 
-RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks) {
+RingPartitions job_partitions(const JobConfig& cfg, const InputInfo& info, const Documents& docs,
+                              int ranks) {
+  const PartitionKind kind =
+      cfg.partition ? *cfg.partition : default_partition(cfg.causal, docs.is_packed());
+  const Visibility vis = Visibility::of(cfg.causal, cfg.window);
+  Partition q = Partition::of(kind, info.shape.tokens_q, ranks, docs, vis);
+  const bool self = info.shape.tokens_q == info.shape.tokens_kv &&
+                    (!docs.is_packed() || docs.cu_q() == docs.cu_k());
+  if (kind == PartitionKind::balanced && self) return {kind, q, q};
+  const PartitionKind kv_kind = kind == PartitionKind::balanced ? PartitionKind::contiguous : kind;
+  return {kind, q, Partition(kv_kind, info.shape.tokens_kv, ranks)};
+}
+
+RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks,
+                                const Documents& docs) {
   RankMemory m;
   Checked c;
-  const PartitionKind kind = cfg.effective_partition();
-  const Partition q_part(kind, info.shape.tokens_q, ranks),
-      kv_part(kind, info.shape.tokens_kv, ranks);
+  const RingPartitions parts = job_partitions(cfg, info, docs, ranks);
+  const Partition &q_part = parts.q, &kv_part = parts.kv;
   const std::int64_t nq = q_part.max_local_size(), nkv = kv_part.max_local_size();
   const std::int64_t D = info.shape.head_dim,
                      es = static_cast<std::int64_t>(dtype_size(info.dtype));
@@ -86,8 +99,9 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int
   return m;
 }
 
-std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info, int ranks) {
-  const RankMemory m = estimate_rank_memory(cfg, info, ranks);
+std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info, int ranks,
+                                 const Documents& docs) {
+  const RankMemory m = estimate_rank_memory(cfg, info, ranks, docs);
   RA_CHECK(!m.overflow, input, "input file '", cfg.input, "': datasets ", shape(info.q), ", ",
            shape(info.k), ": the memory one rank needs for a chunk of ",
            std::min<std::int64_t>(std::max<std::int64_t>(cfg.kv_heads_per_chunk, 1),
@@ -121,7 +135,7 @@ void check_slurm_world(MPI_Comm comm) {
   agree(comm, [&] { slurm_check_local(world); });
 }
 
-void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info) {
+void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info, const Documents& docs) {
   int P = 1;
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
   const std::int64_t budget = rank_memory_budget(comm, cfg.memory_limit_mb);
@@ -141,8 +155,8 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info) {
              ", dataset '", info.q.name, "': head dim D = ", info.shape.head_dim,
              " is outside the kernel's range 1..", kMaxHeadDim);
 
-    const RankMemory m = estimate_rank_memory(cfg, info, P);
-    (void)estimate_rank_bytes(cfg, info, P);  // the overflow message
+    const RankMemory m = estimate_rank_memory(cfg, info, P, docs);
+    (void)estimate_rank_bytes(cfg, info, P, docs);  // the overflow message
     if (m.total <= budget) return;
     const std::int64_t hk = std::min<std::int64_t>(cfg.kv_heads_per_chunk, info.shape.heads_kv);
     // Everything but the kernel's padding scales as 1/P: the ranks that

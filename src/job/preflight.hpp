@@ -45,12 +45,25 @@ struct RankMemory {
   bool overflow = false;    // a count did not fit in int64 (the fields are then meaningless)
 };
 
+// The run's partitions of the query and key tokens over `ranks` ranks:
+// cfg's partition (auto: balanced for packed documents, zigzag when causal,
+// else contiguous); balanced ones cut by the visible work of docs under
+// cfg's causal and window. Keys of self-attention follow the queries' cuts.
+struct RingPartitions {
+  PartitionKind kind;
+  Partition q, kv;
+};
+RingPartitions job_partitions(const JobConfig& cfg, const InputInfo& info, const Documents& docs,
+                              int ranks);
+
 // The estimate for `ranks` ranks (the partition's largest shards; the same
 // on every rank). Local, no MPI. Requires info.shape.tokens_q, info.shape.tokens_kv >= ranks.
-RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks);
+RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks,
+                                const Documents& docs = {});
 // estimate_rank_memory(...).total; throws Error(input) naming the shape when
 // the byte count overflows int64.
-std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info, int ranks);
+std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info, int ranks,
+                                 const Documents& docs = {});
 
 // This rank's memory budget in bytes: memory_limit_mb when > 0, else its
 // share of the node's available memory. Collective over comm (counts the
@@ -66,6 +79,7 @@ void check_slurm_world(MPI_Comm comm);
 // Slurm mismatch is `usage`; too few tokens, too large a head dim, an
 // overflowing or over-budget memory estimate are `input` (the message names
 // the sizes and suggests more ranks or a smaller kv_heads_per_chunk).
-void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info);
+void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info,
+               const Documents& docs = {});
 
 }  // namespace ringattn

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/message_text.hpp"
 #include "core/positions.hpp"
 #include "core/seeded_data.hpp"
 #include "core/timer.hpp"
@@ -36,6 +37,7 @@ constexpr double kTolBf16 = 2e-2;  // compute bf16: products of bf16-rounded ope
 struct RunFacts {
   bool causal = false;
   Window window;    // "none" when the output predates windows
+  std::int64_t documents = 0;  // packed sequences the run saw (0: not recorded)
   float scale = 0;  // the kernel's float scale, stored as double
   std::string compute;
   InputNames names;
@@ -73,6 +75,12 @@ RunFacts read_facts(const H5FileDesc& d) {
     const std::optional<Window> window = text ? Window::from_text(*text) : std::nullopt;
     RA_CHECK(window, input, ctx, ": attribute 'window' is not a window (\"none\", L or L,R)");
     f.window = *window;
+  }
+  if (const H5AttributeDesc* n = d.attribute("documents")) {
+    const auto* count = n->summary ? nullptr : std::get_if<std::int64_t>(&n->value);
+    RA_CHECK(count && *count >= 1, input, ctx,
+             ": attribute 'documents' is not a sequence count (an integer >= 1)");
+    f.documents = *count;
   }
   const double scale = required_attr<double>(d, "scale", "a float");
   RA_CHECK(std::isfinite(scale) && scale > 0, input, ctx, ": attribute 'scale' is ", scale,
@@ -169,9 +177,13 @@ bool input_changed(const H5FileDesc& od, const InputInfo& in) {
 // plane at a time, q/o/lse one block of one head's rows at a time.
 class RowChecker {
  public:
-  RowChecker(const VerifyRequest& req, const RunFacts& run, const InputInfo& in)
+  RowChecker(const VerifyRequest& req, const RunFacts& run, const InputInfo& in,
+             const Documents& docs)
       : run_(run),
         in_(in),
+        docs_(docs),
+        window_(docs.window(run.window)),
+        k_pos_(docs.k_coordinates(Positions::contiguous(0, in.shape.tokens_kv))),
         s_(in.shape),
         es_(dtype_size(in.dtype)),
         input_(req.input),
@@ -240,8 +252,9 @@ class RowChecker {
                               static_cast<std::int64_t>(rn), s_.tokens_kv, s_.head_dim);
         a.scale = run_.scale;
         a.causal = run_.causal;
-        a.window = run_.window;
-        a.q_pos = positions_of(rows.data() + r0, rn);
+        a.window = window_;  // packed documents: masked on their coordinates
+        a.q_pos = docs_.q_coordinates(positions_of(rows.data() + r0, rn));
+        a.k_pos = k_pos_;
         reference_attention(a, ref_o_.data() + r0 * D, ref_lse_.data() + r0);
       } catch (...) {
 #pragma omp atomic write
@@ -253,6 +266,9 @@ class RowChecker {
 
   const RunFacts& run_;
   const InputInfo& in_;
+  const Documents& docs_;
+  const Window window_;
+  const Positions k_pos_;
   const AttnShape s_;
   const std::size_t es_;
   H5RowReader input_, output_;
@@ -296,6 +312,7 @@ struct Verifier::Plan {
   Timer wall;  // from the first look at the files
   RunFacts run;
   InputInfo in;
+  Documents docs;                  // the input's packed sequences (one when dense)
   std::vector<std::int64_t> flat;  // the checked rows, (b·H + h)·N + i, ascending
 };
 
@@ -306,11 +323,17 @@ Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique
       describe_h5_file(req.output, H5DescribeWhat{}, "output file '" + req.output + "'");
   plan_->run = read_facts(od);
   plan_->in = inspect_input(MPI_COMM_SELF, req.input, plan_->run.names);
+  plan_->docs = read_input_documents(plan_->in);
+  RA_CHECK(plan_->run.documents == 0 || plan_->run.documents == plan_->docs.count(), input,
+           "output file '", req.output, "': was computed over ",
+           counted(plan_->run.documents, "packed sequence"), ", but input file '", req.input,
+           "' holds ", plan_->docs.count(), "; verify against the input that run read");
   VerifyReport& r = report_;
   r.shape = plan_->in.shape;
   check_shapes(od, plan_->run, r.shape);
   r.causal = plan_->run.causal;
   r.window = plan_->run.window;
+  r.documents = plan_->docs.count();
   r.scale = plan_->run.scale;
   r.compute = plan_->run.compute;
   r.o_dtype = plan_->run.o_dtype;
@@ -325,7 +348,7 @@ Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique
 Verifier::~Verifier() = default;
 
 const VerifyReport& Verifier::check() {
-  RowChecker(req_, plan_->run, plan_->in).check(plan_->flat, report_.o, report_.lse);
+  RowChecker(req_, plan_->run, plan_->in, plan_->docs).check(plan_->flat, report_.o, report_.lse);
   judge(req_, report_);
   report_.seconds = plan_->wall.seconds();
   report_.threads = omp_get_max_threads();

@@ -47,6 +47,7 @@ struct VerifyReport {
   // What the output's attributes say the run computed.
   bool causal = false;
   Window window;
+  std::int64_t documents = 1;  // packed sequences (1: a dense input)
   float scale = 0;
   std::string compute;  // f32 or bf16
   DType o_dtype = DType::f32;

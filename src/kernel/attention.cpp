@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "core/aligned_buffer.hpp"
 #include "core/checked.hpp"
@@ -523,14 +524,35 @@ double attention_flops(const AttnParams& p) {
     return 4.0 * static_cast<double>(p.head_dim) * static_cast<double>(p.n_q) *
            static_cast<double>(p.n_kv) * static_cast<double>(p.batch * p.heads_q);
   Positions kp = p.k_pos.empty() ? Positions::contiguous(0, p.n_kv) : p.k_pos;
+  const std::vector<PositionSegment>& segs = kp.segments();
+  // Packed documents give a segment per document: when the segments ascend
+  // (every layout's do), a query's window reaches a few of them, found by
+  // binary search.
+  std::vector<std::int64_t> seg_last(segs.size());
+  bool ascending = true;
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    seg_last[i] = segs[i].first + (segs[i].count - 1) * segs[i].stride;
+    if (i > 0 && segs[i].first <= seg_last[i - 1]) ascending = false;
+  }
+  std::vector<std::int64_t> qpos(static_cast<std::size_t>(p.n_q));
+  fill_positions(p.q_pos, p.n_q, qpos.data());
   double pairs = 0;
   for (std::int64_t i = 0; i < p.n_q; ++i) {
-    const std::int64_t x = p.q_pos.empty() ? i : p.q_pos[i];
+    const std::int64_t x = qpos[i];
     const std::int64_t lo = vis.first_key(x), hi = vis.last_key(x);
-    for (const auto& seg : kp.segments()) {
+    const std::size_t from =
+        ascending ? static_cast<std::size_t>(
+                        std::lower_bound(seg_last.begin(), seg_last.end(), lo) - seg_last.begin())
+                  : 0;
+    for (std::size_t k = from; k < segs.size(); ++k) {
+      const PositionSegment& seg = segs[k];
       // Keys first + t·stride, t < count, with lo <= key <= hi.
-      const std::int64_t last = seg.first + (seg.count - 1) * seg.stride;
-      if (seg.count == 0 || hi < seg.first || lo > last) continue;
+      const std::int64_t last = seg_last[k];
+      if (hi < seg.first) {
+        if (ascending) break;
+        continue;
+      }
+      if (lo > last) continue;
       const std::int64_t t0 = lo <= seg.first ? 0 : (lo - seg.first + seg.stride - 1) / seg.stride;
       const std::int64_t t1 = hi >= last ? seg.count - 1 : (hi - seg.first) / seg.stride;
       if (t1 >= t0) pairs += static_cast<double>(t1 - t0 + 1);

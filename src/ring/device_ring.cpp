@@ -194,6 +194,8 @@ const float* DeviceRing::output() const {
 KvBlockRef DeviceRing::home_block(const RingLayout& layout) {
   DeviceResources& m = impl_->r;
   check_ring_layout(layout, m.size);
+  RA_CHECK(!layout.docs.is_packed(), usage,
+           "the CUDA ring has no packed sequences (cu_seqlens) yet: use --backend cpu");
   const KvShape& kv = layout.kv;
   const std::int64_t nq = layout.q_part.local_size(m.rank), D = kv.head_dim;
   const std::int64_t rows = kv.batch * layout.heads_q * nq;

@@ -15,6 +15,8 @@ const char* partition_name(PartitionKind k) {
       return "zigzag";
     case PartitionKind::striped:
       return "striped";
+    case PartitionKind::balanced:
+      return "balanced";
   }
   return "?";
 }
@@ -23,10 +25,13 @@ PartitionKind parse_partition(std::string_view s) {
   if (s == "contiguous") return PartitionKind::contiguous;
   if (s == "zigzag") return PartitionKind::zigzag;
   if (s == "striped") return PartitionKind::striped;
-  RA_CHECK(false, usage, "unknown partition '", s, "' (expected contiguous, zigzag or striped)");
+  if (s == "balanced") return PartitionKind::balanced;
+  RA_CHECK(false, usage, "unknown partition '", s,
+           "' (expected contiguous, zigzag, striped or balanced)");
 }
 
-PartitionKind default_partition(bool causal) {
+PartitionKind default_partition(bool causal, bool packed) {
+  if (packed) return PartitionKind::balanced;
   return causal ? PartitionKind::zigzag : PartitionKind::contiguous;
 }
 
@@ -35,6 +40,37 @@ Partition::Partition(PartitionKind kind, std::int64_t n, int ranks)
   RA_CHECK(ranks >= 1, usage, "rank count must be >= 1, got ", ranks);
   RA_CHECK(n >= ranks, usage, "sequence of ", n, " tokens is shorter than the ", ranks,
            " ranks: every rank needs at least one token");
+  RA_CHECK(kind != PartitionKind::balanced, internal,
+           "a balanced partition is built from its work (Partition::balanced)");
+}
+
+Partition Partition::balanced(const Documents& docs, const Visibility& vis, int ranks) {
+  const std::int64_t n = docs.cu_q().back();
+  Partition p(PartitionKind::contiguous, n, ranks);
+  p.kind_ = PartitionKind::balanced;
+  // prefix[t]: the work of tokens [0, t); each token counts one besides its
+  // keys, so that runs of queries that see nothing still spread out.
+  std::vector<double> prefix(static_cast<std::size_t>(n) + 1, 0.0);
+  for (std::int64_t t = 0; t < n; ++t)
+    prefix[t + 1] = prefix[t] + 1.0 + static_cast<double>(docs.visible_keys(t, vis));
+  p.bounds_.assign(static_cast<std::size_t>(ranks) + 1, 0);
+  p.bounds_[ranks] = n;
+  for (int r = 1; r < ranks; ++r) {
+    const double target = prefix[n] * r / ranks;
+    // The cut nearest the target, leaving every rank at least one token.
+    auto t = static_cast<std::int64_t>(std::lower_bound(prefix.begin(), prefix.end(), target) -
+                                       prefix.begin());
+    if (t > 0 && target - prefix[t - 1] < prefix[std::min(t, n)] - target) --t;
+    p.bounds_[r] = std::clamp(t, p.bounds_[r - 1] + 1, n - (ranks - r));
+  }
+  return p;
+}
+
+Partition Partition::of(PartitionKind kind, std::int64_t n, int ranks, const Documents& docs,
+                        const Visibility& vis) {
+  if (kind != PartitionKind::balanced) return Partition(kind, n, ranks);
+  if (docs.is_packed()) return balanced(docs, vis, ranks);
+  return balanced(Documents::packed({0, n}, {0, n}), vis, ranks);
 }
 
 // Runs of near-equal size: the first n % runs runs get one extra token.
@@ -55,6 +91,8 @@ std::int64_t Partition::local_size(int r) const {
       return run_size(r, 2 * p_) + run_size(2 * p_ - 1 - r, 2 * p_);
     case PartitionKind::striped:
       return (n_ - r + p_ - 1) / p_;
+    case PartitionKind::balanced:
+      return bounds_[r + 1] - bounds_[r];
   }
   return 0;
 }
@@ -79,6 +117,8 @@ Positions Partition::positions(int r) const {
     }
     case PartitionKind::striped:
       return Positions::strided(r, p_, local_size(r));
+    case PartitionKind::balanced:
+      return Positions::contiguous(bounds_[r], local_size(r));
   }
   return {};
 }
@@ -106,6 +146,10 @@ std::pair<int, std::int64_t> Partition::owner(std::int64_t t) const {
     }
     case PartitionKind::striped:
       return {static_cast<int>(t % p_), t / p_};
+    case PartitionKind::balanced: {
+      const auto r = std::upper_bound(bounds_.begin(), bounds_.end(), t) - bounds_.begin() - 1;
+      return {static_cast<int>(r), t - bounds_[r]};
+    }
   }
   return {0, 0};
 }

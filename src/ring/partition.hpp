@@ -5,9 +5,12 @@
 //   contiguous  rank r holds one run of consecutive tokens
 //   zigzag      2P chunks; rank r holds chunks r and 2P-1-r (equal causal work)
 //   striped     token t lives on rank t mod P (equal causal work)
+//   balanced    rank r holds one run of consecutive tokens, the runs cut
+//               where the visible work (keys each query sees: documents,
+//               causal, window) splits evenly (Partition::balanced)
 //
 // Any N >= P: shard sizes differ by at most one token (contiguous, striped)
-// or one token per chunk (zigzag). N < P is an error: a rank with no tokens
+// or one token per chunk (zigzag); balanced ones by what the work asks. N < P is an error: a rank with no tokens
 // has nothing to send around the ring.
 #pragma once
 
@@ -15,21 +18,35 @@
 #include <string>
 #include <string_view>
 
+#include <vector>
+
+#include "core/documents.hpp"
 #include "core/positions.hpp"
+#include "core/visibility.hpp"
 
 namespace ringattn {
 
-enum class PartitionKind { contiguous, zigzag, striped };
+enum class PartitionKind { contiguous, zigzag, striped, balanced };
 
 const char* partition_name(PartitionKind k);
-// "contiguous" | "zigzag" | "striped"; throws Error(usage) otherwise.
+// "contiguous" | "zigzag" | "striped" | "balanced"; throws Error(usage) otherwise.
 PartitionKind parse_partition(std::string_view s);
-// zigzag when causal (balances the causal triangle), contiguous otherwise.
-PartitionKind default_partition(bool causal);
+// balanced for packed documents; else zigzag when causal (balances the
+// causal triangle), contiguous otherwise.
+PartitionKind default_partition(bool causal, bool packed = false);
 
 class Partition {
  public:
+  // contiguous, zigzag or striped (balanced needs the work: below).
   Partition(PartitionKind kind, std::int64_t n, int ranks);
+  // Contiguous runs of the query tokens of docs (packed; a dense problem is
+  // one document) cut where the keys their queries see under vis split
+  // evenly over the ranks; every rank keeps at least one token.
+  static Partition balanced(const Documents& docs, const Visibility& vis, int ranks);
+  // Any kind: balanced from docs and vis, the others from docs' token count
+  // (n when not packed).
+  static Partition of(PartitionKind kind, std::int64_t n, int ranks, const Documents& docs,
+                      const Visibility& vis);
 
   PartitionKind kind() const { return kind_; }
   std::int64_t tokens() const { return n_; }
@@ -57,6 +74,7 @@ class Partition {
   PartitionKind kind_;
   std::int64_t n_;
   int p_;
+  std::vector<std::int64_t> bounds_;  // balanced: rank r holds [bounds_[r], bounds_[r + 1])
 };
 
 }  // namespace ringattn

@@ -24,6 +24,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/documents.hpp"
 #include "kernel/params.hpp"
 #include "kernel/state.hpp"
 #include "ring/kv_block.hpp"
@@ -37,8 +38,13 @@ struct RingLayout {
   Partition kv_part;         // key rows (another length for cross-attention)
   KvShape kv;                // the travelling blocks (and the queries' dtype, batch, head_dim)
   std::int64_t heads_q = 1;  // query heads, a multiple of kv.heads_kv (GQA)
+  // Packed documents: the kernel masks on their coordinates (q_coordinates,
+  // k_coordinates) with their capped window. Default: one dense sequence.
+  Documents docs;
 
   KvBlock block(int r) const { return KvBlock::of_rank(kv, kv_part, r); }
+  Positions q_coordinates(int r) const { return docs.q_coordinates(q_part.positions(r)); }
+  Positions kv_coordinates(int r) const { return docs.k_coordinates(kv_part.positions(r)); }
   friend bool operator==(const RingLayout&, const RingLayout&) = default;
 };
 

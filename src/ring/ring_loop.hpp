@@ -64,7 +64,7 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
   const Timer total;
   RingStats stats;
   backend.begin();
-  const Positions q_pos = layout.q_part.positions(r);
+  const Positions q_pos = layout.q_coordinates(r);
   const PositionRange q_range = q_pos.range();
   int cur = 0;  // the buffer holding the block in hand; the other receives
 

@@ -33,7 +33,7 @@ inline bool ring_step_skipped(const PositionRange& q, const Positions& k_pos,
 }
 
 // The kernel's problem at a step whose K/V block came from rank `source`:
-// rank `rank`'s queries at q (dense (B, HQ, nq, D), positions q_pos) against
+// rank `rank`'s queries at q (dense (B, HQ, nq, D), mask coordinates q_pos) against
 // the block at `block` (KvBlock's layout), in opt's scale, mask and compute
 // type. The backend adds what is its own (threads, progress polling).
 inline AttnParams ring_step_params(const RingLayout& layout, int rank, const void* q,
@@ -55,9 +55,9 @@ inline AttnParams ring_step_params(const RingLayout& layout, int rank, const voi
   p.head_dim = D;
   p.scale = opt.scale;
   p.causal = opt.causal;
-  p.window = opt.window;
+  p.window = layout.docs.window(opt.window);
   p.q_pos = q_pos;
-  p.k_pos = layout.kv_part.positions(source);
+  p.k_pos = layout.kv_coordinates(source);
   p.compute = opt.compute;
   return p;
 }

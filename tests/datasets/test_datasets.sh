@@ -4,13 +4,14 @@
 #   test_datasets.sh RINGATTN SCRATCH_DIR CASE
 #
 # CASE is one of: fasta_lambda, fasta_genome, fasta_options, text_bytes,
-# text_words, synthetic_sweep, bad_input (see the functions below). The case runs in
-# SCRATCH_DIR/CASE, emptied first. Environment: MPIEXEC (default mpirun),
-# MPIEXEC_NUMPROC_FLAG (default -n), MPIEXEC_FLAGS (default
-# --oversubscribe), PYTHON (default /usr/bin/python3: Debian's h5py and
-# numpy live in the system Python). Exit 0 on success, 1 on a failed check,
-# 77 when h5py/numpy or the Debian package holding the real input is missing
-# (bowtie2-examples: lambda phage; golang-github-pierrec-lz4-dev: pg1661).
+# text_words, synthetic_sweep, bad_input, fasta_packed, text_packed (see the
+# functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
+# Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
+# MPIEXEC_FLAGS (default --oversubscribe), PYTHON (default /usr/bin/python3:
+# Debian's h5py and numpy live in the system Python). Exit 0 on success, 1 on
+# a failed check, 77 when h5py/numpy or the Debian package holding the real
+# input is missing (bowtie2-examples: lambda phage;
+# golang-github-pierrec-lz4-dev: pg1661).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
@@ -348,6 +349,184 @@ case_bad_input() {
   # and --overwrite does replace
   expect 0 "$f" ok.fa -o exists.h5 --overwrite --d 8 --heads 1
   usable exists.h5 'N 8'
+}
+
+# write_packed_checker: writes check_packed.py; `check_packed.py FILE H H_KV
+# D LENGTHS` checks a packed file: cu_seqlens int64 [S + 1] equal to the
+# running sum of LENGTHS (the comma-separated token counts of the S
+# sequences), first 0, last T = q.shape[2], non-decreasing; q [1, H, T, D],
+# k and v [1, H_kv, T, D], tokens [1, T]; the packed, sequences, batch, n and
+# tokens_used attributes. Exit 1 (an AssertionError) on the first difference.
+write_packed_checker() {
+  cat >check_packed.py <<'EOF'
+import sys
+import h5py, numpy as np
+path, heads, kv_heads, d, lengths = sys.argv[1:]
+H, HK, D = int(heads), int(kv_heads), int(d)
+want = np.cumsum([0] + [int(x) for x in lengths.split(",")])
+S, T = len(want) - 1, int(want[-1])
+with h5py.File(path) as f:
+    assert "cu_seqlens" in f, f"{path}: no cu_seqlens"
+    cu = f["cu_seqlens"]
+    assert cu.dtype == np.int64, cu.dtype
+    assert cu.shape == (S + 1,), cu.shape
+    cu = cu[:]
+    assert (cu == want).all(), (list(cu), list(want))
+    assert cu[0] == 0 and cu[-1] == f["q"].shape[2] and (np.diff(cu) >= 0).all(), list(cu)
+    assert f["q"].shape == (1, H, T, D), f["q"].shape
+    assert f["k"].shape == (1, HK, T, D) and f["v"].shape == (1, HK, T, D), f["k"].shape
+    assert f["tokens"].shape == (1, T), f["tokens"].shape
+    a = f.attrs
+    assert a["packed"] == 1 and a["sequences"] == S, (a["packed"], a["sequences"])
+    assert a["batch"] == 1 and a["n"] == T and a["tokens_used"] == T, dict(a)
+print("ok")
+EOF
+}
+
+# --records all --packed on a small multi-record FASTA (written here: mixed
+# case, an N run, a 1-nucleotide record): each record one sequence,
+# cu_seqlens its running lengths, the tokens of each sequence that record's
+# codes, the values those of the unpacked file; `ringattn info` takes the
+# file (it ignores cu_seqlens) and lists it. Also k-mers per record, the
+# default single record (S = 1), --max-tokens cutting the record that
+# crosses it, the checker failing on wrong lengths and on an unpacked file,
+# and --batch refused with one line.
+case_fasta_packed() {
+  need_python
+  write_packed_checker
+  expect 0 "$py" - <<'EOF'
+import random
+random.seed(5)
+recs = [("r1 first read", "".join(random.choice("ACGT") for _ in range(50))),
+        ("r2", "acgtNNa"),
+        ("r3 long", "".join(random.choice("ACGTN") for _ in range(120))),
+        ("r4", "G")]
+with open("multi.fa", "w") as f:
+    for name, s in recs:
+        f.write(f">{name}\n")
+        for i in range(0, len(s), 60):
+            f.write(s[i:i + 60] + "\n")
+EOF
+  expect 0 fasta multi.fa -o p.h5 --records all --packed --d 8 --heads 2 --kv-heads 1
+  grep -q 'wrote p.h5: q \[1, 2, 178, 8\].*packed: 4 sequences in cu_seqlens' out.txt ||
+    fail "no packed summary line"
+  usable p.h5 'B 1, heads 2, kv heads 1, N 178, N_kv 178, D 8, f32'
+  grep -q '^  cu_seqlens  *\[5\] ' out.txt || fail "info does not list cu_seqlens [5]"
+  expect 0 "$py" check_packed.py p.h5 2 1 8 50,7,120,1
+  # the checker can fail: wrong lengths, and a file without cu_seqlens
+  expect 1 "$py" check_packed.py p.h5 2 1 8 50,7,119,2
+  expect 0 fasta multi.fa -o plain.h5 --records all --d 8 --heads 2 --kv-heads 1
+  expect 1 "$py" check_packed.py plain.h5 2 1 8 50,7,120,1
+  expect 0 "$py" - p.h5 plain.h5 <<'EOF'
+import sys
+import h5py, numpy as np
+recs = []
+for line in open("multi.fa"):
+    if line.startswith(">"):
+        recs.append("")
+    else:
+        recs[-1] += line.strip()
+code = {"A": 0, "C": 1, "G": 2, "T": 3}
+with h5py.File(sys.argv[1]) as f, h5py.File(sys.argv[2]) as g:
+    cu, tok = f["cu_seqlens"][:], f["tokens"][0]
+    for s, seq in enumerate(recs):
+        want = [code.get(ch.upper(), 4) for ch in seq]
+        assert list(tok[cu[s]:cu[s + 1]]) == want, f"sequence {s}"
+    assert f.attrs["records"] == "r1 r2 r3 r4", f.attrs["records"]
+    # the same values as the unpacked file: packing adds cu_seqlens only
+    assert "cu_seqlens" not in g and "packed" not in g.attrs and "sequences" not in g.attrs
+    for n in ("q", "k", "v", "tokens"):
+        assert (f[n][:] == g[n][:]).all(), n
+print("ok")
+EOF
+  # 3-mers: L - 2 tokens per record (r4 is too short for k = 3: pick r1, r3)
+  expect 0 fasta multi.fa -o k3.h5 --records r3,0 --packed --k 3 --d 4 --heads 1
+  expect 0 "$py" check_packed.py k3.h5 1 1 4 48,118
+  # without --records: the first record only, S = 1
+  expect 0 fasta multi.fa -o one.h5 --packed --d 4 --heads 1
+  expect 0 "$py" check_packed.py one.h5 1 1 4 50
+  # --max-tokens 60: r1 and r2 whole, r3 cut to 3 tokens, r4 not read
+  expect 0 fasta multi.fa -o cap.h5 --records all --packed --max-tokens 60 --d 4 --heads 1
+  expect 0 "$py" check_packed.py cap.h5 1 1 4 50,7,3
+  expect 2 fasta multi.fa -o bad.h5 --records all --packed --batch 2
+  one_error_line "cannot be used with --packed"
+  [[ ! -e bad.h5 ]] || fail "a refused conversion wrote bad.h5"
+  expect 0 "$ds/fasta_to_h5.py" --help
+  grep -q -- '--packed' out.txt || fail "--help does not describe --packed"
+  grep -q 'cu_seqlens\[s\]' out.txt || fail "--help does not describe cu_seqlens"
+}
+
+# text_to_h5.py with --packed on several small files (one empty, one gzip):
+# bytes, each file one sequence; words with --separator (an empty document
+# between adjacent separators); --max-tokens cutting one document and
+# dropping the rest; several files without --packed concatenated (the same
+# values, no cu_seqlens); the refusals, one line each.
+case_text_packed() {
+  need_python
+  write_packed_checker
+  printf 'The cat sat on the mat.\n' >a.txt            # 24 bytes, 7 words
+  : >empty.txt
+  printf 'one two\n\nthree, four\n\n\n\nfive' >b.txt   # 28 bytes; 4 documents at \n\n
+  printf 'last document\n' | gzip >c.txt.gz            # 14 bytes, 2 words
+  expect 0 text a.txt empty.txt b.txt c.txt.gz -o bytes.h5 --packed --d 8 --heads 2
+  grep -q 'packed: 4 sequences in cu_seqlens' out.txt || fail "no packed summary line"
+  usable bytes.h5 'B 1, heads 2, kv heads 2, N 66, N_kv 66, D 8, f32'
+  grep -q '^  cu_seqlens  *\[5\] ' out.txt || fail "info does not list cu_seqlens [5]"
+  expect 0 "$py" check_packed.py bytes.h5 2 2 8 24,0,28,14
+  expect 1 "$py" check_packed.py bytes.h5 2 2 8 24,28,14
+  expect 0 "$py" - bytes.h5 <<'EOF'
+import gzip, os, sys
+import h5py, numpy as np
+raw = open("a.txt", "rb").read() + open("b.txt", "rb").read() + gzip.open("c.txt.gz").read()
+with h5py.File(sys.argv[1]) as f:
+    assert (f["tokens"][0] == np.frombuffer(raw, dtype=np.uint8)).all()
+    names = ("a.txt", "empty.txt", "b.txt", "c.txt.gz")
+    assert f.attrs["source"].split("\n") == [os.path.abspath(p) for p in names]
+    assert f.attrs["source_size"] == sum(os.path.getsize(p) for p in names)
+print("ok")
+EOF
+  expect 0 text a.txt empty.txt b.txt c.txt.gz -o words.h5 --packed --tokens words \
+    --separator $'\n\n' --d 8 --heads 4 --kv-heads 2 --dtype f16
+  # a: 7; empty: 0; b: "one two" 2, "three, four" 3, "" 0, "five" 1; c: 2
+  expect 0 "$py" check_packed.py words.h5 4 2 8 7,0,2,3,0,1,2
+  expect 0 "$py" - words.h5 <<'EOF'
+import hashlib, sys
+import h5py
+def wid(w):
+    h = hashlib.blake2b(w.encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & (2**63 - 1)
+with h5py.File(sys.argv[1]) as f:
+    cu, tok = f["cu_seqlens"][:], f["tokens"][0]
+    firsts = [wid(w) for w in ("The", "one", "three", "five", "last")]
+    assert [int(tok[cu[s]]) for s in (0, 2, 3, 5, 6)] == firsts
+    assert f.attrs["separator"] == "\n\n" and f["q"].dtype.itemsize == 2
+print("ok")
+EOF
+  # --max-tokens 30: a 24, the empty file, b cut to 6; c starts past the cap
+  expect 0 text a.txt empty.txt b.txt c.txt.gz -o cap.h5 --packed --max-tokens 30 --d 4 --heads 1
+  expect 0 "$py" check_packed.py cap.h5 1 1 4 24,0,6
+  # several files without --packed: one stream, no cu_seqlens
+  expect 0 text a.txt empty.txt b.txt c.txt.gz -o cat.h5 --d 8 --heads 2
+  usable cat.h5 'B 1, heads 2, kv heads 2, N 66,'
+  expect 1 "$py" check_packed.py cat.h5 2 2 8 24,0,28,14
+  expect 0 "$py" -c '
+import h5py
+f, g = h5py.File("cat.h5"), h5py.File("bytes.h5")
+assert "cu_seqlens" not in f and "packed" not in f.attrs
+for n in ("q", "k", "v", "tokens"):
+    assert (f[n][:] == g[n][:]).all(), n
+print("ok")'
+  expect 2 text a.txt b.txt -o bad.h5 --packed --batch 2
+  one_error_line "cannot be used with --packed"
+  expect 2 text b.txt -o bad.h5 --separator $'\n\n'
+  one_error_line "pass --packed too"
+  expect 3 text empty.txt empty.txt -o bad.h5 --packed
+  one_error_line "empty text"
+  [[ ! -e bad.h5 ]] || fail "a refused conversion wrote bad.h5"
+  expect 0 "$ds/text_to_h5.py" --help
+  grep -q -- '--separator STRING' out.txt || fail "--help does not describe --separator"
+  grep -q -- '--packed' out.txt || fail "--help does not describe --packed"
+  grep -q 'cu_seqlens\[s\]' out.txt || fail "--help does not describe cu_seqlens"
 }
 
 "case_$case_name"
