@@ -15,9 +15,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "core/documents.hpp"
 #include "core/dtype.hpp"
 #include "core/positions.hpp"
 #include "core/seeded_data.hpp"
@@ -52,9 +54,13 @@ struct RingCase {
   std::int64_t hq, hkv, nq, nkv, d;
   DType dtype;
   Window window = {};  // default: none
+  // Packed sequences (packed_offsets spec, over nq and nkv tokens): batch 1,
+  // checked against each document's own float64 answer. "": dense.
+  std::string docs = {};
   std::string name() const {
     std::string w = window.bounded() ? "_window" + window.text() : "";
-    std::replace(w.begin(), w.end(), ',', '_');
+    if (!docs.empty()) w += "_docs" + docs;
+    std::replace_if(w.begin(), w.end(), [](char ch) { return ch == ',' || ch == ':'; }, '_');
     return std::string(partition_name(partition)) + (causal ? "_causal" : "_full") + "_h" +
            std::to_string(hq) + "x" + std::to_string(hkv) + "_n" + std::to_string(nq) + "x" +
            std::to_string(nkv) + "_d" + std::to_string(d) + "_" + dtype_name(dtype) + w;
@@ -72,13 +78,18 @@ struct RingProblem {
   std::vector<char> qs, ks, vs;  // this rank's rows of it
   std::vector<double> ref, ref_lse;
 
-  RingLayout layout() const { return {qp, kp, {c.dtype, B, c.hkv, c.d}, c.hq}; }
+  Documents docs;                // packed cases' documents
+  RingLayout layout() const { return {qp, kp, {c.dtype, B, c.hkv, c.d}, c.hq, docs}; }
   // The whole sequence as one kernel problem.
   AttnParams whole() const {
     AttnParams p =
         AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, B, c.hq, c.hkv, c.nq, c.nkv, c.d);
     p.causal = c.causal;
-    p.window = c.window;
+    p.window = docs.window(c.window);  // packed: on the documents' coordinates
+    if (docs.is_packed()) {
+      p.q_pos = docs.q_coordinates(Positions::contiguous(0, c.nq));
+      p.k_pos = docs.k_coordinates(Positions::contiguous(0, c.nkv));
+    }
     return p;
   }
   // This rank's rows of a whole-sequence answer (B, HQ, NQ, width).
@@ -94,8 +105,62 @@ struct RingProblem {
     return out;
   }
 
+  // The float64 answer of a packed case, document by document: each one a
+  // dense problem of its own rows and keys at local positions, so the
+  // documents' coordinates are checked, not used.
+  void reference_by_document(std::vector<double>& o, std::vector<double>& lse) const {
+    const std::size_t es = dtype_size(c.dtype);
+    const std::vector<std::int64_t>&cq = docs.cu_q(), &ck = docs.cu_k();
+    for (std::size_t s = 0; s + 1 < cq.size(); ++s) {
+      const std::int64_t q0 = cq[s], nq = cq[s + 1] - q0, k0 = ck[s], nk = ck[s + 1] - k0;
+      if (nq == 0) continue;
+      std::vector<double> po(static_cast<std::size_t>(c.hq * nq * c.d), 0.0),
+          pl(static_cast<std::size_t>(c.hq * nq), -std::numeric_limits<double>::infinity());
+      if (nk > 0) {
+        AttnParams p;
+        p.q = {q.data() + static_cast<std::size_t>(q0 * c.d) * es, 0, c.nq * c.d, c.d};
+        p.k = {k.data() + static_cast<std::size_t>(k0 * c.d) * es, 0, c.nkv * c.d, c.d};
+        p.v = {v.data() + static_cast<std::size_t>(k0 * c.d) * es, 0, c.nkv * c.d, c.d};
+        p.dtype = c.dtype;
+        p.heads_q = c.hq;
+        p.heads_kv = c.hkv;
+        p.n_q = nq;
+        p.n_kv = nk;
+        p.head_dim = c.d;
+        p.causal = c.causal;
+        p.window = c.window;
+        reference_attention(p, po.data(), pl.data());
+      }
+      for (std::int64_t h = 0; h < c.hq; ++h)
+        for (std::int64_t i = 0; i < nq; ++i) {
+          const std::int64_t g = h * c.nq + q0 + i, l = h * nq + i;
+          lse[g] = pl[l];
+          for (std::int64_t d = 0; d < c.d; ++d) o[g * c.d + d] = po[l * c.d + d];
+        }
+    }
+  }
+
+  static Documents documents_of(const RingCase& cs) {
+    if (cs.docs.empty()) return {};
+    return Documents::packed(packed_offsets(cs.docs, cs.nq, "case"),
+                             packed_offsets(cs.docs, cs.nkv, "case"));
+  }
+  static Partition q_partition(const RingCase& cs, const Documents& d) {
+    return Partition::of(cs.partition, cs.nq, world_size(), d, Visibility::of(cs.causal, cs.window));
+  }
+  // Self-attention's keys follow the queries' cuts; cross-attention's are contiguous.
+  static Partition kv_partition(const RingCase& cs, const Partition& qp) {
+    if (cs.partition != PartitionKind::balanced) return Partition(cs.partition, cs.nkv, world_size());
+    if (cs.nq == cs.nkv) return qp;
+    return Partition(PartitionKind::contiguous, cs.nkv, world_size());
+  }
+
   RingProblem(const RingCase& cs, std::uint64_t seed)
-      : c(cs), qp(cs.partition, cs.nq, world_size()), kp(cs.partition, cs.nkv, world_size()) {
+      : c(cs),
+        B(cs.docs.empty() ? 2 : 1),
+        qp(q_partition(cs, documents_of(cs))),
+        kp(kv_partition(cs, qp)),
+        docs(documents_of(cs)) {
     const int r = world_rank();
     const std::size_t es = dtype_size(c.dtype);
     q.resize(static_cast<std::size_t>(B * c.hq * c.nq * c.d) * es);
@@ -111,7 +176,10 @@ struct RingProblem {
 
     std::vector<double> full(static_cast<std::size_t>(B * c.hq * c.nq * c.d)),
         full_lse(static_cast<std::size_t>(B * c.hq * c.nq));
-    reference_attention(whole(), full.data(), full_lse.data());
+    if (docs.is_packed())
+      reference_by_document(full, full_lse);
+    else
+      reference_attention(whole(), full.data(), full_lse.data());
     ref = mine(full, c.d);
     ref_lse = mine(full_lse, 1);
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/documents.hpp"
 #include "core/error.hpp"
 #include "kernel/attention.hpp"
 #include "ring/partition.hpp"
@@ -115,6 +116,130 @@ TEST(Partition, ZigzagAndStripedBalanceCausalWork) {
     EXPECT_LE(causal_imbalance(PartitionKind::striped, 32768, P), 1.03) << "P=" << P;
     EXPECT_GT(causal_imbalance(PartitionKind::contiguous, 32768, P), 1.3) << "P=" << P;
   }
+}
+
+
+// ---- packed documents and the balanced partition ----------------------------------
+
+// Rank r's visible attention flops over every key, counted by attention_flops
+// on the documents' coordinates (another path than the costs the balanced
+// partition cuts by).
+double rank_flops(const Partition& qp, int r, const Documents& docs, bool causal, Window w) {
+  AttnParams p = AttnParams::dense(nullptr, nullptr, nullptr, DType::f32, 1, 1, 1,
+                                   qp.local_size(r), docs.cu_k().back(), 64);
+  p.causal = causal;
+  p.window = docs.window(w);
+  p.q_pos = docs.q_coordinates(qp.positions(r));
+  p.k_pos = docs.k_coordinates(Positions::contiguous(0, docs.cu_k().back()));
+  return attention_flops(p);
+}
+
+// What issue 13 asks: max/mean visible flops per rank <= 1.05 at 2, 3, 4 and
+// 8 ranks on long-tailed lengths, causal or not, windowed or not.
+TEST(BalancedPartition, SpreadsVisibleWorkWithinFivePercent) {
+  const std::int64_t n = 131072;
+  const std::vector<std::int64_t> cu = packed_offsets("longtail:64", n, "test");
+  const Documents docs = Documents::packed(cu, cu);
+  for (bool causal : {false, true})
+    for (Window w : {Window{}, Window{4096, kUnboundedWindow}, Window{512, 512}})
+      for (int P : {2, 3, 4, 8}) {
+        const Partition qp = Partition::balanced(docs, Visibility::of(causal, w), P);
+        double mx = 0, sum = 0;
+        for (int r = 0; r < P; ++r) {
+          const double f = rank_flops(qp, r, docs, causal, w);
+          mx = std::max(mx, f);
+          sum += f;
+        }
+        EXPECT_LE(mx / (sum / P), 1.05)
+            << "P=" << P << (causal ? " causal" : "") << " window " << w.text();
+      }
+}
+
+TEST(BalancedPartition, LongTailedLengthsHaveALongTail) {
+  const std::vector<std::int64_t> cu = packed_offsets("longtail:64", 131072, "test");
+  std::vector<std::int64_t> len(64);
+  for (std::size_t s = 0; s < 64; ++s) len[s] = cu[s + 1] - cu[s];
+  std::sort(len.rbegin(), len.rend());
+  EXPECT_GE(len[0] + len[1] + len[2] + len[3], 131072 / 2) << "a few hold most tokens";
+  EXPECT_LE(len[32], 131072 / 64 / 4) << "many are tiny";
+  EXPECT_GE(len[63], 1);
+}
+
+// Tiny sequences, 1-token ones, fewer tokens per sequence than ranks, one
+// longer than the others together: every rank holds a token, every token
+// one rank, owner() inverts positions().
+TEST(BalancedPartition, EdgeLengthsKeepEveryRankAndToken) {
+  for (const std::vector<std::int64_t>& lengths :
+       std::vector<std::vector<std::int64_t>>{
+           {1, 1, 1, 1, 1, 1, 1, 1}, {2, 1, 2}, {1000, 1, 1, 1, 0, 5}, {1, 0, 0, 3, 1, 9000}})
+    for (bool causal : {false, true})
+      for (int P : {1, 2, 3, 4, 8}) {
+        std::vector<std::int64_t> cu{0};
+        for (std::int64_t l : lengths) cu.push_back(cu.back() + l);
+        const std::int64_t n = cu.back();
+        if (n < P) continue;
+        const Documents docs = Documents::packed(cu, cu);
+        const Partition part = Partition::balanced(docs, Visibility::of(causal), P);
+        EXPECT_EQ(part.kind(), PartitionKind::balanced);
+        std::vector<int> seen(static_cast<std::size_t>(n), 0);
+        for (int r = 0; r < P; ++r) {
+          const Positions pos = part.positions(r);
+          ASSERT_GE(pos.size(), 1) << "rank " << r << " of " << P;
+          for (std::int64_t i = 0; i < pos.size(); ++i) {
+            ++seen[static_cast<std::size_t>(pos[i])];
+            EXPECT_EQ(part.owner(pos[i]), std::make_pair(r, i));
+          }
+        }
+        for (std::int64_t t = 0; t < n; ++t) EXPECT_EQ(seen[t], 1) << "token " << t;
+      }
+}
+
+// Coordinates: inside a document they differ as local positions do; across
+// two documents they lie beyond the capped window, whatever the layout's
+// segments.
+TEST(Documents, CoordinatesKeepLocalDistancesAndSeparateDocuments) {
+  const std::vector<std::int64_t> cu{0, 3, 3, 10, 11, 40};
+  const Documents docs = Documents::packed(cu, cu);
+  const Window w = docs.window({});
+  EXPECT_EQ(w.left, 28);  // the longest document has 29 tokens
+  EXPECT_EQ(w.right, 28);
+  for (PartitionKind k : {PartitionKind::contiguous, PartitionKind::zigzag, PartitionKind::striped})
+    for (int P : {1, 2, 3}) {
+      const Partition part(k, 40, P);
+      for (int r = 0; r < P; ++r) {
+        const Positions tok = part.positions(r), co = docs.q_coordinates(tok);
+        ASSERT_EQ(co.size(), tok.size());
+        for (std::int64_t i = 0; i < tok.size(); ++i)
+          for (std::int64_t j = 0; j < tok.size(); ++j) {
+            const bool same = docs.document_of_query(tok[i]) == docs.document_of_query(tok[j]);
+            if (same)
+              EXPECT_EQ(co[i] - co[j], tok[i] - tok[j]);
+            else
+              EXPECT_GT(std::abs(co[i] - co[j]), w.left);
+          }
+      }
+    }
+}
+
+TEST(Documents, BadOffsetsNameTheFirstBadEntry) {
+  const auto message = [](const std::vector<std::int64_t>& cu, std::int64_t n) {
+    try {
+      check_cu_seqlens(cu, n, "cu_seqlens");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.error_class(), ErrorClass::usage);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({1, 5}, 5).find("cu_seqlens[0] is 1"), std::string::npos);
+  EXPECT_NE(message({0, 4, 3, 5}, 5).find("cu_seqlens[2] is 3"), std::string::npos);
+  EXPECT_NE(message({0, 4}, 5).find("cu_seqlens[1] is 4"), std::string::npos);
+  EXPECT_NE(message({0}, 0).find("at least 2 entries"), std::string::npos);
+  EXPECT_EQ(message({0, 0, 5, 5}, 5), "no error");
+  EXPECT_THROW(packed_offsets("3,x", 5, "--docs"), Error);
+  EXPECT_THROW(packed_offsets("3,1", 5, "--docs"), Error);
+  EXPECT_THROW(packed_offsets("longtail:0", 5, "--docs"), Error);
+  EXPECT_EQ(packed_offsets("3,0,2", 5, "--docs"), (std::vector<std::int64_t>{0, 3, 3, 5}));
 }
 
 }  // namespace
