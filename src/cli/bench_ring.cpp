@@ -10,6 +10,7 @@
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/option_checks.hpp"
+#include "core/documents.hpp"
 #include "core/shape.hpp"
 #include "job/bench_ring.hpp"
 
@@ -30,7 +31,11 @@ void print_text(const nlohmann::json& j) {
               i("threads_per_rank"), j.at("partition").get<std::string>().c_str(),
               j.at("causal").get<bool>() ? "causal" : "non-causal", i("n"), i("d"), i("heads"),
               i("kv_heads"));
-  std::printf("time   %.3f s on %lld ranks", d("seconds"), i("ranks"));
+  if (i("documents") > 1)
+    std::printf("docs   %lld packed sequences, %.4f of all (query, key) pairs visible\n",
+                i("documents"), d("visible_fraction"));
+  std::printf("time   %.3f s on %lld ranks, %.1f GFLOP/s of visible pairs", d("seconds"),
+              i("ranks"), d("gflops"));
   if (j.contains("seconds_one_rank"))
     std::printf(", %.3f s on one rank: efficiency %.3f", d("seconds_one_rank"), d("efficiency"));
   std::printf("\nbalance %.4f (max/mean attention flops per rank)\n", d("load_balance"));
@@ -83,8 +88,9 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
   c->add_option("--partition", opts->req.partition,
-                "contiguous, zigzag or striped (default: zigzag when causal, else contiguous)")
-      ->check(CLI::IsMember({"contiguous", "zigzag", "striped"}));
+                "contiguous, zigzag, striped or balanced (cut by visible work; default: balanced "
+                "with --docs, else zigzag when causal, else contiguous)")
+      ->check(CLI::IsMember({"contiguous", "zigzag", "striped", "balanced"}));
   c->add_option("--threads", opts->req.threads,
                 "Threads per rank (default: the rank's share of its node's cores)")
       ->check(positive());
@@ -96,6 +102,10 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
   c->add_option("--window", opts->req.window,
                 "Attention window L[,R] as run's --window (none: every key)")
       ->capture_default_str();
+  c->add_option("--docs", opts->req.docs,
+                "Packed sequences over the N tokens: lengths L1,L2,... or longtail:S (S "
+                "heavy-tailed lengths), document masking as run's cu_seqlens; --batch 1")
+      ->type_name(kPackedOffsetsMetavar);
   c->add_flag("!--no-baseline", opts->req.baseline, "Skip the one-rank run (no efficiency figure)");
   c->add_flag("!--no-poll", opts->req.poll,
               "Do not poll the transfer from the kernel (to measure what polling hides)");

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -101,6 +102,7 @@ struct Roles {
   bool input_ok = false;
   std::string input_error;
   InputInfo input_info;
+  std::vector<std::int64_t> lengths;  // a packed input's query sequence lengths, sorted
   bool output = false;
   bool complete = false;
 };
@@ -114,6 +116,12 @@ Roles roles_of(const H5FileDesc& d) {
   if (r.input) {
     try {
       r.input_info = check_input(d);  // the checks `run` makes, on the same description
+      if (r.input_info.packed()) {
+        const Documents docs = read_input_documents(r.input_info);
+        const std::vector<std::int64_t>& cu = docs.cu_q();
+        for (std::size_t i = 0; i + 1 < cu.size(); ++i) r.lengths.push_back(cu[i + 1] - cu[i]);
+        std::sort(r.lengths.begin(), r.lengths.end());
+      }
       r.input_ok = true;
     } catch (const Error& e) {
       r.input_error = std::string(error_class_name(e.error_class())) + " error: " + e.what();
@@ -132,6 +140,24 @@ std::vector<std::string> other_objects(const H5FileDesc& d) {
     if (o.object != H5Object::dataset)
       out.push_back(o.name + " (" + h5_object_name(o.object) + ")");
   return out;
+}
+
+// Length statistics of packed sequences (sorted lengths).
+struct SequenceStats {
+  std::int64_t count = 0, empty = 0, min = 0, median = 0, max = 0;
+  double mean = 0;
+};
+SequenceStats sequence_stats(const std::vector<std::int64_t>& sorted) {
+  SequenceStats st;
+  st.count = static_cast<std::int64_t>(sorted.size());
+  if (sorted.empty()) return st;
+  st.empty = std::count(sorted.begin(), sorted.end(), std::int64_t{0});
+  st.min = sorted.front();
+  st.max = sorted.back();
+  st.median = sorted[sorted.size() / 2];
+  st.mean = static_cast<double>(std::accumulate(sorted.begin(), sorted.end(), std::int64_t{0})) /
+            static_cast<double>(st.count);
+  return st;
 }
 
 void print_json(const H5FileDesc& d, const Roles& r) {
@@ -168,6 +194,14 @@ void print_json(const H5FileDesc& d, const Roles& r) {
                  {"n_kv", s.tokens_kv},
                  {"d", s.head_dim},
                  {"dtype", dtype_name(r.input_info.dtype)}});
+      if (r.input_info.packed()) {
+        const SequenceStats st = sequence_stats(r.lengths);
+        in["sequences"] = {{"count", st.count}, {"empty", st.empty}, {"min", st.min},
+                           {"median", st.median}, {"mean", st.mean}, {"max", st.max},
+                           {"offsets", r.input_info.cu_q.name == r.input_info.cu_k.name
+                                           ? json(r.input_info.cu_q.name)
+                                           : json({r.input_info.cu_q.name, r.input_info.cu_k.name})}};
+      }
     } else {
       in["error"] = r.input_error;
     }
@@ -217,6 +251,16 @@ void print_text(const H5FileDesc& d, const Roles& r) {
                   static_cast<long long>(s.heads_kv), static_cast<long long>(s.tokens_q),
                   static_cast<long long>(s.tokens_kv), static_cast<long long>(s.head_dim),
                   dtype_name(r.input_info.dtype));
+      if (r.input_info.packed()) {
+        const SequenceStats st = sequence_stats(r.lengths);
+        std::printf(
+            "sequences: %lld packed (%s), query lengths min %lld, median %lld, mean %.1f, max "
+            "%lld%s\n",
+            static_cast<long long>(st.count), r.input_info.cu_q.name.c_str(),
+            static_cast<long long>(st.min), static_cast<long long>(st.median), st.mean,
+            static_cast<long long>(st.max),
+            st.empty ? (", " + std::to_string(st.empty) + " empty").c_str() : "");
+      }
     } else {
       std::printf("input: NOT USABLE: %s\n", r.input_error.c_str());
     }

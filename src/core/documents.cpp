@@ -16,12 +16,13 @@ void check_cu_seqlens(const std::vector<std::int64_t>& cu, std::int64_t tokens,
                       const std::string& where) {
   RA_CHECK(cu.size() >= 2, usage, where, ": needs at least 2 entries (S + 1 for S >= 1 sequences), has ",
            cu.size());
-  RA_CHECK(cu.front() == 0, usage, where, "[0] is ", cu.front(), ": the first entry must be 0");
+  RA_CHECK(cu.front() == 0, usage, where, ": entry [0] is ", cu.front(),
+           "; the first entry must be 0");
   for (std::size_t i = 1; i < cu.size(); ++i)
-    RA_CHECK(cu[i] >= cu[i - 1], usage, where, "[", i, "] is ", cu[i], ", less than [", i - 1,
-             "] = ", cu[i - 1], ": the offsets must not decrease");
-  RA_CHECK(cu.back() == tokens, usage, where, "[", cu.size() - 1, "] is ", cu.back(),
-           ": the last entry must be the token count, ", tokens);
+    RA_CHECK(cu[i] >= cu[i - 1], usage, where, ": entry [", i, "] is ", cu[i],
+             ", less than entry [", i - 1, "] = ", cu[i - 1], "; the offsets must not decrease");
+  RA_CHECK(cu.back() == tokens, usage, where, ": entry [", cu.size() - 1, "] (the last) is ",
+           cu.back(), "; it must be the token count, ", tokens);
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include "comm/mpi_transport.hpp"
 #include "core/aligned_buffer.hpp"
 #include "core/cpu.hpp"
+#include "core/documents.hpp"
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "core/positions.hpp"
@@ -39,19 +40,25 @@ void fill_seeded_shard(char* out, std::uint64_t seed, DType t, std::int64_t B, s
 struct Problem {
   std::int64_t B, HQ, HK, NQ, NKV, D;
   DType dtype;
+  Documents docs;  // packed sequences, or one dense sequence
+  Visibility vis;
+  PartitionKind kind;
+  RingPartitions parts(int ranks) const {
+    return ring_partitions(kind, NQ, NKV, ranks, docs, vis);
+  }
 };
 
 // Runs the ring on comm with this rank's seeded shards, K and V seeded
 // straight into the ring's home block as the job reads them; returns its
 // stats.
-RingStats timed_ring(MPI_Comm comm, const Problem& pb, PartitionKind kind,
-                     const RingBenchRequest& o, int threads) {
+RingStats timed_ring(MPI_Comm comm, const Problem& pb, const RingBenchRequest& o, int threads) {
   CpuRing ring(comm);
   int P = 1, r = 0;
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
   RA_MPI_CHECK(MPI_Comm_rank(comm, &r));
-  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);
-  const RingLayout layout{qp, kp, {pb.dtype, pb.B, pb.HK, pb.D}, pb.HQ};
+  const RingPartitions parts = pb.parts(P);
+  const Partition &qp = parts.q, &kp = parts.kv;
+  const RingLayout layout{qp, kp, {pb.dtype, pb.B, pb.HK, pb.D}, pb.HQ, pb.docs};
   AlignedBuffer<char> q(static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r) * pb.D) *
                         dtype_size(pb.dtype));
   fill_seeded_shard(q.data(), o.seed, pb.dtype, pb.B, pb.HQ, pb.NQ, pb.D, qp.positions(r));
@@ -98,17 +105,17 @@ struct Figures {
 };
 
 // Runs the baseline, the ring and the hop alone. Collective.
-Figures measure(MPI_Comm comm, int P, int rank, const Problem& pb, PartitionKind kind,
-                const RingBenchRequest& o, int threads) {
+Figures measure(MPI_Comm comm, int P, int rank, const Problem& pb, const RingBenchRequest& o,
+                int threads) {
   Figures f;
   // T1: the same problem on one rank (rank 0 alone, same threads), first.
   if (o.baseline) {
-    if (rank == 0) f.t1 = timed_ring(MPI_COMM_SELF, pb, kind, o, threads).total_s;
+    if (rank == 0) f.t1 = timed_ring(MPI_COMM_SELF, pb, o, threads).total_s;
     RA_MPI_CHECK(MPI_Bcast(&f.t1, 1, MPI_DOUBLE, 0, comm));
   }
 
   // TP: the slowest rank's ring, timed like T1 (after the shards are made).
-  const RingStats st = timed_ring(comm, pb, kind, o, threads);
+  const RingStats st = timed_ring(comm, pb, o, threads);
   f.tp = st.total_s;
   RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &f.tp, 1, MPI_DOUBLE, MPI_MAX, comm));
 
@@ -136,15 +143,14 @@ Figures measure(MPI_Comm comm, int P, int rank, const Problem& pb, PartitionKind
   RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, f.step_wait.data(), P, MPI_DOUBLE, MPI_MAX, comm));
 
   // The hop alone, at the largest block's size.
-  const Partition kp(kind, pb.NKV, P);
-  f.hop_bytes = KvBlock::largest({pb.dtype, pb.B, pb.HK, pb.D}, kp).bytes();
+  f.hop_bytes = KvBlock::largest({pb.dtype, pb.B, pb.HK, pb.D}, pb.parts(P).kv).bytes();
   f.hop_s = P > 1 ? time_hop(comm, f.hop_bytes, o.p2p_iters) : 0.0;
   return f;
 }
 
 // The figures as the JSON report (rank 0).
-nlohmann::json report(const Figures& f, int P, const Problem& pb, PartitionKind kind,
-                      const RingBenchRequest& o, int threads) {
+nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenchRequest& o,
+                      int threads) {
   const double total_flops = std::accumulate(f.flops.begin(), f.flops.end(), 0.0);
   const double mean_flops = total_flops / P;
   const double transfer_s = f.hop_s * (P - 1);  // per rank, if nothing hid it
@@ -164,7 +170,12 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, PartitionKind 
       {"dtype", dtype_name(pb.dtype)},
       {"causal", o.causal},
       {"window", o.window},
-      {"partition", partition_name(kind)},
+      {"partition", partition_name(pb.kind)},
+      {"documents", pb.docs.count()},
+      // The visible pairs' share of all (query, key) pairs: what masking saves.
+      {"visible_fraction",
+       total_flops / (4.0 * static_cast<double>(pb.D) * static_cast<double>(pb.NQ) *
+                      static_cast<double>(pb.NKV) * static_cast<double>(pb.B * pb.HQ))},
       {"poll", o.poll},
       {"seconds", f.tp},
       {"gflops", total_flops / f.tp / 1e9},
@@ -192,17 +203,24 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, PartitionKind 
 }
 
 Problem problem_of(const RingBenchRequest& o) {
-  return {o.batch,
-          o.heads,
-          o.kv_heads > 0 ? o.kv_heads : o.heads,
-          o.n,
-          o.n_kv > 0 ? o.n_kv : o.n,
-          o.d,
-          parse_dtype(o.dtype)};
-}
-
-PartitionKind partition_of(const RingBenchRequest& o) {
-  return o.partition.empty() ? default_partition(o.causal) : parse_partition(o.partition);
+  Problem pb{o.batch,
+             o.heads,
+             o.kv_heads > 0 ? o.kv_heads : o.heads,
+             o.n,
+             o.n_kv > 0 ? o.n_kv : o.n,
+             o.d,
+             parse_dtype(o.dtype),
+             {},
+             Visibility::of(o.causal, Window::parse(o.window, "bench ring --window")),
+             PartitionKind::contiguous};
+  if (!o.docs.empty()) {
+    RA_CHECK(o.batch == 1, usage, "bench ring --docs: packed sequences need --batch 1");
+    pb.docs = Documents::packed(packed_offsets(o.docs, pb.NQ, "bench ring --docs"),
+                                packed_offsets(o.docs, pb.NKV, "bench ring --docs"));
+  }
+  pb.kind = o.partition.empty() ? default_partition(o.causal, pb.docs.is_packed())
+                                : parse_partition(o.partition);
+  return pb;
 }
 
 }  // namespace
@@ -211,13 +229,12 @@ RingBench::RingBench(MPI_Comm comm, const RingBenchRequest& req) : comm_(comm), 
   int P = 1;
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
   const Problem pb = problem_of(req);
-  const PartitionKind kind = partition_of(req);
   // Checks every rank makes alike, before any communication.
   AttnParams check =
       AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, 0, 0, pb.D);
   check.window = Window::parse(req.window, "bench ring --window");
   check.validate();
-  const Partition qp(kind, pb.NQ, P), kp(kind, pb.NKV, P);  // they refuse N < P
+  (void)pb.parts(P);  // they refuse N < P
 }
 
 std::optional<nlohmann::json> RingBench::run() const {
@@ -225,11 +242,10 @@ std::optional<nlohmann::json> RingBench::run() const {
   RA_MPI_CHECK(MPI_Comm_size(comm_, &P));
   RA_MPI_CHECK(MPI_Comm_rank(comm_, &rank));
   const Problem pb = problem_of(req_);
-  const PartitionKind kind = partition_of(req_);
   const int threads = req_.threads > 0 ? req_.threads : default_threads();
-  const Figures f = measure(comm_, P, rank, pb, kind, req_, threads);
+  const Figures f = measure(comm_, P, rank, pb, req_, threads);
   if (rank != 0) return std::nullopt;
-  return report(f, P, pb, kind, req_, threads);
+  return report(f, P, pb, req_, threads);
 }
 
 }  // namespace ringattn

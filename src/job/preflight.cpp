@@ -53,13 +53,8 @@ RingPartitions job_partitions(const JobConfig& cfg, const InputInfo& info, const
                               int ranks) {
   const PartitionKind kind =
       cfg.partition ? *cfg.partition : default_partition(cfg.causal, docs.is_packed());
-  const Visibility vis = Visibility::of(cfg.causal, cfg.window);
-  Partition q = Partition::of(kind, info.shape.tokens_q, ranks, docs, vis);
-  const bool self = info.shape.tokens_q == info.shape.tokens_kv &&
-                    (!docs.is_packed() || docs.cu_q() == docs.cu_k());
-  if (kind == PartitionKind::balanced && self) return {kind, q, q};
-  const PartitionKind kv_kind = kind == PartitionKind::balanced ? PartitionKind::contiguous : kind;
-  return {kind, q, Partition(kv_kind, info.shape.tokens_kv, ranks)};
+  return ring_partitions(kind, info.shape.tokens_q, info.shape.tokens_kv, ranks, docs,
+                         Visibility::of(cfg.causal, cfg.window));
 }
 
 RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks,

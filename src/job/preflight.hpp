@@ -45,14 +45,9 @@ struct RankMemory {
   bool overflow = false;    // a count did not fit in int64 (the fields are then meaningless)
 };
 
-// The run's partitions of the query and key tokens over `ranks` ranks:
-// cfg's partition (auto: balanced for packed documents, zigzag when causal,
-// else contiguous); balanced ones cut by the visible work of docs under
-// cfg's causal and window. Keys of self-attention follow the queries' cuts.
-struct RingPartitions {
-  PartitionKind kind;
-  Partition q, kv;
-};
+// The run's partitions over `ranks` ranks (ring_partitions): cfg's kind
+// (auto: balanced for packed documents, zigzag when causal, else
+// contiguous) under cfg's causal and window.
 RingPartitions job_partitions(const JobConfig& cfg, const InputInfo& info, const Documents& docs,
                               int ranks);
 

@@ -154,4 +154,13 @@ std::pair<int, std::int64_t> Partition::owner(std::int64_t t) const {
   return {0, 0};
 }
 
+RingPartitions ring_partitions(PartitionKind kind, std::int64_t n_q, std::int64_t n_kv, int ranks,
+                               const Documents& docs, const Visibility& vis) {
+  Partition q = Partition::of(kind, n_q, ranks, docs, vis);
+  const bool self = n_q == n_kv && (!docs.is_packed() || docs.cu_q() == docs.cu_k());
+  if (kind == PartitionKind::balanced && self) return {kind, q, q};
+  const PartitionKind kv_kind = kind == PartitionKind::balanced ? PartitionKind::contiguous : kind;
+  return {kind, std::move(q), Partition(kv_kind, n_kv, ranks)};
+}
+
 }  // namespace ringattn

@@ -77,4 +77,14 @@ class Partition {
   std::vector<std::int64_t> bounds_;  // balanced: rank r holds [bounds_[r], bounds_[r + 1])
 };
 
+// A ring's partitions of the query and key tokens. Balanced queries are cut
+// by the visible work of docs under vis; the keys of self-attention follow
+// the queries' cuts, cross-attention's keys lie contiguous.
+struct RingPartitions {
+  PartitionKind kind;
+  Partition q, kv;
+};
+RingPartitions ring_partitions(PartitionKind kind, std::int64_t n_q, std::int64_t n_kv, int ranks,
+                               const Documents& docs, const Visibility& vis);
+
 }  // namespace ringattn

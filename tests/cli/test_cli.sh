@@ -365,6 +365,72 @@ case_window() {
   [[ ! -e bad.h5 ]] || fail "a refused window in TOML wrote its output"
 }
 
+# Packed sequences end to end: gen --docs writes cu_seqlens (and the _q/_k
+# pair for cross-attention), info reports them, run at 1-3 ranks under
+# several partitions (auto is balanced) and verify pass, causal and windowed;
+# verify refuses an output computed over other sequences; bad offsets
+# (decreasing, not from 0, not to N, float, 2-D, a lone cu_seqlens_q, B > 1)
+# are one usage line naming the dataset and entry, exit 2, nothing written.
+case_packed() {
+  need_h5py
+  expect 0 "$bin" gen --output in.h5 --n 900 --heads 2 --d 16 --docs 1,0,5,300,2,592
+  expect 0 "$bin" info in.h5
+  grep -q "sequences: 6 packed (cu_seqlens).*min 0, median 5.*max 592, 1 empty" out.txt ||
+    fail "info does not report the packed sequences"
+  local np part
+  for np in 1 2 3; do
+    for part in auto zigzag striped; do
+      rm -f out.h5
+      local flags=(--threads 1 --lse --causal --window 40)
+      [[ $part == auto ]] || flags+=(--partition "$part")
+      expect 0 mpi "$np" "$bin" run --input in.h5 --output out.h5 "${flags[@]}"
+      [[ $part != auto ]] || grep -q "6 packed sequences, balanced partition" out.txt ||
+        fail "run's wrote line does not name the packed sequences and the balanced partition"
+      expect 0 "$bin" verify --input in.h5 --output out.h5 --rows 0
+      grep -q "6 packed sequences" out.txt || fail "verify's plan does not name the sequences"
+    done
+  done
+  "$py" -c 'import h5py; f = h5py.File("out.h5", "r"); assert f.attrs["documents"] == 6, f.attrs["documents"]'
+  expect 0 "$bin" gen --output other.h5 --n 900 --heads 2 --d 16 --docs 450,450
+  expect 3 "$bin" verify --input other.h5 --output out.h5
+  one_error_line "was computed over 6 packed sequences, but input file 'other.h5' holds 2"
+  # Cross-attention packed: cu_seqlens_q over 300 query tokens, _k over 500 keys.
+  expect 0 "$bin" gen --output cross.h5 --n 300 --n-kv 500 --heads 2 --d 16 --docs longtail:7
+  rm -f out.h5
+  expect 0 mpi 2 "$bin" run --input cross.h5 --output out.h5 --threads 1 --causal
+  expect 0 "$bin" verify --input cross.h5 --output out.h5 --rows 0
+  # Bad offsets: NAME=PYTHON-VALUE|the message.
+  local bad
+  for bad in "cu_seqlens=[0,500,400,900]|entry .2. is 400, less than entry .1. = 500" \
+    "cu_seqlens=[3,900]|entry .0. is 3" "cu_seqlens=[0,800]|entry .1. (the last) is 800" \
+    "cu_seqlens=np.array([0.0,900.0])|packed offsets are int32 or int64" \
+    "cu_seqlens=np.zeros((2,2),dtype=np.int64)|packed offsets are 1-D" \
+    "cu_seqlens_q=[0,900]|without 'cu_seqlens_k'"; do
+    local assign=${bad%%|*} msg=${bad#*|}
+    "$py" - "$assign" <<'PY'
+import h5py, numpy as np, shutil, sys
+shutil.copy('in.h5', 'bad.h5')
+f = h5py.File('bad.h5', 'r+')
+del f['cu_seqlens']
+name, value = sys.argv[1].split('=', 1)
+v = eval(value)
+f[name] = np.asarray(v, dtype=np.int64) if isinstance(v, list) else v
+PY
+    rm -f bad_out.h5
+    expect 2 mpi 2 "$bin" run --input bad.h5 --output bad_out.h5 --threads 1
+    one_error_line "$msg"
+    grep -q "'cu_seqlens" err.txt || fail "the error does not name the offsets' dataset"
+    [[ ! -e bad_out.h5 ]] || fail "bad offsets ($assign) wrote an output"
+  done
+  expect 0 "$bin" gen --output b2.h5 --n 100 --batch 2 --heads 1 --d 8
+  "$py" -c 'import h5py, numpy as np; h5py.File("b2.h5", "r+")["cu_seqlens"] = np.array([0, 100])'
+  expect 2 "$bin" run --input b2.h5 --output bad_out.h5
+  one_error_line "packed sequences need batch B = 1"
+  expect 2 "$bin" gen --output x.h5 --n 10 --docs 3,3
+  one_error_line "the lengths sum to 6 tokens, not the 10"
+  [[ ! -e x.h5 ]] || fail "gen with bad --docs wrote its file"
+}
+
 # bench kernel on a tiny problem, one JSON object on stdout.
 bench_json() {
   expect 0 "$bin" bench kernel --n 64 --d 16 --heads 1 --reps 1 --warmup 0 --threads 1 --json "$@"

@@ -145,21 +145,16 @@ struct RingProblem {
     return Documents::packed(packed_offsets(cs.docs, cs.nq, "case"),
                              packed_offsets(cs.docs, cs.nkv, "case"));
   }
-  static Partition q_partition(const RingCase& cs, const Documents& d) {
-    return Partition::of(cs.partition, cs.nq, world_size(), d, Visibility::of(cs.causal, cs.window));
-  }
-  // Self-attention's keys follow the queries' cuts; cross-attention's are contiguous.
-  static Partition kv_partition(const RingCase& cs, const Partition& qp) {
-    if (cs.partition != PartitionKind::balanced) return Partition(cs.partition, cs.nkv, world_size());
-    if (cs.nq == cs.nkv) return qp;
-    return Partition(PartitionKind::contiguous, cs.nkv, world_size());
+  static RingPartitions partitions_of(const RingCase& cs) {
+    return ring_partitions(cs.partition, cs.nq, cs.nkv, world_size(), documents_of(cs),
+                           Visibility::of(cs.causal, cs.window));
   }
 
   RingProblem(const RingCase& cs, std::uint64_t seed)
       : c(cs),
         B(cs.docs.empty() ? 2 : 1),
-        qp(q_partition(cs, documents_of(cs))),
-        kp(kv_partition(cs, qp)),
+        qp(partitions_of(cs).q),
+        kp(partitions_of(cs).kv),
         docs(documents_of(cs)) {
     const int r = world_rank();
     const std::size_t es = dtype_size(c.dtype);

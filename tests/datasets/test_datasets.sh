@@ -386,8 +386,8 @@ EOF
 # --records all --packed on a small multi-record FASTA (written here: mixed
 # case, an N run, a 1-nucleotide record): each record one sequence,
 # cu_seqlens its running lengths, the tokens of each sequence that record's
-# codes, the values those of the unpacked file; `ringattn info` takes the
-# file (it ignores cu_seqlens) and lists it. Also k-mers per record, the
+# codes, the values those of the unpacked file; `ringattn info` calls the
+# file a usable input and lists cu_seqlens. Also k-mers per record, the
 # default single record (S = 1), --max-tokens cutting the record that
 # crosses it, the checker failing on wrong lengths and on an unpacked file,
 # and --batch refused with one line.
@@ -505,6 +505,9 @@ EOF
   # --max-tokens 30: a 24, the empty file, b cut to 6; c starts past the cap
   expect 0 text a.txt empty.txt b.txt c.txt.gz -o cap.h5 --packed --max-tokens 30 --d 4 --heads 1
   expect 0 "$py" check_packed.py cap.h5 1 1 4 24,0,6
+  # --max-tokens 24: the empty file starts at the cap and is dropped too
+  expect 0 text a.txt empty.txt b.txt -o cap24.h5 --packed --max-tokens 24 --d 4 --heads 1
+  expect 0 "$py" check_packed.py cap24.h5 1 1 4 24
   # several files without --packed: one stream, no cu_seqlens
   expect 0 text a.txt empty.txt b.txt c.txt.gz -o cat.h5 --d 8 --heads 2
   usable cat.h5 'B 1, heads 2, kv heads 2, N 66,'

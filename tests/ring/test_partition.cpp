@@ -231,9 +231,9 @@ TEST(Documents, BadOffsetsNameTheFirstBadEntry) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message({1, 5}, 5).find("cu_seqlens[0] is 1"), std::string::npos);
-  EXPECT_NE(message({0, 4, 3, 5}, 5).find("cu_seqlens[2] is 3"), std::string::npos);
-  EXPECT_NE(message({0, 4}, 5).find("cu_seqlens[1] is 4"), std::string::npos);
+  EXPECT_NE(message({1, 5}, 5).find("cu_seqlens: entry [0] is 1"), std::string::npos);
+  EXPECT_NE(message({0, 4, 3, 5}, 5).find("cu_seqlens: entry [2] is 3"), std::string::npos);
+  EXPECT_NE(message({0, 4}, 5).find("cu_seqlens: entry [1] (the last) is 4"), std::string::npos);
   EXPECT_NE(message({0}, 0).find("at least 2 entries"), std::string::npos);
   EXPECT_EQ(message({0, 0, 5, 5}, 5), "no error");
   EXPECT_THROW(packed_offsets("3,x", 5, "--docs"), Error);

@@ -167,7 +167,7 @@ struct LowEntropyRingProblem {
     return c.causal ? symbol_at(seed, pos, c.symbols) : symbol_at(seed + 5, pos, c.symbols);
   }
 
-  RingLayout layout() const { return {qp, kp, {c.dtype, 1, kHeadsKv, c.d}, c.hq}; }
+  RingLayout layout() const { return {qp, kp, {c.dtype, 1, kHeadsKv, c.d}, c.hq, {}}; }
 
   // Query (h, pos) in float64 from the counts n_s of each symbol among the
   // keys it sees: o = sum_s n_s e^(x_s - m) v_s / sum_s n_s e^(x_s - m),
