@@ -12,8 +12,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
-#include <numeric>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <variant>
@@ -196,11 +196,16 @@ void print_json(const H5FileDesc& d, const Roles& r) {
                  {"dtype", dtype_name(r.input_info.dtype)}});
       if (r.input_info.packed()) {
         const SequenceStats st = sequence_stats(r.lengths);
-        in["sequences"] = {{"count", st.count}, {"empty", st.empty}, {"min", st.min},
-                           {"median", st.median}, {"mean", st.mean}, {"max", st.max},
-                           {"offsets", r.input_info.cu_q.name == r.input_info.cu_k.name
-                                           ? json(r.input_info.cu_q.name)
-                                           : json({r.input_info.cu_q.name, r.input_info.cu_k.name})}};
+        in["sequences"] = {
+            {"count", st.count},
+            {"empty", st.empty},
+            {"min", st.min},
+            {"median", st.median},
+            {"mean", st.mean},
+            {"max", st.max},
+            {"offsets", r.input_info.cu_q.name == r.input_info.cu_k.name
+                            ? json(r.input_info.cu_q.name)
+                            : json({r.input_info.cu_q.name, r.input_info.cu_k.name})}};
       }
     } else {
       in["error"] = r.input_error;

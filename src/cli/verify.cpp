@@ -33,13 +33,13 @@ long long ll(std::int64_t x) {
 void print_plan(const VerifyRequest& q, const VerifyReport& r) {
   const AttnShape& s = r.shape;
   std::printf("verify: %s against %s\n", q.output.c_str(), q.input.c_str());
-  std::printf("  run     %s%s%s, scale %.9g, compute %s, o %s [%lld, %lld, %lld, %lld]%s\n",
-              r.causal ? "causal" : "non-causal",
-              r.window.bounded() ? (", window " + r.window.text()).c_str() : "",
-              r.documents > 1 ? (", " + std::to_string(r.documents) + " packed sequences").c_str()
-                              : "",
-              static_cast<double>(r.scale), r.compute.c_str(), dtype_name(r.o_dtype), ll(s.batch),
-              ll(s.heads_q), ll(s.tokens_q), ll(s.head_dim), r.has_lse ? ", lse f32" : ", no lse");
+  std::printf(
+      "  run     %s%s%s, scale %.9g, compute %s, o %s [%lld, %lld, %lld, %lld]%s\n",
+      r.causal ? "causal" : "non-causal",
+      r.window.bounded() ? (", window " + r.window.text()).c_str() : "",
+      r.documents > 1 ? (", " + std::to_string(r.documents) + " packed sequences").c_str() : "",
+      static_cast<double>(r.scale), r.compute.c_str(), dtype_name(r.o_dtype), ll(s.batch),
+      ll(s.heads_q), ll(s.tokens_q), ll(s.head_dim), r.has_lse ? ", lse f32" : ", no lse");
   if (r.input_changed)
     std::printf(
         "  note    the input's size or modification time differs from what the run recorded\n");

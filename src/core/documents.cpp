@@ -14,8 +14,8 @@ namespace ringattn {
 
 void check_cu_seqlens(const std::vector<std::int64_t>& cu, std::int64_t tokens,
                       const std::string& where) {
-  RA_CHECK(cu.size() >= 2, usage, where, ": needs at least 2 entries (S + 1 for S >= 1 sequences), has ",
-           cu.size());
+  RA_CHECK(cu.size() >= 2, usage, where,
+           ": needs at least 2 entries (S + 1 for S >= 1 sequences), has ", cu.size());
   RA_CHECK(cu.front() == 0, usage, where, ": entry [0] is ", cu.front(),
            "; the first entry must be 0");
   for (std::size_t i = 1; i < cu.size(); ++i)
@@ -30,8 +30,8 @@ namespace {
 std::int64_t parse_count(std::string_view text, const std::string& where) {
   std::int64_t v = -1;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  RA_CHECK(ec == std::errc() && end == text.data() + text.size() && v >= 0, usage, where,
-           ": '", text, "' is not a count (an integer >= 0)");
+  RA_CHECK(ec == std::errc() && end == text.data() + text.size() && v >= 0, usage, where, ": '",
+           text, "' is not a count (an integer >= 0)");
   return v;
 }
 
@@ -44,12 +44,14 @@ std::vector<std::int64_t> packed_offsets(const std::string& spec, std::int64_t t
   if (sv.rfind("longtail:", 0) == 0) {
     const std::int64_t S = parse_count(sv.substr(9), where);
     RA_CHECK(S >= 1, usage, where, ": longtail:S needs S >= 1 sequences");
-    RA_CHECK(S <= (std::int64_t{1} << 26), usage, where, ": longtail:", S, " is too many sequences");
+    RA_CHECK(S <= (std::int64_t{1} << 26), usage, where, ": longtail:", S,
+             " is too many sequences");
     // Pareto weights u^(-1/alpha); tokens shared by weight, each sequence
     // keeping one token first when there are enough.
     std::vector<double> w(static_cast<std::size_t>(S));
     for (std::int64_t s = 0; s < S; ++s) {
-      const double u = 0.5 * (1.0 + static_cast<double>(seeded_uniform(0x5eed, static_cast<std::uint64_t>(s))));
+      const double u =
+          0.5 * (1.0 + static_cast<double>(seeded_uniform(0x5eed, static_cast<std::uint64_t>(s))));
       w[s] = std::pow(std::max(u, 1e-9), -1.0 / 0.7);
     }
     const std::int64_t floor_each = tokens >= S ? 1 : 0;
@@ -58,7 +60,8 @@ std::vector<std::int64_t> packed_offsets(const std::string& spec, std::int64_t t
     lengths.resize(static_cast<std::size_t>(S));
     std::int64_t given = 0;
     for (std::int64_t s = 0; s < S; ++s) {
-      lengths[s] = floor_each + static_cast<std::int64_t>(std::floor(w[s] / total * static_cast<double>(rest)));
+      lengths[s] = floor_each +
+                   static_cast<std::int64_t>(std::floor(w[s] / total * static_cast<double>(rest)));
       given += lengths[s];
     }
     // The rounding's remainder, one token each from the first sequence on.
@@ -132,7 +135,8 @@ Positions Documents::coordinates(const Positions& tokens, const std::vector<std:
       RA_CHECK(t >= 0 && t < cu.back(), internal, "token ", t, " outside the packed 0..",
                cu.back() - 1);
       // The document holding t: the last offset <= t (empty documents before it skipped).
-      const auto s = static_cast<std::size_t>(std::upper_bound(cu.begin(), cu.end(), t) - cu.begin() - 1);
+      const auto s =
+          static_cast<std::size_t>(std::upper_bound(cu.begin(), cu.end(), t) - cu.begin() - 1);
       const std::int64_t end = cu[s + 1];  // tokens of s end here
       const std::int64_t n = std::min(seg.count - i, (end - t + seg.stride - 1) / seg.stride);
       out.append({base[s] + (t - cu[s]), seg.stride, n});
@@ -158,7 +162,8 @@ Window Documents::window(Window w) const {
 std::int64_t Documents::document_of_query(std::int64_t t) const {
   if (!data_) return 0;
   const auto& cu = data_->cu_q;
-  RA_CHECK(t >= 0 && t < cu.back(), internal, "token ", t, " outside the packed 0..", cu.back() - 1);
+  RA_CHECK(t >= 0 && t < cu.back(), internal, "token ", t, " outside the packed 0..",
+           cu.back() - 1);
   return std::upper_bound(cu.begin(), cu.end(), t) - cu.begin() - 1;
 }
 

@@ -1,4 +1,4 @@
-// Packed sequences (DESIGN.md, "Packed sequences"): S documents laid end to
+// Packed sequences (README, "Packed sequences"): S documents laid end to
 // end in one token axis, cu_seqlens[s] .. cu_seqlens[s+1] - 1 being document
 // s; a query sees only keys of its own document, at positions local to it
 // (top-left aligned, as a dense block).

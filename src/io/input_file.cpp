@@ -255,8 +255,7 @@ std::vector<std::int64_t> read_offsets(hid_t file, const H5DatasetDesc& d, const
   std::vector<std::int64_t> cu(static_cast<std::size_t>(d.dims[0]));
   with_h5_context(ctx, [&] {
     H5Handle dset(RA_H5_CHECK(H5Dopen2(file, d.name.c_str(), H5P_DEFAULT)), H5Kind::dataset);
-    RA_H5_CHECK(
-        H5Dread(dset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu.data()));
+    RA_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu.data()));
   });
   return cu;
 }
@@ -297,14 +296,12 @@ void check_offsets_desc(const H5DatasetDesc& d, const std::vector<std::string>& 
   const std::string ctx = file_ctx + ", dataset '" + d.name + "'";
   check_object(d, root, ctx);
   RA_CHECK(d.space == "simple" && d.dims.size() == 1, usage, ctx, ": has shape ",
-           d.space == "simple" ? shape_text(d.dims) : d.space,
-           "; packed offsets are 1-D [S + 1]");
+           d.space == "simple" ? shape_text(d.dims) : d.space, "; packed offsets are 1-D [S + 1]");
   RA_CHECK(d.dims[0] >= 2, usage, ctx, ": has ", counted(d.dims[0], "entry"),
            "; packed offsets need S + 1 >= 2 (0 and the token count)");
   RA_CHECK(d.type.cls == "integer" && (d.type.bytes == 4 || d.type.bytes == 8) &&
                d.type.name.rfind("i", 0) == 0,
-           usage, ctx, ": has element type ", d.type.name,
-           "; packed offsets are int32 or int64");
+           usage, ctx, ": has element type ", d.type.name, "; packed offsets are int32 or int64");
   for (const H5FilterDesc& f : d.filters)
     RA_CHECK(f.decodes, input, ctx, ": is compressed with filter '", f.name,
              "', which this HDF5 library cannot decode");
@@ -324,8 +321,7 @@ void check_packing(InputInfo& info, const H5FileDesc& d, const std::string& file
            "'; packed self-attention uses cu_seqlens alone, cross-attention cu_seqlens_q and "
            "cu_seqlens_k");
   RA_CHECK(self || (q && k), usage, file_ctx, ": has '", q ? kCuSeqlensQ : kCuSeqlensK,
-           "' without '", q ? kCuSeqlensK : kCuSeqlensQ,
-           "'; packed cross-attention needs both");
+           "' without '", q ? kCuSeqlensK : kCuSeqlensQ, "'; packed cross-attention needs both");
   if (self)
     RA_CHECK(info.shape.tokens_q == info.shape.tokens_kv, usage, file_ctx, ": '", kCuSeqlens,
              "' packs self-attention, but '", info.q.name, "' has ", info.shape.tokens_q,
@@ -337,9 +333,9 @@ void check_packing(InputInfo& info, const H5FileDesc& d, const std::string& file
   info.cu_k = *d.object(self ? kCuSeqlens : kCuSeqlensK);
   check_offsets_desc(info.cu_q, d.root, file_ctx);
   if (!self) check_offsets_desc(info.cu_k, d.root, file_ctx);
-  RA_CHECK(info.cu_q.dims[0] == info.cu_k.dims[0], usage, file_ctx, ": '", kCuSeqlensQ,
-           "' holds ", info.cu_q.dims[0] - 1, " sequences and '", kCuSeqlensK, "' ",
-           info.cu_k.dims[0] - 1, "; they must hold the same S");
+  RA_CHECK(info.cu_q.dims[0] == info.cu_k.dims[0], usage, file_ctx, ": '", kCuSeqlensQ, "' holds ",
+           info.cu_q.dims[0] - 1, " sequences and '", kCuSeqlensK, "' ", info.cu_k.dims[0] - 1,
+           "; they must hold the same S");
 }
 
 InputInfo check_input(const H5FileDesc& d, const InputNames& names) {

@@ -62,7 +62,7 @@ struct InputNames {
   std::string v = "v";
 };
 
-// The root datasets of packed sequences' offsets (DESIGN.md, "Packed sequences").
+// The root datasets of packed sequences' offsets (README, "Packed sequences"; core/documents.hpp).
 inline constexpr const char* kCuSeqlens = "cu_seqlens";     // self-attention
 inline constexpr const char* kCuSeqlensQ = "cu_seqlens_q";  // cross-attention: over q's tokens
 inline constexpr const char* kCuSeqlensK = "cu_seqlens_k";  //   and over k's and v's
@@ -75,7 +75,7 @@ struct InputInfo {
   DType dtype = DType::f32;          // storage type of q, k and v alike
   H5DatasetDesc q, k, v;             // how each is stored (the description the checks passed)
   std::vector<FileIdentity> linked;  // other files q, k or v live in (external links)
-  // Packed sequences (DESIGN.md): the offsets' datasets, `cu_seqlens` for
+  // Packed sequences (core/documents.hpp): the offsets' datasets, `cu_seqlens` for
   // self-attention (both the same), `cu_seqlens_q` and `cu_seqlens_k` for
   // cross-attention; H5Object::missing when the input is dense.
   H5DatasetDesc cu_q, cu_k;

@@ -165,8 +165,8 @@ std::int64_t write_synthetic_input(const SyntheticSpec& s) {
   if (!s.docs.empty()) {
     RA_CHECK(s.shape.batch == 1, usage, ctx, ": packed sequences (--docs) need batch 1, not ",
              s.shape.batch);
-    RA_CHECK(s.shape.tokens_q == s.shape.tokens_kv || s.docs.rfind("longtail:", 0) == 0, usage,
-             ctx, ": --docs lengths list the query tokens; cross-attention (N != NK) takes "
+    RA_CHECK(s.shape.tokens_q == s.shape.tokens_kv || s.docs.rfind("longtail:", 0) == 0, usage, ctx,
+             ": --docs lengths list the query tokens; cross-attention (N != NK) takes "
              "longtail:S");
     cu_q = packed_offsets(s.docs, s.shape.tokens_q, ctx + ", --docs");
     cu_k = packed_offsets(s.docs, s.shape.tokens_kv, ctx + ", --docs");

@@ -43,9 +43,7 @@ struct Problem {
   Documents docs;  // packed sequences, or one dense sequence
   Visibility vis;
   PartitionKind kind;
-  RingPartitions parts(int ranks) const {
-    return ring_partitions(kind, NQ, NKV, ranks, docs, vis);
-  }
+  RingPartitions parts(int ranks) const { return ring_partitions(kind, NQ, NKV, ranks, docs, vis); }
 };
 
 // Runs the ring on comm with this rank's seeded shards, K and V seeded

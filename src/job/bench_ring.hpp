@@ -20,8 +20,8 @@ struct RingBenchRequest {
   std::int64_t n = 8192, n_kv = 0, d = 128, heads = 4, kv_heads = 0, batch = 1;  // 0: as n, heads
   std::string dtype = "f32", compute = "f32", partition;  // partition "": by causal
   std::string window = "none";                            // Window's text form
-  std::string docs;  // packed sequences (packed_offsets spec, batch 1); "": dense
-  int threads = 0, p2p_iters = 5;                         // threads 0: this rank's share
+  std::string docs;                // packed sequences (packed_offsets spec, batch 1); "": dense
+  int threads = 0, p2p_iters = 5;  // threads 0: this rank's share
   bool causal = false, baseline = true, poll = true;
   std::uint64_t seed = 1;
 };

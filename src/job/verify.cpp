@@ -36,9 +36,9 @@ constexpr double kTolBf16 = 2e-2;  // compute bf16: products of bf16-rounded ope
 // What the output's attributes say the run computed.
 struct RunFacts {
   bool causal = false;
-  Window window;    // "none" when the output predates windows
+  Window window;               // "none" when the output predates windows
   std::int64_t documents = 0;  // packed sequences the run saw (0: not recorded)
-  float scale = 0;  // the kernel's float scale, stored as double
+  float scale = 0;             // the kernel's float scale, stored as double
   std::string compute;
   InputNames names;
   DType o_dtype = DType::f32;

@@ -10,8 +10,8 @@
 //               causal, window) splits evenly (Partition::balanced)
 //
 // Any N >= P: shard sizes differ by at most one token (contiguous, striped)
-// or one token per chunk (zigzag); balanced ones by what the work asks. N < P is an error: a rank with no tokens
-// has nothing to send around the ring.
+// or one token per chunk (zigzag); balanced ones by what the work asks. N < P is an error: a rank
+// with no tokens has nothing to send around the ring.
 #pragma once
 
 #include <cstdint>

@@ -429,6 +429,15 @@ PY
   expect 2 "$bin" gen --output x.h5 --n 10 --docs 3,3
   one_error_line "the lengths sum to 6 tokens, not the 10"
   [[ ! -e x.h5 ]] || fail "gen with bad --docs wrote its file"
+  # Every shipped config loads (the packed genomics one among them).
+  local cfg
+  for cfg in "$(dirname "${BASH_SOURCE[0]}")"/../../configs/*.toml; do
+    expect 0 "$bin" run --config "$cfg" --print-config
+  done
+  expect 0 "$bin" run --config "$(dirname "${BASH_SOURCE[0]}")/../../configs/genomics-packed.toml" \
+    --print-config
+  grep -q "^partition = .balanced." out.txt ||
+    fail "configs/genomics-packed.toml does not print back partition = balanced"
 }
 
 # bench kernel on a tiny problem, one JSON object on stdout.

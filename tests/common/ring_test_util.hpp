@@ -60,7 +60,8 @@ struct RingCase {
   std::string name() const {
     std::string w = window.bounded() ? "_window" + window.text() : "";
     if (!docs.empty()) w += "_docs" + docs;
-    std::replace_if(w.begin(), w.end(), [](char ch) { return ch == ',' || ch == ':'; }, '_');
+    std::replace_if(
+        w.begin(), w.end(), [](char ch) { return ch == ',' || ch == ':'; }, '_');
     return std::string(partition_name(partition)) + (causal ? "_causal" : "_full") + "_h" +
            std::to_string(hq) + "x" + std::to_string(hkv) + "_n" + std::to_string(nq) + "x" +
            std::to_string(nkv) + "_d" + std::to_string(d) + "_" + dtype_name(dtype) + w;
@@ -78,7 +79,7 @@ struct RingProblem {
   std::vector<char> qs, ks, vs;  // this rank's rows of it
   std::vector<double> ref, ref_lse;
 
-  Documents docs;                // packed cases' documents
+  Documents docs;  // packed cases' documents
   RingLayout layout() const { return {qp, kp, {c.dtype, B, c.hkv, c.d}, c.hq, docs}; }
   // The whole sequence as one kernel problem.
   AttnParams whole() const {

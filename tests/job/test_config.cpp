@@ -177,9 +177,10 @@ TEST_F(ConfigFile, EnumTyposNameTheChoices) {
   EXPECT_NE(load_error("[output]\ndtype = \"f16\"\n")
                 .find("output.dtype must be \"f32\" or \"input\", got \"f16\""),
             std::string::npos);
-  EXPECT_NE(load_error("[ring]\npartition = \"zig\"\n")
-                .find("\"auto\", \"contiguous\", \"zigzag\" or \"striped\", got \"zig\""),
-            std::string::npos);
+  EXPECT_NE(
+      load_error("[ring]\npartition = \"zig\"\n")
+          .find("\"auto\", \"contiguous\", \"zigzag\", \"striped\" or \"balanced\", got \"zig\""),
+      std::string::npos);
   EXPECT_NE(load_error("[attention]\ncompute = \"fp16\"\n").find("\"f32\" or \"bf16\""),
             std::string::npos);
   with_setting<Backend>("run.backend", [&](const auto& s) {
@@ -294,8 +295,8 @@ TEST(ConfigJson, TheResumeKeyHoldsExactlyTheSettingsThatChangeBits) {
   for (const auto& [k, v] : j.items()) keys.insert(k);
   EXPECT_EQ(keys, (std::set<std::string>{
                       "input_path", "input_size", "input_mtime_ns", "input_inode", "input_linked",
-                      "ranks", "q_dataset", "k_dataset", "v_dataset", "causal", "window", "scale", "compute",
-                      "partition", "kv_heads_per_chunk", "lse", "o_dtype", "backend"}));
+                      "ranks", "q_dataset", "k_dataset", "v_dataset", "causal", "window", "scale",
+                      "compute", "partition", "kv_heads_per_chunk", "lse", "o_dtype", "backend"}));
   EXPECT_EQ(j["partition"], "contiguous");  // resolved: a resumed auto run must match it
   EXPECT_EQ(j["ranks"], 3);
   // Threads, metrics, timeouts do not change the bits: a resume may change them.
@@ -338,7 +339,7 @@ TEST(SettingHelp, ShowsTheDefaultAndWhatZeroMeans) {
         << setting_help(s);
   });
   with_setting<std::optional<PartitionKind>>("ring.partition", [](const auto& s) {
-    EXPECT_EQ(setting_metavar(s), "auto|contiguous|zigzag|striped");
+    EXPECT_EQ(setting_metavar(s), "auto|contiguous|zigzag|striped|balanced");
     EXPECT_NE(setting_help(s).find("[default: auto]"), std::string::npos);
   });
   with_setting<std::string>("input.path", [](const auto& s) {

@@ -118,15 +118,14 @@ TEST(Partition, ZigzagAndStripedBalanceCausalWork) {
   }
 }
 
-
 // ---- packed documents and the balanced partition ----------------------------------
 
 // Rank r's visible attention flops over every key, counted by attention_flops
 // on the documents' coordinates (another path than the costs the balanced
 // partition cuts by).
 double rank_flops(const Partition& qp, int r, const Documents& docs, bool causal, Window w) {
-  AttnParams p = AttnParams::dense(nullptr, nullptr, nullptr, DType::f32, 1, 1, 1,
-                                   qp.local_size(r), docs.cu_k().back(), 64);
+  AttnParams p = AttnParams::dense(nullptr, nullptr, nullptr, DType::f32, 1, 1, 1, qp.local_size(r),
+                                   docs.cu_k().back(), 64);
   p.causal = causal;
   p.window = docs.window(w);
   p.q_pos = docs.q_coordinates(qp.positions(r));
@@ -169,8 +168,7 @@ TEST(BalancedPartition, LongTailedLengthsHaveALongTail) {
 // longer than the others together: every rank holds a token, every token
 // one rank, owner() inverts positions().
 TEST(BalancedPartition, EdgeLengthsKeepEveryRankAndToken) {
-  for (const std::vector<std::int64_t>& lengths :
-       std::vector<std::vector<std::int64_t>>{
+  for (const std::vector<std::int64_t>& lengths : std::vector<std::vector<std::int64_t>>{
            {1, 1, 1, 1, 1, 1, 1, 1}, {2, 1, 2}, {1000, 1, 1, 1, 0, 5}, {1, 0, 0, 3, 1, 9000}})
     for (bool causal : {false, true})
       for (int P : {1, 2, 3, 4, 8}) {

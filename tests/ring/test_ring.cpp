@@ -77,13 +77,12 @@ std::vector<RingCase> ring_cases() {
   // lengths, GQA, windows (left only, both sides, 0, wider than a sequence),
   // f16, empty and 1-token sequences, sequences shorter than the ranks, one
   // longer than all others together, cross-attention.
-  for (PartitionKind pk :
-       {PartitionKind::zigzag, PartitionKind::striped, PartitionKind::balanced})
+  for (PartitionKind pk : {PartitionKind::zigzag, PartitionKind::striped, PartitionKind::balanced})
     for (bool causal : {false, true}) {
       const Window none{};
       out.push_back({pk, causal, 2, 2, 2000, 2000, 32, DType::f32, none, "longtail:40"});
-      out.push_back({pk, causal, 4, 1, 700, 700, 16, DType::f32, {64, kUnboundedWindow},
-                     "longtail:25"});
+      out.push_back(
+          {pk, causal, 4, 1, 700, 700, 16, DType::f32, {64, kUnboundedWindow}, "longtail:25"});
       out.push_back({pk, causal, 2, 2, 500, 500, 16, DType::f16, {30, 10}, "1,0,3,2,400,1,93"});
       out.push_back({pk, causal, 2, 1, 300, 300, 16, DType::f32, {0, 0}, "100,1,199"});
       out.push_back({pk, causal, 2, 2, 300, 300, 16, DType::f32, {5000, 5000}, "280,3,17"});
