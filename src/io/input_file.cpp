@@ -289,6 +289,8 @@ H5DescribeWhat input_description_request(const InputNames& names) {
   return what;
 }
 
+constexpr std::int64_t kMaxPackedOffsets = std::int64_t{1} << 27;  // 1 GiB of int64
+
 // The offsets of packed sequences: a 1-D integer dataset (int32 or int64) of
 // S + 1 >= 2 entries. Their values are checked when read (check_cu_seqlens).
 void check_offsets_desc(const H5DatasetDesc& d, const std::vector<std::string>& root,
@@ -299,6 +301,9 @@ void check_offsets_desc(const H5DatasetDesc& d, const std::vector<std::string>& 
            d.space == "simple" ? shape_text(d.dims) : d.space, "; packed offsets are 1-D [S + 1]");
   RA_CHECK(d.dims[0] >= 2, usage, ctx, ": has ", counted(d.dims[0], "entry"),
            "; packed offsets need S + 1 >= 2 (0 and the token count)");
+  // Every rank holds the offsets: a size a damaged file claims is refused, not allocated.
+  RA_CHECK(d.dims[0] <= kMaxPackedOffsets, usage, ctx, ": has ", counted(d.dims[0], "entry"),
+           ", more than the ", kMaxPackedOffsets, " packed offsets a run takes");
   RA_CHECK(d.type.cls == "integer" && (d.type.bytes == 4 || d.type.bytes == 8) &&
                d.type.name.rfind("i", 0) == 0,
            usage, ctx, ": has element type ", d.type.name, "; packed offsets are int32 or int64");

@@ -70,6 +70,12 @@ for f in "${suspects[@]}"; do
     is_known_name "$name" && echo "replay: NOTE: known HDF5 issue '$name' no longer fails; remove it from $known_md"
     continue
   fi
+  # An RSS-limit report's stack is libFuzzer's watchdog thread, which says
+  # nothing: run it again with a malloc limit, whose report names the site of
+  # the largest allocation.
+  if grep -q 'out-of-memory (used:' "$log"; then
+    timeout 60 "$fuzzer" "${fuzz_flags[@]}" -malloc_limit_mb=256 "$f" >"$log" 2>&1
+  fi
   if is_known_name "$name"; then
     echo "replay: known HDF5 issue '$name' (KNOWN_HDF5_ISSUES.md): fails as listed, not counted"
   elif sig=$(report_matches_signature "$log" "${known_sigs[@]}"); then

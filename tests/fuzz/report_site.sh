@@ -10,7 +10,8 @@
 # The frames of report $1 from its crash site on, one per line.
 site_frames() {
   grep -E '^ +#[0-9]+ ' "$1" |
-    grep -vE ' in (__sanitizer|__asan|__ubsan|__lsan|__interceptor_|___interceptor_|fuzzer::|malloc|calloc|realloc|free|posix_memalign|aligned_alloc|operator new|operator delete|(__)?(mem|str|strn|wcs)[a-z_0-9]*) ' |
+    grep -vE ' in (__sanitizer|__asan|__ubsan|__lsan|__interceptor_|___interceptor_|fuzzer::)' |
+    grep -vE ' in (malloc|calloc|realloc|free|posix_memalign|aligned_alloc|operator new|operator delete|(__)?(mem|str|wcs)[a-z_0-9]*)[ (]' |
     grep -vE '^ +#[0-9]+ 0x[0-9a-f]+ +\(/[^ ]*libc\.so[^ ]*\)'
 }
 

@@ -66,4 +66,30 @@ report_matches_signature "$tmp/far" 'in H5F__accum_read' >/dev/null
 check "a signature five frames down does not match" 1 "$?"
 report_site_in_hdf5 "$tmp/far" >/dev/null
 check "a crash in our code calling HDF5 is ours" 1 "$?"
+# libFuzzer's malloc-limit report: its own hooks, ASan's allocator, then the site.
+cat >"$tmp/oom" <<R
+==1== ERROR: libFuzzer: out-of-memory (malloc(3774873696))
+    #0 0x559d8eaf3a91 in __sanitizer_print_stack_trace $bin
+    #1 0x559d8ea663e8 in fuzzer::PrintStackTrace() $bin
+    #4 0x559d8eafaf17 in __sanitizer::RunMallocHooks(void const*, unsigned long) $bin
+    #5 0x559d8ea69614 in __asan::Allocator::Allocate(unsigned long, unsigned long) $bin
+    #6 0x559d8ea68f53 in __asan::asan_malloc(unsigned long) $bin
+    #7 0x559d8eae9a0d in malloc $bin
+    #8 0x7f3005a9127e in H5C_protect $lib
+R
+check "an oversized malloc in HDF5 is HDF5's" H5C_protect "$(report_site_in_hdf5 "$tmp/oom")"
+cat >"$tmp/new_in_ours" <<R
+==1== ERROR: libFuzzer: out-of-memory (malloc(3774873696))
+    #0 0x559d8eae9a0d in operator new(unsigned long) $bin
+    #1 0x55718a32a77d in ringattn::read_offsets() /src/io/input_file.cpp:1:1
+    #2 0x7f3005a9127e in H5C_protect $lib
+R
+report_site_in_hdf5 "$tmp/new_in_ours" >/dev/null
+check "operator new called by our code is ours" 1 "$?"
+cat >"$tmp/memcpy_overlap" <<R
+==1==ERROR: AddressSanitizer: memcpy-param-overlap: memory ranges overlap
+    #0 0x55718a1b9c25 in __interceptor_memcpy $bin
+    #1 0x7f915996d62c in H5HG_read $lib
+R
+check "memcpy called by HDF5 is HDF5's" H5HG_read "$(report_site_in_hdf5 "$tmp/memcpy_overlap")"
 exit $fail
