@@ -60,6 +60,73 @@ void reference_attention(const AttnParams& p, double* o, double* lse) {
     }
 }
 
+void reference_attention_backward(const AttnParams& p, const float* d_o, double* dq, double* dk,
+                                  double* dv) {
+  p.validate();
+  const std::int64_t D = p.head_dim, group = p.heads_q / p.heads_kv;
+  const double scale = p.effective_scale();
+  const Visibility vis = p.visibility();
+  const double ninf = -std::numeric_limits<double>::infinity();
+  std::fill_n(dk, p.batch * p.heads_kv * p.n_kv * D, 0.0);
+  std::fill_n(dv, p.batch * p.heads_kv * p.n_kv * D, 0.0);
+  std::vector<double> s(static_cast<std::size_t>(p.n_kv)), dp(static_cast<std::size_t>(p.n_kv));
+  std::vector<double> q(static_cast<std::size_t>(D)), o(static_cast<std::size_t>(D));
+  auto kv_at = [&](const TensorRef& t, std::int64_t b, std::int64_t hk, std::int64_t j,
+                   std::int64_t d) {
+    return static_cast<double>(element_f32(
+        t.data, p.dtype, b * t.batch_stride + hk * t.head_stride + j * t.row_stride + d));
+  };
+  for (std::int64_t b = 0; b < p.batch; ++b)
+    for (std::int64_t h = 0; h < p.heads_q; ++h) {
+      const std::int64_t hk = h / group;
+      for (std::int64_t i = 0; i < p.n_q; ++i) {
+        const std::int64_t qpos = p.q_pos.empty() ? i : p.q_pos[i];
+        const std::int64_t qoff = b * p.q.batch_stride + h * p.q.head_stride + i * p.q.row_stride;
+        for (std::int64_t d = 0; d < D; ++d) q[d] = element_f32(p.q.data, p.dtype, qoff + d);
+        const float* g = d_o + ((b * p.heads_q + h) * p.n_q + i) * D;
+        double* dqr = dq + ((b * p.heads_q + h) * p.n_q + i) * D;
+        std::fill_n(dqr, D, 0.0);
+        double mx = ninf;
+        for (std::int64_t j = 0; j < p.n_kv; ++j) {
+          const std::int64_t kpos = p.k_pos.empty() ? j : p.k_pos[j];
+          s[j] = ninf;
+          if (!vis.sees(qpos, kpos)) continue;
+          double dot = 0;
+          for (std::int64_t d = 0; d < D; ++d) dot += q[d] * kv_at(p.k, b, hk, j, d);
+          s[j] = dot * scale;
+          mx = std::max(mx, s[j]);
+        }
+        if (mx == ninf) continue;  // saw no key: no gradient
+        double l = 0;
+        for (std::int64_t j = 0; j < p.n_kv; ++j)
+          if (s[j] != ninf) l += std::exp(s[j] - mx);
+        // P_ij, o_i, dP_ij = dO_i · v_j and D_i = sum_j P_ij dP_ij.
+        std::fill(o.begin(), o.end(), 0.0);
+        double delta = 0;
+        for (std::int64_t j = 0; j < p.n_kv; ++j) {
+          if (s[j] == ninf) continue;
+          s[j] = std::exp(s[j] - mx) / l;
+          double dpj = 0;
+          for (std::int64_t d = 0; d < D; ++d)
+            dpj += static_cast<double>(g[d]) * kv_at(p.v, b, hk, j, d);
+          dp[j] = dpj;
+          delta += s[j] * dpj;
+        }
+        for (std::int64_t j = 0; j < p.n_kv; ++j) {
+          if (s[j] == ninf) continue;
+          const double ds = scale * s[j] * (dp[j] - delta);
+          double* dkr = dk + ((b * p.heads_kv + hk) * p.n_kv + j) * D;
+          double* dvr = dv + ((b * p.heads_kv + hk) * p.n_kv + j) * D;
+          for (std::int64_t d = 0; d < D; ++d) {
+            dqr[d] += ds * kv_at(p.k, b, hk, j, d);
+            dkr[d] += ds * q[d];
+            dvr[d] += s[j] * static_cast<double>(g[d]);
+          }
+        }
+      }
+    }
+}
+
 }  // namespace ringattn
 
 namespace ringattn {

@@ -13,6 +13,13 @@ namespace ringattn {
 // Fully masked rows: o = 0, lse = -inf. Ignores p.compute and p.threads.
 void reference_attention(const AttnParams& p, double* o, double* lse);
 
+// The gradients of that attention for the upstream gradient d_o, dense f32
+// (batch, heads_q, n_q, head_dim), in float64 with its own o and lse: dq
+// (batch, heads_q, n_q, head_dim), dk and dv (batch, heads_kv, n_kv,
+// head_dim), overwritten. O(n_q · n_kv · head_dim) per head, for tests.
+void reference_attention_backward(const AttnParams& p, const float* d_o, double* dq, double* dk,
+                                  double* dv);
+
 }  // namespace ringattn
 
 namespace ringattn {

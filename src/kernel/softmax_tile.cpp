@@ -253,6 +253,32 @@ RA_INLINE void exp2_array_impl(const float* x, float* out, int n) {
   for (int i = 0; i < n; i += W) storev(out + i, exp2v<W>(loadv<VF>(x + i)));
 }
 
+template <int W>
+RA_INLINE void gradient_tile_impl(const GradientTile& t) {
+  using VF = typename Vec<W>::f;
+  const VF scale = splat<VF>(t.scale);
+  for (int r = 0; r < t.rows; ++r) {
+    float* s = t.s + static_cast<std::int64_t>(r) * t.cols;
+    float* dp = t.dp + static_cast<std::int64_t>(r) * t.cols;
+    for (int c = 0; c < t.cols; c += W) {
+      const VF p = exp2v<W>(loadv<VF>(s + c) - loadv<VF>(t.lse2 + c));
+      storev(s + c, p);
+      storev(dp + c, scale * p * (loadv<VF>(dp + c) - loadv<VF>(t.delta + c)));
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void gradient_tile_avx512(
+    const GradientTile& t) {
+  gradient_tile_impl<16>(t);
+}
+__attribute__((target("avx2,fma"))) void gradient_tile_avx2(const GradientTile& t) {
+  gradient_tile_impl<8>(t);
+}
+void gradient_tile_generic(const GradientTile& t) {
+  gradient_tile_impl<4>(t);
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_tile_avx512(
     const SoftmaxTile& t) {
   t.p_bf16       ? softmax_tile_impl<16, true, true>(t)
@@ -341,6 +367,18 @@ void softmax_tile(const SoftmaxTile& t, VectorIsa isa) {
       return softmax_tile_avx2(t);
     default:
       return softmax_tile_generic(t);
+  }
+}
+
+void gradient_tile(const GradientTile& t, VectorIsa isa) {
+  RA_CHECK(t.cols % 16 == 0, internal, "gradient tile of ", t.cols, " columns");
+  switch (runnable(isa)) {
+    case VectorIsa::avx512:
+      return gradient_tile_avx512(t);
+    case VectorIsa::avx2:
+      return gradient_tile_avx2(t);
+    default:
+      return gradient_tile_generic(t);
   }
 }
 

@@ -56,6 +56,22 @@ void sum_lanes(const float* l_lanes, int rows, float* l);
 void mask_tile(float* s, int rows, int bk, const std::int64_t* q_pos, const std::int64_t* k_pos,
                int k_valid, const Visibility& vis);
 
+// The backward's elementwise step on one transposed tile (DESIGN.md,
+// backward): rows are keys, columns queries. s holds the base-2 scores
+// (hidden ones -inf) and becomes P = exp2(s - lse2[c]); dp holds dO·V^T and
+// becomes dS = scale · P ∘ (dp - delta[c]). A column whose query saw no key
+// has lse2 = +inf, so its P and dS are 0.
+struct GradientTile {
+  float* s;   // (rows, cols) scores in, P out; row stride cols
+  float* dp;  // (rows, cols) dP in, dS out
+  int rows;
+  int cols;            // a multiple of 16
+  const float* lse2;   // (cols) the queries' lse in base 2, +inf for none
+  const float* delta;  // (cols) rowsum(dO ∘ O) per query
+  float scale;         // the softmax scale, folded into dS
+};
+void gradient_tile(const GradientTile& t, VectorIsa isa = VectorIsa::native);
+
 // sum += x with Kahan compensation `comp` (sum - comp is the better total),
 // for n floats.
 void compensated_add(float* sum, float* comp, const float* x, std::int64_t n,
