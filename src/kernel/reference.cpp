@@ -156,4 +156,23 @@ Comparison compare_to_reference(const float* x, const double* ref, std::int64_t 
   return c;
 }
 
+double gradient_term_scale(const AttnParams& p, const float* d_o, std::int64_t n_do) {
+  auto max_abs = [&](const TensorRef& t, std::int64_t heads, std::int64_t rows) {
+    double m = 0;
+    for (std::int64_t b = 0; b < p.batch; ++b)
+      for (std::int64_t h = 0; h < heads; ++h)
+        for (std::int64_t i = 0; i < rows; ++i)
+          for (std::int64_t d = 0; d < p.head_dim; ++d)
+            m = std::max(m, std::fabs(static_cast<double>(element_f32(
+                                t.data, p.dtype,
+                                static_cast<std::size_t>(b * t.batch_stride + h * t.head_stride +
+                                                         i * t.row_stride + d)))));
+    return m;
+  };
+  double g = 0;
+  for (std::int64_t i = 0; i < n_do; ++i) g = std::max(g, std::fabs(static_cast<double>(d_o[i])));
+  const double qk = std::max(max_abs(p.q, p.heads_q, p.n_q), max_abs(p.k, p.heads_kv, p.n_kv));
+  return std::fabs(p.effective_scale()) * g * max_abs(p.v, p.heads_kv, p.n_kv) * qk;
+}
+
 }  // namespace ringattn

@@ -36,4 +36,11 @@ struct Comparison {
 };
 Comparison compare_to_reference(const float* x, const double* ref, std::int64_t n);
 
+// The scale a gradient's error is measured against where its own largest
+// |ref| is smaller: one term of the sums, scale · max|dO| · max|v| ·
+// max(max|q|, max|k|). A gradient can be exactly 0 (a row with one visible
+// key has P = 1 and dS = 0), and fp32 rounding then fails any bound
+// relative to it alone. d_o: n_do floats.
+double gradient_term_scale(const AttnParams& p, const float* d_o, std::int64_t n_do);
+
 }  // namespace ringattn

@@ -33,6 +33,11 @@ class CpuRing final : public Ring {
   RingStats run(const RingLayout& layout, const void* q, float* lse,
                 const RingOptions& opt) override;
   const float* output() const override { return state_.acc.data(); }
+  // layout.gradients must be set (home_block() made room for them).
+  RingStats run_backward(const RingLayout& layout, const void* q, const GradInputs& in,
+                         const RingOptions& opt) override;
+  const float* grad_q() const override { return dq_.data(); }
+  const float* grad_kv() const override { return own_grads_; }
   // Its fp32 state, sized by home_block(): a stopped run's to save, a saved
   // one restored here before a run with opt.first_step.
   AttnState* resumable_state() override { return &state_; }
@@ -42,6 +47,12 @@ class CpuRing final : public Ring {
   AlignedBuffer<char> blocks_[2];  // the largest block each: K then V (KvBlock)
   AttnState state_;                // (batch, heads_q, local q rows, head_dim) fp32; acc becomes o
   std::optional<RingLayout> prepared_;  // the layout home_block() sized the ring for
+  // The backward's: the query side and dQ's sums, one step's dK and dV
+  // (the largest block's), dq, and where the own block's gradients ended.
+  GradState grad_;
+  AlignedBuffer<float> part_;
+  AlignedBuffer<float> dq_;
+  const float* own_grads_ = nullptr;
 };
 
 }  // namespace ringattn

@@ -57,6 +57,14 @@ class DeviceRing final : public Ring {
   RingStats run(const RingLayout& layout, const void* q, float* lse,
                 const RingOptions& opt) override;
   const float* output() const override;
+  // No device backward kernel yet: Error(usage) (the job refuses
+  // --backward with --backend cuda before any of this).
+  RingStats run_backward(const RingLayout&, const void*, const GradInputs&,
+                         const RingOptions&) override {
+    RA_FAIL(usage, "the backward runs on the CPU backend only (--backend cpu)");
+  }
+  const float* grad_q() const override { return nullptr; }
+  const float* grad_kv() const override { return nullptr; }
 
   const std::string& transport() const;  // "nccl" or "mpi"
 

@@ -44,6 +44,12 @@ struct KvBlock {
            dtype_size(shape.dtype);
   }
   std::size_t bytes() const { return 2 * tensor_bytes(); }  // K then V: what a hop moves
+  // The block's gradients, dK then dV, each (batch, heads_kv, tokens,
+  // head_dim) f32: what travels with it in the backward.
+  std::size_t grad_bytes() const {
+    return static_cast<std::size_t>(2 * shape.batch * shape.heads_kv * tokens * shape.head_dim) *
+           sizeof(float);
+  }
   std::size_t v_offset() const { return tensor_bytes(); }
 
   // The kernel's views of K and V in a block stored at base.

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/documents.hpp"
+#include "kernel/backward.hpp"
 #include "kernel/params.hpp"
 #include "kernel/state.hpp"
 #include "ring/kv_block.hpp"
@@ -41,6 +42,9 @@ struct RingLayout {
   // Packed documents: the kernel masks on their coordinates (q_coordinates,
   // k_coordinates) with their capped window. Default: one dense sequence.
   Documents docs;
+  // The blocks carry their gradients too, for run_backward(): home_block()
+  // makes room for them behind each block.
+  bool gradients = false;
 
   KvBlock block(int r) const { return KvBlock::of_rank(kv, kv_part, r); }
   Positions q_coordinates(int r) const { return docs.q_coordinates(q_part.positions(r)); }
@@ -107,6 +111,21 @@ class Ring {
   // The last run's o: (batch, heads_q, local q rows, head_dim) f32, host
   // memory, valid until the next home_block().
   virtual const float* output() const = 0;
+
+  // The backward over the block in home_block() (DESIGN.md, backward):
+  // collective over the ring. q as for run(); in: this rank's o, lse and dO
+  // for those queries (GradInputs' layout), from a forward over the same
+  // layout. dq is in grad_q() afterwards and this rank's own block's dK and
+  // dV in grad_kv(). A backward run cannot stop between its steps
+  // (opt.stop_after and opt.first_step are not for it). Error(usage) where
+  // the ring has none.
+  virtual RingStats run_backward(const RingLayout& layout, const void* q, const GradInputs& in,
+                                 const RingOptions& opt) = 0;
+  // The last backward's dq: (batch, heads_q, local q rows, head_dim) f32.
+  virtual const float* grad_q() const = 0;
+  // The last backward's dK then dV of this rank's block: each (batch,
+  // heads_kv, local kv rows, head_dim) f32 (KvBlock::grad_bytes()).
+  virtual const float* grad_kv() const = 0;
 
   // The running state of a stopped run, in host memory, to save it; or, after
   // home_block(), to restore a saved one into before a run with first_step.

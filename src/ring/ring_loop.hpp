@@ -17,6 +17,7 @@
 #include "core/positions.hpp"
 #include "core/timer.hpp"
 #include "kernel/attention.hpp"
+#include "kernel/backward.hpp"
 #include "ring/ring.hpp"
 #include "ring/ring_schedule.hpp"
 
@@ -107,6 +108,123 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
   }
 
   stats.finalize_s = backend.finalize();
+  stats.total_s = total.seconds();
+  return stats;
+}
+
+// What a backend supplies to the backward loop (run_ring_backward):
+//   transport(), block(i), queries()  as for the forward; a block buffer
+//                  holds a K/V block and, after it, the gradients (dK, dV,
+//                  f32) of the block that travels with it
+//   begin()        before the first step: the query side ready, dQ zeroed
+//   fold(p, poll)  the gradients of the block p describes into the
+//                  backend's own part buffer (zeroed first; nullptr: the
+//                  step is skipped, the part stays 0); returns seconds
+//   add_part(g, n, first)  g (+)= the part (first: g = the part), g the
+//                  gradients of the block folded (n floats), in a block buffer
+//   finish(g)      dq out, and g (in a block buffer) this rank's own dK, dV
+template <class B>
+concept RingGradBackend = requires(B& b, AttnParams* p, bool poll, float* g, std::size_t n) {
+  { b.transport() } -> std::same_as<Transport&>;
+  { b.block(0) } -> std::same_as<char*>;
+  { b.queries() } -> std::same_as<const void*>;
+  b.begin();
+  { b.fold(p, poll) } -> std::same_as<double>;
+  b.add_part(g, n, poll);
+  { b.finish(static_cast<const float*>(g)) } -> std::same_as<double>;
+};
+
+// The backward's ring (DESIGN.md, backward). dQ stays home; each block's
+// gradients travel with it one step behind, so that every hop overlaps a
+// fold: at step s rank r folds the block of ring_step_source(r, s) into a
+// part of its own while the hop moves, in one message each way,
+//
+//   K/V of that block (s < P-1)  +  the gradients of step s-1's block (s >= 1)
+//
+// and receives the next K/V block with the gradients its own step s block
+// gathered on the ranks before; it adds its part to those. After the last
+// step one more hop takes each block's gradients, now summed over every
+// rank, home (ring_step_source(r, P-1) is rank r + 1). So every rank makes
+// the same P hops (plus the last) in the same order whatever it computes,
+// and the gradients stay fp32 from the first rank to the owner.
+//
+// Within a buffer the gradients sit right after the K/V they arrived with
+// (or at 0 when none came): the offset is what a hop's message makes it.
+template <RingGradBackend Backend>
+RingStats run_ring_backward(Backend& backend, const RingLayout& layout, const RingOptions& opt) {
+  Transport& hop = backend.transport();
+  const int P = hop.size(), r = hop.rank();
+  check_ring_layout(layout, P);
+  RA_CHECK(opt.first_step == 0 && !opt.stop_after, internal,
+           "a backward ring run cannot continue or stop between steps");
+  const Timer total;
+  RingStats stats;
+  backend.begin();
+  const Positions q_pos = layout.q_coordinates(r);
+  const PositionRange q_range = q_pos.range();
+  int cur = 0;
+  std::size_t grad_at[2] = {0, 0};  // where each buffer's gradients begin
+  auto grads = [&](int i) { return reinterpret_cast<float*>(backend.block(i) + grad_at[i]); };
+
+  for (int s = 0; s < P; ++s) {
+    RingStepStats st;
+    st.source = ring_step_source(r, s, P);
+    const bool kv_out = s + 1 < P, grads_out = s >= 1;
+    const int incoming = ring_step_incoming(r, s, P);
+    const std::size_t kv_send = kv_out ? layout.block(st.source).bytes() : 0;
+    const std::size_t kv_recv = kv_out ? layout.block(incoming).bytes() : 0;
+    const bool hop_now = P > 1;
+    if (hop_now) {
+      // Out: this block's K/V and behind them the last step's gradients,
+      // which arrived there with it. In: the next block, and behind it the
+      // gradients of this step's block.
+      const char* send = backend.block(cur) + (kv_out ? 0 : grad_at[cur]);
+      st.bytes_sent =
+          kv_send + (grads_out ? layout.block(ring_step_source(r, s - 1, P)).grad_bytes() : 0);
+      st.bytes_received = kv_recv + (grads_out ? layout.block(st.source).grad_bytes() : 0);
+      grad_at[1 - cur] = kv_recv;
+      hop.start(send, st.bytes_sent, backend.block(1 - cur), st.bytes_received);
+    }
+
+    AttnParams p =
+        ring_step_params(layout, r, backend.queries(), q_pos, backend.block(cur), st.source, opt);
+    st.skipped = ring_step_skipped(q_range, p.k_pos, p.visibility());
+    if (!st.skipped) st.flops = attention_backward_flops(p);
+    st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
+    if (hop_now) {
+      const Timer t;
+      hop.wait();
+      st.wait_s = t.seconds();
+      cur = 1 - cur;
+    } else {
+      grad_at[cur] = layout.block(st.source).bytes();
+    }
+    // This step's block's gradients: received behind the next block (or, on
+    // one rank, kept behind its own).
+    backend.add_part(grads(cur), layout.block(st.source).grad_bytes() / sizeof(float),
+                     /*first=*/!grads_out);
+
+    stats.compute_s += st.compute_s;
+    stats.wait_s += st.wait_s;
+    stats.flops += st.flops;
+    stats.bytes_sent += st.bytes_sent;
+    stats.steps.push_back(st);
+    stats.steps_done = s + 1;
+    if (opt.on_step) opt.on_step(s + 1, P);
+  }
+  if (P > 1) {
+    // Home: the last block's summed gradients to its owner, rank r + 1.
+    const std::size_t out = layout.block(ring_step_source(r, P - 1, P)).grad_bytes();
+    const std::size_t in = layout.block(r).grad_bytes();
+    grad_at[1 - cur] = 0;
+    const Timer t;
+    hop.start(grads(cur), out, backend.block(1 - cur), in);
+    hop.wait();
+    stats.wait_s += t.seconds();
+    stats.bytes_sent += out;
+    cur = 1 - cur;
+  }
+  stats.finalize_s = backend.finish(grads(cur));
   stats.total_s = total.seconds();
   return stats;
 }

@@ -58,19 +58,10 @@ RefGrads run_reference_backward(const AttnParams& p, const std::vector<float>& d
   return r;
 }
 
-// Where a gradient is exactly 0 (one visible key: P = 1, dS = 0) its max|ref|
-// is 0 and fp32 rounding would fail any relative bound: the scale is then at
-// least one term of the sums, scale · max|dO| · max|v| · max|q, k|.
+// The scale errors are measured against: the tensor's max|ref|, or where
+// that is smaller, one term of the sums (gradient_term_scale).
 double term_scale(const AttnParams& p, const std::vector<float>& d_o) {
-  double g = 0, qk = 0;
-  for (float x : d_o) g = std::max(g, static_cast<double>(std::fabs(x)));
-  for (const TensorRef* t : {&p.q, &p.k}) {
-    const std::int64_t n = (t == &p.q ? p.heads_q * p.n_q : p.heads_kv * p.n_kv) * p.batch;
-    for (std::int64_t i = 0; i < n * p.head_dim; ++i)
-      qk = std::max(qk, static_cast<double>(
-                            std::fabs(element_f32(t->data, p.dtype, static_cast<std::size_t>(i)))));
-  }
-  return p.effective_scale() * g * max_abs_value(p) * qk;
+  return gradient_term_scale(p, d_o.data(), std::ssize(d_o));
 }
 
 void expect_close(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
