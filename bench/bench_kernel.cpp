@@ -1,5 +1,6 @@
 // Micro-benchmarks of the kernel's parts: the fused forward (each tile
-// shape), its two tile products, the softmax step (each vector path), the
+// shape), the backward (attention_backward, 2.5x the forward's flops), its
+// two tile products, the softmax step (each vector path), the
 // compensated fold of P·V, and the FMA peak they are judged against. Each
 // reports GFLOP/s and, where it makes sense, the fraction of the FMA peak
 // measured once at start-up in the same process (the machine is shared and
@@ -15,6 +16,7 @@
 #include "core/fma_peak.hpp"
 #include "core/seeded_data.hpp"
 #include "kernel/attention.hpp"
+#include "kernel/backward.hpp"
 #include "kernel/softmax_tile.hpp"
 #include "kernel/tile_gemm.hpp"
 
@@ -60,6 +62,38 @@ BENCHMARK(BM_Fused)
     ->Args({2048, 128, 0, 1, 2})
     ->Args({4096, 128, 0, 2, 0})
     ->Args({4096, 128, 1, 2, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// The backward (GradState reset, fold, finish) on the forward's o and lse:
+// args {N, D, causal, threads}, H = 4, f32.
+void BM_Backward(benchmark::State& st) {
+  const std::int64_t n = st.range(0), d = st.range(1), h = 4;
+  const int threads = static_cast<int>(st.range(3));
+  const std::size_t qn = static_cast<std::size_t>(h * n * d);
+  AlignedBuffer<float> q(qn), k(qn), v(qn), o(qn), lse(static_cast<std::size_t>(h * n));
+  AlignedBuffer<float> d_o(qn), dq(qn), dk(qn), dv(qn);  // (H, N, D) each
+  fill_seeded(q.data(), DType::f32, qn, 1);
+  fill_seeded(k.data(), DType::f32, qn, 2);
+  fill_seeded(v.data(), DType::f32, qn, 3);
+  fill_seeded(d_o.data(), DType::f32, qn, 4);
+  AttnParams p = AttnParams::dense(q.data(), k.data(), v.data(), DType::f32, 1, h, h, n, n, d);
+  p.causal = st.range(2) != 0;
+  p.threads = threads;
+  attention_forward(p, o.data(), lse.data());
+  for (auto _ : st)
+    attention_backward(p, {d_o.data(), o.data(), lse.data()}, dq.data(), dk.data(), dv.data());
+  st.counters["GFLOPs"] = benchmark::Counter(attention_backward_flops(p) * 1e-9,
+                                             benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["peak_GFLOPs"] = peak_per_thread() * threads;
+}
+BENCHMARK(BM_Backward)
+    ->ArgNames({"N", "D", "causal", "threads"})
+    ->Args({2048, 64, 0, 1})
+    ->Args({2048, 128, 0, 1})
+    ->Args({2048, 128, 1, 1})
+    ->Args({4096, 128, 0, 2})
+    ->Args({4096, 128, 1, 2})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -2,7 +2,8 @@
 // engine (job/bench_kernel.hpp) and prints its record: one JSON object with
 // --json, else text. --tiles and --vector-path pick the CPU kernel's compiled
 // variant, so any machine can time the tile shape tuned for another ISA (the
-// tests check every shape's accuracy the same way).
+// tests check every shape's accuracy the same way). --backward times the
+// CPU backward instead (dQ, dK, dV from the forward's o and lse).
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -27,6 +28,10 @@ void print_text(const nlohmann::json& j) {
   const auto d = [&](const char* k) { return j.at(k).get<double>(); };
   const bool causal = j.at("causal").get<bool>();
   std::printf("kernel %s\n", s("implementation").c_str());
+  if (s("pass") == "backward")
+    std::printf(
+        "pass   backward: dQ, dK, dV from a seeded dO and the forward's o, lse "
+        "(flops 2.5x the forward's)\n");
   if (s("backend") == "cuda") {
     std::printf("device %s (sm_%s, %lld SMs)\n", s("device").c_str(),
                 s("compute_capability").c_str(), i("sm_count"));
@@ -72,7 +77,7 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       "machine's fp32 FMA peak, measured in the same run (and against the bf16 dot peak for "
       "--compute bf16 where the CPU has AVX512_BF16); --backend cuda: TFLOP/s against the "
       "GPU's dense f16/bf16 tensor-core peak. flops = 4*N*N_kv*D*H*B (causal: visible pairs "
-      "only, about half).");
+      "only, about half); --backward: the CPU backward, 2.5x that.");
   c->add_option("--n", opts->req.n, "Query tokens")->capture_default_str()->check(positive());
   c->add_option("--n-kv", opts->req.n_kv,
                 "Key/value tokens (default: --n; differs for cross-attention)")
@@ -138,7 +143,13 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
                 "shows products=...")
       ->capture_default_str()
       ->check(CLI::IsMember({"native", "dot", "fp32"}));
-  c->add_flag("--json", opts->json, "Print one JSON object instead of text");
+  c->add_flag("--backward", opts->req.backward,
+              "Time the backward pass instead (GradState reset, fold, finish: dQ, dK, dV from a "
+              "seeded dO and the forward's o and lse, computed once untimed); flops 2.5x the "
+              "forward's, against the same FMA peak. CPU and --compute f32 only (else exit "
+              "code 2); its tile shape is its own (--tiles does not apply)");
+  c->add_flag("--json", opts->json,
+              "Print one JSON object instead of text (\"pass\": \"forward\" or \"backward\")");
   return [opts] { return run(*opts); };
 }
 

@@ -1,6 +1,6 @@
 // `ringattn bench ring` (under mpirun): binds the flags to a RingBenchRequest,
 // runs the engine (job/bench_ring.hpp) and prints rank 0's record: one JSON
-// object with --json, else text.
+// object with --json, else text. --backward times the backward ring instead.
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -27,8 +27,9 @@ void print_text(const nlohmann::json& j) {
   const auto d = [&](const char* k) { return j.at(k).get<double>(); };
   const std::vector<double> wait = j.at("exposed_wait_s").get<std::vector<double>>();
   const nlohmann::json& p2p = j.at("p2p");
-  std::printf("ring   %lld ranks x %lld threads, %s, %s, N=%lld D=%lld H=%lld/%lld\n", i("ranks"),
-              i("threads_per_rank"), j.at("partition").get<std::string>().c_str(),
+  std::printf("ring   %s, %lld ranks x %lld threads, %s, %s, N=%lld D=%lld H=%lld/%lld\n",
+              j.at("pass").get<std::string>().c_str(), i("ranks"), i("threads_per_rank"),
+              j.at("partition").get<std::string>().c_str(),
               j.at("causal").get<bool>() ? "causal" : "non-causal", i("n"), i("d"), i("heads"),
               i("kv_heads"));
   if (i("documents") > 1)
@@ -67,7 +68,8 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
       "exposed wait, overlap (fraction of transfer time hidden), efficiency = T1 / (P x TP) "
       "against the same problem on one rank with the same threads (measured first, in the same "
       "run), load_balance (max/mean attention flops per rank) and the ring's point-to-point "
-      "bandwidth (one hop alone, algbw = busbw = bytes / time as nccl-tests' sendrecv).");
+      "bandwidth (one hop alone, algbw = busbw = bytes / time as nccl-tests' sendrecv). "
+      "--backward: the same for the backward ring.");
   c->add_option("--n", opts->req.n, "Query tokens (whole sequence)")
       ->capture_default_str()
       ->check(positive());
@@ -109,7 +111,14 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
   c->add_flag("!--no-baseline", opts->req.baseline, "Skip the one-rank run (no efficiency figure)");
   c->add_flag("!--no-poll", opts->req.poll,
               "Do not poll the transfer from the kernel (to measure what polling hides)");
-  c->add_flag("--json", opts->json, "Print one JSON object instead of text");
+  c->add_flag("--backward", opts->req.backward,
+              "Time the backward ring instead (dQ at home, each block's dK/dV travelling behind "
+              "it and home at the end), after an untimed forward ring for o and lse, on a seeded "
+              "dO; T1 is the one-rank backward, flops 2.5x the forward's; the hop is timed at "
+              "the largest message (a block and gradients behind it). --compute f32 only (else "
+              "exit code 2)");
+  c->add_flag("--json", opts->json,
+              "Print one JSON object instead of text (\"pass\": \"forward\" or \"backward\")");
   return [opts](MpiSession& mpi) { return run(mpi, *opts); };
 }
 

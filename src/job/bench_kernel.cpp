@@ -17,6 +17,7 @@
 #include "cuda/device.hpp"
 #include "cuda/device_peak.hpp"
 #include "kernel/attention.hpp"
+#include "kernel/backward.hpp"
 #include "kernel/softmax_tile.hpp"
 
 namespace ringattn {
@@ -43,6 +44,12 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// The flops of the pass timed: the backward's five tile products over the
+// visible pairs count 2.5x the forward's two.
+double pass_flops(const KernelBenchRequest& o, const AttnParams& p) {
+  return o.backward ? attention_backward_flops(p) : attention_flops(p);
+}
+
 // What every record says, whichever backend timed it: the problem and the
 // timings (the median is the figure).
 nlohmann::json problem_and_times(const KernelBenchRequest& o, const AttnParams& p,
@@ -50,6 +57,7 @@ nlohmann::json problem_and_times(const KernelBenchRequest& o, const AttnParams& 
                                  const std::vector<double>& secs) {
   return {
       {"benchmark", "kernel"},
+      {"pass", o.backward ? "backward" : "forward"},
       {"backend", backend},
       {"version", kVersion},
       {"implementation", implementation},
@@ -66,7 +74,7 @@ nlohmann::json problem_and_times(const KernelBenchRequest& o, const AttnParams& 
       {"reps", o.reps},
       {"seconds", median(secs)},
       {"seconds_min", *std::min_element(secs.begin(), secs.end())},
-      {"flops", attention_flops(p)},
+      {"flops", pass_flops(o, p)},
   };
 }
 
@@ -104,11 +112,18 @@ struct Problem {
   DType dt = DType::f32;
   CpuVariant variant;
   AlignedBuffer<char> q, k, v;
-  AlignedBuffer<float> out, lse;
+  AlignedBuffer<float> out, lse;  // (B, H, N, D), (B, H, N): the forward's
+  AlignedBuffer<float> d_o, dq;   // (B, H, N, D) f32: the backward's (empty for a forward)
+  AlignedBuffer<float> dk, dv;    // (B, H_kv, N_kv, D) f32
   AttnParams p;
 };
 
 std::unique_ptr<Problem> make_problem(const KernelBenchRequest& o) {
+  // The backward is the CPU kernel's, in fp32 products only.
+  RA_CHECK(!o.backward || o.compute == "f32", usage, "bench kernel --backward: the backward ",
+           "computes in f32 only, not --compute ", o.compute);
+  RA_CHECK(!o.backward || o.backend == "cpu", usage, "bench kernel --backward: the backward ",
+           "runs on the CPU only, not --backend ", o.backend);
   RA_CHECK(o.backend != "cuda" || cuda_device_count() > 0, usage,
            "bench kernel --backend cuda: no CUDA device (", cuda_summary(), ")");
   auto pr = std::make_unique<Problem>();
@@ -148,6 +163,13 @@ std::unique_ptr<Problem> make_problem(const KernelBenchRequest& o) {
   p.validate();
   pr->out.resize(qn);
   pr->lse.resize(static_cast<std::size_t>(o.batch * o.heads * o.n));
+  if (o.backward) {
+    pr->d_o.resize(qn);
+    pr->dq.resize(qn);
+    pr->dk.resize(kn);
+    pr->dv.resize(kn);
+    fill_seeded(pr->d_o.data(), DType::f32, qn, o.seed + 3);
+  }
   return pr;
 }
 
@@ -157,17 +179,26 @@ struct Peak {
   std::string isa;
 };
 
+// The backward's kernel line: its own tile shape (it ignores --tiles), the
+// forward's tile-product code generator and the vector path it runs.
+std::string backward_implementation(const AttnParams& p) {
+  const std::string forward = kernel_implementation(p);
+  return "backward " + forward.substr(0, forward.find(' ')) + " softmax-" +
+         vector_isa_name(resolve_isa(p.cpu.isa)) + " compute=f32";
+}
+
 nlohmann::json record(const KernelBenchRequest& o, const Problem& pr,
                       const std::vector<double>& secs, const Peak& fma, const Peak& dot) {
   const AttnParams& p = pr.p;
-  const double flops = attention_flops(p);
+  const double flops = pass_flops(o, p);
   const double sec = median(secs);
   const double gflops = flops / sec / 1e9;
   const bool bf16 = p.compute == ComputeType::bf16;
   const Bf16Products products = resolve_bf16_products(p.cpu.bf16);
-  nlohmann::json j = problem_and_times(o, p, "cpu", kernel_implementation(p), secs);
+  nlohmann::json j = problem_and_times(
+      o, p, "cpu", o.backward ? backward_implementation(p) : kernel_implementation(p), secs);
   j.update({
-      {"tiles", o.tiles},
+      {"tiles", o.backward ? nlohmann::json(nullptr) : nlohmann::json(o.tiles)},
       {"vector_path", vector_isa_name(resolve_isa(pr.variant.isa))},
       {"bf16_products", bf16 ? nlohmann::json(bf16_products_name(products)) : nullptr},
       {"threads", pr.threads},
@@ -182,19 +213,31 @@ nlohmann::json record(const KernelBenchRequest& o, const Problem& pr,
   return j;
 }
 
+// One run of the pass timed. The backward is all of attention_backward:
+// GradState::reset (the query side packed), the fold, finish (dQ out).
+void run_pass(const KernelBenchRequest& o, Problem& pr) {
+  if (o.backward)
+    attention_backward(pr.p, {pr.d_o.data(), pr.out.data(), pr.lse.data()}, pr.dq.data(),
+                       pr.dk.data(), pr.dv.data());
+  else
+    attention_forward(pr.p, pr.out.data(), pr.lse.data());
+}
+
 }  // namespace
 
 nlohmann::json run_kernel_bench(const KernelBenchRequest& o) {
   const std::unique_ptr<Problem> pr = make_problem(o);
   if (o.backend == "cuda") return bench_cuda(o, pr->p);
+  // The backward's inputs o and lse: the forward's, once, untimed.
+  if (o.backward) attention_forward(pr->p, pr->out.data(), pr->lse.data());
   // Peaks before and after the timed runs; the larger is the yardstick.
   const FmaPeak peak_before = measure_fma_peak(pr->threads);
   const FmaPeak dot_before = measure_bf16_dot_peak(pr->threads);
-  for (int i = 0; i < o.warmup; ++i) attention_forward(pr->p, pr->out.data(), pr->lse.data());
+  for (int i = 0; i < o.warmup; ++i) run_pass(o, *pr);
   std::vector<double> secs;
   for (int i = 0; i < o.reps; ++i) {
     Timer t;
-    attention_forward(pr->p, pr->out.data(), pr->lse.data());
+    run_pass(o, *pr);
     secs.push_back(t.seconds());
   }
   const FmaPeak peak_after = measure_fma_peak(pr->threads);

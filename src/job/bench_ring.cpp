@@ -16,6 +16,7 @@
 #include "core/timer.hpp"
 #include "core/version.hpp"
 #include "kernel/attention.hpp"
+#include "kernel/backward.hpp"
 #include "ring/cpu_ring.hpp"
 #include "ring/kv_block.hpp"
 #include "ring/partition.hpp"
@@ -48,7 +49,9 @@ struct Problem {
 
 // Runs the ring on comm with this rank's seeded shards, K and V seeded
 // straight into the ring's home block as the job reads them; returns its
-// stats.
+// stats. The backward (o.backward) is timed alone: an untimed forward over
+// the same layout first gives its o and lse, dO is seeded, and the home
+// block is filled again (the forward left other ranks' blocks there).
 RingStats timed_ring(MPI_Comm comm, const Problem& pb, const RingBenchRequest& o, int threads) {
   CpuRing ring(comm);
   int P = 1, r = 0;
@@ -56,21 +59,36 @@ RingStats timed_ring(MPI_Comm comm, const Problem& pb, const RingBenchRequest& o
   RA_MPI_CHECK(MPI_Comm_rank(comm, &r));
   const RingPartitions parts = pb.parts(P);
   const Partition &qp = parts.q, &kp = parts.kv;
-  const RingLayout layout{qp, kp, {pb.dtype, pb.B, pb.HK, pb.D}, pb.HQ, pb.docs};
-  AlignedBuffer<char> q(static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r) * pb.D) *
-                        dtype_size(pb.dtype));
+  RingLayout layout{qp, kp, {pb.dtype, pb.B, pb.HK, pb.D}, pb.HQ, pb.docs};
+  layout.gradients = o.backward;
+  const std::size_t q_elems = static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r) * pb.D);
+  AlignedBuffer<char> q(q_elems * dtype_size(pb.dtype));
   fill_seeded_shard(q.data(), o.seed, pb.dtype, pb.B, pb.HQ, pb.NQ, pb.D, qp.positions(r));
-  const KvBlockRef kv = ring.home_block(layout);
-  fill_seeded_shard(kv.k(), o.seed + 1, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
-  fill_seeded_shard(kv.v(), o.seed + 2, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+  auto fill_home = [&] {
+    const KvBlockRef kv = ring.home_block(layout);
+    fill_seeded_shard(kv.k(), o.seed + 1, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+    fill_seeded_shard(kv.v(), o.seed + 2, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+  };
+  fill_home();
   RingOptions opt;
   opt.causal = o.causal;
   opt.window = Window::parse(o.window, "bench ring --window");
   opt.compute = parse_compute_type(o.compute.c_str());
   opt.threads = threads;
   opt.poll = o.poll;
+  if (!o.backward) {
+    RA_MPI_CHECK(MPI_Barrier(comm));
+    return ring.run(layout, q.data(), nullptr, opt);
+  }
+  AlignedBuffer<float> out(q_elems), lse(static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r)));
+  AlignedBuffer<float> d_o(q_elems);  // (B, H, local q rows, D)
+  ring.run(layout, q.data(), lse.data(), opt);
+  std::copy_n(ring.output(), q_elems, out.data());
+  fill_seeded_shard(reinterpret_cast<char*>(d_o.data()), o.seed + 3, DType::f32, pb.B, pb.HQ, pb.NQ,
+                    pb.D, qp.positions(r));
+  fill_home();
   RA_MPI_CHECK(MPI_Barrier(comm));
-  return ring.run(layout, q.data(), nullptr, opt);
+  return ring.run_backward(layout, q.data(), {d_o.data(), out.data(), lse.data()}, opt);
 }
 
 // Seconds per ring hop of `bytes` (median of iters), every rank at once.
@@ -98,7 +116,9 @@ struct Figures {
   std::vector<double> flops, compute, wait;     // per rank
   double bytes = 0;                             // sent, all ranks
   std::vector<double> step_compute, step_wait;  // per step, max over ranks
-  std::uint64_t hop_bytes = 0;                  // the largest block
+  std::vector<double> step_bytes;               // per step, the most a rank sent
+  double max_rank_bytes = 0;                    // the most a rank sent in all
+  std::uint64_t hop_bytes = 0;                  // the largest message (the largest block's)
   double hop_s = 0;                             // one hop of it alone
 };
 
@@ -129,19 +149,25 @@ Figures measure(MPI_Comm comm, int P, int rank, const Problem& pb, const RingBen
     f.compute[r] = all[4 * r + 1];
     f.wait[r] = all[4 * r + 2];
     f.bytes += all[4 * r + 3];
+    f.max_rank_bytes = std::max(f.max_rank_bytes, all[4 * r + 3]);
   }
   // Per-step maxima over ranks.
   f.step_compute.resize(P);
   f.step_wait.resize(P);
+  f.step_bytes.resize(P);
   for (int s = 0; s < P; ++s) {
     f.step_compute[s] = st.steps[s].compute_s;
     f.step_wait[s] = st.steps[s].wait_s;
+    f.step_bytes[s] = static_cast<double>(st.steps[s].bytes_sent);
   }
   RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, f.step_compute.data(), P, MPI_DOUBLE, MPI_MAX, comm));
   RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, f.step_wait.data(), P, MPI_DOUBLE, MPI_MAX, comm));
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, f.step_bytes.data(), P, MPI_DOUBLE, MPI_MAX, comm));
 
-  // The hop alone, at the largest block's size.
-  f.hop_bytes = KvBlock::largest({pb.dtype, pb.B, pb.HK, pb.D}, pb.parts(P).kv).bytes();
+  // The hop alone, at the largest message's size: the largest block, and
+  // in the backward the gradients of another behind it.
+  const KvBlock largest = KvBlock::largest({pb.dtype, pb.B, pb.HK, pb.D}, pb.parts(P).kv);
+  f.hop_bytes = largest.bytes() + (o.backward ? largest.grad_bytes() : 0);
   f.hop_s = P > 1 ? time_hop(comm, f.hop_bytes, o.p2p_iters) : 0.0;
   return f;
 }
@@ -151,11 +177,24 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
                       int threads) {
   const double total_flops = std::accumulate(f.flops.begin(), f.flops.end(), 0.0);
   const double mean_flops = total_flops / P;
-  const double transfer_s = f.hop_s * (P - 1);  // per rank, if nothing hid it
+  // Seconds the hop alone takes for `bytes` (0 on one rank): the transfers'
+  // time if nothing hid them. The forward sends one block a step but the
+  // last; the backward sends at every step (blocks, gradients behind them)
+  // and once more, the gradients home, with nothing to hide under.
+  const auto hop_time = [&](double bytes) {
+    return f.hop_bytes > 0 ? f.hop_s * bytes / static_cast<double>(f.hop_bytes) : 0.0;
+  };
+  const double transfer_s = hop_time(f.max_rank_bytes);  // per rank
   const double exposed = *std::max_element(f.wait.begin(), f.wait.end());
   const double bw = f.hop_s > 0 ? static_cast<double>(f.hop_bytes) / f.hop_s / 1e9 : 0.0;
+  // The flops of every (query, key) pair, by the pass's own count.
+  const AttnParams all_pairs = AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ,
+                                                 pb.HK, pb.NQ, pb.NKV, pb.D);
+  const double all_flops =
+      o.backward ? attention_backward_flops(all_pairs) : attention_flops(all_pairs);
   nlohmann::json j = {
       {"benchmark", "ring"},
+      {"pass", o.backward ? "backward" : "forward"},
       {"version", kVersion},
       {"ranks", P},
       {"threads_per_rank", threads},
@@ -171,9 +210,7 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
       {"partition", partition_name(pb.kind)},
       {"documents", pb.docs.count()},
       // The visible pairs' share of all (query, key) pairs: what masking saves.
-      {"visible_fraction",
-       total_flops / (4.0 * static_cast<double>(pb.D) * static_cast<double>(pb.NQ) *
-                      static_cast<double>(pb.NKV) * static_cast<double>(pb.B * pb.HQ))},
+      {"visible_fraction", total_flops / all_flops},
       {"poll", o.poll},
       {"seconds", f.tp},
       {"gflops", total_flops / f.tp / 1e9},
@@ -192,7 +229,7 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
     j["steps"].push_back({{"step", s},
                           {"compute_s_max", f.step_compute[s]},
                           {"wait_s_max", f.step_wait[s]},
-                          {"transfer_s", s + 1 < P ? f.hop_s : 0.0}});
+                          {"transfer_s", hop_time(f.step_bytes[s])}});
   if (o.baseline) {
     j["seconds_one_rank"] = f.t1;
     j["efficiency"] = f.t1 / (P * f.tp);
@@ -228,6 +265,8 @@ RingBench::RingBench(MPI_Comm comm, const RingBenchRequest& req) : comm_(comm), 
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
   const Problem pb = problem_of(req);
   // Checks every rank makes alike, before any communication.
+  RA_CHECK(!req.backward || req.compute == "f32", usage,
+           "bench ring --backward: the backward computes in f32 only, not --compute ", req.compute);
   AttnParams check =
       AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, 0, 0, pb.D);
   check.window = Window::parse(req.window, "bench ring --window");

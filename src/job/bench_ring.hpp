@@ -1,8 +1,12 @@
 // Timing the ring (`ringattn bench ring`, under mpirun): the same seeded
 // problem on one rank (the baseline) and on every rank, the hop alone at the
-// largest block's size, per-rank and per-step figures. The result is one
-// JSON record on rank 0 (what --json prints; the text form is drawn from
-// it), so the fields are named once.
+// largest block's size, per-rank and per-step figures. With `backward` the
+// backward ring is timed the same way (each run after an untimed forward
+// for its o and lse; T1 the one-rank backward; flops 2.5x the forward's),
+// the hop at its largest message (a block with the gradients of another
+// behind it). The result is one JSON record on rank 0 (what --json prints;
+// the text form is drawn from it), so the fields are named once; its
+// "pass" says forward or backward.
 //
 // Includes: <mpi.h>, <cstdint>, <optional>, <string>, <nlohmann/json.hpp>.
 #pragma once
@@ -23,6 +27,7 @@ struct RingBenchRequest {
   std::string docs;                // packed sequences (packed_offsets spec, batch 1); "": dense
   int threads = 0, p2p_iters = 5;  // threads 0: this rank's share
   bool causal = false, baseline = true, poll = true;
+  bool backward = false;  // time the backward ring (compute f32)
   std::uint64_t seed = 1;
 };
 

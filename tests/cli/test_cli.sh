@@ -5,7 +5,7 @@
 #
 # CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
 # run_errors, settings_flags, settings_agreed, window, bench_kernel_variants,
-# bench_kernel_refusal (see the functions below). The case runs in
+# bench_kernel_refusal, bench_backward (see the functions below). The case runs in
 # SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
 # MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
@@ -546,6 +546,70 @@ case_bench_kernel_refusal() {
     expect 2 "$bin" bench kernel --n 64 --d 16 --heads 1 --reps 1 --compute bf16 --bf16-products dot
     one_error_line "bench kernel --bf16-products dot: this CPU has no AVX512_BF16"
   fi
+}
+
+# check_json PYTHON_EXPR: the JSON object in out.txt, as j, makes the
+# expression true (out.txt holds one object, rank 0's under mpirun).
+check_json() {
+  "$py" -c 'import json, sys; j = json.load(open("out.txt")); assert eval(sys.argv[1]), j' "$1" ||
+    fail "the JSON record fails: $1"
+}
+
+# bench kernel --backward and, on 2 ranks, bench ring --backward on small
+# problems, causal and not: one JSON object each saying "pass": "backward",
+# flops 2.5x the forward's on the same problem, positive GFLOP/s (no timing
+# bounds: the machine is shared); the text forms say backward. A backward the
+# kernel has not (--compute bf16; --backend cuda, with or without a device)
+# is refused before anything runs: one line, exit 2, no report.
+case_bench_backward() {
+  need_h5py # its Python reads the JSON
+  local causal fwd sub small=(--n 96 --d 16 --heads 2 --kv-heads 1 --reps 1 --warmup 0 --threads 1)
+  for causal in "" --causal; do
+    # shellcheck disable=SC2086 # $causal: no flag or one
+    expect 0 "$bin" bench kernel "${small[@]}" --json $causal
+    check_json 'j["pass"] == "forward"'
+    fwd=$(json_field flops)
+    # shellcheck disable=SC2086
+    expect 0 "$bin" bench kernel "${small[@]}" --json --backward $causal
+    check_json 'j["pass"] == "backward" and j["implementation"].startswith("backward ")'
+    check_json "j['gflops'] > 0 and j['fraction_of_peak'] > 0 and j['peak_gflops'] > 0"
+    check_json "abs(j['flops'] - 2.5 * $fwd) <= 1e-9 * j['flops'] and j['causal'] == ('$causal' != '')"
+  done
+  expect 0 "$bin" bench kernel "${small[@]}" --backward
+  grep -q '^pass   backward' out.txt || fail "bench kernel --backward: the text does not say backward"
+  grep -q '^speed  .* GFLOP/s = .* of the .* FMA peak' out.txt ||
+    fail "bench kernel --backward: no speed line"
+
+  local ring=(bench ring --n 200 --d 16 --heads 2 --kv-heads 1 --threads 1 --p2p-iters 1)
+  for causal in "" --causal; do
+    # shellcheck disable=SC2086
+    expect 0 mpi 2 "$bin" "${ring[@]}" --json $causal
+    check_json 'j["pass"] == "forward"'
+    fwd=$(json_field flops | tr -d '[] ' | tr ',' '+')
+    # shellcheck disable=SC2086
+    expect 0 mpi 2 "$bin" "${ring[@]}" --json --backward $causal
+    check_json 'j["pass"] == "backward" and j["ranks"] == 2 and len(j["steps"]) == 2'
+    check_json "j['gflops'] > 0 and j['efficiency'] > 0 and j['seconds_one_rank'] > 0"
+    check_json "abs(sum(j['flops']) - 2.5 * ($fwd)) <= 1e-9 * sum(j['flops'])"
+    check_json "0 < j['visible_fraction'] <= 1 and j['p2p']['bytes'] > 0"
+  done
+  expect 0 mpi 2 "$bin" "${ring[@]}" --backward --causal
+  grep -q '^ring   backward, 2 ranks' out.txt || fail "bench ring --backward: the text does not say backward"
+  grep -q 'efficiency [0-9]' out.txt || fail "bench ring --backward: no efficiency in the text"
+
+  expect 2 "$bin" bench kernel "${small[@]}" --backward --compute bf16
+  one_error_line "bench kernel --backward: the backward computes in f32 only, not --compute bf16"
+  [[ ! -s out.txt ]] || fail "--backward --compute bf16: refused, yet it printed a report"
+  expect 2 "$bin" bench kernel "${small[@]}" --backward --backend cuda
+  one_error_line "bench kernel --backward: the backward runs on the CPU only, not --backend cuda"
+  [[ ! -s out.txt ]] || fail "--backward --backend cuda: refused, yet it printed a report"
+  expect 2 mpi 2 "$bin" "${ring[@]}" --backward --compute bf16
+  one_error_line "bench ring --backward: the backward computes in f32 only, not --compute bf16"
+  [[ ! -s out.txt ]] || fail "bench ring --backward --compute bf16: refused, yet it printed a report"
+  for sub in kernel ring; do
+    expect 0 "$bin" bench "$sub" --help
+    grep -q -- '--backward' out.txt || fail "bench $sub --help does not list --backward"
+  done
 }
 
 "case_$case_name"
