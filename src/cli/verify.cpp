@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
@@ -48,6 +50,19 @@ void print_plan(const VerifyRequest& q, const VerifyReport& r) {
   else
     std::printf("  rows    %lld of %lld (b, h, i) rows, sampled uniformly (seed %llu)\n",
                 ll(r.rows_checked), ll(r.rows_total), static_cast<unsigned long long>(q.seed));
+  if (r.gradients) {
+    std::printf("  grads   dq on those rows, dO from the input's '%s' (%s)\n", r.do_name.c_str(),
+                dtype_name(r.do_dtype));
+    if (r.all_key_rows)
+      std::printf(
+          "  keys    dk, dv on all %lld (b, kv head, j) key rows, given the run's o and lse\n",
+          ll(r.key_rows_total));
+    else
+      std::printf(
+          "  keys    dk, dv on %lld of %lld (b, kv head, j) key rows, sampled uniformly (seed "
+          "%llu), given the run's o and lse\n",
+          ll(r.key_rows_checked), ll(r.key_rows_total), static_cast<unsigned long long>(q.seed));
+  }
   std::fflush(stdout);
 }
 
@@ -63,16 +78,37 @@ void print_verdict(const VerifyReport& r) {
         "lse[%lld, %lld, %lld] = %.9g, reference %.9g\n",
         r.lse.max_abs, r.lse_limit, r.lse_tolerance, ll(r.lse.b), ll(r.lse.h), ll(r.lse.i),
         r.lse.value, r.lse.ref);
+  if (r.gradients) {
+    const struct {
+      const char* name;
+      const WorstError& w;
+      const char* note;
+    } grads[] = {{"dq", r.dq, ""},
+                 {"dk", r.dk, " (given the run's o and lse)"},
+                 {"dv", r.dv, " (given the run's o and lse)"}};
+    for (const auto& g : grads)
+      std::printf(
+          "  %s      max |%s - ref| / max(max |ref|, floor) = %.3e (max |ref| %.6g, floor "
+          "%.3g)%s; worst %s[%lld, %lld, %lld, %lld] = %.9g, reference %.9g\n",
+          g.name, g.name, g.w.rel(), g.w.scale, g.w.floor, g.note, g.name, ll(g.w.b), ll(g.w.h),
+          ll(g.w.i), ll(g.w.d), g.w.value, g.w.ref);
+  }
   std::printf("  tol     %.0e (%s)", r.tolerance, r.why.c_str());
   if (r.has_lse && r.lse_tolerance != r.tolerance)
     std::printf("; lse %.0e (f32 whatever o's type)", r.lse_tolerance);
+  if (r.gradients) std::printf("; gradients %.0e (%s)", r.grad_tolerance, r.grad_why.c_str());
   std::printf("\n");
+  // The tensors beyond tolerance: "o", "o and lse", "o, dq and dk".
+  std::vector<const char*> bad;
+  for (const auto& [name, ok] :
+       {std::pair{"o", r.o_ok}, std::pair{"lse", r.lse_ok}, std::pair{"dq", r.dq_ok},
+        std::pair{"dk", r.dk_ok}, std::pair{"dv", r.dv_ok}})
+    if (!ok) bad.push_back(name);
+  std::string which;
+  for (std::size_t i = 0; i < bad.size(); ++i)
+    which += std::string(i == 0 ? "" : i + 1 == bad.size() ? " and " : ", ") + bad[i];
   std::printf("verify: %s%s (%.2f s, %d threads)\n", r.ok() ? "PASS" : "FAIL",
-              r.ok()                 ? ""
-              : !r.o_ok && !r.lse_ok ? ": o and lse beyond tolerance"
-              : !r.o_ok              ? ": o beyond tolerance"
-                                     : ": lse beyond tolerance",
-              r.seconds, r.threads);
+              r.ok() ? "" : (": " + which + " beyond tolerance").c_str(), r.seconds, r.threads);
 }
 
 int verify(const VerifyFlags& f) {
@@ -92,8 +128,10 @@ std::function<int(MpiSession&)> add_verify(CLI::App& app) {
       "Check a finished run's output against a float64 recomputation: all rows when B*H*N <= "
       "4096 or --rows 0, else --rows rows sampled uniformly over (b, h, i). Causal, scale, "
       "compute and dataset names come from the output's attributes. Reports max |o - ref| / "
-      "max |ref| and, when lse was written, max |lse - ref|, with the worst element. Exit 0 "
-      "within tolerance, 1 beyond it, 3 when the output is incomplete or not ringattn's.");
+      "max |ref| and, when lse was written, max |lse - ref|, with the worst element. A "
+      "backward run's output (gradients = 1) has dq checked on the same rows and dk, dv on as "
+      "many sampled key rows, given the run's o and lse. Exit 0 within tolerance, 1 beyond it, "
+      "3 when the output is incomplete or not ringattn's.");
   f->app = c;
   c->add_option("--input,-i", f->req.input, "The input the run read")->required();
   c->add_option("--output,-o", f->req.output, "The output the run wrote")->required();
@@ -102,7 +140,7 @@ std::function<int(MpiSession&)> add_verify(CLI::App& app) {
       ->type_name("INT");
   c->add_option("--tolerance", f->tolerance_text,
                 "Largest accepted error [default: 1e-5; 1e-3 for an f16 o; 2e-2 for compute "
-                "bf16]")
+                "bf16; gradients 1e-4, 1e-3 for an f16 o]")
       ->type_name("NUMBER");
   c->add_option("--seed", f->req.seed, "Seed of the row sample")->capture_default_str();
   return [f](MpiSession& mpi) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <unordered_set>
 #include <variant>
 #include <vector>
@@ -32,6 +33,7 @@ constexpr std::size_t kPieceRows = 8;
 constexpr double kTolF32 = 1e-5;   // o f32, compute f32: fp32 accumulation against float64
 constexpr double kTolF16 = 1e-3;   // o stored in f16: its rounding is 2^-11 relative
 constexpr double kTolBf16 = 2e-2;  // compute bf16: products of bf16-rounded operands
+constexpr double kTolGrad = 1e-4;  // fp32 gradients (sums over every key or query) against float64
 
 // What the output's attributes say the run computed.
 struct RunFacts {
@@ -43,6 +45,8 @@ struct RunFacts {
   InputNames names;
   DType o_dtype = DType::f32;
   bool has_lse = false;
+  bool gradients = false;  // a backward run: dq, dk, dv written
+  std::string do_name;     // the input's dO it read (do_dataset)
 };
 
 template <class T>
@@ -96,6 +100,22 @@ RunFacts read_facts(const H5FileDesc& d) {
            o->type.name, " elements; expected f32 or f16");
   f.o_dtype = parse_dtype(o->type.name);
   f.has_lse = d.dataset("lse") != nullptr;
+  if (const H5AttributeDesc* g = d.attribute("gradients")) {
+    const auto* v = g->summary ? nullptr : std::get_if<std::int64_t>(&g->value);
+    RA_CHECK(v && (*v == 0 || *v == 1), input, ctx, ": attribute 'gradients' is not 0 or 1");
+    f.gradients = *v == 1;
+  }
+  if (f.gradients) {
+    f.do_name = required_attr<std::string>(d, "do_dataset", "text");
+    // dk and dv are checked against the run's lse: a backward run always writes it.
+    for (const char* name : {"lse", "dq", "dk", "dv"}) {
+      const H5DatasetDesc* g = d.dataset(name);
+      RA_CHECK(g != nullptr, input, ctx, ": has gradients = 1 but no dataset '", name,
+               "'; a backward run of ringattn run writes o, lse, dq, dk and dv");
+      RA_CHECK(g->type.name == "f32", input, ctx, ": dataset '", name, "' holds ", g->type.name,
+               " elements; a backward run writes f32");
+    }
+  }
   return f;
 }
 
@@ -147,11 +167,18 @@ void add(WorstError& w, const Comparison& c, const std::int64_t* rows, std::int6
   w.ref = c.worst_ref;
 }
 
+std::string dims_text(const std::vector<std::int64_t>& dims) {
+  std::string t = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) t += (i ? ", " : "") + std::to_string(dims[i]);
+  return t + "]";
+}
+
 // The output's datasets are shaped for this input.
 void check_shapes(const H5FileDesc& od, const RunFacts& run, const AttnShape& s) {
   const std::string octx = "output file '" + od.path + "'";
   const std::vector<std::int64_t> o_dims{s.batch, s.heads_q, s.tokens_q, s.head_dim},
-      lse_dims{s.batch, s.heads_q, s.tokens_q};
+      lse_dims{s.batch, s.heads_q, s.tokens_q},
+      kv_dims{s.batch, s.heads_kv, s.tokens_kv, s.head_dim};
   RA_CHECK(od.dataset("o")->dims == o_dims, input, octx,
            ": dataset 'o' is not shaped like the input's q [", s.batch, ", ", s.heads_q, ", ",
            s.tokens_q, ", ", s.head_dim, "]; not an output of this input");
@@ -159,6 +186,38 @@ void check_shapes(const H5FileDesc& od, const RunFacts& run, const AttnShape& s)
     RA_CHECK(od.dataset("lse")->dims == lse_dims, input, octx,
              ": dataset 'lse' is not shaped [B, H, N] = [", s.batch, ", ", s.heads_q, ", ",
              s.tokens_q, "]");
+  if (!run.gradients) return;
+  const std::vector<std::int64_t>& dq = od.dataset("dq")->dims;
+  RA_CHECK(dq == o_dims, input, octx, ": dataset 'dq' is ", dims_text(dq),
+           ", not shaped like the input's q ", dims_text(o_dims), "; not an output of this input");
+  for (const char* name : {"dk", "dv"}) {
+    const std::vector<std::int64_t>& g = od.dataset(name)->dims;
+    RA_CHECK(g == kv_dims, input, octx, ": dataset '", name, "' is ", dims_text(g),
+             ", not shaped like the input's k ", dims_text(kv_dims),
+             "; not an output of this input");
+  }
+}
+
+// The input's dO that a backward run read: a float dataset shaped like q.
+// Its type (read and widened to f32 row by row).
+DType check_upstream_gradient(const std::string& input, const std::string& name,
+                              const AttnShape& s) {
+  const std::string ctx = "input file '" + input + "'";
+  const H5FileDesc d = describe_h5_file(
+      input, H5DescribeWhat{.root_objects = false, .attributes = false, .names = {name}}, ctx);
+  const H5DatasetDesc* g = d.dataset(name);
+  const H5DatasetDesc* obj = d.object(name);
+  RA_CHECK(g != nullptr, input, ctx, ": has no dataset '", name, "' (",
+           h5_object_name(obj ? obj->object : H5Object::missing),
+           "), the upstream gradient the output's do_dataset names; verify against the input "
+           "that the backward run read");
+  DType t = DType::f32;
+  RA_CHECK(g->type.ieee_dtype(t), input, ctx, ": dataset '", name, "' holds ", g->type.name,
+           " elements; an upstream gradient is f32 or f16");
+  const std::vector<std::int64_t> q_dims{s.batch, s.heads_q, s.tokens_q, s.head_dim};
+  RA_CHECK(g->dims == q_dims, input, ctx, ": dataset '", name, "' is ", dims_text(g->dims),
+           ", not shaped like q ", dims_text(q_dims));
+  return t;
 }
 
 // The input the run recorded, against the one given (a changed input shows
@@ -173,27 +232,56 @@ bool input_changed(const H5FileDesc& od, const InputInfo& in) {
   return (size && int_of(size) != in.file.size) || (mtime && int_of(mtime) != in.file.mtime_ns);
 }
 
+// The largest |x| of n elements of type t (NaN ignored: the comparison
+// itself fails on it).
+double max_abs(const void* data, DType t, std::size_t n) {
+  double m = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    m = std::max(m, std::fabs(static_cast<double>(element_f32(data, t, i))));
+  return m;
+}
+
+// One term of a gradient's sums (kernel/reference.hpp, gradient_term_scale):
+// the floor of its error scale.
+double term_floor(double scale, double d_o, double v, double q, double k) {
+  return scale * d_o * v * std::max(q, k);
+}
+
+// A dense (n, D) block's coordinates as a vector (Positions index by search).
+std::vector<std::int64_t> coordinates(const Positions& p) {
+  std::vector<std::int64_t> c(static_cast<std::size_t>(p.size()));
+  p.fill(0, p.size(), c.data());
+  return c;
+}
+
 // Recomputes, compares and accumulates the checked rows: K/V one (b, kv head)
-// plane at a time, q/o/lse one block of one head's rows at a time.
+// plane at a time, q/o/lse (and dO, dq) one block of one head's rows at a
+// time; then, for a backward run, the checked key rows' dk and dv, one
+// plane at a time over blocks of its query heads' rows.
 class RowChecker {
  public:
   RowChecker(const VerifyRequest& req, const RunFacts& run, const InputInfo& in,
-             const Documents& docs)
+             const Documents& docs, DType do_dtype)
       : run_(run),
         in_(in),
         docs_(docs),
         window_(docs.window(run.window)),
+        vis_(Visibility::of(run.causal, window_)),
         k_pos_(docs.k_coordinates(Positions::contiguous(0, in.shape.tokens_kv))),
         s_(in.shape),
         es_(dtype_size(in.dtype)),
+        do_dtype_(do_dtype),
         input_(req.input),
         output_(req.output),
         k_(static_cast<std::size_t>(s_.tokens_kv * s_.head_dim) * es_),
-        v_(k_.size()) {}
+        v_(k_.size()) {
+    if (run_.gradients) k_coord_ = coordinates(k_pos_);
+  }
 
   // flat: sorted (b·H + h)·N + i. Its rows come plane by plane: [lo,
   // plane_end) read K/V plane (b, hk).
-  void check(const std::vector<std::int64_t>& flat, WorstError& wo, WorstError& wl) {
+  void check(const std::vector<std::int64_t>& flat, WorstError& wo, WorstError& wl,
+             WorstError& wdq) {
     const std::int64_t group = s_.heads_q / s_.heads_kv, N = s_.tokens_q;
     std::size_t lo = 0;
     for (std::int64_t b = 0; b < s_.batch; ++b)
@@ -202,42 +290,85 @@ class RowChecker {
         std::size_t end = lo;
         while (end < flat.size() && flat[end] < plane_end) ++end;
         if (end == lo) continue;  // no checked row needs this K/V
-        input_.read_plane(run_.names.k, b, hk, in_.dtype, k_.data());
-        input_.read_plane(run_.names.v, b, hk, in_.dtype, v_.data());
+        read_kv_plane(b, hk);
         while (lo < end) {
           const std::int64_t h = flat[lo] / N % s_.heads_q;
           std::vector<std::int64_t> rows;  // this head's rows, one block
           while (lo < end && flat[lo] / N % s_.heads_q == h && rows.size() < kBlockRows)
             rows.push_back(flat[lo++] % N);
-          check_block(b, h, rows, wo, wl);
+          check_block(b, h, rows, wo, wl, wdq);
         }
       }
   }
 
+  // flat: sorted (b·H_kv + hk)·N_k + j, the checked key rows.
+  void check_keys(const std::vector<std::int64_t>& flat, WorstError& wk, WorstError& wv) {
+    const std::int64_t NK = s_.tokens_kv;
+    for (std::size_t lo = 0; lo < flat.size();) {
+      const std::int64_t plane = flat[lo] / NK;
+      std::vector<std::int64_t> keys;  // this plane's key rows
+      while (lo < flat.size() && flat[lo] / NK == plane) keys.push_back(flat[lo++] % NK);
+      check_key_plane(plane / s_.heads_kv, plane % s_.heads_kv, keys, wk, wv);
+    }
+  }
+
  private:
+  void read_kv_plane(std::int64_t b, std::int64_t hk) {
+    input_.read_plane(run_.names.k, b, hk, in_.dtype, k_.data());
+    input_.read_plane(run_.names.v, b, hk, in_.dtype, v_.data());
+    if (!run_.gradients) return;
+    const auto n = static_cast<std::size_t>(s_.tokens_kv * s_.head_dim);
+    kmax_ = max_abs(k_.data(), in_.dtype, n);
+    vmax_ = max_abs(v_.data(), in_.dtype, n);
+  }
+
+  // Rows of plane (b, h) of `name` as f32 (rows.size(), width): read in
+  // `stored`, widened.
+  void read_f32(H5RowReader& r, const std::string& name, std::int64_t b, std::int64_t h,
+                const std::vector<std::int64_t>& rows, DType stored, std::size_t count,
+                std::vector<float>& out) {
+    out.resize(count);
+    if (stored == DType::f32) {
+      r.read_rows(name, b, h, rows, DType::f32, out.data());
+      return;
+    }
+    raw_.resize(count * dtype_size(stored));
+    r.read_rows(name, b, h, rows, stored, raw_.data());
+    load_f32(raw_.data(), stored, out.data(), count);
+  }
+
   void check_block(std::int64_t b, std::int64_t h, const std::vector<std::int64_t>& rows,
-                   WorstError& wo, WorstError& wl) {
+                   WorstError& wo, WorstError& wl, WorstError& wdq) {
     const std::size_t n = rows.size(), nd = n * static_cast<std::size_t>(s_.head_dim);
     q_.resize(nd * es_);
-    o_raw_.resize(nd * dtype_size(run_.o_dtype));
-    o_.resize(nd);
     ref_o_.resize(nd);
     lse_.resize(n);
     ref_lse_.resize(n);
     input_.read_rows(run_.names.q, b, h, rows, in_.dtype, q_.data());
-    output_.read_rows("o", b, h, rows, run_.o_dtype, o_raw_.data());
-    load_f32(o_raw_.data(), run_.o_dtype, o_.data(), nd);
+    read_f32(output_, "o", b, h, rows, run_.o_dtype, nd, o_);
     if (run_.has_lse) output_.read_rows("lse", b, h, rows, DType::f32, lse_.data());
+    if (run_.gradients) {
+      read_f32(input_, run_.do_name, b, h, rows, do_dtype_, nd, d_o_);
+      dq_.resize(nd);
+      ref_dq_.resize(nd);
+      output_.read_rows("dq", b, h, rows, DType::f32, dq_.data());
+    }
     reference(b, h, rows);
     add(wo, compare_to_reference(o_.data(), ref_o_.data(), static_cast<std::int64_t>(nd)),
         rows.data(), b, h, s_.head_dim);
     if (run_.has_lse)
       add(wl, compare_to_reference(lse_.data(), ref_lse_.data(), static_cast<std::int64_t>(n)),
           rows.data(), b, h, 1);
+    if (run_.gradients) {
+      add(wdq, compare_to_reference(dq_.data(), ref_dq_.data(), static_cast<std::int64_t>(nd)),
+          rows.data(), b, h, s_.head_dim);
+      wdq.floor = std::max(wdq.floor, term_floor(run_.scale, max_abs(d_o_.data(), DType::f32, nd),
+                                                 vmax_, max_abs(q_.data(), in_.dtype, nd), kmax_));
+    }
   }
 
   // The float64 reference of one block, a piece of rows per call, pieces
-  // over threads.
+  // over threads; dq from each row's reference o and lse.
   void reference(std::int64_t b, std::int64_t h, const std::vector<std::int64_t>& rows) {
     const std::size_t n = rows.size(), D = static_cast<std::size_t>(s_.head_dim);
     const auto pieces = static_cast<std::int64_t>((n + kPieceRows - 1) / kPieceRows);
@@ -256,6 +387,9 @@ class RowChecker {
         a.q_pos = docs_.q_coordinates(positions_of(rows.data() + r0, rn));
         a.k_pos = k_pos_;
         reference_attention(a, ref_o_.data() + r0 * D, ref_lse_.data() + r0);
+        if (run_.gradients)
+          for (std::size_t r = r0; r < r0 + rn; ++r)
+            reference_dq_row(r, a.q_pos[static_cast<std::int64_t>(r - r0)]);
       } catch (...) {
 #pragma omp atomic write
         failed = true;
@@ -264,18 +398,142 @@ class RowChecker {
     RA_CHECK(!failed, internal, "the float64 reference failed on plane (", b, ", ", h, ")");
   }
 
+  // dq of block row r (at mask coordinate qpos) in float64 from its exact o
+  // and lse: D = dO·o; over the keys it sees P = exp(s - lse), dS =
+  // scale·P·(dO·v - D), dq = Σ dS·k. A row that sees no key has dq = 0.
+  void reference_dq_row(std::size_t r, std::int64_t qpos) {
+    const std::int64_t D = s_.head_dim;
+    const double scale = run_.scale, lse = ref_lse_[r];
+    double* dq = ref_dq_.data() + r * static_cast<std::size_t>(D);
+    std::fill_n(dq, D, 0.0);
+    if (!std::isfinite(lse)) return;
+    const float* g = d_o_.data() + r * static_cast<std::size_t>(D);
+    const double* o = ref_o_.data() + r * static_cast<std::size_t>(D);
+    std::vector<double> q(static_cast<std::size_t>(D));
+    double delta = 0;
+    for (std::int64_t d = 0; d < D; ++d) {
+      q[d] = element_f32(q_.data(), in_.dtype, r * static_cast<std::size_t>(D) + d);
+      delta += static_cast<double>(g[d]) * o[d];
+    }
+    for (std::int64_t j = 0; j < s_.tokens_kv; ++j) {
+      if (!vis_.sees(qpos, k_coord_[j])) continue;
+      const auto off = static_cast<std::size_t>(j * D);
+      double dot = 0, dp = 0;
+      for (std::int64_t d = 0; d < D; ++d) {
+        dot += q[d] * static_cast<double>(element_f32(k_.data(), in_.dtype, off + d));
+        dp += static_cast<double>(g[d]) * element_f32(v_.data(), in_.dtype, off + d);
+      }
+      const double ds = scale * std::exp(dot * scale - lse) * (dp - delta);
+      for (std::int64_t d = 0; d < D; ++d)
+        dq[d] += ds * static_cast<double>(element_f32(k_.data(), in_.dtype, off + d));
+    }
+  }
+
+  // dk and dv of key rows `keys` of plane (b, hk), given the run's o and lse:
+  // every query row of the group's heads adds its terms (see verify.hpp).
+  void check_key_plane(std::int64_t b, std::int64_t hk, const std::vector<std::int64_t>& keys,
+                       WorstError& wk, WorstError& wv) {
+    const std::int64_t D = s_.head_dim, N = s_.tokens_q, group = s_.heads_q / s_.heads_kv;
+    const std::size_t nk = keys.size(), Du = static_cast<std::size_t>(D), nkd = nk * Du;
+    const double scale = run_.scale;
+    read_kv_plane(b, hk);
+    std::vector<double> kj(nkd), vj(nkd);  // (nk, D) the key rows
+    std::vector<std::int64_t> kpos(nk);
+    for (std::size_t t = 0; t < nk; ++t) {
+      kpos[t] = k_coord_[static_cast<std::size_t>(keys[t])];
+      for (std::size_t d = 0; d < Du; ++d) {
+        const auto off = static_cast<std::size_t>(keys[t]) * Du + d;
+        kj[t * Du + d] = element_f32(k_.data(), in_.dtype, off);
+        vj[t * Du + d] = element_f32(v_.data(), in_.dtype, off);
+      }
+    }
+    const int threads = omp_get_max_threads();
+    // (threads, 2, nk, D): each thread's dk then dv sums.
+    std::vector<double> acc(static_cast<std::size_t>(threads) * 2 * nkd, 0.0);
+    double qmax = 0, domax = 0;
+    for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h)
+      for (std::int64_t i0 = 0; i0 < N; i0 += static_cast<std::int64_t>(kBlockRows)) {
+        const std::int64_t n = std::min(static_cast<std::int64_t>(kBlockRows), N - i0);
+        const std::size_t nd = static_cast<std::size_t>(n) * Du;
+        std::vector<std::int64_t> rows(static_cast<std::size_t>(n));
+        for (std::int64_t r = 0; r < n; ++r) rows[static_cast<std::size_t>(r)] = i0 + r;
+        q_.resize(nd * es_);
+        lse_.resize(static_cast<std::size_t>(n));
+        input_.read_rows(run_.names.q, b, h, rows, in_.dtype, q_.data());
+        read_f32(input_, run_.do_name, b, h, rows, do_dtype_, nd, d_o_);
+        read_f32(output_, "o", b, h, rows, run_.o_dtype, nd, o_);
+        output_.read_rows("lse", b, h, rows, DType::f32, lse_.data());
+        qmax = std::max(qmax, max_abs(q_.data(), in_.dtype, nd));
+        domax = std::max(domax, max_abs(d_o_.data(), DType::f32, nd));
+        const std::vector<std::int64_t> qpos =
+            coordinates(docs_.q_coordinates(Positions::contiguous(i0, n)));
+#pragma omp parallel
+        {
+          double* dk = acc.data() + static_cast<std::size_t>(omp_get_thread_num()) * 2 * nkd;
+          double* dv = dk + nkd;
+          std::vector<double> q(Du);
+#pragma omp for schedule(dynamic, 16)
+          for (std::int64_t r = 0; r < n; ++r) {
+            const double lse = lse_[static_cast<std::size_t>(r)];
+            if (lse == -std::numeric_limits<double>::infinity()) continue;  // saw no key
+            const auto row = static_cast<std::size_t>(r) * Du;
+            const float* g = d_o_.data() + row;
+            double delta = 0;
+            for (std::size_t d = 0; d < Du; ++d) {
+              q[d] = element_f32(q_.data(), in_.dtype, row + d);
+              delta += static_cast<double>(g[d]) * o_[row + d];
+            }
+            for (std::size_t t = 0; t < nk; ++t) {
+              if (!vis_.sees(qpos[static_cast<std::size_t>(r)], kpos[t])) continue;
+              double dot = 0, dp = 0;
+              for (std::size_t d = 0; d < Du; ++d) {
+                dot += q[d] * kj[t * Du + d];
+                dp += static_cast<double>(g[d]) * vj[t * Du + d];
+              }
+              const double p = std::exp(dot * scale - lse), ds = scale * p * (dp - delta);
+              for (std::size_t d = 0; d < Du; ++d) {
+                dk[t * Du + d] += ds * q[d];
+                dv[t * Du + d] += p * static_cast<double>(g[d]);
+              }
+            }
+          }
+        }
+      }
+    std::vector<double> ref(2 * nkd, 0.0);  // (2, nk, D) dk, dv
+    for (int t = 0; t < threads; ++t)
+      for (std::size_t e = 0; e < 2 * nkd; ++e)
+        ref[e] += acc[static_cast<std::size_t>(t) * 2 * nkd + e];
+    std::vector<float> got(nkd);
+    const double floor = term_floor(scale, domax, vmax_, qmax, kmax_);
+    const char* names[] = {"dk", "dv"};
+    WorstError* worst[] = {&wk, &wv};
+    for (int t = 0; t < 2; ++t) {
+      output_.read_rows(names[t], b, hk, keys, DType::f32, got.data());
+      add(*worst[t],
+          compare_to_reference(got.data(), ref.data() + static_cast<std::size_t>(t) * nkd,
+                               static_cast<std::int64_t>(nkd)),
+          keys.data(), b, hk, D);
+      worst[t]->floor = std::max(worst[t]->floor, floor);
+    }
+  }
+
   const RunFacts& run_;
   const InputInfo& in_;
   const Documents& docs_;
   const Window window_;
+  const Visibility vis_;
   const Positions k_pos_;
+  std::vector<std::int64_t> k_coord_;  // (NK) k_pos_ as a vector (backward runs)
   const AttnShape s_;
   const std::size_t es_;
+  const DType do_dtype_;
   H5RowReader input_, output_;
   std::vector<char> k_, v_;      // (NK, D) each, the input's type
-  std::vector<char> q_, o_raw_;  // (rows, D), as stored
+  double kmax_ = 0, vmax_ = 0;   // max |k|, |v| of the plane (backward runs)
+  std::vector<char> q_, raw_;    // (rows, D), as stored
   std::vector<float> o_, lse_;   // (rows, D), (rows)
-  std::vector<double> ref_o_, ref_lse_;
+  std::vector<float> d_o_, dq_;  // (rows, D) the input's dO, the output's dq
+  std::vector<double> ref_o_, ref_lse_, ref_dq_;
 };
 
 // The tolerance: given, or by the run's types; lse is f32 whatever o's
@@ -300,12 +558,25 @@ void judge(const VerifyRequest& req, VerifyReport& r) {
   // lse grows like log N: its error is judged against max(1, max |lse|).
   r.lse_limit = r.lse_tolerance * std::max(1.0, r.lse.scale);
   r.lse_ok = !r.has_lse || r.lse.max_abs <= r.lse_limit;
+  if (!r.gradients) return;
+  r.grad_tolerance = kTolGrad;
+  r.grad_why = "default for fp32 gradients against float64";
+  if (req.tolerance) {
+    r.grad_tolerance = *req.tolerance;
+    r.grad_why = "given with --tolerance";
+  } else if (r.o_dtype == DType::f16) {
+    r.grad_tolerance = kTolF16;
+    r.grad_why = "default for an f16 o: dk's reference reads the run's o, rounded to f16";
+  }
+  r.dq_ok = r.dq.rel() <= r.grad_tolerance;
+  r.dk_ok = r.dk.rel() <= r.grad_tolerance;
+  r.dv_ok = r.dv.rel() <= r.grad_tolerance;
 }
 
 }  // namespace
 
 double WorstError::rel() const {
-  return max_abs / std::max(scale, 1e-30);
+  return max_abs / std::max({scale, floor, 1e-30});
 }
 
 struct Verifier::Plan {
@@ -314,6 +585,7 @@ struct Verifier::Plan {
   InputInfo in;
   Documents docs;                  // the input's packed sequences (one when dense)
   std::vector<std::int64_t> flat;  // the checked rows, (b·H + h)·N + i, ascending
+  std::vector<std::int64_t> keys;  // backward runs: checked key rows, (b·H_kv + hk)·N_k + j
 };
 
 Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique<Plan>()) {
@@ -343,12 +615,23 @@ Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique
   r.all_rows = req.rows == 0 || r.rows_total <= kAllRowsUpTo || req.rows >= r.rows_total;
   plan_->flat = choose_rows(r.rows_total, r.all_rows ? 0 : req.rows, req.seed);
   r.rows_checked = static_cast<std::int64_t>(plan_->flat.size());
+  r.gradients = plan_->run.gradients;
+  if (!r.gradients) return;
+  r.do_name = plan_->run.do_name;
+  r.do_dtype = check_upstream_gradient(req.input, r.do_name, r.shape);
+  r.key_rows_total = r.shape.batch * r.shape.heads_kv * r.shape.tokens_kv;
+  r.all_key_rows =
+      req.rows == 0 || r.key_rows_total <= kAllRowsUpTo || req.rows >= r.key_rows_total;
+  plan_->keys = choose_rows(r.key_rows_total, r.all_key_rows ? 0 : req.rows, req.seed);
+  r.key_rows_checked = static_cast<std::int64_t>(plan_->keys.size());
 }
 
 Verifier::~Verifier() = default;
 
 const VerifyReport& Verifier::check() {
-  RowChecker(req_, plan_->run, plan_->in, plan_->docs).check(plan_->flat, report_.o, report_.lse);
+  RowChecker rc(req_, plan_->run, plan_->in, plan_->docs, report_.do_dtype);
+  rc.check(plan_->flat, report_.o, report_.lse, report_.dq);
+  if (report_.gradients) rc.check_keys(plan_->keys, report_.dk, report_.dv);
   judge(req_, report_);
   report_.seconds = plan_->wall.seconds();
   report_.threads = omp_get_max_threads();
