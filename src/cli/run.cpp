@@ -110,7 +110,10 @@ int run(MpiSession& mpi, const RunFlags& f) {
         cfg.output.c_str(), static_cast<long long>(r.input.shape.batch),
         static_cast<long long>(r.input.shape.heads_q),
         static_cast<long long>(r.input.shape.tokens_q),
-        static_cast<long long>(r.input.shape.head_dim), cfg.lse ? " and lse" : "",
+        static_cast<long long>(r.input.shape.head_dim),
+        cfg.backward ? ", lse, dq, dk and dv"
+        : cfg.lse    ? " and lse"
+                     : "",
         cfg.causal ? "causal" : "non-causal",
         cfg.window.bounded() ? (", window " + cfg.window.text()).c_str() : "",
         r.input.packed()

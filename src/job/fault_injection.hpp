@@ -13,7 +13,9 @@
 //     chunk   0-based chunk of the run (default 0)
 //     step    ring step after which it fires, 1 .. ranks (default 1), after
 //             that step's stop agreement: a signal raised there stops the
-//             run at the next step boundary
+//             run at the next step boundary. A --backward chunk counts its
+//             forward's steps 1 .. ranks, then its backward's ranks + 1 ..
+//             2 ranks
 //     ms      pause's length (default 1000)
 //
 // Includes: <cstdint>, <optional>, <string>.

@@ -100,6 +100,8 @@ std::string resume_key_json(const JobConfig& c, const InputInfo& info, int ranks
   for (const FileIdentity& f : info.linked) linked.push_back({f.path, f.size, f.mtime_ns, f.inode});
   j["input_linked"] = linked;
   j["ranks"] = ranks;
+  // The backward kernel's dq sums per thread: its bits depend on the count.
+  if (c.backward) j["threads"] = c.threads > 0 ? c.threads : default_threads();
   return j.dump();
 }
 
@@ -150,7 +152,9 @@ class Job {
   Chunk chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0);
   void resume_inside(Chunk& c);
   void read_chunk(Chunk& c);
+  void read_gradient_inputs(const Chunk& c);
   bool compute_chunk(const Chunk& c);
+  void compute_gradients(const Chunk& c);
   void write_chunk(const Chunk& c);
   bool record_or_stop(const Chunk& c);
   JobReport suspend();
@@ -174,10 +178,18 @@ class Job {
   std::optional<OutputFile> output_;
   AlignedBuffer<char> q_;     // (hq, nq, D): this rank's queries of a chunk
   AlignedBuffer<float> lse_;  // (hq, nq)
+  // Backward runs: dO and o (hq, nq, D) f32, and the home block kept aside.
+  AlignedBuffer<float> d_o_, o_;
+  AlignedBuffer<char> kv_copy_;
   std::unique_ptr<Ring> ring_;
   RingOptions opt_;
   std::optional<Progress> progress_;
   std::int64_t done_ = 0;  // chunks the output holds
+  // Where a ring run's steps fall in its chunk's progress (start, share): a
+  // backward chunk's forward is 2 of its 7 units of work (the backward 5).
+  static constexpr double kForwardShare = 2.0 / 7.0;
+  std::pair<double, double> phase_{0.0, 1.0};
+  int fault_step_offset_ = 0;  // RINGATTN_FAULT numbers a backward chunk's steps on
   Timer since_record_;
   std::string resume_key_;  // the partial output's (and a stopped chunk's state file's)
   int stop_signal_ = 0;     // the signal a ring step's stop agreement saw
@@ -201,7 +213,13 @@ void Job::validate() {
 // The input, then what must hold before anything big exists: tokens per
 // rank, head dim, the memory budget, where the metrics go.
 void Job::open_input() {
-  input_.emplace(InputFile::open(comm_, cfg_.input, {cfg_.q_name, cfg_.k_name, cfg_.v_name}));
+  InputNames names{.q = cfg_.q_name, .k = cfg_.k_name, .v = cfg_.v_name};
+  if (cfg_.backward) names.d_o = cfg_.do_name;
+  if (cfg_.reuse_forward) {
+    names.o = "o";
+    names.lse = "lse";
+  }
+  input_.emplace(InputFile::open(comm_, cfg_.input, names));
   preflight(comm_, cfg_, info(), input_->documents());
   check_metrics_target(comm_, cfg_, info());
   report_.input = info();
@@ -226,7 +244,10 @@ void Job::create_output() {
   spec.N = info().shape.tokens_q;
   spec.D = info().shape.head_dim;
   spec.o_dtype = cfg_.o_dtype == OutDType::input ? info().dtype : DType::f32;
-  spec.with_lse = cfg_.lse;
+  spec.with_lse = cfg_.lse || cfg_.backward;  // verify checks dk, dv against the run's lse
+  spec.with_gradients = cfg_.backward;
+  spec.H_kv = info().shape.heads_kv;
+  spec.N_kv = info().shape.tokens_kv;
   spec.resume = cfg_.resume;
   spec.resume_key = resume_key_ = resume_key_json(cfg_, info(), ranks_);
   spec.chunks = report_.chunks;
@@ -246,6 +267,11 @@ void Job::start_ring() {
   q_.resize(static_cast<std::size_t>(hq_max * nq * info().shape.head_dim) *
             dtype_size(info().dtype));
   lse_.resize(static_cast<std::size_t>(hq_max * nq));
+  if (cfg_.backward) {
+    const std::size_t q_floats = static_cast<std::size_t>(hq_max * nq * info().shape.head_dim);
+    d_o_.resize(q_floats);
+    o_.resize(q_floats);
+  }
   if (cfg_.backend == Backend::cuda)
     ring_ = std::make_unique<DeviceRing>(comm_, choice_name(cfg_.effective_transport()),
                                          cfg_.comm_timeout);
@@ -261,13 +287,15 @@ void Job::start_ring() {
   // Progress inside a chunk too, step by step: a 1M-token chunk is minutes.
   // The same hook injects the test faults (job/fault_injection.hpp).
   opt_.on_step = [this](int step, int steps) {
-    maybe_inject_fault(fault_, rank_, done_, step);
-    progress_->update(static_cast<double>(done_) + static_cast<double>(step) / steps);
+    maybe_inject_fault(fault_, rank_, done_, step + fault_step_offset_);
+    progress_->update(static_cast<double>(done_) + phase_.first +
+                      phase_.second * static_cast<double>(step) / steps);
   };
   // A ring that can save its state stops at the next ring step, not at the
   // chunk's end: one chunk can be a long sequence that outlasts Slurm's
   // signal lead. One all-reduce per step, between kernel calls.
-  if (ring_->resumable_state())
+  // A backward run stops between chunks only (its ring cannot stop inside one).
+  if (ring_->resumable_state() && !cfg_.backward)
     opt_.stop_after = [this](int step) {
       CommWatch watch("agreeing on a stop after ring step " + std::to_string(step));
       int signal = stop_signal_received();
@@ -302,7 +330,8 @@ Job::Chunk Job::chunk_at(std::int64_t index, std::int64_t b, std::int64_t hk0) {
                      *kp_,
                      {info().dtype, 1, hk, info().shape.head_dim},
                      hk * group(),
-                     input_->documents()},
+                     input_->documents(),
+                     cfg_.backward},
           {},
           "chunk " + std::to_string(index),
           0,
@@ -343,11 +372,18 @@ void Job::read_chunk(Chunk& c) {
     input_->read_shard(InputTensor::q, *qp_, c.q_range, in.dtype, q_.data());
     input_->read_shard(InputTensor::k, *kp_, c.kv_range, in.dtype, c.kv.k(), c.kv_holder);
     input_->read_shard(InputTensor::v, *kp_, c.kv_range, in.dtype, c.kv.v(), c.kv_holder);
+    if (cfg_.backward) read_gradient_inputs(c);
     if (!cfg_.allow_nonfinite) {
       const Positions qrows = qp_->positions(rank_), kvrows = kp_->positions(c.kv_holder);
       check_finite_shard(comm_, q_.data(), in.dtype, c.q_range, qrows, D, cfg_.input, in.q.name);
       check_finite_shard(comm_, c.kv.k(), in.dtype, c.kv_range, kvrows, D, cfg_.input, in.k.name);
       check_finite_shard(comm_, c.kv.v(), in.dtype, c.kv_range, kvrows, D, cfg_.input, in.v.name);
+      if (cfg_.backward)
+        check_finite_shard(comm_, d_o_.data(), DType::f32, c.q_range, qrows, D, cfg_.input,
+                           in.d_o.name);
+      if (cfg_.reuse_forward)
+        check_finite_shard(comm_, o_.data(), DType::f32, c.q_range, qrows, D, cfg_.input,
+                           in.o.name);
     }
     const auto q_count = static_cast<std::size_t>(c.q_range.h_count * nq * D);
     const auto kv_count = static_cast<std::size_t>(c.hk_count * nkv * D);
@@ -359,9 +395,29 @@ void Job::read_chunk(Chunk& c) {
                    static_cast<double>(dtype_size(in.dtype));
 }
 
+// A backward chunk's dO (and, reusing a forward, its o and lse), as f32.
+void Job::read_gradient_inputs(const Chunk& c) {
+  const InputInfo& in = info();
+  const std::int64_t rows = c.q_range.h_count * qp_->local_size(rank_);
+  input_->read_shard(InputTensor::d_o, *qp_, c.q_range, DType::f32, d_o_.data());
+  double bytes =
+      static_cast<double>(rows * in.shape.head_dim) * static_cast<double>(in.d_o.type.bytes);
+  if (cfg_.reuse_forward) {
+    input_->read_shard(InputTensor::o, *qp_, c.q_range, DType::f32, o_.data());
+    input_->read_shard(InputTensor::lse, *qp_, c.q_range, DType::f32, lse_.data());
+    bytes += static_cast<double>(rows * in.shape.head_dim) * static_cast<double>(in.o.type.bytes) +
+             static_cast<double>(rows) * static_cast<double>(in.lse.type.bytes);
+  }
+  m_.bytes_read += bytes;
+}
+
 // Goes round the ring; false when a stop signal ended it between two ring
 // steps: then the chunk's state is saved and the job stops there.
 bool Job::compute_chunk(const Chunk& c) {
+  if (cfg_.backward) {
+    compute_gradients(c);
+    return true;
+  }
   RingStats st;
   RingOptions opt = opt_;
   opt.first_step = c.first_step;
@@ -389,18 +445,60 @@ bool Job::compute_chunk(const Chunk& c) {
   return false;
 }
 
+// A backward chunk: the forward for o and lse (unless the input had them),
+// then the backward ring over the same blocks. The forward leaves other
+// ranks' blocks in the ring's buffers, so the home block is kept aside
+// first and put back for the backward.
+void Job::compute_gradients(const Chunk& c) {
+  RingStats fwd, bwd;
+  try {
+    const std::size_t kv_bytes = c.kv.layout.bytes();
+    if (!cfg_.reuse_forward) {
+      kv_copy_.resize(kv_bytes);
+      std::copy_n(c.kv.data, kv_bytes, kv_copy_.data());
+      phase_ = {0.0, kForwardShare};
+      fwd = ring_->run(c.layout, q_.data(), lse_.data(), opt_);
+      fault_step_offset_ = ranks_;  // the backward's steps come after the forward's
+      const std::size_t o_floats = static_cast<std::size_t>(
+          c.q_range.h_count * qp_->local_size(rank_) * info().shape.head_dim);
+      std::copy_n(ring_->output(), o_floats, o_.data());
+      const KvBlockRef home = ring_->home_block(c.layout);
+      std::copy_n(kv_copy_.data(), kv_bytes, home.data);
+    }
+    phase_ = cfg_.reuse_forward ? std::pair{0.0, 1.0} : std::pair{kForwardShare, 1 - kForwardShare};
+    bwd = ring_->run_backward(c.layout, q_.data(), {d_o_.data(), o_.data(), lse_.data()}, opt_);
+    phase_ = {0.0, 1.0};
+    fault_step_offset_ = 0;
+  } catch (const Error& e) {
+    abort_job(e);  // one rank's failure mid-ring: its peers wait in the ring
+  }
+  for (const RingStats* st : {&fwd, &bwd}) {
+    m_.compute_s += st->compute_s + st->finalize_s;
+    m_.comm_wait_s += st->wait_s;
+    m_.flops += st->flops;
+    m_.bytes_sent += static_cast<double>(st->bytes_sent);
+  }
+}
+
 void Job::write_chunk(const Chunk& c) {
   Timer t;
+  const double rows = static_cast<double>(c.q_range.h_count * qp_->local_size(rank_));
+  const double D = static_cast<double>(info().shape.head_dim);
   {
     CommWatch watch("collective write of " + c.text);
-    output_->write_o(*qp_, c.q_range, DType::f32, ring_->output());
-    if (cfg_.lse) output_->write_lse(*qp_, c.q_range, lse_.data());
+    output_->write_o(*qp_, c.q_range, DType::f32, cfg_.backward ? o_.data() : ring_->output());
+    if (output_->spec().with_lse) output_->write_lse(*qp_, c.q_range, lse_.data());
+    if (cfg_.backward) {
+      const std::size_t kv_floats = c.layout.block(rank_).grad_bytes() / sizeof(float) / 2;
+      output_->write_dq(*qp_, c.q_range, ring_->grad_q());
+      output_->write_dk(*kp_, c.kv_range, ring_->grad_kv());
+      output_->write_dv(*kp_, c.kv_range, ring_->grad_kv() + kv_floats);
+      m_.bytes_written += (rows * D + 2.0 * static_cast<double>(kv_floats)) * 4.0;
+    }
   }
   m_.io_write_s += t.seconds();
-  const double rows = static_cast<double>(c.q_range.h_count * qp_->local_size(rank_));
-  m_.bytes_written +=
-      rows * static_cast<double>(info().shape.head_dim * dtype_size(output_->spec().o_dtype)) +
-      (cfg_.lse ? rows * 4.0 : 0.0);
+  m_.bytes_written += rows * D * static_cast<double>(dtype_size(output_->spec().o_dtype)) +
+                      (output_->spec().with_lse ? rows * 4.0 : 0.0);
   ++done_;
 }
 
@@ -447,12 +545,14 @@ std::vector<std::pair<std::string, AttrValue>> Job::result_attributes() const {
       {"causal", static_cast<std::int64_t>(cfg_.causal)},
       {"window", cfg_.window.text()},
       {"documents", input_->documents().count()},
+      {"gradients", static_cast<std::int64_t>(cfg_.backward)},
       {"scale", scale},
       {"compute", std::string(compute_type_name(cfg_.compute))},
       {"q_dataset", cfg_.q_name},
       {"k_dataset", cfg_.k_name},
       {"v_dataset", cfg_.v_name},
   };
+  if (cfg_.backward) attrs.push_back({"do_dataset", cfg_.do_name});
   for (auto& a : identity_attributes(info().file)) attrs.push_back(std::move(a));
   if (output_->resumed()) attrs.push_back({"resumed_at_chunk", report_.chunks_resumed});
   return attrs;

@@ -47,9 +47,9 @@ struct JobReport {
 
 // Runs the job; the output is committed when it returns, unless a stop
 // signal (job/stop_request.hpp) reached a rank: then the ranks stop together
-// at the next ring step (CPU; the GPU ring at the chunk's end), keep the
-// partial output (and a chunk's state: io/chunk_state.hpp) and return with
-// stopped_by set. cfg.resume continues such a partial output.
+// at the next ring step (CPU forward; the GPU ring and backward runs at the
+// chunk's end), keep the partial output (and a chunk's state:
+// io/chunk_state.hpp) and return with stopped_by set. cfg.resume continues such a partial output.
 JobReport run_job(MPI_Comm comm, const JobConfig& cfg);
 
 // The config as JSON text (stored in the output's attributes and metrics).
@@ -57,7 +57,8 @@ std::string config_json(const JobConfig& cfg);
 
 // What a partial output must have been made with for cfg to continue it:
 // the input (path, size, mtime, inode), dataset names and every setting that
-// changes the result's bits (ranks and partition included; threads do not).
+// changes the result's bits (ranks and partition included; threads only for
+// a backward run, whose dq sums per thread).
 std::string resume_key_json(const JobConfig& cfg, const InputInfo& info, int ranks);
 
 }  // namespace ringattn

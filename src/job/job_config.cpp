@@ -66,6 +66,12 @@ void check_job_config(const JobConfig& cfg) {
   RA_CHECK(!cfg.output.empty(), usage, "no output file given (--output or [output] path)");
   RA_CHECK(cfg.effective_transport() != TransportKind::nccl || cfg.backend == Backend::cuda, usage,
            "--transport nccl moves device buffers: it needs --backend cuda");
+  RA_CHECK(!cfg.reuse_forward || cfg.backward, usage,
+           "--reuse-forward reads o and lse for a backward run: it needs --backward");
+  RA_CHECK(!cfg.backward || cfg.backend == Backend::cpu, usage,
+           "--backward runs on the CPU backend only (no device backward kernel yet)");
+  RA_CHECK(!cfg.backward || cfg.compute == ComputeType::f32, usage,
+           "--backward computes in f32 only (--compute ", compute_type_name(cfg.compute), ")");
 }
 
 void agree_settings(MPI_Comm comm, const JobConfig& cfg) {

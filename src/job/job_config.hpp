@@ -40,6 +40,7 @@ struct JobConfig {
   // [input]
   std::string input;  // HDF5 file with q, k, v [B, H, N, D]
   std::string q_name = "q", k_name = "k", v_name = "v";
+  std::string do_name = "do";    // the upstream gradient dO [B, H, N, D] (--backward)
   bool allow_nonfinite = false;  // accept NaN/Inf in q, k, v (default: refuse, naming the first)
   // [output]
   std::string output;  // HDF5 file to write (o, and lse when asked)
@@ -64,6 +65,9 @@ struct JobConfig {
   double memory_limit_mb = 0;       // per rank; 0: the rank's share of the node's memory
   bool resume = false;              // continue an interrupted run from its partial output
   double checkpoint_interval = 10;  // s between progress records (0: after every chunk)
+  // [gradients]
+  bool backward = false;       // also compute dq, dk, dv from the input's dO
+  bool reuse_forward = false;  // take o and lse from the input instead of computing them
 
   TransportKind effective_transport() const {
     return transport                  ? *transport
@@ -131,6 +135,9 @@ void input(Visit& visit) {
             .help = "Dataset name of the keys", .result = true, .resume_name = "k_dataset"});
   visit(Str{.section = "input", .key = "v", .flag = "--v-name", .member = &C::v_name,
             .help = "Dataset name of the values", .result = true, .resume_name = "v_dataset"});
+  visit(Str{.section = "input", .key = "do", .flag = "--do-name", .member = &C::do_name,
+            .help = "Dataset name of the upstream gradient dO [B, H, N, D] (--backward)",
+            .result = true, .resume_name = "do_dataset"});
   visit(Bool{.section = "input", .key = "allow_nonfinite", .flag = "--allow-nonfinite",
              .member = &C::allow_nonfinite,
              .help = "Accept NaN or Inf in q, k, v (default: refuse, naming the first bad "
@@ -236,12 +243,26 @@ void run(Visit& visit) {
                     "most this much finished work (a stop signal records at once)",
             .rule = {.lo = 0, .zero = "after every chunk", .unit = "seconds"}});
 }
+
+template <class Visit>
+void gradients(Visit& visit) {
+  visit(Bool{.section = "gradients", .key = "backward", .flag = "--backward",
+             .member = &C::backward,
+             .help = "Also compute the gradients dq [B, H, N, D], dk and dv [B, H_kv, N_k, D] "
+                     "(f32) for the input's dO (--do-name); CPU backend, compute f32",
+             .result = true});
+  visit(Bool{.section = "gradients", .key = "reuse_forward", .flag = "--reuse-forward",
+             .member = &C::reuse_forward,
+             .help = "With --backward: read o and lse from the input (datasets 'o' and 'lse', "
+                     "as a forward run wrote them) instead of computing them",
+             .result = true});
+}
 // clang-format on
 
 }  // namespace settings_table
 
 // Calls visit(JobSetting<T>{...}) for every setting, section by section
-// (input, output, attention, ring, run).
+// (input, output, attention, ring, run, gradients).
 template <class Visit>
 void for_each_setting(Visit&& visit) {
   settings_table::input(visit);
@@ -249,6 +270,7 @@ void for_each_setting(Visit&& visit) {
   settings_table::attention(visit);
   settings_table::ring(visit);
   settings_table::run(visit);
+  settings_table::gradients(visit);
 }
 
 // Checks every setting's value as a flag or config file would (for structs

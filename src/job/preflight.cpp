@@ -17,6 +17,7 @@
 #include "core/host_memory.hpp"
 #include "core/message_text.hpp"
 #include "kernel/attention.hpp"
+#include "kernel/backward.hpp"
 #include "kernel/params.hpp"
 #include "ring/kv_block.hpp"
 #include "ring/partition.hpp"
@@ -88,8 +89,18 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int
   m.state = device ? c.mul({q_rows, D, 4}) : c.add({c.mul({2, q_rows, 4}), c.mul({q_rows, D, 4})});
   m.lse = c.mul({q_rows, 4});
   m.out16 = cfg.o_dtype == OutDType::input && info.dtype == DType::f16 ? c.mul({q_rows, D, 2}) : 0;
+  if (cfg.backward && !c.overflow) {
+    AttnParams kp = AttnParams::dense(nullptr, nullptr, nullptr, info.dtype, 1, hq, hk, nq, nkv, D);
+    kp.threads = cfg.threads > 0 ? cfg.threads : default_threads();
+    const std::int64_t ring_grads = ring_gradient_bytes(kv, kv_part);
+    const auto state = static_cast<std::int64_t>(GradState::bytes(kp));
+    const auto tiles = static_cast<std::int64_t>(GradState::fold_bytes(kp));
+    c.overflow = c.overflow || ring_grads == kBytesOverflow || state == kBytesOverflow;
+    m.gradients =
+        c.add({c.mul({3, q_rows, D, 4}), c.mul({2, hk, nkv, D, es}), ring_grads, state, tiles});
+  }
   c.overflow = c.overflow || m.ring == kBytesOverflow || m.packed == kBytesOverflow;
-  m.total = c.add({m.q, m.ring, m.packed, m.state, m.lse, m.out16});
+  m.total = c.add({m.q, m.ring, m.packed, m.state, m.lse, m.out16, m.gradients});
   m.overflow = c.overflow;
   return m;
 }
@@ -173,8 +184,10 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info, const
             binary_bytes(static_cast<double>(m.q)), ", K/V ring ",
             binary_bytes(static_cast<double>(m.ring)), ", kernel ",
             binary_bytes(static_cast<double>(m.packed)), ", state ",
-            binary_bytes(static_cast<double>(m.state + m.lse + m.out16)), "), over the budget of ",
-            binary_bytes(static_cast<double>(budget)), " (", limit.str(), "); ", hint.str());
+            binary_bytes(static_cast<double>(m.state + m.lse + m.out16)),
+            m.gradients > 0 ? ", gradients " + binary_bytes(static_cast<double>(m.gradients)) : "",
+            "), over the budget of ", binary_bytes(static_cast<double>(budget)), " (", limit.str(),
+            "); ", hint.str());
   });
 }
 

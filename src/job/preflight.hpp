@@ -41,8 +41,12 @@ struct RankMemory {
   std::int64_t state = 0;   // (hq, nq) m2, l + (hq, nq, D) acc, f32 (device: o only)
   std::int64_t lse = 0;     // (hq, nq) f32
   std::int64_t out16 = 0;   // (hq, nq, D) f16 when o is f16: OutputFile's rounding scratch
-  std::int64_t total = 0;   // the sum
-  bool overflow = false;    // a count did not fit in int64 (the fields are then meaningless)
+  // --backward: dO and o (hq, nq, D) f32, the home block kept aside, the
+  // ring's travelling gradients (ring_gradient_bytes) and dq, the backward
+  // kernel's state and tiles (GradState::bytes, fold_bytes).
+  std::int64_t gradients = 0;
+  std::int64_t total = 0;  // the sum
+  bool overflow = false;   // a count did not fit in int64 (the fields are then meaningless)
 };
 
 // The run's partitions over `ranks` ranks (ring_partitions): cfg's kind

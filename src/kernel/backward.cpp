@@ -11,6 +11,9 @@
 //   dV += Pᵀ · dO                  (BK, D)    dK += dSᵀ · Q    (BK, D)
 //   dQᵀ += Kᵀ · dSᵀ                (D, BQ)
 //
+// dQ's sums depend on which items each thread did, so the bits of dq depend
+// on the thread count (the same count gives the same bits).
+//
 // Sums over many tiles are compensated as in the forward (kFoldTiles): dK
 // and dV are summed plainly over at most kFoldRows query rows and then
 // Kahan-added, dQ is Kahan-added at every tile.
@@ -219,7 +222,11 @@ void GradState::fold(const AttnParams& p, float* dk, float* dv) {
     AlignedBuffer<float> dv_part(kd), dv_sum(kd), dv_comp(kd);
     const bool poll = p.progress != nullptr && t == 0;
 
-#pragma omp for schedule(dynamic, 1)
+    // Static: which thread's dQ sum an item adds to, and in what order, is
+    // then fixed for a thread count, so a run's bits are too (a resumed job's
+    // chunks match an uninterrupted run's). The costliest items come first,
+    // dealt round-robin, which keeps causal work balanced.
+#pragma omp for schedule(static, 1)
     for (std::int64_t item = 0; item < items; ++item) {
       const std::int64_t kt = order[static_cast<std::size_t>(item / (B * HK))];
       const std::int64_t b = (item % (B * HK)) / HK, hk = item % HK;

@@ -85,4 +85,13 @@ inline std::int64_t ring_buffer_bytes(const KvShape& shape, const Partition& kv_
   return c.overflow ? kBytesOverflow : bytes;
 }
 
+// Host bytes the CPU ring adds for a backward run over kv_part: room for
+// the travelling gradients behind both block buffers, and one step's part.
+inline std::int64_t ring_gradient_bytes(const KvShape& shape, const Partition& kv_part) {
+  Checked c;
+  const std::int64_t bytes = c.mul({3, 2, shape.batch, shape.heads_kv, kv_part.max_local_size(),
+                                    shape.head_dim, static_cast<std::int64_t>(sizeof(float))});
+  return c.overflow ? kBytesOverflow : bytes;
+}
+
 }  // namespace ringattn

@@ -5,7 +5,7 @@
 set(RINGATTN_FAULT_TEST_ENV
     "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMP_NUM_THREADS=1"
     "MPIEXEC=${MPIEXEC_EXECUTABLE};H5PY_PYTHON=/usr/bin/python3")
-foreach(case stop_resume stop_refusals signals watchdog_ring watchdog_collective dead_rank
+foreach(case stop_resume stop_resume_backward stop_refusals signals watchdog_ring watchdog_collective dead_rank
              bad_fault_spec)
   add_test(NAME faults_${case}
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_faults.sh $<TARGET_FILE:ringattn>

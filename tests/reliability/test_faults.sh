@@ -10,6 +10,11 @@
 #                        state); each exits 7 and keeps the partial output,
 #                        and --resume finishes it, bit-identical to an
 #                        uninterrupted run
+#   stop_resume_backward a stop inside a --backward chunk (its forward or its
+#                        backward ring) comes at the chunk's end; --resume
+#                        finishes it bit-identical, dq, dk and dv included,
+#                        and refuses another thread count (dq's bits depend
+#                        on it)
 #   stop_refusals        a stop injected on rank 1 of 3 stops every rank; the
 #                        partial output then refuses a run without --resume,
 #                        a resume with other ranks, settings or input; and
@@ -104,6 +109,32 @@ stop_resume)
   expect 0 run 2 --input in.h5 --output fresh.h5 --causal --lse --resume
   grep -q "no partial output" out.txt || fail "no 'no partial output' note"
   same_bits ref.h5 fresh.h5
+  ;;
+stop_resume_backward)
+  "$bin" gen -o in.h5 --batch 2 --heads 4 --n 1024 --d 32 --backward >/dev/null  # 8 chunks
+  expect 0 run 3 --input in.h5 --output ref.h5 --causal --backward
+  # Raised after ring step 2 of chunk 2's backward (its forward's are 1-3).
+  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=5 expect 7 run 3 --input in.h5 --output o.h5 --causal \
+    --backward
+  one_error_line "stopped by SIGUSR1 after 3 of 8 chunks;"
+  no_output o.h5
+  [[ -e .o.h5.partial && ! -e .o.h5.state ]] || fail "partial not kept, or a chunk state saved"
+  expect 2 "$mpiexec" -n 3 --oversubscribe "$bin" run --threads 2 --input in.h5 --output o.h5 \
+    --causal --backward --resume
+  one_error_line "cannot resume"
+  expect 0 run 3 --input in.h5 --output o.h5 --causal --backward --resume
+  grep -q "resumed from .*3 of 8 chunks were" out.txt || fail "no resume line"
+  same_bits ref.h5 o.h5
+  # A rank that hangs inside the backward ring: its peers' hop waits end
+  # the job within the timeout, naming it, and nothing is committed.
+  RINGATTN_FAULT=hang:rank=1:chunk=1:step=4 expect 6 run 3 --input in.h5 --output h.h5 --causal \
+    --backward --comm-timeout 3
+  grep -q "rank 1" err.txt || fail "the hung rank is not named"
+  no_output h.h5
+  for d in dq dk dv; do
+    "$py" -c "import h5py,sys; sys.exit(0 if sys.argv[2] in h5py.File(sys.argv[1],'r') else 1)" \
+      o.h5 "$d" || fail "o.h5 lacks $d"
+  done
   ;;
 stop_refusals)
   small_input
