@@ -23,6 +23,9 @@ using nlohmann::json;
 constexpr int kRoot = 0;
 constexpr std::array<const char*, 4> kAxisNames{"B (batch)", "H (heads)", "N (tokens)",
                                                 "D (head dim)"};
+// The axes of the 4-d tensors and of lse, as the messages spell them.
+constexpr const char* kAxes4 = "[B, H, N, D]";
+constexpr const char* kAxes3 = "[B, H, N]";
 // Root names a "no such dataset" message lists, to help with a misspelling.
 constexpr std::size_t kListedRootNames = 8;
 
@@ -53,30 +56,34 @@ std::string root_listing(const std::vector<std::string>& root) {
 
 // ---- the checks, one dataset at a time --------------------------------------------
 
-// The name leads to a dataset.
+// The name leads to a dataset. `why` ("; --do-name ...") tells who asked
+// for a dataset that is not there.
 void check_object(const H5DatasetDesc& d, const std::vector<std::string>& root,
-                  const std::string& ctx) {
-  RA_CHECK(d.object != H5Object::missing, input, ctx, ": no such dataset", root_listing(root));
+                  const std::string& ctx, const std::string& why = "") {
+  RA_CHECK(d.object != H5Object::missing, input, ctx, ": no such dataset", root_listing(root), why);
   RA_CHECK(d.object != H5Object::dangling, input, ctx, ": no such dataset: the name is a link to '",
-           d.link, "', which resolves to nothing");
+           d.link, "', which resolves to nothing", why);
   RA_CHECK(d.object == H5Object::dataset, input, ctx, ": is a ", h5_object_name(d.object),
            ", not a dataset");
 }
 
-void check_dims(const H5DatasetDesc& d, const std::string& ctx) {
+// rank 4: [B, H, N, D]; rank 3 (lse): [B, H, N].
+void check_dims(const H5DatasetDesc& d, const std::string& ctx, std::size_t rank = 4) {
+  const char* axes = rank == 4 ? kAxes4 : kAxes3;
   RA_CHECK(d.space == "simple", input, ctx, ": is ",
-           d.space == "scalar" ? "a scalar" : "empty (null)",
-           "; expected 4 dimensions [B, H, N, D]");
-  RA_CHECK(d.dims.size() == 4, input, ctx, ": has ",
+           d.space == "scalar" ? "a scalar" : "empty (null)", "; expected ", rank, " dimensions ",
+           axes);
+  RA_CHECK(d.dims.size() == rank, input, ctx, ": has ",
            counted(static_cast<std::int64_t>(d.dims.size()), "dimension"), " ", shape_text(d.dims),
-           "; expected 4 [B, H, N, D]");
-  for (std::size_t a = 0; a < 4; ++a) {
+           "; expected ", rank, " ", axes);
+  for (std::size_t a = 0; a < rank; ++a) {
     RA_CHECK(d.dims[a] != 0, input, ctx, ": has length 0 along ", kAxisNames[a], " in shape ",
              shape_text(d.dims));
     RA_CHECK(d.dims[a] > 0, input, ctx, ": has length ", static_cast<std::uint64_t>(d.dims[a]),
              " along ", kAxisNames[a], " in shape ", shape_text(d.dims),
              ", beyond a 64-bit signed count");
   }
+  if (rank < 4) return;
   RA_CHECK(d.dims[3] <= kMaxHeadDim, input, ctx, ": has head dim D = ", d.dims[3], " in shape ",
            shape_text(d.dims), "; at most ", kMaxHeadDim, " is supported");
 }
@@ -118,12 +125,13 @@ void check_storage(const H5DatasetDesc& d, DType dt, const std::string& ctx) {
              "rewrite the file without it");
 }
 
-DType check_dataset(const H5FileDesc& f, const std::string& name, const std::string& file_ctx) {
+DType check_dataset(const H5FileDesc& f, const std::string& name, const std::string& file_ctx,
+                    std::size_t rank = 4, const std::string& why = "") {
   const std::string ctx = file_ctx + ", dataset '" + name + "'";
   const H5DatasetDesc* d = f.object(name);
   RA_CHECK(d != nullptr, internal, ctx, ": not described");
-  check_object(*d, f.root, ctx);
-  check_dims(*d, ctx);
+  check_object(*d, f.root, ctx, why);
+  check_dims(*d, ctx, rank);
   const DType dt = check_type(d->type, ctx);
   check_storage(*d, dt, ctx);
   return dt;
@@ -149,13 +157,51 @@ void check_together(const InputInfo& info, const std::string& file_ctx) {
            " of '", k.name, "' (grouped-query attention needs H_q % H_kv == 0): ", shapes);
 }
 
+// ---- the backward's datasets: dO, and a reused forward's o and lse ------------------
+
+// Why each was asked for, for the message when it is missing.
+std::string why_read(InputTensor t) {
+  if (t == InputTensor::d_o)
+    return "; a backward run reads the upstream gradient dO from it (name it with --do-name)";
+  return "; --reuse-forward reads 'o' and 'lse' from the input (as a forward run with --lse "
+         "wrote them)";
+}
+
+// Every named one passes the per-dataset checks with a float type of its
+// own and has q's shape ([B, H, N] for lse). Runs after q's checks.
+void check_backward(InputInfo& info, const H5FileDesc& f, const InputNames& names,
+                    const std::string& file_ctx) {
+  const struct {
+    InputTensor t;
+    const std::string& name;
+    H5DatasetDesc& desc;
+  } wanted[] = {{InputTensor::d_o, names.d_o, info.d_o},
+                {InputTensor::o, names.o, info.o},
+                {InputTensor::lse, names.lse, info.lse}};
+  for (const auto& w : wanted) {
+    if (w.name.empty()) continue;
+    const bool is_lse = w.t == InputTensor::lse;
+    check_dataset(f, w.name, file_ctx, is_lse ? 3 : 4, why_read(w.t));
+    w.desc = *f.object(w.name);
+    std::vector<std::int64_t> want = info.q.dims;
+    if (is_lse) want.pop_back();
+    RA_CHECK(w.desc.dims == want, input, file_ctx, ": dataset '", w.name, "' ",
+             shape_text(w.desc.dims), " must be shaped ", is_lse ? "like '" : "exactly like '",
+             info.q.name, "'", is_lse ? " without D, " : " ", shape_text(want), " (",
+             w.t == InputTensor::d_o ? "the upstream gradient dO is"
+             : is_lse                ? "lse is"
+                                     : "o is",
+             " ", is_lse ? kAxes3 : kAxes4, " over q's tokens)");
+  }
+}
+
 // The input's identity and that of every other file its datasets live in.
 // HDF5 opens such a file with MPI-IO under the name it builds, which
 // h5_open_parallel cannot shorten: a name too long for MPI-IO is refused.
 void take_identities(InputInfo& info, const std::string& path, const std::string& file_ctx) {
   info.file = file_identity(path);
-  for (const H5DatasetDesc* d : {&info.q, &info.k, &info.v}) {
-    if (d->file.empty()) continue;
+  for (const H5DatasetDesc* d : {&info.q, &info.k, &info.v, &info.d_o, &info.o, &info.lse}) {
+    if (d->object != H5Object::dataset || d->file.empty()) continue;
     const std::string ctx = file_ctx + ", dataset '" + d->name + "'";
     const FileIdentity other = with_h5_context(ctx, [&] { return file_identity(d->file); });
     if (same_file(other, info.file)) continue;
@@ -197,6 +243,9 @@ json info_json(const InputInfo& i) {
           {"q", i.q},
           {"k", i.k},
           {"v", i.v},
+          {"d_o", i.d_o},
+          {"o", i.o},
+          {"lse", i.lse},
           {"cu_q", i.cu_q},
           {"cu_k", i.cu_k}};
 }
@@ -209,6 +258,9 @@ InputInfo info_from(const json& j) {
   j.at("q").get_to(i.q);
   j.at("k").get_to(i.k);
   j.at("v").get_to(i.v);
+  j.at("d_o").get_to(i.d_o);
+  j.at("o").get_to(i.o);
+  j.at("lse").get_to(i.lse);
   j.at("cu_q").get_to(i.cu_q);
   j.at("cu_k").get_to(i.cu_k);
   i.shape = shape_of(i.q, i.k);
@@ -273,6 +325,13 @@ Documents read_documents(hid_t file, const InputInfo& info, const std::string& f
 
 }  // namespace
 
+DType InputInfo::dtype_of(InputTensor t) const {
+  if (t == InputTensor::q || t == InputTensor::k || t == InputTensor::v) return dtype;
+  DType dt = DType::f32;
+  if (has(t)) dataset(t).type.ieee_dtype(dt);
+  return dt;
+}
+
 Documents read_input_documents(const InputInfo& info) {
   if (!info.packed()) return {};
   const std::string ctx = "input file '" + info.file.path + "'";
@@ -286,6 +345,8 @@ H5DescribeWhat input_description_request(const InputNames& names) {
   what.root_objects = false;
   what.attributes = false;
   what.names = {names.q, names.k, names.v, kCuSeqlens, kCuSeqlensQ, kCuSeqlensK};
+  for (const std::string* n : {&names.d_o, &names.o, &names.lse})
+    if (!n->empty()) what.names.push_back(*n);
   return what;
 }
 
@@ -353,9 +414,10 @@ InputInfo check_input(const H5FileDesc& d, const InputNames& names) {
   info.k = *d.object(names.k);
   info.v = *d.object(names.v);
   check_together(info, file_ctx);
-  take_identities(info, d.path, file_ctx);
   info.dtype = tq;
   info.shape = shape_of(info.q, info.k);
+  check_backward(info, d, names, file_ctx);
+  take_identities(info, d.path, file_ctx);
   check_packing(info, d, file_ctx);
   return info;
 }
@@ -424,14 +486,15 @@ InputFile InputFile::open(MPI_Comm comm, const std::string& path, const InputNam
           // when it was opened through /proc/self/fd (h5_open_parallel).
           H5Handle dapl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_ACCESS)), H5Kind::plist);
           RA_H5_CHECK(H5Pset_elink_prefix(dapl.get(), (directory_of(path) + "/").c_str()));
-          const std::array<const H5DatasetDesc*, 3> ds{&f.info_.q, &f.info_.k, &f.info_.v};
-          for (std::size_t i = 0; i < ds.size(); ++i) {  // (dapl for the offsets too, below)
-            f.dsets_[i] =
-                H5Handle(RA_H5_CHECK(H5Dopen2(f.file_.get(), ds[i]->name.c_str(), dapl.get())),
-                         H5Kind::dataset);
-            f.collective_[i] = filters_every_chunk(*ds[i]);
+          for (std::size_t i = 0; i < kInputTensors; ++i) {  // (dapl for the offsets too, below)
+            const auto t = static_cast<InputTensor>(i);
+            if (!f.info_.has(t)) continue;  // a backward tensor nobody asked for
+            const H5DatasetDesc& d = f.info_.dataset(t);
+            f.dsets_[i] = H5Handle(RA_H5_CHECK(H5Dopen2(f.file_.get(), d.name.c_str(), dapl.get())),
+                                   H5Kind::dataset);
+            f.collective_[i] = filters_every_chunk(d);
+            f.mem_types_[i] = h5_float_type(f.info_.dtype_of(t));
           }
-          f.mem_type_ = h5_float_type(f.info_.dtype);
         });
         if (f.info_.packed()) f.docs_ = read_documents(f.file_.get(), f.info_, ctx);
       },
@@ -444,30 +507,40 @@ std::size_t InputFile::shard_elements(const Partition& part, const BatchHeadRang
                                   info_.shape.head_dim);
 }
 
+std::size_t InputFile::shard_elements(InputTensor t, const Partition& part,
+                                      const BatchHeadRange& r) const {
+  return static_cast<std::size_t>(r.b_count * r.h_count * part.local_size(rank_) *
+                                  (t == InputTensor::lse ? 1 : info_.shape.head_dim));
+}
+
 void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHeadRange& range,
                            DType mem_type, void* out, int rows_of) {
   H5Quiet quiet;
   const std::size_t ti = static_cast<std::size_t>(t);
   const H5DatasetDesc& d = info_.dataset(t);
-  const std::string ctx = "input file '" + info_.file.path + "', dataset '" + d.name + "'";
+  static constexpr std::array<const char*, kInputTensors> kNames{"q", "k", "v", "do", "o", "lse"};
+  const std::string ctx = "input file '" + info_.file.path + "', dataset '" +
+                          (d.name.empty() ? kNames[ti] : d.name) + "'";
+  const DType stored = info_.dtype_of(t);
+  const std::int64_t row_elements = t == InputTensor::lse ? 1 : info_.shape.head_dim;
 
   // Arguments first, agreed, so that no rank enters the collective read alone.
   Positions rows;
   std::size_t n = 0;
   agree(comm_, [&] {
-    RA_CHECK(static_cast<bool>(dsets_[ti]), usage, ctx, ": read from a closed input file");
+    RA_CHECK(static_cast<bool>(file_), usage, ctx, ": read from a closed input file");
+    RA_CHECK(static_cast<bool>(dsets_[ti]), usage, ctx,
+             ": not opened (InputNames did not name it when the input was opened)");
     RA_CHECK(part.ranks() == size_, usage, ctx, ": partition over ", counted(part.ranks(), "rank"),
              ", but the communicator has ", size_);
     RA_CHECK(part.tokens() == d.dims[2], usage, ctx, ": partition of ",
              counted(part.tokens(), "token"), ", but the dataset has N = ", d.dims[2]);
-    RA_CHECK(mem_type == DType::f32 || mem_type == info_.dtype, usage, ctx, ": cannot read ",
-             dtype_name(info_.dtype), " data as ", dtype_name(mem_type),
-             " (f32 or the storage type)");
+    RA_CHECK(mem_type == DType::f32 || mem_type == stored, usage, ctx, ": cannot read ",
+             dtype_name(stored), " data as ", dtype_name(mem_type), " (f32 or the storage type)");
     RA_CHECK(rows_of < size_, usage, ctx, ": rows of rank ", rows_of, " of ", size_);
     rows = part.positions(rows_of >= 0 ? rows_of : rank_);
     check_shard(ctx, d.dims[0], d.dims[1], d.dims[2], rows, range);
-    n = static_cast<std::size_t>(range.b_count * range.h_count * rows.size() *
-                                 info_.shape.head_dim);
+    n = static_cast<std::size_t>(range.b_count * range.h_count * rows.size() * row_elements);
     RA_CHECK(out != nullptr || n == 0, usage, ctx, ": no output buffer for ",
              counted(static_cast<std::int64_t>(n), "element"));
   });
@@ -476,12 +549,12 @@ void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHead
       comm_,
       [&] {
         with_h5_context(ctx, [&] {
-          last_io_ = transfer_shard(Transfer::read, dsets_[ti].get(), mem_type_.get(), rows, range,
-                                    out, collective_[ti]);
+          last_io_ = transfer_shard(Transfer::read, dsets_[ti].get(), mem_types_[ti].get(), rows,
+                                    range, out, collective_[ti]);
         });
       },
       StepKind::collective);
-  if (mem_type == DType::f32 && info_.dtype == DType::f16) widen_f16_in_place(out, n);
+  if (mem_type == DType::f32 && stored == DType::f16) widen_f16_in_place(out, n);
 }
 
 void InputFile::close() {
@@ -492,7 +565,7 @@ void InputFile::close() {
       [&] {
         with_h5_context("input file '" + info_.file.path + "'", [&] {
           for (auto& d : dsets_) d.close();
-          mem_type_.close();
+          for (auto& m : mem_types_) m.close();
           file_.close();
         });
       },

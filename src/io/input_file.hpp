@@ -1,5 +1,7 @@
 // The input file: datasets q, k, v shaped [B, H, N, D], validated once and
-// agreed by every rank, then read shard by shard with collective MPI-IO.
+// agreed by every rank, then read shard by shard with collective MPI-IO. A
+// backward run also reads the upstream gradient dO (shaped like q) and, when
+// it reuses a forward, that forward's o (like q) and lse [B, H, N].
 //
 // Opening is two-phase so no rank can hang in a collective that another rank
 // skipped (STYLE 8): rank 0 alone describes the file (io/h5_describe.hpp: in
@@ -14,7 +16,12 @@
 // chunked, compact), filters this HDF5 can decode, no external raw files,
 // head dim <= kMaxHeadDim, a byte count that fits int64, and a linked file's
 // name short enough for MPI-IO; together: one element type, B and D alike,
-// k and v alike, H_q % H_kv == 0.
+// k and v alike, H_q % H_kv == 0. The backward's datasets (only those
+// InputNames names) pass the same per-dataset checks (lse with 3 dimensions
+// [B, H, N]) with an element type of their own, f32 or f16 whatever q's is
+// (dO often comes from another framework than q), and must be shaped exactly
+// like q (dO, o) or like q without D (lse); a missing one's message names the
+// setting that asked for it.
 //
 // Error classes: a missing or unreadable path, one that is not a regular
 // file, or a file locked by a writer is `io`; a file that is there but
@@ -60,31 +67,64 @@ struct InputNames {
   std::string q = "q";
   std::string k = "k";
   std::string v = "v";
+  // The backward's inputs; empty: not read (and not checked). The job sets
+  // d_o (--do-name, "do") for a backward run, o = "o" and lse = "lse" with
+  // --reuse-forward.
+  std::string d_o{};  // the upstream gradient dO, shaped like q
+  std::string o{};    // a forward's output, shaped like q
+  std::string lse{};  // a forward's log-sum-exp [B, H, N]
 };
+
+// The upstream gradient's usual name: what `gen --backward` writes and the
+// job's --do-name defaults to.
+inline constexpr const char* kDoDataset = "do";
 
 // The root datasets of packed sequences' offsets (README, "Packed sequences"; core/documents.hpp).
 inline constexpr const char* kCuSeqlens = "cu_seqlens";     // self-attention
 inline constexpr const char* kCuSeqlensQ = "cu_seqlens_q";  // cross-attention: over q's tokens
 inline constexpr const char* kCuSeqlensK = "cu_seqlens_k";  //   and over k's and v's
 
-enum class InputTensor { q, k, v };
+enum class InputTensor { q, k, v, d_o, o, lse };
+inline constexpr std::size_t kInputTensors = 6;
 
 struct InputInfo {
   FileIdentity file;  // the input as rank 0 saw it (path, inode, size, mtime)
   AttnShape shape;    // q [batch, heads_q, tokens_q, head_dim], k/v [.., heads_kv, tokens_kv, ..]
-  DType dtype = DType::f32;          // storage type of q, k and v alike
-  H5DatasetDesc q, k, v;             // how each is stored (the description the checks passed)
-  std::vector<FileIdentity> linked;  // other files q, k or v live in (external links)
+  DType dtype = DType::f32;  // storage type of q, k and v alike
+  H5DatasetDesc q, k, v;     // how each is stored (the description the checks passed)
+  // The backward's inputs when InputNames named them, else H5Object::missing;
+  // each has its own storage type (dtype_of).
+  H5DatasetDesc d_o, o, lse;
+  std::vector<FileIdentity> linked;  // other files the datasets live in (external links)
   // Packed sequences (core/documents.hpp): the offsets' datasets, `cu_seqlens` for
   // self-attention (both the same), `cu_seqlens_q` and `cu_seqlens_k` for
   // cross-attention; H5Object::missing when the input is dense.
   H5DatasetDesc cu_q, cu_k;
 
   bool packed() const { return cu_q.object == H5Object::dataset; }
+  // Whether tensor t is in the file and was asked for (q, k, v always).
+  bool has(InputTensor t) const { return dataset(t).object == H5Object::dataset; }
 
   const H5DatasetDesc& dataset(InputTensor t) const {
-    return t == InputTensor::q ? q : t == InputTensor::k ? k : v;
+    switch (t) {
+      case InputTensor::q:
+        return q;
+      case InputTensor::k:
+        return k;
+      case InputTensor::v:
+        return v;
+      case InputTensor::d_o:
+        return d_o;
+      case InputTensor::o:
+        return o;
+      case InputTensor::lse:
+        break;
+    }
+    return lse;
   }
+  // Storage type of tensor t (f32 or f16; `dtype` for q, k, v). Only for a
+  // tensor the file has (has(t)); f32 otherwise.
+  DType dtype_of(InputTensor t) const;
 };
 
 // What describe_h5_file is asked for an input: the datasets by name (no
@@ -134,13 +174,18 @@ class InputFile {
 
   // Elements read_shard writes for this rank: b_count * h_count * local rows * D.
   std::size_t shard_elements(const Partition& part, const BatchHeadRange& range) const;
+  // The same for tensor t: without the D factor for lse.
+  std::size_t shard_elements(InputTensor t, const Partition& part,
+                             const BatchHeadRange& range) const;
 
   // Collective: every rank of comm calls it with the same tensor, each with
   // its own range (may be empty). Reads this rank's tokens of `t` under
-  // `part` (a partition of Nq for q, of Nkv for k and v, over all ranks of
-  // comm) for the (batch, head) block `range` into out:
+  // `part` (a partition of Nq for q, d_o, o and lse, of Nkv for k and v,
+  // over all ranks of comm) for the (batch, head) block `range` into out:
   //   out  (b_count, h_count, part.local_size(rank), D), rows in positions(rank) order
-  // mem_type is f32 or the storage type. Throws the same Error on every rank.
+  //   lse: (b_count, h_count, part.local_size(rank))
+  // mem_type is f32 or the tensor's storage type (dtype_of). A tensor that
+  // was not asked for at open is Error(usage). Throws the same Error on every rank.
   // rows_of >= 0 reads the tokens rank rows_of holds instead (a resumed
   // ring step starts from the block another rank sent there).
   void read_shard(InputTensor t, const Partition& part, const BatchHeadRange& range, DType mem_type,
@@ -164,9 +209,12 @@ class InputFile {
   // the MPI-IO driver's close degree is "semi", and H5Fclose fails while
   // objects of the file are open.
   H5Handle file_;
-  H5Handle mem_type_;              // storage type in little-endian order: reads convert nothing
-  std::array<H5Handle, 3> dsets_;  // q, k, v
-  std::array<bool, 3> collective_{true, true, true};  // false: read independently (see above)
+  // Per InputTensor: the storage type in little-endian order (reads convert
+  // nothing), the dataset (closed: not asked for), and false when it is read
+  // independently (see above).
+  std::array<H5Handle, kInputTensors> mem_types_;
+  std::array<H5Handle, kInputTensors> dsets_;
+  std::array<bool, kInputTensors> collective_{true, true, true, true, true, true};
   IoModeReport last_io_;
 };
 

@@ -20,6 +20,25 @@ double ref_value(DType stored, int tensor, std::int64_t b, std::int64_t h, std::
   return static_cast<double>(tensor * 2000000 + ((b * 16 + h) * 4096 + t) * 16 + d);
 }
 
+std::vector<DatasetSpec> backward_specs(const InputShape& s, FileType type, bool chunked,
+                                        bool with_forward) {
+  std::vector<DatasetSpec> out = {{"do",
+                                   {hsize_t(s.B), hsize_t(s.Hq), hsize_t(s.Nq), hsize_t(s.D)},
+                                   type,
+                                   kInputDoSeries,
+                                   chunked}};
+  if (with_forward) {
+    out.push_back({"o",
+                   {hsize_t(s.B), hsize_t(s.Hq), hsize_t(s.Nq), hsize_t(s.D)},
+                   type,
+                   kInputOSeries,
+                   chunked});
+    out.push_back(
+        {"lse", {hsize_t(s.B), hsize_t(s.Hq), hsize_t(s.Nq)}, type, kInputLseSeries, chunked});
+  }
+  return out;
+}
+
 std::vector<DatasetSpec> qkv_specs(const InputShape& s, FileType type, bool chunked) {
   const auto dims = [](std::int64_t b, std::int64_t h, std::int64_t n, std::int64_t d) {
     return std::vector<hsize_t>{hsize_t(b), hsize_t(h), hsize_t(n), hsize_t(d)};
@@ -87,15 +106,18 @@ void write_h5(const std::string& path, const std::vector<DatasetSpec>& datasets)
                                          H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)),
                   H5Kind::dataset);
     const bool numeric = s.type != FileType::str;
-    if (!s.write_data || !numeric || s.dims.size() != 4 || empty) continue;
+    const bool planes = s.dims.size() == 4 || s.dims.size() == 3;
+    if (!s.write_data || !numeric || !planes || empty) continue;
     // Values as doubles; HDF5 converts them to the file type (all exact).
+    // A 3-d dataset ([B, H, N], lse) holds the series at d = 0.
     const DType series = s.type == FileType::f16 ? DType::f16 : DType::f32;
+    const std::int64_t D = s.dims.size() == 4 ? std::int64_t(s.dims[3]) : 1;
     std::vector<double> values;
-    values.reserve(s.dims[0] * s.dims[1] * s.dims[2] * s.dims[3]);
+    values.reserve(s.dims[0] * s.dims[1] * s.dims[2] * D);
     for (std::int64_t b = 0; b < std::int64_t(s.dims[0]); ++b)
       for (std::int64_t h = 0; h < std::int64_t(s.dims[1]); ++h)
         for (std::int64_t t = 0; t < std::int64_t(s.dims[2]); ++t)
-          for (std::int64_t d = 0; d < std::int64_t(s.dims[3]); ++d)
+          for (std::int64_t d = 0; d < D; ++d)
             values.push_back(ref_value(series, s.tensor, b, h, t, d));
     RA_H5_CHECK(
         H5Dwrite(dset.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()));

@@ -52,7 +52,18 @@ struct InputShape {
 // q, k, v of `shape`, all of one type and layout.
 std::vector<DatasetSpec> qkv_specs(const InputShape& shape, FileType type, bool chunked);
 
-// Writes an HDF5 file with the serial driver (call on one rank only).
+// ref_value series of the backward's inputs (q, k, v are 0, 1, 2).
+inline constexpr int kInputDoSeries = 3;
+inline constexpr int kInputOSeries = 4;
+inline constexpr int kInputLseSeries = 5;
+
+// The backward's inputs of `shape`: do [B, Hq, Nq, D], and with_forward o
+// (like do) and lse [B, Hq, Nq] (the series at d = 0), all of `type`.
+std::vector<DatasetSpec> backward_specs(const InputShape& shape, FileType type, bool chunked,
+                                        bool with_forward);
+
+// Writes an HDF5 file with the serial driver (call on one rank only). A 4-d
+// or 3-d dataset gets its ref_value series (3-d: d = 0), others no data.
 void write_h5(const std::string& path, const std::vector<DatasetSpec>& datasets);
 
 std::string read_bytes(const std::string& path);
