@@ -43,13 +43,50 @@ void broadcast_string(MPI_Comm comm, std::string& s) {
 
 enum class Plan : int { create = 0, resume = 1 };
 
-// Everything the job will write: o, lse, and room for the attributes.
+// What each of the file's datasets is, by OutputFile::Slot: its name, heads
+// and tokens (dims [B, heads, tokens, D], or [B, heads, tokens] for lse),
+// elements per token row, stored type, whether this run's file has it, and
+// whether it is a gradient.
+struct DatasetShape {
+  const char* name;
+  std::int64_t heads, tokens, row;  // row: D, or 1 for lse (3-d)
+  bool with_d;
+  DType stored;
+  bool present;
+  bool gradient;
+  std::vector<std::int64_t> dims(const OutputSpec& s) const {
+    if (!with_d) return {s.B, heads, tokens};
+    return {s.B, heads, tokens, row};
+  }
+};
+constexpr std::size_t kDatasets = 5;
+DatasetShape dataset_shape(const OutputSpec& s, std::size_t slot) {
+  switch (slot) {
+    case 0:
+      return {kODataset, s.H, s.N, s.D, true, s.o_dtype, true, false};
+    case 1:
+      return {kLseDataset, s.H, s.N, 1, false, DType::f32, s.with_lse, false};
+    case 2:
+      return {kDqDataset, s.H, s.N, s.D, true, DType::f32, s.with_gradients, true};
+    case 3:
+      return {kDkDataset, s.H_kv, s.N_kv, s.D, true, DType::f32, s.with_gradients, true};
+    default:
+      return {kDvDataset, s.H_kv, s.N_kv, s.D, true, DType::f32, s.with_gradients, true};
+  }
+}
+
+// Everything the job will write: every dataset, and room for the attributes.
 constexpr std::int64_t kMetadataHeadroom = std::int64_t{256} << 10;
 double result_bytes(const OutputSpec& s) {
-  const double rows =
-      static_cast<double>(s.B) * static_cast<double>(s.H) * static_cast<double>(s.N);
-  return rows * static_cast<double>(s.D) * static_cast<double>(dtype_size(s.o_dtype)) +
-         (s.with_lse ? rows * 4.0 : 0.0) + static_cast<double>(kMetadataHeadroom);
+  double bytes = static_cast<double>(kMetadataHeadroom);
+  for (std::size_t i = 0; i < kDatasets; ++i) {
+    const DatasetShape d = dataset_shape(s, i);
+    if (!d.present) continue;
+    double n = static_cast<double>(dtype_size(d.stored));
+    for (const std::int64_t x : d.dims(s)) n *= static_cast<double>(x);
+    bytes += n;
+  }
+  return bytes;
 }
 
 // "; the filesystem of DIR is full (No space left on device)" when it is,
@@ -118,6 +155,9 @@ Plan check_target(const OutputSpec& s, std::string& temp, WriterLock& lock) {
            ": dataset shape must be positive, got [", s.B, ", ", s.H, ", ", s.N, ", ", s.D, "]");
   RA_CHECK(s.o_dtype == DType::f32 || s.o_dtype == DType::f16, usage, ctx,
            ": o must be f32 or f16, not ", dtype_name(s.o_dtype));
+  RA_CHECK(!s.with_gradients || (s.H_kv > 0 && s.N_kv > 0), usage, ctx,
+           ": gradient shape must be positive, got dk and dv [", s.B, ", ", s.H_kv, ", ", s.N_kv,
+           ", ", s.D, "]");
 
   check_new_file_target(s.path, s.overwrite, s.input_path, ctx);
   RA_CHECK(!names_an_input(s, s.path), usage, ctx,
@@ -237,33 +277,33 @@ OutputFile OutputFile::create(MPI_Comm comm, const OutputSpec& spec) {
           // I/O overheads vanish, small enough that reading a short token range
           // drags in little beyond it. No filters: parallel compressed writes
           // are slow and would force every write to be collective per chunk.
-          const auto chunked = [&](int ndims, const hsize_t* dims, std::int64_t row_bytes) {
+          const auto chunked = [&](const std::vector<hsize_t>& dims, std::int64_t row_bytes) {
             H5Handle dcpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Kind::plist);
-            const std::int64_t run = std::clamp<std::int64_t>(kChunkBytes / row_bytes, 1, spec.N);
-            const hsize_t chunk[4] = {1, 1, hsize_t(run), ndims == 4 ? dims[3] : 1};
-            RA_H5_CHECK(H5Pset_chunk(dcpl.get(), ndims, chunk));
+            const std::int64_t tokens = static_cast<std::int64_t>(dims[2]);
+            const std::int64_t run = std::clamp<std::int64_t>(kChunkBytes / row_bytes, 1, tokens);
+            const hsize_t chunk[4] = {1, 1, hsize_t(run), dims.size() == 4 ? dims[3] : 1};
+            RA_H5_CHECK(H5Pset_chunk(dcpl.get(), static_cast<int>(dims.size()), chunk));
             // Space at creation and no fill pass: every element gets written once.
             RA_H5_CHECK(H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY));
             RA_H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
             return dcpl;
           };
           f.o_type_ = h5_float_type(spec.o_dtype);
-          const hsize_t o_dims[4] = {hsize_t(spec.B), hsize_t(spec.H), hsize_t(spec.N),
-                                     hsize_t(spec.D)};
-          H5Handle o_space(RA_H5_CHECK(H5Screate_simple(4, o_dims, nullptr)), H5Kind::dataspace);
-          H5Handle o_dcpl =
-              chunked(4, o_dims, spec.D * static_cast<std::int64_t>(dtype_size(spec.o_dtype)));
-          f.o_ = H5Handle(RA_H5_CHECK(H5Dcreate2(f.file_.get(), "o", f.o_type_.get(), o_space.get(),
-                                                 H5P_DEFAULT, o_dcpl.get(), H5P_DEFAULT)),
-                          H5Kind::dataset);
-          if (spec.with_lse) {
-            H5Handle lse_space(RA_H5_CHECK(H5Screate_simple(3, o_dims, nullptr)),
-                               H5Kind::dataspace);
-            H5Handle lse_dcpl = chunked(3, o_dims, 4);
-            f.lse_ = H5Handle(
-                RA_H5_CHECK(H5Dcreate2(f.file_.get(), "lse", H5T_IEEE_F32LE, lse_space.get(),
-                                       H5P_DEFAULT, lse_dcpl.get(), H5P_DEFAULT)),
-                H5Kind::dataset);
+          // o, lse, then the gradients: all of the run's datasets exist from
+          // the start, so a partial file has them whenever it is resumed.
+          for (std::size_t i = 0; i < kDatasets; ++i) {
+            const DatasetShape d = dataset_shape(spec, i);
+            if (!d.present) continue;
+            std::vector<hsize_t> dims;
+            for (const std::int64_t x : d.dims(spec)) dims.push_back(hsize_t(x));
+            H5Handle space(
+                RA_H5_CHECK(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr)),
+                H5Kind::dataspace);
+            H5Handle dcpl = chunked(dims, d.row * static_cast<std::int64_t>(dtype_size(d.stored)));
+            const hid_t type = i == 0 ? f.o_type_.get() : H5T_IEEE_F32LE;
+            f.dsets_[i] = H5Handle(RA_H5_CHECK(H5Dcreate2(f.file_.get(), d.name, type, space.get(),
+                                                          H5P_DEFAULT, dcpl.get(), H5P_DEFAULT)),
+                                   H5Kind::dataset);
           }
         });
       },
@@ -293,15 +333,23 @@ std::int64_t check_partial_records(const OutputSpec& spec, const std::string& te
   RA_CHECK(*done >= 0 && (spec.chunks <= 0 || *done <= spec.chunks), input, ctx,
            ": its record says ", counted(*done, "chunk"), " ", *done == 1 ? "is" : "are",
            " done, but the run has ", spec.chunks, "; the record is damaged", again);
-  // The key covers shapes and types through the input and settings; check anyway.
-  const auto shape_is = [&](const char* name, const std::vector<std::int64_t>& dims) {
-    const H5DatasetDesc* ds = d.dataset(name);
-    RA_CHECK(ds != nullptr, input, ctx, ": has no dataset '", name, "'", again);
-    RA_CHECK(ds->dims == dims, input, ctx, ": '", name,
+  // The key covers shapes and types through the input and settings; check
+  // anyway. The gradients are there exactly when this run writes them: a
+  // forward run's partial file has no room for them, and a backward run's
+  // would commit them unwritten.
+  for (std::size_t i = 0; i < kDatasets; ++i) {
+    const DatasetShape want = dataset_shape(spec, i);
+    const H5DatasetDesc* ds = d.dataset(want.name);
+    if (!want.present) {
+      RA_CHECK(!want.gradient || ds == nullptr, input, ctx, ": has the gradient dataset '",
+               want.name, "' of a backward run, but this run computes no gradients", again);
+      continue;
+    }
+    RA_CHECK(ds != nullptr, input, ctx, ": has no dataset '", want.name, "'",
+             want.gradient ? " (its run computed no gradients)" : "", again);
+    RA_CHECK(ds->dims == want.dims(spec), input, ctx, ": '", want.name,
              "' has another shape than this run's output", again);
-  };
-  shape_is("o", {spec.B, spec.H, spec.N, spec.D});
-  if (spec.with_lse) shape_is("lse", {spec.B, spec.H, spec.N});
+  }
   return *done;
 }
 
@@ -320,19 +368,37 @@ void OutputFile::reopen_partial() {
         file_ = h5_open_parallel(comm_, temp_path_, H5Open::write, ctx);
         RA_CHECK(static_cast<bool>(file_), io, ctx,
                  ": HDF5 cannot reopen it (damaged when its run died?)", again);
-        with_h5_context(ctx, [&] {
-          o_type_ = h5_float_type(spec_.o_dtype);
-          o_ = H5Handle(RA_H5_CHECK(H5Dopen2(file_.get(), "o", H5P_DEFAULT)), H5Kind::dataset);
-          if (spec_.with_lse)
-            lse_ =
-                H5Handle(RA_H5_CHECK(H5Dopen2(file_.get(), "lse", H5P_DEFAULT)), H5Kind::dataset);
-        });
+        with_h5_context(ctx, [&] { open_datasets(); });
       },
       StepKind::collective);
   chunks_done_ = done;
   resumed_ = true;
   state_ = State::open;
   reserve_space();
+}
+
+void OutputFile::open_datasets() {
+  static_assert(kSlots == kDatasets, "one DatasetShape per Slot");
+  o_type_ = h5_float_type(spec_.o_dtype);
+  for (std::size_t i = 0; i < kSlots; ++i) {
+    const DatasetShape d = dataset_shape(spec_, i);
+    if (d.present)
+      dsets_[i] =
+          H5Handle(RA_H5_CHECK(H5Dopen2(file_.get(), d.name, H5P_DEFAULT)), H5Kind::dataset);
+  }
+}
+
+// Datasets before the file (close order; see the header's members).
+void OutputFile::close_datasets() {
+  for (std::size_t i = kSlots; i-- > 0;) dsets_[i].close();
+  o_type_.close();
+  file_.close();
+}
+
+void OutputFile::reset_datasets() noexcept {
+  for (std::size_t i = kSlots; i-- > 0;) dsets_[i].reset();
+  o_type_.reset();
+  file_.reset();
 }
 
 void OutputFile::reserve_space() {
@@ -379,15 +445,15 @@ void OutputFile::verify_pending_writes() {
       StepKind::collective);
   // Every write is collective, so every rank has the same list.
   for (const PendingWrite& w : pending_) {
-    const std::string name = w.is_o ? "o" : "lse";
-    const std::string ctx = context() + ", dataset '" + name + "'";
+    const auto i = static_cast<std::size_t>(w.slot);
+    const std::string ctx = context() + ", dataset '" + dataset_shape(spec_, i).name + "'";
     agree(
         comm_,
         [&] {
           readback_.resize(w.bytes);
           with_h5_context(ctx, [&] {
-            transfer_shard(Transfer::read, w.is_o ? o_.get() : lse_.get(),
-                           w.is_o ? o_type_.get() : H5T_NATIVE_FLOAT, w.rows, w.range,
+            transfer_shard(Transfer::read, dsets_[i].get(),
+                           w.slot == Slot::o ? o_type_.get() : H5T_NATIVE_FLOAT, w.rows, w.range,
                            readback_.data());
           });
           RA_CHECK(hash_bytes(readback_.data(), w.bytes) == w.hash, io, ctx,
@@ -422,12 +488,7 @@ void OutputFile::suspend() {
       comm_,
       [&] {
         RA_CHECK(state_ == State::open, usage, context(), ": suspend after commit or abort");
-        with_h5_context(context(), [&] {
-          lse_.close();
-          o_.close();
-          o_type_.close();
-          file_.close();
-        });
+        with_h5_context(context(), [&] { close_datasets(); });
       },
       StepKind::collective);
   state_ = State::suspended;
@@ -450,8 +511,7 @@ OutputFile::OutputFile(OutputFile&& o) noexcept
       lock_(std::move(o.lock_)),
       file_(std::move(o.file_)),
       o_type_(std::move(o.o_type_)),
-      o_(std::move(o.o_)),
-      lse_(std::move(o.lse_)) {}
+      dsets_(std::move(o.dsets_)) {}
 
 OutputFile::~OutputFile() {
   if (state_ == State::open) abort();
@@ -461,26 +521,31 @@ std::string OutputFile::context() const {
   return "output file '" + spec_.path + "' (temporary '" + temp_path_ + "')";
 }
 
-void OutputFile::write(hid_t dset, const std::string& name, bool with_d, const Partition& part,
-                       const BatchHeadRange& range, DType mem_type, const void* data) {
+void OutputFile::write(Slot slot, const Partition& part, const BatchHeadRange& range,
+                       DType mem_type, const void* data) {
   H5Quiet quiet;
-  const std::string ctx = context() + ", dataset '" + name + "'";
-  const DType stored = with_d ? spec_.o_dtype : DType::f32;
+  const auto si = static_cast<std::size_t>(slot);
+  const DatasetShape shape = dataset_shape(spec_, si);
+  const std::string ctx = context() + ", dataset '" + shape.name + "'";
+  const DType stored = shape.stored;
+  const hid_t dset = dsets_[si].get();
   Positions rows;
   std::size_t n = 0;
   agree(comm_, [&] {
     RA_CHECK(state_ == State::open, usage, ctx, ": write after commit or abort");
-    RA_CHECK(dset >= 0, usage, ctx, ": not in this file (lse is written only when asked for)");
+    RA_CHECK(dset >= 0, usage, ctx, ": not in this file (",
+             slot == Slot::lse ? "lse is written only when asked for"
+                               : "dq, dk and dv are written only with gradients",
+             ")");
     RA_CHECK(part.ranks() == size_, usage, ctx, ": partition over ", part.ranks(),
              " ranks, but the communicator has ", size_);
-    RA_CHECK(part.tokens() == spec_.N, usage, ctx, ": partition of ", part.tokens(),
-             " tokens, but the dataset has N = ", spec_.N);
+    RA_CHECK(part.tokens() == shape.tokens, usage, ctx, ": partition of ", part.tokens(),
+             " tokens, but the dataset has N = ", shape.tokens);
     RA_CHECK(mem_type == DType::f32 || mem_type == stored, usage, ctx, ": cannot write ",
              dtype_name(mem_type), " data to ", dtype_name(stored), " storage");
     rows = part.positions(rank_);
-    check_shard(ctx, spec_.B, spec_.H, spec_.N, rows, range);
-    n = static_cast<std::size_t>(range.b_count * range.h_count * rows.size() *
-                                 (with_d ? spec_.D : 1));
+    check_shard(ctx, spec_.B, shape.heads, shape.tokens, rows, range);
+    n = static_cast<std::size_t>(range.b_count * range.h_count * rows.size() * shape.row);
     RA_CHECK(data != nullptr || n == 0, usage, ctx, ": no data for ", n, " elements");
     if (mem_type != stored) {  // f32 -> f16, rounded by us (see header)
       scratch_.resize(n);
@@ -488,7 +553,7 @@ void OutputFile::write(hid_t dset, const std::string& name, bool with_d, const P
     }
   });
   const void* buf = mem_type != stored ? scratch_.data() : data;
-  const hid_t mem = with_d ? o_type_.get() : H5T_NATIVE_FLOAT;
+  const hid_t mem = slot == Slot::o ? o_type_.get() : H5T_NATIVE_FLOAT;
   agree(
       comm_,
       [&] {
@@ -502,17 +567,32 @@ void OutputFile::write(hid_t dset, const std::string& name, bool with_d, const P
       },
       StepKind::collective);
   const std::size_t bytes = n * dtype_size(stored);
-  pending_.push_back({with_d, rows, range, bytes, hash_bytes(buf, bytes)});
+  pending_.push_back({slot, rows, range, bytes, hash_bytes(buf, bytes)});
 }
 
 void OutputFile::write_o(const Partition& part, const BatchHeadRange& range, DType mem_type,
                          const void* data) {
-  write(o_.get(), "o", true, part, range, mem_type, data);
+  write(Slot::o, part, range, mem_type, data);
 }
 
 void OutputFile::write_lse(const Partition& part, const BatchHeadRange& range, const float* lse) {
   // No lse dataset: the hid is invalid, and write() says so on every rank.
-  write(lse_.get(), "lse", false, part, range, DType::f32, lse);
+  write(Slot::lse, part, range, DType::f32, lse);
+}
+
+void OutputFile::write_dq(const Partition& qpart, const BatchHeadRange& q_range,
+                          const float* data) {
+  write(Slot::dq, qpart, q_range, DType::f32, data);
+}
+
+void OutputFile::write_dk(const Partition& kvpart, const BatchHeadRange& kv_range,
+                          const float* data) {
+  write(Slot::dk, kvpart, kv_range, DType::f32, data);
+}
+
+void OutputFile::write_dv(const Partition& kvpart, const BatchHeadRange& kv_range,
+                          const float* data) {
+  write(Slot::dv, kvpart, kv_range, DType::f32, data);
 }
 
 void OutputFile::set_attribute(const std::string& name, const AttrValue& value) {
@@ -570,12 +650,8 @@ void OutputFile::commit() {
   agree(
       comm_,
       [&] {
-        with_h5_context(context(), [&] {
-          lse_.close();
-          o_.close();
-          o_type_.close();
-          file_.close();  // collective: flushes metadata and closes the MPI file
-        });
+        // Collective: flushes metadata and closes the MPI file.
+        with_h5_context(context(), [&] { close_datasets(); });
       },
       StepKind::collective);
   // Every rank has closed the file (agree is a barrier): rank 0 renames.
@@ -600,10 +676,7 @@ void OutputFile::abort() noexcept {
     return;
   }
   H5Quiet quiet;
-  lse_.reset();
-  o_.reset();
-  o_type_.reset();
-  file_.reset();       // collective, like every close of a parallel file
+  reset_datasets();    // collective, like every close of a parallel file
   MPI_Barrier(comm_);  // no rank still has the file open when it goes
   if (rank_ == kRoot && !keep) ::unlink(temp_path_.c_str());
   lock_.release();

@@ -1,5 +1,7 @@
-// The output file: `o` [B, H, N, D] and optionally `lse` [B, H, N], written
-// shard by shard with collective MPI-IO, then committed atomically.
+// The output file: `o` [B, H, N, D], optionally `lse` [B, H, N], and for a
+// backward run the gradients `dq` [B, H, N, D], `dk` and `dv`
+// [B, H_kv, N_kv, D] (f32), written shard by shard with collective MPI-IO,
+// then committed atomically.
 //
 // A reader must never see half a result under the target name, and a failed
 // run must never destroy an earlier one. So the file is created under a
@@ -35,7 +37,10 @@
 // (mark_chunks_done, flushed to disk each time). suspend() closes it and
 // keeps it; a later create() with spec.resume reopens it, after checking its
 // resume key equals the new run's (else Error usage naming the first
-// difference), and chunks_done() says where to continue. Without resume, an
+// difference) and that it holds this run's datasets in this run's shapes
+// (the gradients exactly when spec.with_gradients; else Error input), and
+// chunks_done() says where to continue. Every dataset exists from the
+// partial file's creation on, so a resumed file has them all. Without resume, an
 // existing partial file is an Error (usage) unless overwrite, which discards
 // it. A crashed run (killed, aborted) leaves its partial file too, which a
 // resume can continue if HDF5 can still open it. Errors that unwind (agreed
@@ -53,6 +58,7 @@
 
 #include <mpi.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -80,6 +86,10 @@ struct OutputSpec {
   std::int64_t D = 0;
   DType o_dtype = DType::f32;  // f32 or f16 (lse is always f32)
   bool with_lse = false;
+  // A backward run: dq [B, H, N, D], dk and dv [B, H_kv, N_kv, D], all f32
+  // (H_kv and N_kv are K/V's heads and tokens; only read when with_gradients).
+  bool with_gradients = false;
+  std::int64_t H_kv = 0, N_kv = 0;
   // Resumable runs (see "Partial output" below). resume_key: what a partial
   // output must have been made with to be continued (a JSON object; the
   // caller decides which settings change the result bits).
@@ -89,6 +99,13 @@ struct OutputSpec {
   // done must lie in [0, chunks] (0 = no check, for callers without chunks).
   std::int64_t chunks = 0;
 };
+
+// The output's datasets (README, "Output"; `info` and `verify` read them by these names).
+inline constexpr const char* kODataset = "o";
+inline constexpr const char* kLseDataset = "lse";
+inline constexpr const char* kDqDataset = "dq";
+inline constexpr const char* kDkDataset = "dk";
+inline constexpr const char* kDvDataset = "dv";
 
 // The attribute written last, by commit(): int64 1 on a complete file.
 inline constexpr const char* kCompleteAttribute = "complete";
@@ -144,6 +161,13 @@ class OutputFile {
                const void* data);
   //   lse  (b_count, h_count, part.local_size(rank)); only when spec.with_lse.
   void write_lse(const Partition& part, const BatchHeadRange& range, const float* lse);
+  // The gradients, f32, only when spec.with_gradients (same rules as write_o):
+  //   dq    (b_count, h_count, qpart.local_size(rank), D): qpart over N, range over H
+  void write_dq(const Partition& qpart, const BatchHeadRange& q_range, const float* data);
+  //   dk/dv (b_count, h_count, kvpart.local_size(rank), D), rows in
+  //         kvpart.positions(rank) order: kvpart over N_kv, range over H_kv
+  void write_dk(const Partition& kvpart, const BatchHeadRange& kv_range, const float* data);
+  void write_dv(const Partition& kvpart, const BatchHeadRange& kv_range, const float* data);
 
   // Collective: sets (or replaces) a root attribute. Rank 0's name and value
   // are the ones written, so ranks cannot write diverging metadata.
@@ -162,17 +186,23 @@ class OutputFile {
 
  private:
   enum class State { none, open, committed, suspended };
+  // The datasets, in the order of dsets_ (kODataset, ... name them).
+  enum class Slot : std::size_t { o, lse, dq, dk, dv };
+  static constexpr std::size_t kSlots = 5;
   OutputFile() = default;
   std::string context() const;
   void reopen_partial();
-  void write(hid_t dset, const std::string& name, bool with_d, const Partition& part,
-             const BatchHeadRange& range, DType mem_type, const void* data);
+  void open_datasets();
+  void close_datasets();
+  void reset_datasets() noexcept;
+  void write(Slot slot, const Partition& part, const BatchHeadRange& range, DType mem_type,
+             const void* data);
   void reserve_space();
   void verify_pending_writes();
 
   // A write not yet read back: where it went and the hash of its bytes.
   struct PendingWrite {
-    bool is_o = true;
+    Slot slot = Slot::o;
     Positions rows;
     BatchHeadRange range;
     std::size_t bytes = 0;
@@ -194,9 +224,8 @@ class OutputFile {
   WriterLock lock_;                       // rank 0: this output's one writer
   // Destroyed bottom-up: the datasets close before the file.
   H5Handle file_;
-  H5Handle o_type_;  // spec.o_dtype, little-endian IEEE
-  H5Handle o_;
-  H5Handle lse_;
+  H5Handle o_type_;                     // spec.o_dtype, little-endian IEEE
+  std::array<H5Handle, kSlots> dsets_;  // by Slot; closed: not in this file
 };
 
 }  // namespace ringattn
