@@ -1,4 +1,5 @@
-// `ringattn gen`: writes a seeded synthetic input (q, k, v) that `run` reads,
+// `ringattn gen`: writes a seeded synthetic input (q, k, v, and with
+// --backward the upstream gradient do) that `run` reads,
 // for smoke tests, scaling studies and bug reports: the seed alone rebuilds
 // any slice of it (io/synthetic.hpp). One process writes; under mpirun the
 // other ranks wait.
@@ -40,9 +41,9 @@ int gen(const GenFlags& f) {
   const std::int64_t bytes = write_synthetic_input(s);
   const char* layout = s.gzip > 0 ? "chunked, gzip" : s.chunked ? "chunked" : "contiguous";
   std::printf(
-      "ringattn: wrote %s: q [%lld, %lld, %lld, %lld], k and v [%lld, %lld, %lld, %lld], %s, "
+      "ringattn: wrote %s: q%s [%lld, %lld, %lld, %lld], k and v [%lld, %lld, %lld, %lld], %s, "
       "%s%s, seed %llu, amplitude %g, %.1f MiB in %.2f s\n",
-      s.path.c_str(), static_cast<long long>(s.shape.batch),
+      s.path.c_str(), s.with_do ? " and do" : "", static_cast<long long>(s.shape.batch),
       static_cast<long long>(s.shape.heads_q), static_cast<long long>(s.shape.tokens_q),
       static_cast<long long>(s.shape.head_dim), static_cast<long long>(s.shape.batch),
       static_cast<long long>(s.shape.heads_kv), static_cast<long long>(s.shape.tokens_kv),
@@ -60,9 +61,10 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
   SyntheticSpec& s = f->spec;
   CLI::App* c = app.add_subcommand(
       "gen",
-      "Write a seeded synthetic input for `run`: q [B, H, N, D], k and v [B, HK, NK, D]. Element "
-      "i of the flattened tensor is amplitude * uniform[-1, 1)(seed, i) (k: seed + 1, v: seed + "
-      "2), so any slice can be rebuilt from the seed. Written one (batch, head) plane at a time "
+      "Write a seeded synthetic input for `run`: q [B, H, N, D], k and v [B, HK, NK, D], with "
+      "--backward also do [B, H, N, D]. Element i of the flattened tensor is amplitude * "
+      "uniform[-1, 1)(seed, i) (k: seed + 1, v: seed + 2, do: seed + 3), so any slice can be "
+      "rebuilt from the seed. Written one (batch, head) plane at a time "
       "under a temporary name, renamed when complete. One process writes (under mpirun, rank 0).");
   c->add_option("--output,-o", s.path, "File to write")->required();
   c->add_option("--batch", s.shape.batch, "B: batch size")
@@ -83,7 +85,7 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
   c->add_option("--dtype", f->dtype, "Element type (f16: IEEE half, as numpy.float16)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16"}));
-  c->add_option("--seed", s.seed, "Seed of q (k: seed + 1, v: seed + 2)")
+  c->add_option("--seed", s.seed, "Seed of q (k: seed + 1, v: seed + 2, do: seed + 3)")
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{0},
                          static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())));
@@ -97,6 +99,9 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
                 "Packed sequences: lengths L1,L2,... summing to N, or longtail:S (S heavy-tailed "
                 "lengths); writes cu_seqlens (cu_seqlens_q and cu_seqlens_k when NK != N), B = 1")
       ->type_name(kPackedOffsetsMetavar);
+  c->add_flag("--backward", s.with_do,
+              "Also write do [B, H, N, D] (q's type, seed + 3): the upstream gradient that "
+              "`run --backward` reads");
   c->add_flag("--overwrite", s.overwrite, "Replace an existing file");
   return [f](MpiSession& mpi) {
     // Rank 0 writes; agree() hands its Error, if any, to every rank, so all

@@ -2,7 +2,9 @@
 // it or after one wrote it: every root dataset (shape, type, layout, chunks,
 // filters), the root attributes (the `config` a run records is shown as
 // JSON), for an input (q, k, v present) the verdict of the same validation
-// `run` makes, and for an output (o present) whether it is complete. Text by
+// `run` makes (and with a `do` beside them, the backward's: do, and o and lse
+// when both are there for --reuse-forward), and for an output (o present)
+// whether it is complete and which gradients (dq, dk, dv) it holds. Text by
 // default, one JSON object with --json. One process reads; under mpirun the
 // other ranks wait.
 //
@@ -103,9 +105,41 @@ struct Roles {
   std::string input_error;
   InputInfo input_info;
   std::vector<std::int64_t> lengths;  // a packed input's query sequence lengths, sorted
+  // A backward input: `do` at the root of a valid input; its verdict, and
+  // whether o and lse are there for --reuse-forward (checked too).
+  bool backward = false;
+  bool backward_ok = false;
+  bool reuse_forward = false;
+  std::string backward_error;
+  InputInfo backward_info;
   bool output = false;
   bool complete = false;
+  std::vector<std::string> gradients;  // the gradient datasets an output holds (dq, dk, dv)
 };
+
+std::string error_text(const Error& e) {
+  return std::string(error_class_name(e.error_class())) + " error: " + e.what();
+}
+
+// The backward's checks `run --backward` makes (with the default --do-name),
+// on the same description: do, and o and lse when both are at the root.
+void check_backward_input(const H5FileDesc& d, Roles& r) {
+  r.backward = d.object(kDoDataset) != nullptr;
+  if (!r.backward) return;
+  InputNames names;
+  names.d_o = kDoDataset;
+  r.reuse_forward = d.object(kODataset) != nullptr && d.object(kLseDataset) != nullptr;
+  if (r.reuse_forward) {
+    names.o = kODataset;
+    names.lse = kLseDataset;
+  }
+  try {
+    r.backward_info = check_input(d, names);
+    r.backward_ok = true;
+  } catch (const Error& e) {
+    r.backward_error = error_text(e);
+  }
+}
 
 Roles roles_of(const H5FileDesc& d) {
   Roles r;
@@ -124,10 +158,13 @@ Roles roles_of(const H5FileDesc& d) {
       }
       r.input_ok = true;
     } catch (const Error& e) {
-      r.input_error = std::string(error_class_name(e.error_class())) + " error: " + e.what();
+      r.input_error = error_text(e);
     }
+    if (r.input_ok) check_backward_input(d, r);
   }
-  r.output = d.dataset("o") != nullptr;
+  r.output = d.dataset(kODataset) != nullptr;
+  for (const char* g : {kDqDataset, kDkDataset, kDvDataset})
+    if (d.dataset(g) != nullptr) r.gradients.push_back(g);
   if (const auto* c = d.attribute(kCompleteAttribute); c && !c->summary)
     if (const auto* v = std::get_if<std::int64_t>(&c->value)) r.complete = *v == 1;
   return r;
@@ -207,12 +244,21 @@ void print_json(const H5FileDesc& d, const Roles& r) {
                             ? json(r.input_info.cu_q.name)
                             : json({r.input_info.cu_q.name, r.input_info.cu_k.name})}};
       }
+      if (r.backward) {
+        json bw = {
+            {"valid", r.backward_ok}, {"do", kDoDataset}, {"reuse_forward", r.reuse_forward}};
+        if (r.backward_ok)
+          bw["do_dtype"] = dtype_name(r.backward_info.dtype_of(InputTensor::d_o));
+        else
+          bw["error"] = r.backward_error;
+        in["backward"] = bw;
+      }
     } else {
       in["error"] = r.input_error;
     }
     j["input"] = in;
   }
-  if (r.output) j["output"] = {{"complete", r.complete}};
+  if (r.output) j["output"] = {{"complete", r.complete}, {"gradients", r.gradients}};
   // Names in a file need not be UTF-8: such bytes print as U+FFFD.
   std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
 }
@@ -266,14 +312,25 @@ void print_text(const H5FileDesc& d, const Roles& r) {
             static_cast<long long>(st.max),
             st.empty ? (", " + std::to_string(st.empty) + " empty").c_str() : "");
       }
+      if (r.backward && r.backward_ok)
+        std::printf("backward: OK (%s %s%s)\n", kDoDataset,
+                    dtype_name(r.backward_info.dtype_of(InputTensor::d_o)),
+                    r.reuse_forward ? "; o and lse for --reuse-forward" : "");
+      else if (r.backward)
+        std::printf("backward: NOT USABLE: %s\n", r.backward_error.c_str());
     } else {
       std::printf("input: NOT USABLE: %s\n", r.input_error.c_str());
     }
   }
-  if (r.output)
-    std::printf("output: %s\n", r.complete ? "complete"
-                                           : "INCOMPLETE (no complete = 1 attribute: the run "
-                                             "that wrote it did not finish)");
+  if (r.output) {
+    std::string grads;
+    for (const auto& g : r.gradients) grads += (grads.empty() ? "" : ", ") + g;
+    std::printf("output: %s%s\n",
+                r.complete ? "complete"
+                           : "INCOMPLETE (no complete = 1 attribute: the run that wrote it did "
+                             "not finish)",
+                grads.empty() ? "" : ("; gradients " + grads).c_str());
+  }
 }
 
 int info(const InfoFlags& f) {
@@ -294,7 +351,9 @@ std::function<int(MpiSession&)> add_info(CLI::App& app) {
       "info",
       "Describe an HDF5 file: each root dataset (shape, type, layout, chunks, filters), the root "
       "attributes (a run's `config` as JSON), for an input (q, k, v) the validation verdict of "
-      "`run`, for an output (o) whether it is complete. Exit 0 when the file could be described "
+      "`run` (with a `do`, also that of `run --backward`, and of --reuse-forward when o and lse "
+      "are there), for an output (o) whether it is complete and which gradients (dq, dk, dv) it "
+      "holds. Exit 0 when the file could be described "
       "(an input that fails validation included), 3 when it is not HDF5 or is damaged, 4 when "
       "it is missing, not a regular file, unreadable or locked by a writer.");
   c->add_option("file", f->path, "HDF5 file")->required();

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <span>
 #include <sstream>
 #include <vector>
 
@@ -42,7 +43,8 @@ void check_fits(const SyntheticSpec& s, const std::string& ctx) {
   const std::int64_t plane = std::max(c.mul({s.shape.tokens_q, s.shape.head_dim, es}),
                                       c.mul({s.shape.tokens_kv, s.shape.head_dim, es}));
   const std::int64_t total =
-      c.add({c.mul({s.shape.batch, s.shape.heads_q, s.shape.tokens_q, s.shape.head_dim, es}),
+      c.add({c.mul({s.with_do ? 2 : 1, s.shape.batch, s.shape.heads_q, s.shape.tokens_q,
+                    s.shape.head_dim, es}),
              c.mul({2, s.shape.batch, s.shape.heads_kv, s.shape.tokens_kv, s.shape.head_dim, es})});
   RA_CHECK(!c.overflow, usage, ctx, ": too big: q [", s.shape.batch, ", ", s.shape.heads_q, ", ",
            s.shape.tokens_q, ", ", s.shape.head_dim, "] and k, v [", s.shape.batch, ", ",
@@ -192,10 +194,12 @@ std::int64_t write_synthetic_input(const SyntheticSpec& s) {
                   H5Kind::file);
     H5Handle type = h5_float_type(s.dtype);  // the same in memory and in the file
     std::vector<char> plane;
-    const Tensor tensors[3] = {{"q", s.seed, s.shape.heads_q, s.shape.tokens_q},
+    const Tensor tensors[4] = {{"q", s.seed, s.shape.heads_q, s.shape.tokens_q},
                                {"k", s.seed + 1, s.shape.heads_kv, s.shape.tokens_kv},
-                               {"v", s.seed + 2, s.shape.heads_kv, s.shape.tokens_kv}};
-    for (const Tensor& t : tensors) write_tensor(file.get(), s, t, type.get(), plane);
+                               {"v", s.seed + 2, s.shape.heads_kv, s.shape.tokens_kv},
+                               {kDoDataset, s.seed + 3, s.shape.heads_q, s.shape.tokens_q}};
+    for (const Tensor& t : std::span(tensors, s.with_do ? 4 : 3))
+      write_tensor(file.get(), s, t, type.get(), plane);
     if (!cu_q.empty()) {
       const bool self = s.shape.tokens_q == s.shape.tokens_kv;
       write_offsets(file.get(), self ? kCuSeqlens : kCuSeqlensQ, cu_q);
@@ -213,7 +217,7 @@ std::int64_t write_synthetic_input(const SyntheticSpec& s) {
     write_attribute(file.get(), "seed_rule",
                     std::string("element i of the flattened [B, H, N, D] tensor = amplitude * "
                                 "seeded_uniform(s, i) rounded to the dataset's type, with s = "
-                                "seed for q, seed + 1 for k, seed + 2 for v"));
+                                "seed for q, seed + 1 for k, seed + 2 for v, seed + 3 for do"));
     type.close();
     file.close();  // flushes
   });
