@@ -107,6 +107,7 @@ RunFacts read_facts(const H5FileDesc& d) {
   }
   if (f.gradients) {
     f.do_name = required_attr<std::string>(d, "do_dataset", "text");
+    f.names.d_o = f.do_name;  // inspect_input checks the input's dO as run does
     // dk and dv are checked against the run's lse: a backward run always writes it.
     for (const char* name : {"lse", "dq", "dk", "dv"}) {
       const H5DatasetDesc* g = d.dataset(name);
@@ -196,28 +197,6 @@ void check_shapes(const H5FileDesc& od, const RunFacts& run, const AttnShape& s)
              ", not shaped like the input's k ", dims_text(kv_dims),
              "; not an output of this input");
   }
-}
-
-// The input's dO that a backward run read: a float dataset shaped like q.
-// Its type (read and widened to f32 row by row).
-DType check_upstream_gradient(const std::string& input, const std::string& name,
-                              const AttnShape& s) {
-  const std::string ctx = "input file '" + input + "'";
-  const H5FileDesc d = describe_h5_file(
-      input, H5DescribeWhat{.root_objects = false, .attributes = false, .names = {name}}, ctx);
-  const H5DatasetDesc* g = d.dataset(name);
-  const H5DatasetDesc* obj = d.object(name);
-  RA_CHECK(g != nullptr, input, ctx, ": has no dataset '", name, "' (",
-           h5_object_name(obj ? obj->object : H5Object::missing),
-           "), the upstream gradient the output's do_dataset names; verify against the input "
-           "that the backward run read");
-  DType t = DType::f32;
-  RA_CHECK(g->type.ieee_dtype(t), input, ctx, ": dataset '", name, "' holds ", g->type.name,
-           " elements; an upstream gradient is f32 or f16");
-  const std::vector<std::int64_t> q_dims{s.batch, s.heads_q, s.tokens_q, s.head_dim};
-  RA_CHECK(g->dims == q_dims, input, ctx, ": dataset '", name, "' is ", dims_text(g->dims),
-           ", not shaped like q ", dims_text(q_dims));
-  return t;
 }
 
 // The input the run recorded, against the one given (a changed input shows
@@ -618,7 +597,7 @@ Verifier::Verifier(const VerifyRequest& req) : req_(req), plan_(std::make_unique
   r.gradients = plan_->run.gradients;
   if (!r.gradients) return;
   r.do_name = plan_->run.do_name;
-  r.do_dtype = check_upstream_gradient(req.input, r.do_name, r.shape);
+  r.do_dtype = plan_->in.dtype_of(InputTensor::d_o);
   r.key_rows_total = r.shape.batch * r.shape.heads_kv * r.shape.tokens_kv;
   r.all_key_rows =
       req.rows == 0 || r.key_rows_total <= kAllRowsUpTo || req.rows >= r.key_rows_total;

@@ -373,7 +373,7 @@ TEST_F(VerifyGradients, RefusesIncompleteBackwardFiles) {
   // An input without dO: the output names one the input lacks.
   write_output(path("out.h5"), p);
   write_input(path("in.h5"), p, skipping("do"));
-  expect_input_error("out.h5", "has no dataset 'do'");
+  expect_input_error("out.h5", "dataset 'do': no such dataset");
 }
 
 }  // namespace
