@@ -5,8 +5,8 @@
 #
 # CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
 # run_errors, settings_flags, settings_agreed, window, bench_kernel_variants,
-# bench_kernel_refusal, bench_backward (see the functions below). The case runs in
-# SCRATCH_DIR/CASE, emptied first.
+# bench_kernel_refusal, bench_backward, backward_verify (see the functions
+# below). The case runs in SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
 # MPIEXEC_FLAGS (default --oversubscribe), H5PY_PYTHON (default
 # /usr/bin/python3: Debian's h5py lives in the system Python). Exit 0 on
@@ -610,6 +610,55 @@ case_bench_backward() {
     expect 0 "$bin" bench "$sub" --help
     grep -q -- '--backward' out.txt || fail "bench $sub --help does not list --backward"
   done
+}
+
+# run --backward (2 ranks) on gen --backward inputs, then verify checks dq,
+# dk and dv (dk, dv given the run's o and lse) and passes: causal GQA,
+# cross-attention, packed sequences; a corrupted dk fails naming it; an
+# input without its do is one line, exit 3.
+case_backward_verify() {
+  need_h5py
+  expect 0 "$bin" gen --output in.h5 --heads 4 --kv-heads 2 --n 96 --d 16 --seed 3 --backward
+  expect 0 mpi 2 "$bin" run --input in.h5 --output out.h5 --causal --backward
+  expect 0 "$bin" verify --input in.h5 --output out.h5
+  grep -q "^  grads   dq on those rows, dO from the input's 'do'" out.txt ||
+    fail "verify's plan does not say it checks dq"
+  grep -q "^  keys    dk, dv on all 192 (b, kv head, j) key rows, given the run's o and lse" out.txt ||
+    fail "verify's plan does not say it checks dk, dv on all 192 key rows"
+  for g in dq dk dv; do
+    grep -q "^  $g      max |$g - ref|" out.txt || fail "verify does not report $g"
+  done
+  grep -q '^verify: PASS' out.txt || fail "verify did not pass run --backward's gradients"
+
+  "$py" - <<'PY' || fail "could not corrupt dk"
+import shutil
+import h5py
+shutil.copy("out.h5", "bad.h5")
+with h5py.File("bad.h5", "r+") as f:
+    f["dk"][0, 1, 10, 3] += 1.0
+PY
+  expect 1 "$bin" verify --input in.h5 --output bad.h5
+  grep -q 'worst dk\[0, 1, 10, 3\]' out.txt || fail "verify did not point at the corrupted dk element"
+  grep -q '^verify: FAIL: dk beyond tolerance' out.txt || fail "verify did not fail naming dk"
+
+  # Cross-attention (N != N_k), query and key rows sampled; packed sequences, every row.
+  expect 0 "$bin" gen --output cross.h5 --heads 2 --kv-heads 1 --n 2600 --n-kv 4200 --d 8 \
+    --seed 5 --backward
+  expect 0 mpi 2 "$bin" run --input cross.h5 --output cross_out.h5 --backward
+  expect 0 "$bin" verify --input cross.h5 --output cross_out.h5 --rows 64
+  grep -q '^  rows    64 of 5200' out.txt || fail "cross: verify did not sample 64 of 5200 query rows"
+  grep -q '^  keys    dk, dv on 64 of 4200' out.txt || fail "cross: verify did not sample 64 of 4200 key rows"
+  grep -q '^verify: PASS' out.txt || fail "cross: verify did not pass"
+  expect 0 "$bin" gen --output packed.h5 --heads 2 --n 100 --d 8 --seed 7 --docs 30,1,0,69 --backward
+  expect 0 mpi 2 "$bin" run --input packed.h5 --output packed_out.h5 --causal --backward
+  expect 0 "$bin" verify --input packed.h5 --output packed_out.h5 --rows 0
+  grep -q '4 packed sequences' out.txt || fail "packed: verify's plan does not name the sequences"
+  grep -q '^verify: PASS' out.txt || fail "packed: verify did not pass"
+
+  # The input without the do the output names: one line, exit 3.
+  expect 0 "$bin" gen --output no_do.h5 --heads 4 --kv-heads 2 --n 96 --d 16 --seed 3
+  expect 3 "$bin" verify --input no_do.h5 --output out.h5
+  one_error_line "dataset 'do': no such dataset"
 }
 
 "case_$case_name"
