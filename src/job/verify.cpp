@@ -220,12 +220,6 @@ double max_abs(const void* data, DType t, std::size_t n) {
   return m;
 }
 
-// One term of a gradient's sums (kernel/reference.hpp, gradient_term_scale):
-// the floor of its error scale.
-double term_floor(double scale, double d_o, double v, double q, double k) {
-  return scale * d_o * v * std::max(q, k);
-}
-
 // A dense (n, D) block's coordinates as a vector (Positions index by search).
 std::vector<std::int64_t> coordinates(const Positions& p) {
   std::vector<std::int64_t> c(static_cast<std::size_t>(p.size()));
@@ -341,8 +335,9 @@ class RowChecker {
     if (run_.gradients) {
       add(wdq, compare_to_reference(dq_.data(), ref_dq_.data(), static_cast<std::int64_t>(nd)),
           rows.data(), b, h, s_.head_dim);
-      wdq.floor = std::max(wdq.floor, term_floor(run_.scale, max_abs(d_o_.data(), DType::f32, nd),
-                                                 vmax_, max_abs(q_.data(), in_.dtype, nd), kmax_));
+      wdq.floor = std::max(
+          wdq.floor, gradient_error_floor(run_.scale, max_abs(d_o_.data(), DType::f32, nd), vmax_,
+                                          max_abs(q_.data(), in_.dtype, nd), kmax_));
     }
   }
 
@@ -483,7 +478,7 @@ class RowChecker {
       for (std::size_t e = 0; e < 2 * nkd; ++e)
         ref[e] += acc[static_cast<std::size_t>(t) * 2 * nkd + e];
     std::vector<float> got(nkd);
-    const double floor = term_floor(scale, domax, vmax_, qmax, kmax_);
+    const double floor = gradient_error_floor(scale, domax, vmax_, qmax, kmax_);
     const char* names[] = {"dk", "dv"};
     WorstError* worst[] = {&wk, &wv};
     for (int t = 0; t < 2; ++t) {

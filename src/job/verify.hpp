@@ -18,9 +18,8 @@
 //       P·dO_i. o and lse are checked themselves, on the query rows.
 // The upstream gradient dO is the input's dataset named by do_dataset.
 // Each gradient's error is max |x - ref| over the checked elements against
-// max(max |ref|, one term of its sums: scale·max|dO|·max|v|·max(max|q|,
-// max|k|) over what was read), as kernel/reference.hpp's
-// gradient_term_scale: a gradient can be exactly 0.
+// max(max |ref|, kernel/reference.hpp's gradient_error_floor over what was
+// read): a gradient can be exactly 0.
 //
 // All rows are checked when there are few (B·H·N <= 4096) or when asked
 // (rows = 0); otherwise `rows` rows drawn uniformly over (b, h, i), the same
@@ -58,7 +57,7 @@ struct VerifyRequest {
 struct WorstError {
   double max_abs = 0;
   double scale = 0;  // max |ref|
-  double floor = 0;  // the error scale's floor (gradients: one term of their sums; o: 0)
+  double floor = 0;  // the error scale's floor (gradients: gradient_error_floor; o: 0)
   bool any = false;
   std::int64_t b = 0, h = 0, i = 0, d = 0;  // dk, dv: h is the kv head, i the key row
   double value = 0, ref = 0;

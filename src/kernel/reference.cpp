@@ -156,7 +156,11 @@ Comparison compare_to_reference(const float* x, const double* ref, std::int64_t 
   return c;
 }
 
-double gradient_term_scale(const AttnParams& p, const float* d_o, std::int64_t n_do) {
+double gradient_error_floor(double scale, double max_do, double max_v, double max_q, double max_k) {
+  return std::fabs(scale) * max_do * max_v * std::max(max_q, max_k) / 20.0;
+}
+
+double gradient_error_floor(const AttnParams& p, const float* d_o, std::int64_t n_do) {
   auto max_abs = [&](const TensorRef& t, std::int64_t heads, std::int64_t rows) {
     double m = 0;
     for (std::int64_t b = 0; b < p.batch; ++b)
@@ -171,8 +175,8 @@ double gradient_term_scale(const AttnParams& p, const float* d_o, std::int64_t n
   };
   double g = 0;
   for (std::int64_t i = 0; i < n_do; ++i) g = std::max(g, std::fabs(static_cast<double>(d_o[i])));
-  const double qk = std::max(max_abs(p.q, p.heads_q, p.n_q), max_abs(p.k, p.heads_kv, p.n_kv));
-  return std::fabs(p.effective_scale()) * g * max_abs(p.v, p.heads_kv, p.n_kv) * qk;
+  return gradient_error_floor(p.effective_scale(), g, max_abs(p.v, p.heads_kv, p.n_kv),
+                              max_abs(p.q, p.heads_q, p.n_q), max_abs(p.k, p.heads_kv, p.n_kv));
 }
 
 }  // namespace ringattn

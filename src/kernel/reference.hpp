@@ -36,11 +36,16 @@ struct Comparison {
 };
 Comparison compare_to_reference(const float* x, const double* ref, std::int64_t n);
 
-// The scale a gradient's error is measured against where its own largest
-// |ref| is smaller: one term of the sums, scale · max|dO| · max|v| ·
-// max(max|q|, max|k|). A gradient can be exactly 0 (a row with one visible
-// key has P = 1 and dS = 0), and fp32 rounding then fails any bound
-// relative to it alone. d_o: n_do floats.
-double gradient_term_scale(const AttnParams& p, const float* d_o, std::int64_t n_do);
+// The least scale a gradient's error is measured against, where its own
+// largest |ref| is smaller. A gradient can be exactly 0 (a row with one
+// visible key has P = 1 and dS = 0), and fp32 rounding then fails any bound
+// relative to it alone; the floor is a twentieth of one term of the sums,
+// scale · max|dO| · max|v| · max(max|q|, max|k|): the rounding of the sums
+// measured on such rows stays below 1e-4 of it, and it stays below max|ref|
+// on most problems (it only loosens the bound where gradients are small
+// against their terms). From the maxima, or from p's tensors and d_o (n_do
+// floats).
+double gradient_error_floor(double scale, double max_do, double max_v, double max_q, double max_k);
+double gradient_error_floor(const AttnParams& p, const float* d_o, std::int64_t n_do);
 
 }  // namespace ringattn

@@ -245,7 +245,7 @@ TEST_P(JobBackward, GradientsMatchFloat64Reference) {
       dv(dk.size()), o_ref(d_o.size()), lse_ref(static_cast<std::size_t>(s.B * s.Hq * s.Nq));
   reference_attention_backward(p, d_o.data(), dq.data(), dk.data(), dv.data());
   reference_attention(p, o_ref.data(), lse_ref.data());
-  const double floor = gradient_term_scale(p, d_o.data(), std::ssize(d_o));
+  const double floor = gradient_error_floor(p, d_o.data(), std::ssize(d_o));
   for (auto [name, ref] : {std::pair<const char*, const std::vector<double>*>{"dq", &dq},
                            {"dk", &dk},
                            {"dv", &dv},

@@ -271,7 +271,7 @@ TEST_P(VerifyGradients, PassesTheLibrarysGradientsAndFailsACorruptedElement) {
     EXPECT_LT(w->max_abs / w->scale, 1e-5) << w->max_abs << " of " << w->scale;
 
   // One element of dk, then of dq, moved by 1% of its tensor's error scale
-  // (max |ref|, or one term of the sums where that is larger).
+  // (max |ref|, or gradient_error_floor where that is larger).
   for (const char* tensor : {"dk", "dq"}) {
     SCOPED_TRACE(tensor);
     Problem bad = p;

@@ -59,9 +59,9 @@ RefGrads run_reference_backward(const AttnParams& p, const std::vector<float>& d
 }
 
 // The scale errors are measured against: the tensor's max|ref|, or where
-// that is smaller, one term of the sums (gradient_term_scale).
-double term_scale(const AttnParams& p, const std::vector<float>& d_o) {
-  return gradient_term_scale(p, d_o.data(), std::ssize(d_o));
+// that is smaller, the floor of gradient_error_floor.
+double error_floor(const AttnParams& p, const std::vector<float>& d_o) {
+  return gradient_error_floor(p, d_o.data(), std::ssize(d_o));
 }
 
 void expect_close(const char* what, const std::vector<float>& got, const std::vector<double>& ref,
@@ -73,7 +73,7 @@ void expect_close(const char* what, const std::vector<float>& got, const std::ve
   const double scale = std::max(c.scale, floor);
   EXPECT_LE(c.max_abs_err / scale, kGradTol)
       << what << ": worst at element " << c.worst << ": " << c.worst_value << " vs " << c.worst_ref
-      << " (max|ref| " << c.scale << ", term scale " << floor << ")";
+      << " (max|ref| " << c.scale << ", floor " << floor << ")";
 }
 
 void check_gradients(const Problem& pr) {
@@ -81,7 +81,7 @@ void check_gradients(const Problem& pr) {
   const std::vector<float> d_o = upstream(in.dense, 97 + pr.seed);
   const Grads g = run_backward(in.laid, d_o);
   const RefGrads r = run_reference_backward(in.dense, d_o);
-  const double floor = term_scale(in.dense, d_o);
+  const double floor = error_floor(in.dense, d_o);
   expect_close("dq", g.dq, r.dq, floor);
   expect_close("dk", g.dk, r.dk, floor);
   expect_close("dv", g.dv, r.dv, floor);
@@ -244,7 +244,7 @@ TEST(Backward, FoldedInPiecesAsTheRingDoes) {
     std::vector<float> dq(d_o.size());
     g.finish(dq.data());
     SCOPED_TRACE("threads " + std::to_string(threads));
-    const double floor = term_scale(whole, d_o);
+    const double floor = error_floor(whole, d_o);
     expect_close("dq", dq, r.dq, floor);
     expect_close("dk", dk, r.dk, floor);
     expect_close("dv", dv, r.dv, floor);

@@ -48,7 +48,7 @@ void expect_close(const char* what, const float* got, const std::vector<double>&
   const Comparison c = compare_to_reference(got, ref.data(), std::ssize(ref));
   EXPECT_LE(c.max_abs_err / std::max(c.scale, floor), kGradTol)
       << "rank " << world_rank() << " " << what << ": worst [" << c.worst << "] = " << c.worst_value
-      << " vs " << c.worst_ref << " (max|ref| " << c.scale << ", term scale " << floor << ")";
+      << " vs " << c.worst_ref << " (max|ref| " << c.scale << ", floor " << floor << ")";
 }
 
 struct Backward {
@@ -103,7 +103,7 @@ TEST_P(RingBackward, MatchesFloat64AndOneRank) {
   std::vector<double> dq(d_o.size()), dk(static_cast<std::size_t>(BHK * c.nkv * c.d)),
       dv(dk.size());
   reference_attention_backward(whole, d_o.data(), dq.data(), dk.data(), dv.data());
-  const double floor = gradient_term_scale(whole, d_o.data(), std::ssize(d_o));
+  const double floor = gradient_error_floor(whole, d_o.data(), std::ssize(d_o));
   const Positions qrows = pr.qp.positions(r), kvrows = pr.kp.positions(r);
   expect_close("dq", got.dq.data(), rows_of(dq, BHQ, c.nq, c.d, qrows), floor);
   expect_close("dk", got.dk.data(), rows_of(dk, BHK, c.nkv, c.d, kvrows), floor);
