@@ -39,7 +39,11 @@ namespace ringattn {
 namespace {
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kBlockQ = 64, kBlockK = 64;
+// Measured on Zen 3 (AVX2), N = 8192, D = 128, H = 4, 2 threads, fraction of
+// the FMA peak non-causal / causal: 64 x 64 0.64 / 0.42-0.56, 64 x 128
+// 0.66-0.70 / 0.64-0.66, 128 x 128 0.65 / 0.56, 64 x 256 0.65 / 0.66. A
+// wider key tile spreads dQ's per-tile compensated add over more keys.
+constexpr int kBlockQ = 64, kBlockK = 128;
 constexpr int kFoldRows = 256;  // query rows summed plainly into dK, dV before a Kahan add
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
