@@ -116,8 +116,8 @@ int run(MpiSession& mpi, const RunFlags& f) {
                      : "",
         cfg.causal ? "causal" : "non-causal",
         cfg.window.bounded() ? (", window " + cfg.window.text()).c_str() : "",
-        r.input.packed()
-            ? (", " + std::to_string(r.input.cu_q.dims[0] - 1) + " packed sequences").c_str()
+        r.documents.is_packed()
+            ? (", " + std::to_string(r.documents.count()) + " packed sequences").c_str()
             : "",
         partition_name(r.partition), r.ranks, r.threads, r.wall_s, flops / r.wall_s / 1e9,
         100.0 * io / r.wall_s);

@@ -167,15 +167,6 @@ std::int64_t Documents::document_of_query(std::int64_t t) const {
   return std::upper_bound(cu.begin(), cu.end(), t) - cu.begin() - 1;
 }
 
-std::int64_t Documents::visible_keys(std::int64_t t, const Visibility& vis) const {
-  RA_CHECK(data_, internal, "visible_keys of unpacked documents");
-  const auto s = static_cast<std::size_t>(document_of_query(t));
-  const std::int64_t p = t - data_->cu_q[s], nk = data_->cu_k[s + 1] - data_->cu_k[s];
-  const std::int64_t lo = std::max<std::int64_t>(0, vis.first_key(p));
-  const std::int64_t hi = std::min(nk - 1, vis.last_key(p));
-  return std::max<std::int64_t>(0, hi - lo + 1);
-}
-
 bool operator==(const Documents& a, const Documents& b) {
   if (!a.data_ || !b.data_) return !a.data_ && !b.data_;
   return a.data_->cu_q == b.data_->cu_q && a.data_->cu_k == b.data_->cu_k;

@@ -14,6 +14,7 @@
 // them with no code of their own.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,9 +46,12 @@ class Documents {
   // The window to mask coordinates with: w with each side capped at the
   // longest distance inside one document. w itself when not packed.
   Window window(Window w) const;
-  // Keys query token t sees under vis (causal and window, local positions):
-  // its share of the visible work.
-  std::int64_t visible_keys(std::int64_t t, const Visibility& vis) const;
+  // Calls f(t, keys) for every query token t, in order, with the number of
+  // keys t sees under vis (causal and window, on local positions): its
+  // share of the visible work. Walks the documents: no search per token.
+  // Packed documents only.
+  template <class F>
+  void for_each_visible_keys(const Visibility& vis, F&& f) const;
   // Document holding query token t (0 <= t < cu_q().back()).
   std::int64_t document_of_query(std::int64_t t) const;
 
@@ -63,6 +67,21 @@ class Documents {
                                const std::vector<std::int64_t>& base);
   std::shared_ptr<const Data> data_;
 };
+
+template <class F>
+void Documents::for_each_visible_keys(const Visibility& vis, F&& f) const {
+  const std::vector<std::int64_t>& q = cu_q();
+  const std::vector<std::int64_t>& k = cu_k();
+  for (std::size_t s = 0; s + 1 < q.size(); ++s) {
+    const std::int64_t nk = k[s + 1] - k[s];  // the keys of document s
+    for (std::int64_t t = q[s]; t < q[s + 1]; ++t) {
+      const std::int64_t p = t - q[s];  // t's position in its document
+      const std::int64_t lo = std::max<std::int64_t>(0, vis.first_key(p));
+      const std::int64_t hi = std::min(nk - 1, vis.last_key(p));
+      f(t, std::max<std::int64_t>(0, hi - lo + 1));
+    }
+  }
+}
 
 // Packed offsets [S + 1] over `tokens` tokens from a lengths spec, what
 // `gen --docs` and `bench ring --docs` take:

@@ -85,12 +85,12 @@ std::string hostname() {
 
 }  // namespace
 
-std::string config_json(const JobConfig& c) {
-  return settings_json(c);
+std::string config_json(const JobConfig& c, bool packed_input) {
+  return settings_json(c, packed_input);
 }
 
 std::string resume_key_json(const JobConfig& c, const InputInfo& info, int ranks) {
-  nlohmann::json j = nlohmann::json::parse(result_settings_json(c));
+  nlohmann::json j = nlohmann::json::parse(result_settings_json(c, info.packed()));
   j["input_path"] = info.file.path;
   j["input_size"] = info.file.size;
   j["input_mtime_ns"] = info.file.mtime_ns;
@@ -220,12 +220,12 @@ void Job::open_input() {
     names.lse = "lse";
   }
   input_.emplace(InputFile::open(comm_, cfg_.input, names));
-  preflight(comm_, cfg_, info(), input_->documents());
+  RingPartitions parts = preflight(comm_, cfg_, info(), input_->documents());
   check_metrics_target(comm_, cfg_, info());
   report_.input = info();
+  report_.documents = input_->documents();
   report_.ranks = ranks_;
   report_.threads = cfg_.threads > 0 ? cfg_.threads : default_threads();
-  RingPartitions parts = job_partitions(cfg_, info(), input_->documents(), ranks_);
   report_.partition = parts.kind;
   qp_.emplace(std::move(parts.q));
   kp_.emplace(std::move(parts.kv));
@@ -538,13 +538,13 @@ std::vector<std::pair<std::string, AttrValue>> Job::result_attributes() const {
   std::vector<std::pair<std::string, AttrValue>> attrs = {
       {"ringattn_version", std::string(kVersion)},
       {"ringattn_git_commit", std::string(kGitCommit)},
-      {"config", config_json(cfg_)},
+      {"config", config_json(cfg_, report_.documents.is_packed())},
       {"ranks", static_cast<std::int64_t>(ranks_)},
       {"threads_per_rank", static_cast<std::int64_t>(report_.threads)},
       {"partition", std::string(partition_name(report_.partition))},
       {"causal", static_cast<std::int64_t>(cfg_.causal)},
       {"window", cfg_.window.text()},
-      {"documents", input_->documents().count()},
+      {"documents", report_.documents.count()},
       {"gradients", static_cast<std::int64_t>(cfg_.backward)},
       {"scale", scale},
       {"compute", std::string(compute_type_name(cfg_.compute))},

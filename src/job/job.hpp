@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/documents.hpp"
 #include "io/input_file.hpp"
 #include "job/job_config.hpp"
 
@@ -30,6 +31,7 @@ struct RankMetrics {
 
 struct JobReport {
   InputInfo input;
+  Documents documents;  // the input's packed sequences (one document when dense)
   int ranks = 1;
   int threads = 1;
   PartitionKind partition = PartitionKind::contiguous;
@@ -52,8 +54,9 @@ struct JobReport {
 // io/chunk_state.hpp) and return with stopped_by set. cfg.resume continues such a partial output.
 JobReport run_job(MPI_Comm comm, const JobConfig& cfg);
 
-// The config as JSON text (stored in the output's attributes and metrics).
-std::string config_json(const JobConfig& cfg);
+// The config as JSON text, as it ran on an input with packed documents
+// (packed_input) or without (stored in the output's attributes and metrics).
+std::string config_json(const JobConfig& cfg, bool packed_input);
 
 // What a partial output must have been made with for cfg to continue it:
 // the input (path, size, mtime, inode), dataset names and every setting that

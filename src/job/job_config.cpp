@@ -24,10 +24,15 @@ nlohmann::json json_value(const T& v) {
     return choice_name(v);
 }
 
-// What a setting recorded with a result holds: what an "auto" resolved to.
+// What a setting recorded with a result holds, from a config as_run made:
+// an "auto" choice left unmade there would record "auto", not what ran.
 template <class S>
-nlohmann::json recorded_value(const JobConfig& c, const S& s) {
-  return s.resolved ? nlohmann::json(s.resolved(c)) : json_value(c.*s.member);
+nlohmann::json recorded_value(const JobConfig& ran, const S& s) {
+  const auto& v = ran.*s.member;
+  if constexpr (is_optional<std::decay_t<decltype(v)>>::value)
+    RA_CHECK(v.has_value(), internal, s.name(),
+             " is auto in a config as it ran (JobConfig::as_run)");
+  return json_value(v);
 }
 
 // FNV-1a: a cheap, stable hash of the canonical text (not a defence against
@@ -97,16 +102,18 @@ void agree_settings(MPI_Comm comm, const JobConfig& cfg) {
   });
 }
 
-std::string settings_json(const JobConfig& cfg) {
+std::string settings_json(const JobConfig& cfg, bool packed_input) {
+  const JobConfig ran = cfg.as_run(packed_input);
   nlohmann::json j = nlohmann::json::object();
-  for_each_setting([&](const auto& s) { j[s.section][s.key] = recorded_value(cfg, s); });
+  for_each_setting([&](const auto& s) { j[s.section][s.key] = recorded_value(ran, s); });
   return j.dump();
 }
 
-std::string result_settings_json(const JobConfig& cfg) {
+std::string result_settings_json(const JobConfig& cfg, bool packed_input) {
+  const JobConfig ran = cfg.as_run(packed_input);
   nlohmann::json j = nlohmann::json::object();
   for_each_setting([&](const auto& s) {
-    if (s.result) j[s.resume_name ? s.resume_name : s.key] = recorded_value(cfg, s);
+    if (s.result) j[s.resume_name ? s.resume_name : s.key] = recorded_value(ran, s);
   });
   return j.dump();
 }

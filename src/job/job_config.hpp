@@ -74,10 +74,21 @@ struct JobConfig {
            : backend == Backend::cuda ? TransportKind::nccl
                                       : TransportKind::mpi;
   }
-  // Without the input's documents (a packed input's auto is balanced:
-  // job_partitions, preflight.hpp).
-  PartitionKind effective_partition() const {
-    return partition ? *partition : default_partition(causal);
+  // The partition a run of this config uses on an input that holds packed
+  // documents (packed_input) or not: the one place auto is decided
+  // (balanced for packed inputs, zigzag when causal, else contiguous), for
+  // the partitions the job builds (job_partitions, preflight.hpp) and for
+  // what it records (settings_json).
+  PartitionKind effective_partition(bool packed_input) const {
+    return partition ? *partition : default_partition(causal, packed_input);
+  }
+  // This config with every "auto" choice made as a run on such an input
+  // makes it: what the output, the metrics and a resume key record.
+  JobConfig as_run(bool packed_input) const {
+    JobConfig c = *this;
+    c.partition = effective_partition(packed_input);
+    c.transport = effective_transport();
+    return c;
   }
 };
 
@@ -191,15 +202,11 @@ void ring(Visit& visit) {
       .help = "How tokens are split over ranks: contiguous, zigzag, striped, balanced (cut by "
               "visible work); auto: balanced for packed inputs, zigzag when causal, else "
               "contiguous",
-      .result = true,
-      .resolved = [](const C& c) { return partition_name(c.effective_partition()); }});
+      .result = true});
   visit(JobSetting<std::optional<TransportKind>>{
       .section = "ring", .key = "transport", .flag = "--transport", .member = &C::transport,
       .help = "How K/V blocks travel: mpi, nccl (cuda backend only), or auto = nccl with cuda, "
-              "else mpi",
-      .resolved = [](const C& c) {
-        return EnumNames<TransportKind>::name(c.effective_transport());
-      }});
+              "else mpi"});
   visit(Num{.section = "ring", .key = "comm_timeout", .flag = "--comm-timeout",
             .member = &C::comm_timeout,
             .help = "Seconds a rank may wait on a peer before the whole job is aborted with exit "
@@ -285,13 +292,15 @@ void check_job_config(const JobConfig& cfg);
 // true on rank 0 but false on rank 1". One all-reduce when they agree.
 void agree_settings(MPI_Comm comm, const JobConfig& cfg);
 
-// Every setting as JSON, {"input": {"path": ...}, ...}, each as it ran: an
-// "auto" choice as what it resolved to (stored with the output, metrics).
-std::string settings_json(const JobConfig& cfg);
+// Every setting as JSON, {"input": {"path": ...}, ...}, each as it ran on
+// an input with packed documents (packed_input) or without: an "auto"
+// choice as what it resolved to, cfg.as_run(packed_input) (stored with the
+// output, metrics).
+std::string settings_json(const JobConfig& cfg, bool packed_input);
 
 // The settings that change the result's bits, as one flat JSON object keyed
-// by their resume names (part of the resume key).
-std::string result_settings_json(const JobConfig& cfg);
+// by their resume names (part of the resume key), resolved as settings_json.
+std::string result_settings_json(const JobConfig& cfg, bool packed_input);
 
 // Every setting as it was given ("auto" stays "auto"), keyed "section.key",
 // in table order: what the ranks compare.

@@ -96,7 +96,7 @@ void write_metrics(const JobConfig& cfg, const JobReport& r) {
         {"causal", cfg.causal},
         {"partition", partition_name(r.partition)},
         {"chunks", r.chunks}}},
-      {"config", json::parse(config_json(cfg))},
+      {"config", json::parse(config_json(cfg, r.documents.is_packed()))},
       {"wall_s", r.wall_s},
       {"gflops", r.wall_s > 0 ? flops / r.wall_s / 1e9 : 0.0},
       {"ranks", ranks},

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "comm/agree.hpp"
@@ -48,21 +49,29 @@ void slurm_check_local(int world) {
            n, " (or unset SLURM_NTASKS to run anyway)");
 }
 
+// Throws Error(input) naming the shape when estimate m overflowed int64.
+void check_no_overflow(const JobConfig& cfg, const InputInfo& info, int ranks,
+                       const RankMemory& m) {
+  RA_CHECK(!m.overflow, input, "input file '", cfg.input, "': datasets ", shape(info.q), ", ",
+           shape(info.k), ": the memory one rank needs for a chunk of ",
+           std::min<std::int64_t>(std::max<std::int64_t>(cfg.kv_heads_per_chunk, 1),
+                                  info.shape.heads_kv),
+           " K/V head(s) on ", ranks, ranks == 1 ? " rank" : " ranks",
+           " overflows a 64-bit byte count (over 8 EiB); these sizes cannot be run");
+}
+
 }  // namespace
 
 RingPartitions job_partitions(const JobConfig& cfg, const InputInfo& info, const Documents& docs,
                               int ranks) {
-  const PartitionKind kind =
-      cfg.partition ? *cfg.partition : default_partition(cfg.causal, docs.is_packed());
-  return ring_partitions(kind, info.shape.tokens_q, info.shape.tokens_kv, ranks, docs,
-                         Visibility::of(cfg.causal, cfg.window));
+  return ring_partitions(cfg.effective_partition(docs.is_packed()), info.shape.tokens_q,
+                         info.shape.tokens_kv, ranks, docs, Visibility::of(cfg.causal, cfg.window));
 }
 
-RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks,
-                                const Documents& docs) {
+RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info,
+                                const RingPartitions& parts) {
   RankMemory m;
   Checked c;
-  const RingPartitions parts = job_partitions(cfg, info, docs, ranks);
   const Partition &q_part = parts.q, &kv_part = parts.kv;
   const std::int64_t nq = q_part.max_local_size(), nkv = kv_part.max_local_size();
   const std::int64_t D = info.shape.head_dim,
@@ -105,15 +114,10 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int
   return m;
 }
 
-std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info, int ranks,
-                                 const Documents& docs) {
-  const RankMemory m = estimate_rank_memory(cfg, info, ranks, docs);
-  RA_CHECK(!m.overflow, input, "input file '", cfg.input, "': datasets ", shape(info.q), ", ",
-           shape(info.k), ": the memory one rank needs for a chunk of ",
-           std::min<std::int64_t>(std::max<std::int64_t>(cfg.kv_heads_per_chunk, 1),
-                                  info.shape.heads_kv),
-           " K/V head(s) on ", ranks, ranks == 1 ? " rank" : " ranks",
-           " overflows a 64-bit byte count (over 8 EiB); these sizes cannot be run");
+std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info,
+                                 const RingPartitions& parts) {
+  const RankMemory m = estimate_rank_memory(cfg, info, parts);
+  check_no_overflow(cfg, info, parts.q.ranks(), m);
   return m.total;
 }
 
@@ -141,12 +145,14 @@ void check_slurm_world(MPI_Comm comm) {
   agree(comm, [&] { slurm_check_local(world); });
 }
 
-void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info, const Documents& docs) {
+RingPartitions preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info,
+                         const Documents& docs) {
   int P = 1;
   RA_MPI_CHECK(MPI_Comm_size(comm, &P));
   const std::int64_t budget = rank_memory_budget(comm, cfg.memory_limit_mb);
   const std::string file = "input file '" + cfg.input + "'";
 
+  std::optional<RingPartitions> parts;
   agree(comm, [&] {
     slurm_check_local(P);
 
@@ -161,8 +167,9 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info, const
              ", dataset '", info.q.name, "': head dim D = ", info.shape.head_dim,
              " is outside the kernel's range 1..", kMaxHeadDim);
 
-    const RankMemory m = estimate_rank_memory(cfg, info, P, docs);
-    (void)estimate_rank_bytes(cfg, info, P, docs);  // the overflow message
+    parts.emplace(job_partitions(cfg, info, docs, P));
+    const RankMemory m = estimate_rank_memory(cfg, info, *parts);
+    check_no_overflow(cfg, info, P, m);
     if (m.total <= budget) return;
     const std::int64_t hk = std::min<std::int64_t>(cfg.kv_heads_per_chunk, info.shape.heads_kv);
     // Everything but the kernel's padding scales as 1/P: the ranks that
@@ -189,6 +196,7 @@ void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info, const
             "), over the budget of ", binary_bytes(static_cast<double>(budget)), " (", limit.str(),
             "); ", hint.str());
   });
+  return std::move(*parts);  // agreed: every rank built them
 }
 
 }  // namespace ringattn

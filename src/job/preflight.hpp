@@ -18,7 +18,7 @@
 // all ranks return, or all throw the same Error.
 //
 // Includes: <cstdint>, mpi.h (MPI_Comm), io/input_file.hpp (InputInfo),
-// job/job_config.hpp (JobConfig).
+// job/job_config.hpp (JobConfig), ring/partition.hpp (RingPartitions).
 #pragma once
 
 #include <mpi.h>
@@ -28,6 +28,7 @@
 
 #include "io/input_file.hpp"
 #include "job/job_config.hpp"
+#include "ring/partition.hpp"
 
 namespace ringattn {
 
@@ -49,20 +50,21 @@ struct RankMemory {
   bool overflow = false;   // a count did not fit in int64 (the fields are then meaningless)
 };
 
-// The run's partitions over `ranks` ranks (ring_partitions): cfg's kind
-// (auto: balanced for packed documents, zigzag when causal, else
-// contiguous) under cfg's causal and window.
+// The run's partitions over `ranks` ranks (ring_partitions): the kind
+// cfg.effective_partition(docs.is_packed()) (auto: balanced for packed
+// documents, zigzag when causal, else contiguous) under cfg's causal and
+// window. Requires info.shape.tokens_q, info.shape.tokens_kv >= ranks.
 RingPartitions job_partitions(const JobConfig& cfg, const InputInfo& info, const Documents& docs,
                               int ranks);
 
-// The estimate for `ranks` ranks (the partition's largest shards; the same
-// on every rank). Local, no MPI. Requires info.shape.tokens_q, info.shape.tokens_kv >= ranks.
-RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info, int ranks,
-                                const Documents& docs = {});
+// The estimate for the partitions `parts` (job_partitions; their largest
+// shards, the same on every rank). Local, no MPI.
+RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info,
+                                const RingPartitions& parts);
 // estimate_rank_memory(...).total; throws Error(input) naming the shape when
 // the byte count overflows int64.
-std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info, int ranks,
-                                 const Documents& docs = {});
+std::int64_t estimate_rank_bytes(const JobConfig& cfg, const InputInfo& info,
+                                 const RingPartitions& parts);
 
 // This rank's memory budget in bytes: memory_limit_mb when > 0, else its
 // share of the node's available memory. Collective over comm (counts the
@@ -78,7 +80,9 @@ void check_slurm_world(MPI_Comm comm);
 // Slurm mismatch is `usage`; too few tokens, too large a head dim, an
 // overflowing or over-budget memory estimate are `input` (the message names
 // the sizes and suggests more ranks or a smaller kv_heads_per_chunk).
-void preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info,
-               const Documents& docs = {});
+// Returns the partitions the estimate was made for (job_partitions over
+// comm's ranks), for the run to use: a balanced one is built once.
+RingPartitions preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& info,
+                         const Documents& docs = {});
 
 }  // namespace ringattn

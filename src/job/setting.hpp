@@ -57,9 +57,6 @@ struct Setting {
   bool result = false;                // changes a result's bits (part of a resume key)
   const char* resume_name = nullptr;  // its name in the resume key, when not `key`
   const char* off_flag = nullptr;     // bools: a second switch that sets it false
-  // When set, what the value resolved to (an "auto" choice), as recorded
-  // with a result; otherwise the value itself is recorded.
-  const char* (*resolved)(const C&) = nullptr;
 
   std::string name() const { return std::string(section) + "." + key; }
 };

@@ -51,8 +51,9 @@ Partition Partition::balanced(const Documents& docs, const Visibility& vis, int 
   // prefix[t]: the work of tokens [0, t); each token counts one besides its
   // keys, so that runs of queries that see nothing still spread out.
   std::vector<double> prefix(static_cast<std::size_t>(n) + 1, 0.0);
-  for (std::int64_t t = 0; t < n; ++t)
-    prefix[t + 1] = prefix[t] + 1.0 + static_cast<double>(docs.visible_keys(t, vis));
+  docs.for_each_visible_keys(vis, [&](std::int64_t t, std::int64_t keys) {
+    prefix[t + 1] = prefix[t] + 1.0 + static_cast<double>(keys);
+  });
   p.bounds_.assign(static_cast<std::size_t>(ranks) + 1, 0);
   p.bounds_[ranks] = n;
   for (int r = 1; r < ranks; ++r) {

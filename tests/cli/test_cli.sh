@@ -367,7 +367,8 @@ case_window() {
 
 # Packed sequences end to end: gen --docs writes cu_seqlens (and the _q/_k
 # pair for cross-attention), info reports them, run at 1-3 ranks under
-# several partitions (auto is balanced) and verify pass, causal and windowed;
+# several partitions (auto is balanced; the output, its config and the
+# metrics record the one that ran) and verify pass, causal and windowed;
 # verify refuses an output computed over other sequences; bad offsets
 # (decreasing, not from 0, not to N, float, 2-D, a lone cu_seqlens_q, B > 1)
 # are one usage line naming the dataset and entry, exit 2, nothing written.
@@ -380,12 +381,23 @@ case_packed() {
   local np part
   for np in 1 2 3; do
     for part in auto zigzag striped; do
-      rm -f out.h5
-      local flags=(--threads 1 --lse --causal --window 40)
+      rm -f out.h5 metrics.json
+      local flags=(--threads 1 --lse --causal --window 40 --metrics metrics.json)
       [[ $part == auto ]] || flags+=(--partition "$part")
       expect 0 mpi "$np" "$bin" run --input in.h5 --output out.h5 "${flags[@]}"
       [[ $part != auto ]] || grep -q "6 packed sequences, balanced partition" out.txt ||
         fail "run's wrote line does not name the packed sequences and the balanced partition"
+      # The partition that ran (auto: balanced) is the one the output, its
+      # config and the metrics record.
+      "$py" - "${part/auto/balanced}" <<'PY' || fail "the $part run records another partition"
+import h5py, json, sys
+want = sys.argv[1]
+a = h5py.File("out.h5", "r").attrs
+m = json.load(open("metrics.json"))
+got = [a["partition"], json.loads(a["config"])["ring"]["partition"],
+       m["problem"]["partition"], m["config"]["ring"]["partition"]]
+assert got == [want] * 4, (want, got)
+PY
       expect 0 "$bin" verify --input in.h5 --output out.h5 --rows 0
       grep -q "6 packed sequences" out.txt || fail "verify's plan does not name the sequences"
     done

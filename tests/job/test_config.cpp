@@ -275,7 +275,7 @@ TEST_F(ConfigFile, PrintConfigLoadsBackToTheSameConfig) {
 TEST(ConfigJson, RecordsResolvedChoicesInTheSameSchema) {
   JobConfig c;
   c.causal = true;
-  const nlohmann::json j = nlohmann::json::parse(config_json(c));
+  const nlohmann::json j = nlohmann::json::parse(config_json(c, false));
   EXPECT_EQ(j["ring"]["partition"], "zigzag");  // auto, resolved
   EXPECT_EQ(j["ring"]["transport"], "mpi");
   EXPECT_EQ(j["output"]["dtype"], "f32");
@@ -284,6 +284,31 @@ TEST(ConfigJson, RecordsResolvedChoicesInTheSameSchema) {
   std::set<std::string> sections;
   for (const auto& [k, v] : j.items()) sections.insert(k);
   EXPECT_EQ(sections, (std::set<std::string>{"input", "output", "attention", "ring", "run"}));
+  // No setting records "auto": every auto choice is one JobConfig::as_run makes.
+  for (const auto& [section, settings] : j.items())
+    for (const auto& [key, value] : settings.items())
+      EXPECT_NE(value, "auto") << section << "." << key << " is recorded unresolved";
+}
+
+// The partition recorded is the one the run builds (job_partitions): a
+// packed input's auto is balanced, causal or not; a partition given stays.
+TEST(ConfigJson, RecordsThePartitionTheRunUses) {
+  for (const bool causal : {false, true})
+    for (const bool packed : {false, true}) {
+      JobConfig c;
+      c.causal = causal;
+      const PartitionKind ran = c.effective_partition(packed);
+      EXPECT_EQ(ran, packed   ? PartitionKind::balanced
+                     : causal ? PartitionKind::zigzag
+                              : PartitionKind::contiguous);
+      EXPECT_EQ(nlohmann::json::parse(config_json(c, packed))["ring"]["partition"],
+                partition_name(ran));
+      EXPECT_EQ(nlohmann::json::parse(result_settings_json(c, packed))["partition"],
+                partition_name(ran));
+      c.partition = PartitionKind::striped;
+      EXPECT_EQ(c.effective_partition(packed), PartitionKind::striped);
+      EXPECT_EQ(nlohmann::json::parse(config_json(c, packed))["ring"]["partition"], "striped");
+    }
 }
 
 TEST(ConfigJson, TheResumeKeyHoldsExactlyTheSettingsThatChangeBits) {
@@ -299,6 +324,12 @@ TEST(ConfigJson, TheResumeKeyHoldsExactlyTheSettingsThatChangeBits) {
                       "compute", "partition", "kv_heads_per_chunk", "lse", "o_dtype", "backend"}));
   EXPECT_EQ(j["partition"], "contiguous");  // resolved: a resumed auto run must match it
   EXPECT_EQ(j["ranks"], 3);
+  // A packed input's auto is balanced: a partial output made with another
+  // partition is not continued by an auto run.
+  InputInfo packed = info;
+  packed.cu_q.object = H5Object::dataset;
+  ASSERT_TRUE(packed.packed());
+  EXPECT_EQ(nlohmann::json::parse(resume_key_json(c, packed, 3))["partition"], "balanced");
   // Threads, metrics, timeouts do not change the bits: a resume may change them.
   JobConfig other = c;
   other.threads = 7;

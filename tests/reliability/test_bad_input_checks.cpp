@@ -212,6 +212,14 @@ InputInfo info_of(std::int64_t B, std::int64_t Hq, std::int64_t Hkv, std::int64_
   return i;
 }
 
+// The estimates for a dense input on `ranks` ranks, over the job's partitions.
+RankMemory memory_on(const JobConfig& cfg, const InputInfo& info, int ranks) {
+  return estimate_rank_memory(cfg, info, job_partitions(cfg, info, {}, ranks));
+}
+std::int64_t bytes_on(const JobConfig& cfg, const InputInfo& info, int ranks) {
+  return estimate_rank_bytes(cfg, info, job_partitions(cfg, info, {}, ranks));
+}
+
 // The estimate is the sum of what the owners allocate for the largest
 // chunk: 4 ranks, contiguous, Hq 8 / Hkv 2 (group 4), kv_heads_per_chunk 1,
 // Nq 1000 (largest shard 250), Nkv 600 (150), D 64, f32. The kernel and
@@ -224,13 +232,13 @@ TEST(EstimateRankBytes, IsWhatTheOwnersAllocate) {
   cfg.threads = 2;
   const InputInfo info = info_of(3, 8, 2, 1000, 600, 64);
   const std::int64_t hq = 4, nq = 250, nkv = 150, D = 64;
-  const RankMemory m = estimate_rank_memory(cfg, info, 4);
+  const RankMemory m = memory_on(cfg, info, 4);
   ASSERT_FALSE(m.overflow);
   EXPECT_EQ(m.q, hq * nq * D * 4);
   EXPECT_EQ(m.state, 2 * hq * nq * 4 + hq * nq * D * 4);
   EXPECT_EQ(m.lse, hq * nq * 4);
   EXPECT_EQ(m.total, m.q + m.ring + m.packed + m.state + m.lse);
-  EXPECT_EQ(estimate_rank_bytes(cfg, info, 4), m.total);
+  EXPECT_EQ(bytes_on(cfg, info, 4), m.total);
 
   // The kernel's tiles: what update_state really allocates on the chunk.
   std::vector<float> q(static_cast<std::size_t>(hq * nq * D), 0.5f);
@@ -247,21 +255,21 @@ TEST(EstimateRankBytes, IsWhatTheOwnersAllocate) {
 TEST(EstimateRankBytes, GrowsWithChunkShrinksWithRanks) {
   JobConfig cfg;
   const InputInfo info = info_of(1, 16, 4, 100000, 100000, 128, DType::f16);
-  const std::int64_t one = estimate_rank_bytes(cfg, info, 8);
-  EXPECT_GT(estimate_rank_bytes(cfg, info, 4), one);
-  EXPECT_LT(estimate_rank_bytes(cfg, info, 16), one);
+  const std::int64_t one = bytes_on(cfg, info, 8);
+  EXPECT_GT(bytes_on(cfg, info, 4), one);
+  EXPECT_LT(bytes_on(cfg, info, 16), one);
   cfg.kv_heads_per_chunk = 4;
-  EXPECT_GT(estimate_rank_bytes(cfg, info, 8), 3 * one);
+  EXPECT_GT(bytes_on(cfg, info, 8), 3 * one);
   cfg.kv_heads_per_chunk = 100;  // clamped to Hkv
-  EXPECT_EQ(estimate_rank_bytes(cfg, info, 8), [&] {
+  EXPECT_EQ(bytes_on(cfg, info, 8), [&] {
     JobConfig c4;
     c4.kv_heads_per_chunk = 4;
-    return estimate_rank_bytes(c4, info, 8);
+    return bytes_on(c4, info, 8);
   }());
   // f16 storage with an f16 o adds the rounding scratch.
   cfg.kv_heads_per_chunk = 1;
   cfg.o_dtype = OutDType::input;
-  const RankMemory m = estimate_rank_memory(cfg, info, 8);
+  const RankMemory m = memory_on(cfg, info, 8);
   EXPECT_EQ(m.out16, 4 * (100000 / 8) * 128 * 2);
   EXPECT_EQ(m.total, one + m.out16);
 }
@@ -270,9 +278,9 @@ TEST(EstimateRankBytes, OverflowIsItsOwnError) {
   JobConfig cfg;
   cfg.input = "big.h5";
   const InputInfo info = info_of(1, 1, 1, std::int64_t{1} << 61, std::int64_t{1} << 61, 256);
-  EXPECT_TRUE(estimate_rank_memory(cfg, info, 2).overflow);
+  EXPECT_TRUE(memory_on(cfg, info, 2).overflow);
   try {
-    (void)estimate_rank_bytes(cfg, info, 2);
+    (void)bytes_on(cfg, info, 2);
     ADD_FAILURE() << "no Error";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_class(), ErrorClass::input);
@@ -306,6 +314,21 @@ class Preflight : public testing::Test {
 
 TEST_F(Preflight, AGoodRunPasses) {
   EXPECT_NO_THROW(preflight(MPI_COMM_WORLD, cfg_, info_of(2, 4, 2, 300, 200, 64)));
+}
+
+// What preflight estimated for is what the run gets: the job's partitions
+// over the world's ranks (a packed input's auto: balanced).
+TEST_F(Preflight, ReturnsThePartitionsItEstimatedFor) {
+  const InputInfo info = info_of(1, 2, 2, 300, 300, 16);
+  const Documents docs = Documents::packed({0, 10, 250, 300}, {0, 10, 250, 300});
+  cfg_.causal = true;
+  const RingPartitions dense = preflight(MPI_COMM_WORLD, cfg_, info);
+  EXPECT_EQ(dense.kind, PartitionKind::zigzag);
+  EXPECT_EQ(dense.q, job_partitions(cfg_, info, {}, world_size()).q);
+  const RingPartitions packed = preflight(MPI_COMM_WORLD, cfg_, info, docs);
+  EXPECT_EQ(packed.kind, PartitionKind::balanced);
+  EXPECT_EQ(packed.q, job_partitions(cfg_, info, docs, world_size()).q);
+  EXPECT_EQ(packed.kv, job_partitions(cfg_, info, docs, world_size()).kv);
 }
 
 TEST_F(Preflight, FewerTokensThanRanks) {
