@@ -44,6 +44,8 @@ void print_text(const nlohmann::json& j) {
               p2p.at("bytes").get<double>() / 1e6, p2p.at("seconds").get<double>(),
               p2p.at("algbw_GBps").get<double>(), *std::max_element(wait.begin(), wait.end()),
               d("overlap"));
+  if (j.contains("home_hop_wait_s"))
+    std::printf("       last hop (gradients home): waited %.4f s\n", d("home_hop_wait_s"));
 }
 
 int run(MpiSession& mpi, const BenchRingOptions& o) {

@@ -117,9 +117,12 @@ struct Figures {
   double bytes = 0;                             // sent, all ranks
   std::vector<double> step_compute, step_wait;  // per step, max over ranks
   std::vector<double> step_bytes;               // per step, the most a rank sent
-  double max_rank_bytes = 0;                    // the most a rank sent in all
-  std::uint64_t hop_bytes = 0;                  // the largest message (the largest block's)
-  double hop_s = 0;                             // one hop of it alone
+  // Over the steps' hops (the backward's last hop home is not one): the
+  // most a rank sent, the longest a rank waited in all. Beyond the steps,
+  // home_wait: the longest a rank waited for the last hop (0: forward).
+  double step_bytes_max = 0, step_wait_max = 0, home_wait = 0;
+  std::uint64_t hop_bytes = 0;  // the largest message (the largest block's)
+  double hop_s = 0;             // one hop of it alone
 };
 
 // Runs the baseline, the ring and the hop alone. Collective.
@@ -137,19 +140,30 @@ Figures measure(MPI_Comm comm, int P, int rank, const Problem& pb, const RingBen
   f.tp = st.total_s;
   RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &f.tp, 1, MPI_DOUBLE, MPI_MAX, comm));
 
-  // Per-rank figures to rank 0: flops, compute, exposed wait, bytes.
-  const double mine[4] = {st.flops, st.compute_s, st.wait_s, static_cast<double>(st.bytes_sent)};
-  std::vector<double> all(4 * static_cast<std::size_t>(P));
-  RA_MPI_CHECK(MPI_Gather(mine, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, 0, comm));
+  // Per-rank figures to rank 0: flops, compute, exposed wait, bytes, and
+  // the wait and bytes of the steps' hops alone.
+  double step_wait = 0, step_bytes = 0;
+  for (const RingStepStats& s : st.steps) {
+    step_wait += s.wait_s;
+    step_bytes += static_cast<double>(s.bytes_sent);
+  }
+  constexpr int kFields = 6;
+  const double mine[kFields] = {
+      st.flops, st.compute_s, st.wait_s, static_cast<double>(st.bytes_sent), step_wait, step_bytes};
+  std::vector<double> all(kFields * static_cast<std::size_t>(P));
+  RA_MPI_CHECK(MPI_Gather(mine, kFields, MPI_DOUBLE, all.data(), kFields, MPI_DOUBLE, 0, comm));
   f.flops.resize(P);
   f.compute.resize(P);
   f.wait.resize(P);
   for (int r = 0; r < P; ++r) {
-    f.flops[r] = all[4 * r];
-    f.compute[r] = all[4 * r + 1];
-    f.wait[r] = all[4 * r + 2];
-    f.bytes += all[4 * r + 3];
-    f.max_rank_bytes = std::max(f.max_rank_bytes, all[4 * r + 3]);
+    const double* a = all.data() + kFields * r;
+    f.flops[r] = a[0];
+    f.compute[r] = a[1];
+    f.wait[r] = a[2];
+    f.bytes += a[3];
+    f.step_wait_max = std::max(f.step_wait_max, a[4]);
+    f.step_bytes_max = std::max(f.step_bytes_max, a[5]);
+    f.home_wait = std::max(f.home_wait, a[2] - a[4]);
   }
   // Per-step maxima over ranks.
   f.step_compute.resize(P);
@@ -179,13 +193,15 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
   const double mean_flops = total_flops / P;
   // Seconds the hop alone takes for `bytes` (0 on one rank): the transfers'
   // time if nothing hid them. The forward sends one block a step but the
-  // last; the backward sends at every step (blocks, gradients behind them)
-  // and once more, the gradients home, with nothing to hide under.
+  // last; the backward sends at every step (blocks, gradients behind them).
+  // Overlap is over those hops; the backward's last one, the gradients
+  // home, has nothing to hide under, and what a rank waits there (chiefly
+  // for the slowest rank to finish) is home_hop_wait_s.
   const auto hop_time = [&](double bytes) {
     return f.hop_bytes > 0 ? f.hop_s * bytes / static_cast<double>(f.hop_bytes) : 0.0;
   };
-  const double transfer_s = hop_time(f.max_rank_bytes);  // per rank
-  const double exposed = *std::max_element(f.wait.begin(), f.wait.end());
+  const double transfer_s = hop_time(f.step_bytes_max);  // per rank
+  const double exposed = f.step_wait_max;
   const double bw = f.hop_s > 0 ? static_cast<double>(f.hop_bytes) / f.hop_s / 1e9 : 0.0;
   // The flops of every (query, key) pair, by the pass's own count.
   const AttnParams all_pairs = AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ,
@@ -230,6 +246,7 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
                           {"compute_s_max", f.step_compute[s]},
                           {"wait_s_max", f.step_wait[s]},
                           {"transfer_s", hop_time(f.step_bytes[s])}});
+  if (o.backward) j["home_hop_wait_s"] = f.home_wait;
   if (o.baseline) {
     j["seconds_one_rank"] = f.t1;
     j["efficiency"] = f.t1 / (P * f.tp);

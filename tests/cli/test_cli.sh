@@ -604,6 +604,7 @@ case_bench_backward() {
     check_json "j['gflops'] > 0 and j['efficiency'] > 0 and j['seconds_one_rank'] > 0"
     check_json "abs(sum(j['flops']) - 2.5 * ($fwd)) <= 1e-9 * sum(j['flops'])"
     check_json "0 < j['visible_fraction'] <= 1 and j['p2p']['bytes'] > 0"
+    check_json "j['home_hop_wait_s'] >= 0 and 0 <= j['overlap'] <= 1"
   done
   expect 0 mpi 2 "$bin" "${ring[@]}" --backward --causal
   grep -q '^ring   backward, 2 ranks' out.txt || fail "bench ring --backward: the text does not say backward"
