@@ -202,9 +202,10 @@ TEST_F(ConfigFile, EnumTyposNameTheChoices) {
 
 TEST_F(ConfigFile, UnknownKeysAndWrongTypesAreErrors) {
   EXPECT_NE(load_error("[run]\nthread = 2\n").find("unknown key 'run.thread'"), std::string::npos);
-  EXPECT_NE(load_error("[outputs]\npath = \"x.h5\"\n")
-                .find("unknown key 'outputs' (sections: input, output, attention, ring, run)"),
-            std::string::npos);
+  EXPECT_NE(
+      load_error("[outputs]\npath = \"x.h5\"\n")
+          .find("unknown key 'outputs' (sections: input, output, attention, ring, run, gradients)"),
+      std::string::npos);
   EXPECT_NE(load_error("run = 3\n").find("'run' must be a table ([run])"), std::string::npos);
   EXPECT_NE(load_error("threads = 2\n").find("unknown key 'threads'"), std::string::npos);
   EXPECT_NE(
@@ -251,6 +252,9 @@ JobConfig every_setting_changed() {
   c.memory_limit_mb = 1536;
   c.resume = true;
   c.checkpoint_interval = 0;
+  c.do_name = "grad_o";
+  c.backward = true;
+  c.reuse_forward = true;
   return c;
 }
 
@@ -283,7 +287,8 @@ TEST(ConfigJson, RecordsResolvedChoicesInTheSameSchema) {
   EXPECT_EQ(j["attention"]["causal"], true);
   std::set<std::string> sections;
   for (const auto& [k, v] : j.items()) sections.insert(k);
-  EXPECT_EQ(sections, (std::set<std::string>{"input", "output", "attention", "ring", "run"}));
+  EXPECT_EQ(sections,
+            (std::set<std::string>{"input", "output", "attention", "ring", "run", "gradients"}));
   // No setting records "auto": every auto choice is one JobConfig::as_run makes.
   for (const auto& [section, settings] : j.items())
     for (const auto& [key, value] : settings.items())
@@ -318,10 +323,13 @@ TEST(ConfigJson, TheResumeKeyHoldsExactlyTheSettingsThatChangeBits) {
   const nlohmann::json j = nlohmann::json::parse(resume_key_json(c, info, 3));
   std::set<std::string> keys;
   for (const auto& [k, v] : j.items()) keys.insert(k);
-  EXPECT_EQ(keys, (std::set<std::string>{
-                      "input_path", "input_size", "input_mtime_ns", "input_inode", "input_linked",
-                      "ranks", "q_dataset", "k_dataset", "v_dataset", "causal", "window", "scale",
-                      "compute", "partition", "kv_heads_per_chunk", "lse", "o_dtype", "backend"}));
+  EXPECT_EQ(keys,
+            (std::set<std::string>{
+                "input_path",   "input_size", "input_mtime_ns", "input_inode", "input_linked",
+                "ranks",        "q_dataset",  "k_dataset",      "v_dataset",   "causal",
+                "window",       "scale",      "compute",        "partition",   "kv_heads_per_chunk",
+                "lse",          "o_dtype",    "backend",        "do_dataset",  "backward",
+                "reuse_forward"}));
   EXPECT_EQ(j["partition"], "contiguous");  // resolved: a resumed auto run must match it
   EXPECT_EQ(j["ranks"], 3);
   // A packed input's auto is balanced: a partial output made with another
