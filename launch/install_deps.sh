@@ -9,8 +9,10 @@ PACKAGES=(
   libhdf5-openmpi-dev hdf5-tools             # parallel HDF5 (MPI-IO) for inputs/outputs
   libxsmm-dev                                # JIT small-GEMM kernels for the tile products
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev   # CLI, configs, JSON reports
+  libzmq3-dev                                # the attention service's messaging (ringattn serve)
   libgtest-dev googletest libbenchmark-dev   # tests and micro-benchmarks
   python3-h5py python3-numpy python3-matplotlib         # dataset scripts and plots
+  python3-zmq                                           # the service's Python client (clients/python)
   slurm-wlm slurmctld slurmd slurm-client munge         # tests/launch: a throwaway single-node Slurm
   bowtie2-examples golang-github-pierrec-lz4-dev        # real inputs for datasets/ tests: lambda phage, Gutenberg #1661
   clang libclang-rt-14-dev libomp-14-dev                # launch/run_fuzz.sh: libFuzzer (gcc has none), clang's OpenMP

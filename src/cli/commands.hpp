@@ -31,6 +31,10 @@ class MpiSession;
 // Subcommands that run under mpirun get the MPI session.
 std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench);
 std::function<int(MpiSession&)> add_run(CLI::App& app);
+// The attention service (under mpirun) and its one-process shell clients.
+std::function<int(MpiSession&)> add_serve(CLI::App& app);
+std::function<int()> add_submit(CLI::App& app);
+std::function<int()> add_query(CLI::App& app);
 // One-process tools (rank 0 works, other ranks wait, all return its code).
 std::function<int(MpiSession&)> add_gen(CLI::App& app);
 std::function<int(MpiSession&)> add_info(CLI::App& app);

@@ -88,6 +88,9 @@ int main(int argc, char** argv) {
   auto run_gen = ringattn::cli::add_gen(app);
   auto run_info = ringattn::cli::add_info(app);
   auto run_verify = ringattn::cli::add_verify(app);
+  auto run_serve = ringattn::cli::add_serve(app);
+  auto run_submit = ringattn::cli::add_submit(app);
+  auto run_query = ringattn::cli::add_query(app);
 
   try {
     app.parse(argc, argv);
@@ -96,18 +99,23 @@ int main(int argc, char** argv) {
   }
 
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
-      app.got_subcommand("info") || app.got_subcommand("verify")) {
-    const auto& chosen = app.got_subcommand("gen")      ? run_gen
+      app.got_subcommand("info") || app.got_subcommand("verify") || app.got_subcommand("serve")) {
+    const auto& chosen = app.got_subcommand("serve")    ? run_serve
+                         : app.got_subcommand("gen")    ? run_gen
                          : app.got_subcommand("info")   ? run_info
                          : app.got_subcommand("verify") ? run_verify
                          : app.got_subcommand("run")    ? run_job
                                                         : run_bench_ring;
-    return run_under_mpi(chosen, app.got_subcommand("run"), &argc, &argv);
+    // run and serve stop politely on SIGTERM: handlers before MPI starts.
+    return run_under_mpi(chosen, app.got_subcommand("run") || app.got_subcommand("serve"), &argc,
+                         &argv);
   }
 
   try {
     if (bench->got_subcommand("kernel")) return run_bench_kernel();
     if (app.got_subcommand("selfcheck")) return run_selfcheck();
+    if (app.got_subcommand("submit")) return run_submit();
+    if (app.got_subcommand("query")) return run_query();
   } catch (const ringattn::Error& e) {
     std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(e.error_class()),
                  e.what());

@@ -38,6 +38,10 @@ void set_job_abort_handler(JobAbortHandler handler) {
   g_abort_handler.store(handler);
 }
 
+JobAbortHandler job_abort_handler() {
+  return g_abort_handler.load();
+}
+
 void abort_job(const JobAbort& how) {
   if (const JobAbortHandler h = g_abort_handler.load()) h(how);
   std::_Exit(how.exit_code);

@@ -68,6 +68,9 @@ struct JobAbort {
 };
 using JobAbortHandler = void (*)(const JobAbort&);
 void set_job_abort_handler(JobAbortHandler handler);
+// The handler installed now (a layer that adds its own last words, like the
+// service answering its clients, calls it after them).
+JobAbortHandler job_abort_handler();
 // Prints "ringattn: <class> error: <what>" and ends the job with the class's code.
 [[noreturn]] void abort_job(const Error& e);
 // Ends the job after the caller printed its own line (the watchdog does).

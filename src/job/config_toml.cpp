@@ -24,9 +24,10 @@ RawValue raw_of(const toml::node& n) {
   return std::monostate{};
 }
 
-toml::table parse(const std::string& path) {
+// path names the text in messages; text, when given, is parsed instead of the file.
+toml::table parse(const std::string& path, const std::string* text = nullptr) {
   try {
-    return toml::parse_file(path);
+    return text ? toml::parse(*text, path) : toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     const auto& src = e.source();
     RA_CHECK(false, usage, path, ":", src.begin.line, ":", src.begin.column,
@@ -72,13 +73,24 @@ void print_value(std::ostream& os, const T& v) {
 
 }  // namespace
 
-void load_config_file(const std::string& path, JobConfig& cfg) {
-  const toml::table root = parse(path);
+namespace {
+
+void load_table(const std::string& path, const toml::table& root, JobConfig& cfg) {
   check_known_keys(path, root);
   for_each_setting([&](const auto& s) {
     if (const toml::node* n = root[s.section][s.key].node())
       assign(cfg, s, raw_of(*n), path + ": " + s.name());
   });
+}
+
+}  // namespace
+
+void load_config_file(const std::string& path, JobConfig& cfg) {
+  load_table(path, parse(path), cfg);
+}
+
+void load_config_text(const std::string& text, const std::string& where, JobConfig& cfg) {
+  load_table(where, parse(where, &text), cfg);
 }
 
 std::string config_toml(const JobConfig& cfg) {

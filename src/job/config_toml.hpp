@@ -15,6 +15,8 @@ namespace ringattn {
 
 // Applies the keys set in `path` on top of `cfg`.
 void load_config_file(const std::string& path, JobConfig& cfg);
+// The same for TOML text (a service's job request); `where` names it in messages.
+void load_config_text(const std::string& text, const std::string& where, JobConfig& cfg);
 
 // Every setting as TOML, in the table's order and schema: loading it back
 // gives the same JobConfig.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
 namespace ringattn {
 namespace {
@@ -14,7 +15,16 @@ std::string hms(double s) {
   std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
   return buf;
 }
+ProgressObserver& observer() {
+  static ProgressObserver o;
+  return o;
+}
+
 }  // namespace
+
+void set_progress_observer(ProgressObserver o) {
+  observer() = std::move(o);
+}
 
 Progress::Progress(bool enabled, std::int64_t chunks, double tokens_per_chunk, double interval,
                    std::FILE* out)
@@ -27,6 +37,7 @@ Progress::Progress(bool enabled, std::int64_t chunks, double tokens_per_chunk, d
 
 void Progress::update(double done) {
   if (!enabled_) return;
+  if (observer()) observer()(done, chunks_);
   const double t = timer_.seconds();
   const bool last = done >= static_cast<double>(chunks_);
   if (!tty_ && !last && t - last_print_ < interval_) return;

@@ -5,10 +5,17 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 
 #include "core/timer.hpp"
 
 namespace ringattn {
+
+// A process-wide listener of every update of an enabled Progress, unthrottled
+// (the service's job status reads it), called on the thread that runs the
+// job; nullptr removes it.
+using ProgressObserver = std::function<void(double done, std::int64_t chunks)>;
+void set_progress_observer(ProgressObserver observer);
 
 class Progress {
  public:
