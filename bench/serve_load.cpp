@@ -4,7 +4,10 @@
 // figures are ratios measured in the same run where the issue asks for them:
 //
 //   stream_gbs      this machine's single-thread streaming read bandwidth
-//                   (one rank's core), measured here first
+//                   (one rank's core), measured here first; and
+//                   stream_gbs_per_rank_all_streaming, each core's share
+//                   while as many cores as the service has ranks stream at
+//                   once (what a rank gets while its peers read their shards)
 //   decode          single-token attends (q [H, 1, D]) against the resident
 //                   context --context: p50/p99 latency, and p50 against the
 //                   memory bound (the largest rank's context bytes / stream_gbs)
@@ -40,8 +43,8 @@ double seconds_since(Clock::time_point t0) {
 }
 
 // Best of 5 passes of a sum over 1 GiB: what one core streams from memory.
-double stream_read_gbs() {
-  const std::size_t n = (std::size_t{1} << 30) / sizeof(float);
+double stream_read_gbs(std::size_t bytes = std::size_t{1} << 30) {
+  const std::size_t n = bytes / sizeof(float);
   AlignedBuffer<float> buf(n);
   for (std::size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i & 1023);
   double best = 0;
@@ -70,6 +73,18 @@ Message attend_msg(const std::string& ctx, std::int64_t H, std::int64_t n, std::
   fill_seeded(q.data(), DType::f32, static_cast<std::size_t>(H * n * D), seed);
   m.arrays.push_back({"q", WireDType::f32, {H, n, D}, std::move(q)});
   return m;
+}
+
+// What each of `ranks` cores streams while all of them stream at once (the
+// ranks of a node share its memory channels): the slowest one's rate.
+double concurrent_stream_gbs(int ranks) {
+  std::vector<double> gbs(static_cast<std::size_t>(ranks));
+  std::vector<std::thread> th;
+  for (int r = 0; r < ranks; ++r)
+    th.emplace_back(
+        [&, r] { gbs[static_cast<std::size_t>(r)] = stream_read_gbs(std::size_t{512} << 20); });
+  for (auto& t : th) t.join();
+  return *std::min_element(gbs.begin(), gbs.end());
 }
 
 json percentiles(std::vector<double> ms) {
@@ -138,6 +153,8 @@ int main(int argc, char** argv) {
     json out;
     out["stream_gbs"] = stream_read_gbs();
     Client c(endpoint, "", 600000);
+    const int ranks = c.call(Message{{{"op", "ping"}}, {}}).header["ranks"];
+    out["stream_gbs_per_rank_all_streaming"] = concurrent_stream_gbs(ranks);
     const json list = c.call(Message{{{"op", "list"}}, {}}).header["contexts"];
     const json* big = find_context(list, context);
     if (!big) throw std::runtime_error("the service holds no context '" + context + "'");
@@ -153,6 +170,11 @@ int main(int argc, char** argv) {
     dec["bytes_per_rank_max"] = max_bytes;
     dec["memory_bound_ms"] = bound_ms;
     dec["p50_over_bound"] = dec["p50_ms"].get<double>() / bound_ms;
+    // The bound when every rank of the node streams at once, as they do.
+    const double shared_ms = static_cast<double>(max_bytes) /
+                             (out["stream_gbs_per_rank_all_streaming"].get<double>() * 1e9) * 1e3;
+    dec["memory_bound_all_streaming_ms"] = shared_ms;
+    dec["p50_over_bound_all_streaming"] = dec["p50_ms"].get<double>() / shared_ms;
     out["decode"] = dec;
     // Concurrency: one at a time, then `clients` at once.
     {

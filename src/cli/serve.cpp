@@ -5,6 +5,8 @@
 //
 // Includes: cli/commands.hpp, cli/mpi_session.hpp, serve/server.hpp,
 // serve/client.hpp.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -133,7 +135,8 @@ std::function<int()> add_submit(CLI::App& app) {
     std::printf("job %lld\n", static_cast<long long>(job));
     std::fflush(stdout);
     if (!*wait) return static_cast<int>(kOk);
-    while (true) {
+    // Short jobs end in milliseconds: poll fast at first, then back off.
+    for (int wait_ms = 2;; wait_ms = std::min(2 * wait_ms, 500)) {
       const serve::Message s = client->call(header_only({{"op", "job_status"}, {"job", job}}));
       const std::string state = s.header["state"];
       if (state != "queued" && state != "running") {
@@ -145,7 +148,7 @@ std::function<int()> add_submit(CLI::App& app) {
                : state == "stopped" ? static_cast<int>(kStopped)
                                     : static_cast<int>(kFailure);
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
     }
   };
 }

@@ -58,9 +58,14 @@ std::vector<float> attend_shard(const ContextShard& shard, const AttendBatch& b,
   p.k_pos = shard.positions();
   p.threads = threads;
   std::vector<float> o(static_cast<std::size_t>(H * N * D)), lse(static_cast<std::size_t>(H * N));
-  // A few rows per K/V head (decode) stream the shard once in its type; a
-  // large batch is compute-bound and takes the tiled kernel.
-  if (decode_suits(p))
+  // The shard is resident and long: the tiled kernel would repack all of it
+  // to f32 on every call (seconds for 1M keys), which only many query rows
+  // amortise. The decode kernel streams it once in its type and stays at
+  // ~0.7 of the FMA peak for batched rows too (measured to 64 rows per kv
+  // head on Zen 3), so it serves every batch up to kDecodeRows rows per head
+  // group; bf16 compute is not served (the context keeps f32 or f16).
+  constexpr std::int64_t kDecodeRows = 1024;
+  if (p.compute == ComputeType::f32 && N * (H / c.heads_kv) <= kDecodeRows)
     decode_attention(p, o.data(), lse.data());
   else
     attention_forward(p, o.data(), lse.data());
