@@ -39,7 +39,9 @@ void add_client_flags(CLI::App& c, ClientFlags& f) {
   c.add_option("--socket", f.socket, "The service's Unix socket (default: serve's default)");
   c.add_option("--endpoint", f.endpoint, "A ZeroMQ endpoint instead (tcp://HOST:PORT)");
   c.add_option("--secret-file", f.secret_file, "File (mode 0600) holding the service's secret");
-  c.add_option("--timeout", f.timeout_s, "Seconds to wait for a reply")->check(positive());
+  c.add_option("--timeout", f.timeout_s, "Seconds to wait for a reply")
+      ->check(positive())
+      ->capture_default_str();
 }
 
 std::unique_ptr<serve::Client> connect(const ClientFlags& f) {
@@ -78,8 +80,8 @@ std::function<int(MpiSession&)> add_serve(CLI::App& app) {
   CLI::App* c = app.add_subcommand(
       "serve",
       "Run the attention service under mpirun/srun: key/value contexts resident across the "
-      "ranks, attend requests answered by all ranks (docs/service.md). Stops on SIGTERM after "
-      "answering what it accepted, exit 0.");
+      "ranks, attend requests answered by all ranks (docs/service.md). Stops on SIGTERM, SIGINT or "
+      "SIGUSR1 to the ranks (mpirun forwards SIGUSR1) after answering what it accepted, exit 0.");
   c->add_option("--socket", o->socket,
                 "Unix socket to listen on (made 0600 in a 0700 directory you own; default " +
                     serve::default_socket_path() + ")");

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <thread>
 
 namespace ringattn {
@@ -43,20 +44,25 @@ int affinity_cores() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+int local_ranks() {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE",
+                          "SLURM_TASKS_PER_NODE"}) {
+    // SLURM_TASKS_PER_NODE reads "2(x3),1": this node's count leads when the
+    // nodes alike; atoi takes the leading number.
+    if (const char* s = std::getenv(var); s && std::atoi(s) > 0) return std::atoi(s);
+  }
+  return 1;
+}
+
 int default_threads() {
   const int cores = affinity_cores();
   const int online = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
   // A launcher that binds each rank to its own cores already gave us our share.
   if (cores < online) return cores;
-  int local = 1;
-  for (const char* var :
-       {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
-    if (const char* s = std::getenv(var)) {
-      local = std::max(1, std::atoi(s));
-      break;
-    }
-  }
-  return std::max(1, cores / local);
+  // Slurm says how many CPUs a task has even where it does not bind tasks.
+  if (const char* s = std::getenv("SLURM_CPUS_PER_TASK"); s && std::atoi(s) > 0)
+    return std::min(cores, std::atoi(s));
+  return std::max(1, cores / local_ranks());
 }
 
 int launcher_rank() {

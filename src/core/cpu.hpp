@@ -21,11 +21,16 @@ const CpuFeatures& cpu_features();
 // The widest vector ISA the kernels use here: "avx512", "avx2" or "generic".
 std::string vector_isa();
 
-// Cores this process may run on (its affinity mask), divided among the ranks
-// that share the node according to the launcher (OMPI_COMM_WORLD_LOCAL_SIZE,
-// MPI_LOCALNRANKS, SLURM_NTASKS_PER_NODE) unless the mask already is per rank.
-// At least 1. Several ranks on one node therefore never oversubscribe it.
+// Cores this process may run on (its affinity mask) when that mask is
+// already per rank (a binding launcher); else SLURM_CPUS_PER_TASK where
+// Slurm sets it; else the mask's cores divided among the ranks on this node
+// (local_ranks()). At least 1. Several ranks on one node therefore never
+// oversubscribe it.
 int default_threads();
+
+// Ranks on this node as the launcher tells it (OMPI_COMM_WORLD_LOCAL_SIZE,
+// MPI_LOCALNRANKS, SLURM_NTASKS_PER_NODE, SLURM_TASKS_PER_NODE); 1 without one.
+int local_ranks();
 
 // Cores in this process's affinity mask.
 int affinity_cores();

@@ -3,8 +3,8 @@
 # socket in a 0700 scratch directory (pages of 7 tokens, so every context
 # spans every rank; --max-request-mb 4 and --queue 16 so the limits are
 # reachable), runs one case against it, then stops it with SIGUSR1 to
-# mpirun (forwarded to the ranks, as Slurm's --signal does) and checks that
-# every rank exited 0. Every wait is bounded.
+# mpirun (forwarded to the ranks) or SIGTERM to the ranks (as scancel does)
+# and checks that every rank exited 0. Every wait is bounded.
 #
 #   test_serve.sh RINGATTN CLIENT_TEST NP SCRATCH CASE
 #   CASE: client  the C++ client suite (tests/serve/test_service_client.cpp)
@@ -46,9 +46,16 @@ start_server() {
   fail "serve did not listen within 60 s"
 }
 
-# stop_server: SIGUSR1 to mpirun; every rank must end, exit 0, within 60 s.
+# stop_server [term]: SIGUSR1 to mpirun (which forwards it), or with `term`
+# SIGTERM to every rank (as scancel does); every rank must end, exit 0,
+# within 60 s.
 stop_server() {
-  kill -USR1 "$pid"
+  if [[ ${1:-} == term ]]; then
+    local p
+    for p in $(pgrep -P "$pid"); do kill -TERM "$p"; done
+  else
+    kill -USR1 "$pid"
+  fi
   local rc=0
   for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
@@ -67,7 +74,7 @@ case $case in
   client)
     start_server
     timeout 500 "$client" --endpoint "$sock" --data-dir "$dir" || fail "client suite failed"
-    stop_server
+    stop_server term
     ;;
   python)
     "$py" -c "import zmq, numpy" 2>/dev/null || { echo "SKIP: $py lacks zmq or numpy"; exit 77; }
