@@ -58,7 +58,7 @@ DTYPES = {
 }
 
 #: Job states after which a job's state never changes.
-FINAL_JOB_STATES = ("done", "failed", "stopped")
+FINAL_JOB_STATES = ("done", "failed", "stopped", "cancelled")
 
 
 class ServiceError(Exception):

@@ -75,6 +75,17 @@ TEST(Protocol, TypedFields) {
   EXPECT_THROW(check_context_name("a b"), Error);
   EXPECT_THROW(check_context_name(""), Error);
   EXPECT_THROW(check_context_name(std::string(129, 'a')), Error);
+  try {
+    RA_FAIL(usage, "bad field");
+  } catch (const Error& err) {
+    EXPECT_EQ(error_reply(err).header["error"], "bad field");  // no source location for users
+  }
+  try {
+    RA_FAIL(internal, "a bug");
+  } catch (const Error& err) {
+    EXPECT_NE(error_reply(err).header["error"].get<std::string>().find(".cpp:"),
+              std::string::npos);  // kept for a bug report
+  }
   const Message e = error_reply("usage", "two\nlines");
   EXPECT_EQ(e.header["error"], "two lines");
   EXPECT_EQ(e.header["ok"], false);
