@@ -118,7 +118,7 @@ struct Roles {
 };
 
 std::string error_text(const Error& e) {
-  return std::string(error_class_name(e.error_class())) + " error: " + e.what();
+  return std::string(error_class_name(e.error_class())) + " error: " + user_text(e);
 }
 
 // The backward's checks `run --backward` makes (with the default --do-name),

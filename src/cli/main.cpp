@@ -56,7 +56,8 @@ int run_under_mpi(const std::function<int(ringattn::cli::MpiSession&)>& subcomma
     const bool agreed = mpi && !mpi->independent_work() && cls != ErrorClass::comm &&
                         cls != ErrorClass::fault && cls != ErrorClass::internal;
     if (!agreed || mpi->rank() == 0)
-      std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(cls), e.what());
+      std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(cls),
+                   ringattn::user_text(e).c_str());
     if (mpi && !agreed && mpi->size() > 1) mpi->abort(code);
     return code;
   } catch (const std::exception& e) {
@@ -118,7 +119,7 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("query")) return run_query();
   } catch (const ringattn::Error& e) {
     std::fprintf(stderr, "ringattn: %s error: %s\n", ringattn::error_class_name(e.error_class()),
-                 e.what());
+                 ringattn::user_text(e).c_str());
     return ringattn::exit_code(e.error_class());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ringattn: internal error: %s\n", e.what());

@@ -1,5 +1,6 @@
 // Error formatting: every message carries file:line and host:rank so a line in
-// a 1000-rank job log says where it came from.
+// a 1000-rank job log says where it came from; user_text() leaves them off
+// the errors a user causes.
 #include "core/error.hpp"
 
 #include <unistd.h>
@@ -36,6 +37,20 @@ std::atomic<JobAbortHandler> g_abort_handler{nullptr};
 
 void set_job_abort_handler(JobAbortHandler handler) {
   g_abort_handler.store(handler);
+}
+
+std::string user_text(const Error& e) {
+  std::string text = e.what();
+  const ErrorClass c = e.error_class();
+  const char* debug = std::getenv("RINGATTN_DEBUG");
+  if ((debug && *debug && std::string(debug) != "0") ||
+      (c != ErrorClass::usage && c != ErrorClass::input && c != ErrorClass::io))
+    return text;
+  // throw_error appends " [file.cpp:line, where]": the last bracket, if it is one.
+  const auto at = text.rfind(" [");
+  if (at != std::string::npos && text.back() == ']' && text.find(".cpp:", at) != std::string::npos)
+    text.erase(at);
+  return text;
 }
 
 JobAbortHandler job_abort_handler() {

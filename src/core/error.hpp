@@ -46,6 +46,13 @@ constexpr int exit_code(ErrorClass c) {
   return 1;
 }
 
+class Error;
+// What a user reads of an error: its text without the source location
+// ("[job/job.cpp:12, host:0]") for the classes a user's flags, data or files
+// cause (usage, input, io); other classes, or RINGATTN_DEBUG=1 in the
+// environment, keep it for a bug report.
+std::string user_text(const Error& e);
+
 class Error : public std::runtime_error {
  public:
   Error(ErrorClass cls, const std::string& what) : std::runtime_error(what), cls_(cls) {}

@@ -152,15 +152,7 @@ Message error_reply(const std::string& cls, const std::string& text) {
 }
 
 Message error_reply(const Error& e) {
-  // A client's mistake reads without our source location ("[serve/x.cpp:12,
-  // host:0]"); a fault or a bug keeps it, for the report it will be in.
-  std::string text = e.what();
-  const ErrorClass c = e.error_class();
-  const auto at = text.rfind(" [");
-  if ((c == ErrorClass::usage || c == ErrorClass::input || c == ErrorClass::io) &&
-      at != std::string::npos && text.back() == ']' && text.find(".cpp:", at) != std::string::npos)
-    text.erase(at);
-  return error_reply(error_class_name(c), text);
+  return error_reply(error_class_name(e.error_class()), user_text(e));
 }
 
 Message ok_reply(nlohmann::json fields) {
