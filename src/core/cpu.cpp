@@ -65,6 +65,17 @@ int default_threads() {
   return std::max(1, cores / local_ranks());
 }
 
+std::string oversubscription_warning(int threads) {
+  const int online = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  const int local = local_ranks();
+  // One thread per rank cannot be lowered: more ranks than cores was the
+  // launch's own choice (--oversubscribe), not a --threads mistake.
+  if (threads <= 1 || static_cast<long>(threads) * local <= online) return "";
+  return std::to_string(threads) + " threads per rank x " + std::to_string(local) +
+         " ranks on this node exceed its " + std::to_string(online) +
+         " cores: the ranks will compete for them (lower --threads)";
+}
+
 int launcher_rank() {
   for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
     if (const char* v = std::getenv(var)) return std::atoi(v);

@@ -32,6 +32,10 @@ int default_threads();
 // MPI_LOCALNRANKS, SLURM_NTASKS_PER_NODE, SLURM_TASKS_PER_NODE); 1 without one.
 int local_ranks();
 
+// A warning when threads (> 1) per rank times local_ranks() exceed this
+// node's online cores, else "".
+std::string oversubscription_warning(int threads);
+
 // Cores in this process's affinity mask.
 int affinity_cores();
 

@@ -226,6 +226,8 @@ void Job::open_input() {
   report_.documents = input_->documents();
   report_.ranks = ranks_;
   report_.threads = cfg_.threads > 0 ? cfg_.threads : default_threads();
+  if (const std::string w = oversubscription_warning(report_.threads); rank_ == 0 && !w.empty())
+    std::fprintf(stderr, "ringattn: warning: %s\n", w.c_str());
   report_.partition = parts.kind;
   qp_.emplace(std::move(parts.q));
   kp_.emplace(std::move(parts.kv));

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -53,6 +54,15 @@ TEST_F(LauncherEnv, RanksOnTheNodeShareIt) {
   setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "100000", 1);  // Open MPI's own count first
   EXPECT_EQ(local_ranks(), 100000);
   EXPECT_EQ(default_threads(), 1);
+}
+
+TEST_F(LauncherEnv, WarnsWhenThreadsTimesRanksExceedTheCores) {
+  const int online = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2", 1);
+  EXPECT_EQ(ringattn::oversubscription_warning(std::max(1, online / 2)), "");
+  EXPECT_NE(ringattn::oversubscription_warning(online).find("exceed"), std::string::npos);
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "100000", 1);
+  EXPECT_EQ(ringattn::oversubscription_warning(1), "");  // one thread: the launch's choice
 }
 
 }  // namespace
