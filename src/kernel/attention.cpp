@@ -15,6 +15,7 @@
 // pair layout instead, Q and P are bf16 too, and the scale moves from Q to
 // the scores (softmax_tile), so that only q itself is rounded.
 #include "kernel/attention.hpp"
+#include "kernel/workspace.hpp"
 
 #include <omp.h>
 
@@ -126,21 +127,6 @@ Geometry geometry(const AttnParams& p) {
   g.v_tiles = g.v_direct ? (g.v_tail ? 1 : 0) : g.KT;
   return g;
 }
-
-// Every buffer update_state allocates comes from here, so the bytes it
-// counts are the bytes it allocated (last_update_state_workspace_bytes).
-class Workspace {
- public:
-  template <class T>
-  AlignedBuffer<T> buffer(std::size_t n) {
-    bytes_.fetch_add(n * sizeof(T), std::memory_order_relaxed);
-    return AlignedBuffer<T>(n);
-  }
-  std::size_t bytes() const { return bytes_.load(); }
-
- private:
-  std::atomic<std::size_t> bytes_{0};
-};
 
 thread_local std::size_t t_last_workspace_bytes = 0;
 

@@ -35,6 +35,7 @@
 //   kernel/attention.hpp   attention_forward, run for compute = bf16
 //   kernel/tile_classify.hpp  classify_tile: chunks and tiles no query sees
 #include "kernel/decode.hpp"
+#include "kernel/workspace.hpp"
 
 #include <omp.h>
 
@@ -136,21 +137,6 @@ Geometry geometry(const AttnParams& p) {
   g.segments = g.masked ? static_cast<std::int64_t>(p.k_pos.segments().size()) : 0;
   return g;
 }
-
-// Every buffer decode_attention allocates comes from here, so the bytes it
-// counts are the bytes it allocated (last_decode_workspace_bytes).
-class Workspace {
- public:
-  template <class T>
-  AlignedBuffer<T> buffer(std::size_t n) {
-    bytes_.fetch_add(n * sizeof(T), std::memory_order_relaxed);
-    return AlignedBuffer<T>(n);
-  }
-  std::size_t bytes() const { return bytes_.load(); }
-
- private:
-  std::atomic<std::size_t> bytes_{0};
-};
 
 thread_local std::size_t t_last_workspace_bytes = 0;
 
