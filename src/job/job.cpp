@@ -284,14 +284,19 @@ void Job::start_ring() {
   opt_.scale = cfg_.scale;
   opt_.compute = cfg_.compute;
   opt_.threads = report_.threads;
-  progress_.emplace(rank_ == 0, report_.chunks, static_cast<double>(info().shape.tokens_q * hq_max),
-                    cfg_.progress_interval);
+  progress_.emplace(rank_ == 0, cfg_.effective_progress(), report_.chunks,
+                    static_cast<double>(info().shape.tokens_q * hq_max), cfg_.progress_interval);
   // Progress inside a chunk too, step by step: a 1M-token chunk is minutes.
   // The same hook injects the test faults (job/fault_injection.hpp).
   opt_.on_step = [this](int step, int steps) {
     maybe_inject_fault(fault_, rank_, done_, step + fault_step_offset_);
     progress_->update(static_cast<double>(done_) + phase_.first +
                       phase_.second * static_cast<double>(step) / steps);
+  };
+  // And within a step: one step of a 1M-token job on two ranks is minutes.
+  opt_.on_compute = [this](double steps_done) {
+    progress_->update(static_cast<double>(done_) + phase_.first +
+                      phase_.second * steps_done / ranks_);
   };
   // A ring that can save its state stops at the next ring step, not at the
   // chunk's end: one chunk can be a long sequence that outlasts Slurm's
@@ -308,6 +313,7 @@ void Job::start_ring() {
 }
 
 void Job::run_chunks() {
+  progress_->begin(static_cast<double>(done_));
   std::int64_t index = -1;
   for (std::int64_t b = 0; b < info().shape.batch; ++b)
     for (std::int64_t hk0 = 0; hk0 < info().shape.heads_kv; hk0 += hk_chunk_) {

@@ -16,6 +16,7 @@
 // parsed at the edge, by the table; the job compares no strings.
 //
 // Includes: mpi.h (MPI_Comm), job/setting.hpp (Setting, NumberRule),
+// job/progress.hpp (ProgressStyle),
 // kernel/params.hpp (ComputeType), ring/partition.hpp (PartitionKind).
 #pragma once
 
@@ -26,6 +27,7 @@
 #include <optional>
 #include <string>
 
+#include "job/progress.hpp"
 #include "job/setting.hpp"
 #include "kernel/params.hpp"
 #include "ring/partition.hpp"
@@ -57,10 +59,11 @@ struct JobConfig {
   std::optional<TransportKind> transport;  // unset (auto): nccl with cuda, else mpi
   double comm_timeout = 1800;              // seconds a rank may block on a peer; 0 = forever
   // [run]
-  int threads = 0;                      // per rank; 0: the rank's share of its node's cores
-  std::int64_t kv_heads_per_chunk = 1;  // K/V heads per streamed chunk (with their query heads)
-  std::string metrics;                  // write per-rank metrics JSON here ("" = none)
-  double progress_interval = 5.0;       // seconds between progress lines in a batch log
+  int threads = 0;                        // per rank; 0: the rank's share of its node's cores
+  std::int64_t kv_heads_per_chunk = 1;    // K/V heads per streamed chunk (with their query heads)
+  std::string metrics;                    // write per-rank metrics JSON here ("" = none)
+  std::optional<ProgressStyle> progress;  // unset (auto): bar on a terminal, else lines
+  double progress_interval = 5.0;         // seconds between progress lines in a batch log
   Backend backend = Backend::cpu;
   double memory_limit_mb = 0;       // per rank; 0: the rank's share of the node's memory
   bool resume = false;              // continue an interrupted run from its partial output
@@ -82,10 +85,15 @@ struct JobConfig {
   PartitionKind effective_partition(bool packed_input) const {
     return partition ? *partition : default_partition(causal, packed_input);
   }
+  // The progress style: auto looks at where rank 0's stderr leads.
+  ProgressStyle effective_progress() const {
+    return progress ? *progress : default_progress_style();
+  }
   // This config with every "auto" choice made as a run on such an input
   // makes it: what the output, the metrics and a resume key record.
   JobConfig as_run(bool packed_input) const {
     JobConfig c = *this;
+    c.progress = effective_progress();
     c.partition = effective_partition(packed_input);
     c.transport = effective_transport();
     return c;
@@ -112,6 +120,13 @@ struct EnumNames<PartitionKind> {
   static constexpr std::array values{PartitionKind::contiguous, PartitionKind::zigzag,
                                      PartitionKind::striped, PartitionKind::balanced};
   static const char* name(PartitionKind k) { return partition_name(k); }
+};
+template <>
+struct EnumNames<ProgressStyle> {
+  static constexpr std::array values{ProgressStyle::bar, ProgressStyle::lines, ProgressStyle::none};
+  static const char* name(ProgressStyle s) {
+    return s == ProgressStyle::bar ? "bar" : s == ProgressStyle::lines ? "lines" : "none";
+  }
 };
 template <>
 struct EnumNames<ComputeType> {
@@ -227,9 +242,14 @@ void run(Visit& visit) {
       .rule = {.lo = 1}, .result = true});
   visit(Str{.section = "run", .key = "metrics", .flag = "--metrics", .member = &C::metrics,
             .help = "Write per-rank metrics JSON to this file"});
+  visit(JobSetting<std::optional<ProgressStyle>>{
+      .section = "run", .key = "progress", .flag = "--progress", .member = &C::progress,
+      .help = "How rank 0 shows progress: bar (redrawn in place), lines (timestamped, every "
+              "--progress-interval seconds: for batch logs), none; auto: bar when stderr reaches "
+              "a terminal, through mpirun too, else lines"});
   visit(Num{.section = "run", .key = "progress_interval", .flag = "--progress-interval",
             .member = &C::progress_interval,
-            .help = "Seconds between progress lines when stderr is not a terminal",
+            .help = "Seconds between progress lines (--progress lines)",
             .rule = {.lo = 0, .above = true, .unit = "seconds"}});
   visit(JobSetting<Backend>{.section = "run", .key = "backend", .flag = "--backend",
                             .member = &C::backend,

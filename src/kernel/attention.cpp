@@ -403,7 +403,10 @@ void update_state(const AttnParams& p, AttnState& s) {
           compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n, isa);
           pending = 0;
         }
-        if (poll) p.progress(p.progress_arg);
+        if (poll)  // items are dealt in order: thread 0's is about where the team is
+          p.progress(p.progress_arg, (static_cast<double>(item) +
+                                      static_cast<double>(kt + 1) / static_cast<double>(KT)) /
+                                         static_cast<double>(items));
       }
       if (pending > 0) compensated_add(accbuf.data(), compbuf.data(), partbuf.data(), fold_n, isa);
 

@@ -291,7 +291,8 @@ void GradState::fold(const AttnParams& p, float* dk, float* dv) {
                             static_cast<std::int64_t>(kd), isa);
             pending = 0;
           }
-          if (poll) p.progress(p.progress_arg);
+          if (poll)  // items are dealt round-robin: thread 0's is about where the team is
+            p.progress(p.progress_arg, static_cast<double>(item) / static_cast<double>(items));
         }
       if (pending > 0) {
         compensated_add(dk_sum.data(), dk_comp.data(), dk_part.data(),

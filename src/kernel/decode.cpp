@@ -675,9 +675,10 @@ TileKind classify_keys(const Setup& pr, const std::int64_t* kpos, std::int64_t n
   return classify_tile(pr.q_min, pr.q_max, *lo, *hi, pr.vis);
 }
 
-// The state of chunk c of (batch, kv head) bh, from its keys alone.
+// The state of chunk c of (batch, kv head) bh, from its keys alone. done:
+// the call's fraction done when this chunk began, for the progress hook.
 void process_chunk(const Setup& pr, std::int64_t bh, std::int64_t c, Scratch& sc,
-                   std::int64_t& poll_work, bool poll) {
+                   std::int64_t& poll_work, bool poll, double done) {
   const AttnParams& p = pr.p;
   const Geometry& g = pr.g;
   const std::int64_t R = g.R, Dp = g.Dp, n_q = p.n_q;
@@ -763,7 +764,7 @@ void process_chunk(const Setup& pr, std::int64_t bh, std::int64_t c, Scratch& sc
     pr.ops.accumulate(sc.s.data(), R, vt, vtype, ldv, nk, g.Dp, sc.alpha.data(), acc,
                       sc.comp.data(), v_next, nk_next);
     if (poll && (poll_work += nk * Dp * (R + 16)) >= DecodeTraits::kPollWork) {
-      p.progress(p.progress_arg);
+      p.progress(p.progress_arg, done);
       poll_work = 0;
     }
   }
@@ -908,7 +909,8 @@ void decode_attention(const AttnParams& p, float* o, float* lse) {
     std::int64_t poll_work = 0;
 #pragma omp for schedule(dynamic, 1)
     for (std::int64_t item = 0; item < items; ++item)
-      process_chunk(pr, item / NC, item % NC, sc, poll_work, poll);
+      process_chunk(pr, item / NC, item % NC, sc, poll_work, poll,
+                    static_cast<double>(item) / static_cast<double>(items));
 #pragma omp for schedule(static)
     for (std::int64_t row = 0; row < rows; ++row) merge_and_finalize(pr, row / R, row % R, o, lse);
   }

@@ -94,9 +94,11 @@ struct AttnParams {
   CpuVariant cpu;   // the CPU kernel's tile shape and vector path
 
   // Called every few hundred microseconds from the calling thread while the
-  // kernel computes, if set: the ring polls its transfer here, because MPI
-  // moves a large message only when the process calls into it.
-  void (*progress)(void*) = nullptr;
+  // kernel computes, if set, with an estimate of the fraction of the call's
+  // work done (0 to 1): the ring polls its transfer here, because MPI moves
+  // a large message only when the process calls into it, and reports
+  // progress within a long step.
+  void (*progress)(void*, double done) = nullptr;
   void* progress_arg = nullptr;
 
   // Dense (B, H, N, D) tensors with the given sizes: strides filled in.

@@ -12,10 +12,6 @@
 namespace ringattn {
 namespace {
 
-void poll_transport(void* t) {
-  static_cast<Transport*>(t)->progress();
-}
-
 // The CPU kernel, host buffers, host transport.
 class CpuBackend {
  public:
@@ -37,16 +33,12 @@ class CpuBackend {
     if (fresh_) state_.reset();  // else it holds the steps a stopped run folded
   }
 
-  double fold(AttnParams* p, bool poll) {
+  // poll: p's progress hook (the loop's StepHook) moves the hop along.
+  double fold(AttnParams* p, bool /*poll*/) {
     const Timer t;
     if (p) {
       p->threads = threads_;
       p->cpu = cpu_;
-      if (poll) {
-        // MPI moves a large message only while the process calls into it.
-        p->progress = poll_transport;
-        p->progress_arg = &t_;
-      }
       update_state(*p, state_);
     }
     return t.seconds();
@@ -91,16 +83,12 @@ class CpuGradBackend {
   const void* queries() { return queries_.q.data; }
   void begin() { grad_.reset(queries_, in_); }
 
-  double fold(AttnParams* p, bool poll) {
+  double fold(AttnParams* p, bool /*poll*/) {  // the hook moves the hop, as above
     const Timer t;
     n_ = 0;
     if (p) {
       p->threads = threads_;
       p->cpu = cpu_;
-      if (poll) {
-        p->progress = poll_transport;
-        p->progress_arg = &t_;
-      }
       n_ = static_cast<std::size_t>(p->batch * p->heads_kv * p->n_kv * p->head_dim);
       std::fill_n(part_.data(), 2 * n_, 0.0f);
       grad_.fold(*p, part_.data(), part_.data() + n_);

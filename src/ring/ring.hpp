@@ -63,6 +63,12 @@ struct RingOptions {
   // Called after each ring step (steps done, of P) if set, after stop_after:
   // progress reports, fault injection. Between kernel calls, never inside one.
   std::function<void(int done, int steps)> on_step;
+  // Called while a step computes, if set, from the calling thread, at most
+  // every kComputeReportInterval seconds: the steps done so far plus the
+  // running step's fraction done (an estimate). A long job's progress
+  // within a step (a 1M-token step is minutes). CPU rings only.
+  std::function<void(double steps_done)> on_compute;
+  static constexpr double kComputeReportInterval = 0.5;
   // A run that continues one stopped earlier (Ring::resumable_state): the
   // state holds steps [0, first_step) and the home block holds the block of
   // step first_step, ring_step_source(rank, first_step)'s. 0: a fresh run.

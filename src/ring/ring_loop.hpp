@@ -32,9 +32,11 @@ namespace ringattn {
 //                  readable by the kernel, the state reset (for a fresh run)
 //   fold(p, poll)  fold the block p describes into the state (nullptr: the
 //                  step is skipped, nothing to fold), adding to p what is the
-//                  backend's own (threads, a progress hook); with poll, move
-//                  the hop along meanwhile (Open MPI moves a large message
-//                  only when polled). Returns the kernel's seconds.
+//                  backend's own (threads, tile shape); with poll, move the
+//                  hop along meanwhile (Open MPI moves a large message only
+//                  when polled): a CPU kernel through p's progress hook,
+//                  which the loop sets (StepHook). Returns the kernel's
+//                  seconds.
 //   finalize()     normalise the state into o (and lse); returns its seconds
 template <class B>
 concept RingBackend = requires(B& b, AttnParams* p, bool poll) {
@@ -44,6 +46,31 @@ concept RingBackend = requires(B& b, AttnParams* p, bool poll) {
   b.begin();
   { b.fold(p, poll) } -> std::same_as<double>;
   { b.finalize() } -> std::same_as<double>;
+};
+
+// The kernel's in-call hook (AttnParams::progress) for step `step`: moves
+// the hop along (hop set: Open MPI moves a large message only when polled)
+// and passes the step's progress on to opt.on_compute, throttled.
+struct StepHook {
+  Transport* hop = nullptr;  // nullptr: nothing in flight, or no polling
+  const RingOptions* opt = nullptr;
+  int step = 0;
+  Timer since_report;
+
+  static void call(void* self, double done) {
+    auto* h = static_cast<StepHook*>(self);
+    if (h->hop) h->hop->progress();
+    if (h->opt->on_compute && h->since_report.seconds() >= RingOptions::kComputeReportInterval) {
+      h->opt->on_compute(h->step + done);
+      h->since_report.reset();
+    }
+  }
+  // Sets p's hook to this one, when there is anything for it to do.
+  void attach(AttnParams& p) {
+    if (!hop && !opt->on_compute) return;
+    p.progress = &StepHook::call;
+    p.progress_arg = this;
+  }
 };
 
 // What a layout must satisfy before a ring of P ranks sizes anything for it.
@@ -83,6 +110,8 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
         ring_step_params(layout, r, backend.queries(), q_pos, backend.block(cur), st.source, opt);
     st.skipped = ring_step_skipped(q_range, p.k_pos, p.visibility());
     if (!st.skipped) st.flops = attention_flops(p);
+    StepHook hook{hop_now && opt.poll ? &hop : nullptr, &opt, s, {}};
+    hook.attach(p);
     st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
     if (hop_now) {
       const Timer t;
@@ -190,6 +219,8 @@ RingStats run_ring_backward(Backend& backend, const RingLayout& layout, const Ri
         ring_step_params(layout, r, backend.queries(), q_pos, backend.block(cur), st.source, opt);
     st.skipped = ring_step_skipped(q_range, p.k_pos, p.visibility());
     if (!st.skipped) st.flops = attention_backward_flops(p);
+    StepHook hook{hop_now && opt.poll ? &hop : nullptr, &opt, s, {}};
+    hook.attach(p);
     st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
     if (hop_now) {
       const Timer t;

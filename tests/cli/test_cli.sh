@@ -4,7 +4,8 @@
 #   test_cli.sh RINGATTN SCRATCH_DIR CASE
 #
 # CASE is one of: help, gen_info, gen_refuses, run_verify, info_not_hdf5,
-# run_errors, settings_flags, settings_agreed, window, bench_kernel_variants,
+# run_errors, settings_flags, settings_agreed, window, progress,
+# bench_kernel_variants,
 # bench_kernel_refusal, bench_backward, backward_verify (see the functions
 # below). The case runs in SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
@@ -169,6 +170,38 @@ with h5py.File('incomplete.h5', 'r+') as f:
   expect 0 "$bin" verify --input in16.h5 --output out16.h5 --rows 200 --seed 4
   grep -q '^  rows    200 of 8800' out.txt || fail "verify did not sample 200 of 8800 rows"
   grep -q '^  tol     1e-03 (default for an f16 o' out.txt || fail "verify chose the wrong tolerance"
+}
+
+# Progress under mpirun: in a log (mpirun's stderr a file), timestamped
+# lines that say what the rate counts, and lines within a ring step (a
+# step here is over a second: 24576 x 24576 keys at D = 64); on a terminal
+# (script(1) gives mpirun one), the bar, though rank 0's stderr is a pipe;
+# with --progress none, nothing.
+case_progress() {
+  expect 0 "$bin" gen --output in.h5 --heads 1 --n 49152 --d 64 --seed 1
+  expect 0 mpi 2 "$bin" run --input in.h5 --output lines.h5 --threads 1 --progress-interval 0.01
+  local stamp='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{4} progress: '
+  grep -Eq "${stamp}1 chunks of 49152 query rows \(tokens x heads\); rate: query rows finished per second by this run" err.txt ||
+    fail "no header line saying what the rate counts"
+  grep -Eq "${stamp}100\.0% \(chunk 1\.00 of 1\), [0-9.e+]+ query rows/s, elapsed [0-9:]+, ETA 0:00:00$" err.txt ||
+    fail "no timestamped last line"
+  grep -Eo '\(chunk 0\.[0-9]{2} of 1\)' err.txt | grep -vqE '0\.(00|50) ' ||
+    fail "no line from within a ring step (only chunk 0.00 and 0.50: the step boundaries)"
+  ! grep -q $'\r' err.txt || fail "a bar went into a log file"
+
+  rm -f lines.h5
+  # script -c runs mpirun on a new terminal; what the terminal shows goes to tty.txt.
+  script -qefc "$(printf '%q ' "$mpiexec" "$np_flag" 2 "${mpi_flags[@]}" "$bin" run \
+    --input in.h5 --output bar.h5 --threads 1)" /dev/null </dev/null >tty.txt 2>&1 ||
+    fail "mpirun on a terminal failed: $(tail -3 tty.txt)"
+  grep -q $'\r\\[#*\\.*\\] ' tty.txt || fail "no bar on the terminal: $(head -c 400 tty.txt)"
+  grep -q '\] 100\.0%  chunk 1\.00/1' tty.txt || fail "the bar did not reach 100%"
+  ! grep -q ' progress: ' tty.txt || fail "lines on a terminal"
+
+  expect 0 mpi 2 "$bin" run --input in.h5 --output none.h5 --threads 1 --progress none
+  ! grep -q 'progress\|\]' err.txt || fail "--progress none printed progress"
+  expect 2 "$bin" run --input in.h5 --output x.h5 --progress dots
+  one_error_line "--progress"
 }
 
 # info on what is not HDF5: one line, the right exit code, also under mpirun.

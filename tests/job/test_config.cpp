@@ -247,6 +247,7 @@ JobConfig every_setting_changed() {
   c.threads = 3;
   c.kv_heads_per_chunk = 4;
   c.metrics = "m.json";
+  c.progress = ProgressStyle::lines;
   c.progress_interval = 0.25;
   c.backend = Backend::cuda;
   c.memory_limit_mb = 1536;

@@ -513,6 +513,8 @@ TEST(Decode, CallsProgressFromTheCallingThread) {
     int n = 0;
     bool other_thread = false;
     std::thread::id caller = std::this_thread::get_id();
+    double last = 0;  // the fraction done, which only grows within [0, 1]
+    bool bad_fraction = false;
   } calls;
   Problem pr;
   pr.n_q = 1;
@@ -521,15 +523,19 @@ TEST(Decode, CallsProgressFromTheCallingThread) {
   pr.head_dim = 128;
   pr.dtype = DType::f16;
   Inputs in(pr);
-  in.laid.progress = [](void* arg) {
+  in.laid.progress = [](void* arg, double done) {
     auto* c = static_cast<Calls*>(arg);
     ++c->n;
     if (std::this_thread::get_id() != c->caller) c->other_thread = true;
+    if (!(done >= c->last && done <= 1)) c->bad_fraction = true;
+    c->last = done;
   };
   in.laid.progress_arg = &calls;
   run_decode(in.laid);
   EXPECT_GT(calls.n, 10);
   EXPECT_FALSE(calls.other_thread);
+  EXPECT_FALSE(calls.bad_fraction);
+  EXPECT_GT(calls.last, 0.5);  // the last calls come late in the work
 }
 
 }  // namespace

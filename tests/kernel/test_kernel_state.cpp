@@ -14,12 +14,14 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "core/error.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/attn_test_util.hpp"
+#include "kernel/backward.hpp"
 #include "kernel/state.hpp"
 
 namespace ringattn::test {
@@ -553,6 +555,59 @@ TEST(RefusesShape, HeadDimOneAndMaxAreAccepted) {
     const Inputs in(pr);
     EXPECT_NO_THROW(run_kernel(in.dense)) << "head dim " << d;
   }
+}
+
+// The in-call hook (AttnParams::progress): the ring polls its transfer and
+// reports progress within a long step there, so it must come from the
+// calling thread, often, with a fraction done that grows within [0, 1].
+struct HookCalls {
+  int n = 0;
+  double first = -1, last = 0;
+  bool bad = false;  // another thread, or a fraction out of order
+  std::thread::id caller = std::this_thread::get_id();
+  static void record(void* arg, double done) {
+    auto* c = static_cast<HookCalls*>(arg);
+    if (c->first < 0) c->first = done;
+    if (std::this_thread::get_id() != c->caller || done < c->last || done > 1) c->bad = true;
+    c->last = done;
+    ++c->n;
+  }
+};
+
+Problem hook_problem() {
+  Problem pr;
+  pr.heads_q = pr.heads_kv = 2;
+  pr.n_q = pr.n_kv = 1500;
+  pr.head_dim = 32;
+  pr.threads = 2;
+  return pr;
+}
+
+TEST(ProgressHook, ForwardReportsAGrowingFractionFromTheCallingThread) {
+  Inputs in(hook_problem());
+  HookCalls calls;
+  in.laid.progress = &HookCalls::record;
+  in.laid.progress_arg = &calls;
+  run_kernel(in.laid);
+  EXPECT_GT(calls.n, 10);
+  EXPECT_FALSE(calls.bad);
+  EXPECT_LT(calls.first, 0.5);
+  EXPECT_GT(calls.last, 0.5);
+}
+
+TEST(ProgressHook, BackwardReportsAGrowingFractionFromTheCallingThread) {
+  Inputs in(hook_problem());
+  const KernelOut fwd = run_kernel(in.laid);
+  std::vector<float> dq(fwd.o.size()), dk(fwd.o.size()), dv(fwd.o.size());
+  HookCalls calls;
+  in.laid.progress = &HookCalls::record;
+  in.laid.progress_arg = &calls;
+  attention_backward(in.laid, {fwd.o.data(), fwd.o.data(), fwd.lse.data()}, dq.data(), dk.data(),
+                     dv.data());
+  EXPECT_GT(calls.n, 10);
+  EXPECT_FALSE(calls.bad);
+  EXPECT_LT(calls.first, 0.5);
+  EXPECT_GT(calls.last, 0.5);
 }
 
 }  // namespace
