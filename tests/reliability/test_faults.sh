@@ -167,7 +167,10 @@ signals)
     if [[ $how == usr1-mpirun ]]; then
       kill -USR1 "$pid"  # Open MPI's mpirun forwards SIGUSR1 to the ranks
     else
-      pkill -TERM -f -- "$bin run --threads 1 --progress-interval 1000 --input big.h5 --output o.h5"
+      # Anchored: the ranks only. mpirun's command line holds the same words,
+      # and a TERM to mpirun makes it kill the ranks after a grace that a
+      # ring step on a busy machine outlasts (no 'stopped by' line then).
+      pkill -TERM -f -- "^$bin run --threads 1 --progress-interval 1000 --input big.h5 --output o.h5"
     fi
     rc=0
     wait "$pid" || rc=$?
