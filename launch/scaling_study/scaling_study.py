@@ -6,12 +6,17 @@ makes a seeded input with `ringattn gen` (cached by shape), runs
 `ringattn run --metrics` under mpirun (locally) or as one Slurm batch job
 (`sbatch --wait`), reads the metrics JSON and writes
 
-    DIR/results.csv            one row per point (ok, skipped or failed)
+    DIR/results.csv            one row per point (ok, skipped or failed), with the
+                               repeats' spread and the context (host, CPU, commit, date)
     DIR/time_vs_ranks.png      job wall time against ranks, with the ideal
     DIR/gflops_per_rank.png    attention GFLOP/s per rank against ranks
-    DIR/efficiency.png         parallel efficiency against ranks
+    DIR/efficiency.png         parallel efficiency against ranks (axis from 0)
     DIR/breakdown.png          compute / communication wait / I/O / other, per point
     DIR/runs/<id>/             per run: metrics.json, log.txt (and job.sbatch)
+
+every plot also as PDF (--plot-formats), at 200 dpi (--dpi), with error bars
+min..max over --repeats, solid black ideal lines named in the legend, and the
+context as a caption line under the plot.
 
 Lengths mean the total sequence length N in strong mode and the tokens per
 rank in weak mode (N = lengths x ranks). Efficiency, for both modes, is the
@@ -33,14 +38,18 @@ Needs Debian's Python (numpy, matplotlib; tomllib from Python 3.11).
 
 import argparse
 import csv
+import datetime
 import json
 import math
 import os
+import platform
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import time
 import tomllib
 from pathlib import Path
@@ -51,6 +60,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as ticker  # noqa: E402
 
+# PDF with TrueType (Type 42) fonts, as journals ask (not Type 3); SVG text
+# kept as text, editable and searchable.
+matplotlib.rcParams["pdf.fonttype"] = 42
+matplotlib.rcParams["svg.fonttype"] = "none"
+
 REPO = Path(__file__).resolve().parents[2]
 
 CSV_FIELDS = [
@@ -60,7 +74,17 @@ CSV_FIELDS = [
     # total attention flops, the estimates used to decide skips, the run's files
     "batch", "n_per_rank", "baseline_ranks", "threads_per_rank", "flops", "compute_mean_s",
     "comm_wait_mean_s", "io_mean_s", "est_mem_gb", "est_seconds", "run_dir",
+    # the spread over --repeats (wall_s etc. are the kept, median run's): the runs
+    # completed, their wall times (';'-separated, in run order), min and max
+    "repeats", "wall_s_min", "wall_s_max", "wall_s_runs", "gflops_per_rank_min",
+    "gflops_per_rank_max", "efficiency_min", "efficiency_max", "oversubscribed",
+    # the context: where, what and when it ran (from the run's metrics where it ran)
+    "host", "nodes", "cpu", "cpus", "vector_isa", "commit", "version", "mpi", "date",
 ]
+# Columns read back as text (the rest are numbers, empty = none).
+CSV_TEXT_FIELDS = {"mode", "status", "reason", "run_dir", "wall_s_runs", "host", "cpu",
+                   "vector_isa", "commit", "version", "mpi", "date"}
+PLOT_FORMATS = ("png", "pdf", "svg")
 
 # Fixed memory of one rank besides its shards (MPI, HDF5, libxsmm, code): the
 # README's measured peaks are shards + ring buffers + about 70 MB.
@@ -85,12 +109,24 @@ def int_list(s):
     return vals
 
 
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except where the help states its own or there is none."""
+def format_list(s):
+    vals = [x.strip().lower() for x in s.split(",") if x.strip()]
+    bad = [v for v in vals if v not in PLOT_FORMATS]
+    if not vals or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(PLOT_FORMATS)}, got {s!r}")
+    return list(dict.fromkeys(vals))
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                        argparse.RawDescriptionHelpFormatter):
+    """Shows defaults, except where the help states its own or there is none;
+    the epilog as written."""
 
     def _get_help_string(self, action):
         h = action.help or ""
-        if "[default" in h or action.default in (None, False, "") or action.required:
+        if "[default" in h or action.default is None or isinstance(action.default, bool) \
+                or action.default == "" or action.required:
             return h
         return super()._get_help_string(action)
 
@@ -98,7 +134,7 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def parse_args(argv):
     p = argparse.ArgumentParser(
         description="Strong/weak scaling study of `ringattn run` (docs/scaling.md).",
-        formatter_class=DefaultsFormatter)
+        formatter_class=DefaultsFormatter, epilog=EPILOG)
     p.add_argument("--config", default=str(REPO / "configs" / "scaling.toml"),
                    help="TOML run configuration shared by every point")
     p.add_argument("--ranks", type=int_list, default=[1, 2, 4], help="rank counts, e.g. 1,2,4")
@@ -117,7 +153,9 @@ def parse_args(argv):
     p.add_argument("--threads-per-rank", type=int, default=1,
                    help="threads per rank (fixed across points so resources grow with ranks)")
     p.add_argument("--repeats", type=int, default=1,
-                   help="runs per point; the one with the median wall time is kept")
+                   help="runs per point; the one with the median wall time is kept and "
+                        "plotted, the error bars span the fastest to the slowest (3 or more "
+                        "for a paper)")
     p.add_argument("--launcher", choices=["mpirun", "slurm"], default="mpirun")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--ringattn", default=None,
@@ -142,6 +180,14 @@ def parse_args(argv):
     p.add_argument("--keep-outputs", action="store_true", help="keep each run's out.h5")
     p.add_argument("--plot-only", action="store_true",
                    help="redraw the plots from an existing DIR/results.csv, run nothing")
+    p.add_argument("--plot-formats", type=format_list, default=["png", "pdf"],
+                   metavar="LIST",
+                   help="files written per plot, comma-separated from png, pdf, svg "
+                        "[default: png,pdf]")
+    p.add_argument("--dpi", type=int, default=200, help="resolution of the PNGs")
+    p.add_argument("--no-caption", dest="caption", action="store_false",
+                   help="leave the context line (CPU, commit, date, repeats) off the plots, "
+                        "for a paper whose caption says it; the CSV keeps it")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (and write Slurm scripts), run nothing")
     s = p.add_argument_group("slurm launcher")
@@ -156,12 +202,30 @@ def parse_args(argv):
                    help="slurm: arguments of srun (--srun-args='--mpi=pmi2')")
     s.add_argument("--sbatch-args", default="", help="slurm: extra sbatch arguments")
     a = p.parse_args(argv)
-    for name in ("d", "heads", "batch", "threads_per_rank", "repeats"):
+    for name in ("d", "heads", "batch", "threads_per_rank", "repeats", "dpi"):
         if getattr(a, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if not 1 <= a.d <= 256:
         p.error("--d must be in 1..256")
     return a
+
+
+EPILOG = """\
+writes under --out DIR:
+  results.csv          one row per point: the kept (median) run's figures, the
+                       spread over --repeats (wall_s_min/max, wall_s_runs,
+                       *_min/*_max), and the context: host, cpu, commit, date
+  time_vs_ranks.*      job wall time vs ranks, log-log, with the ideal
+  gflops_per_rank.*    attention GFLOP/s per rank vs ranks, with the baseline's
+  efficiency.*         parallel efficiency vs ranks, axis from 0, ideal 1
+  breakdown.*          compute / communication wait / I/O / other per point
+  inputs/, runs/       the generated inputs; per point metrics.json, log.txt
+each plot as png and pdf (--plot-formats), error bars min..max of the repeats,
+ideal lines solid black and in the legend, a caption line with the context.
+
+example (one machine, 3 runs per point):
+  scaling_study.py --ranks 1,2,4 --lengths 4096,8192 --repeats 3 --out study/
+"""
 
 
 # ---- configuration, binary, machine ---------------------------------------------
@@ -204,6 +268,69 @@ def mem_available_gb():
     except OSError:
         pass
     return None
+
+
+def cpu_model():
+    """The CPU's model name: /proc/cpuinfo (x86), else lscpu (Arm and the
+    rest), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    try:
+        r = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                           env=dict(os.environ, LC_ALL="C"))
+        for line in r.stdout.splitlines():
+            if line.startswith("Model name:"):
+                return " ".join(line.split(":", 1)[1].split())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def repo_commit():
+    """The driver's checkout: the commit a point gets before (or without) a
+    run's metrics, which name the binary's own."""
+    try:
+        r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def now_iso():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def study_context(a):
+    """What every row carries before a run's metrics say better: under mpirun
+    this machine is where the ranks run; under Slurm the login node is not, so
+    host and CPU come from the job (runs/<id>/context.txt)."""
+    local = a.launcher == "mpirun"
+    return {"host": socket.gethostname() if local else "", "nodes": 1 if local else None,
+            "cpu": cpu_model() if local else "", "cpus": local_cpus() if local else None,
+            "commit": repo_commit(), "version": "", "mpi": "", "vector_isa": ""}
+
+
+def job_context(rdir):
+    """cpu= and cpus= lines the Slurm job wrote on its first node."""
+    ctx = {}
+    try:
+        for line in (rdir / "context.txt").read_text(errors="replace").splitlines():
+            k, _, v = line.partition("=")
+            if k == "cpu" and v.strip():
+                ctx["cpu"] = " ".join(v.split())
+            elif k == "cpus" and v.strip().isdigit():
+                ctx["cpus"] = int(v)
+    except OSError:
+        pass
+    return ctx
 
 
 # ---- points and estimates -------------------------------------------------------
@@ -415,7 +542,11 @@ def slurm_script(binary, a, cfg_path, pt, inp, rdir, est_s):
     tmp = inp.with_name(inp.name + ".tmp.${SLURM_JOB_ID}")
     gen = shlex.join(gen_args(binary, "@TMP@", pt, a)).replace("@TMP@", f'"{tmp}"')
     run = shlex.join(run_args(binary, a, cfg_path, inp, outp, metrics, pt["causal"]))
+    ctxf = shlex.quote(str(rdir / "context.txt"))
     lines += ["set -euo pipefail",
+              "# the context of the plots and the CSV: this node's CPU (not the login node's)",
+              "{ echo \"cpu=$(LC_ALL=C lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p'"
+              " | head -n 1)\"; echo \"cpus=$(nproc --all)\"; } > " + ctxf + " || true",
               f"export OMP_NUM_THREADS={t} OMP_PLACES=cores OMP_PROC_BIND=close",
               f"mkdir -p {shlex.quote(str(inp.parent))}",
               "# the input, once per shape (cached across jobs on the shared file system)",
@@ -467,7 +598,23 @@ def summarize(m):
         "compute_mean_s": mean(r.get("compute_s", 0.0) for r in ranks),
         "comm_wait_mean_s": mean(r.get("comm_wait_s", 0.0) for r in ranks),
         "io_mean_s": mean(io),
+        **metrics_context(m),
     }
+
+
+def metrics_context(m):
+    """The context the run's metrics record (what ran, where)."""
+    c = m.get("context") or {}
+    hosts = c.get("hosts") or sorted({r["host"] for r in m.get("ranks", []) if r.get("host")})
+    out = {}
+    if hosts:
+        out["host"] = hosts[0] if len(hosts) == 1 else f"{hosts[0]} +{len(hosts) - 1}"
+        out["nodes"] = len(hosts)
+    for src, dst in (("git_commit", "commit"), ("version", "version"), ("mpi", "mpi"),
+                     ("vector_isa", "vector_isa")):
+        if c.get(src):
+            out[dst] = str(c[src])
+    return out
 
 
 def mean(xs):
@@ -490,6 +637,11 @@ def add_efficiency(rows):
         for r in ok:
             r["baseline_ranks"] = b["ranks"]
             r["efficiency"] = (r["flops"] / r["wall_s"] / r["ranks"]) / base
+            # the point's own spread, the baseline held at its kept run (the
+            # flops of a point are the same in every repeat)
+            if r.get("wall_s_min") and r.get("wall_s_max"):
+                r["efficiency_max"] = r["efficiency"] * r["wall_s"] / r["wall_s_min"]
+                r["efficiency_min"] = r["efficiency"] * r["wall_s"] / r["wall_s_max"]
 
 
 def fmt(v):
@@ -523,14 +675,19 @@ def read_csv(path):
     for r in raw:
         row = {}
         for k, v in r.items():
-            if k in ("mode", "status", "reason", "run_dir"):
-                row[k] = v
-            elif k == "causal":
+            if k is None:  # a row longer than the header
+                continue
+            if k in CSV_TEXT_FIELDS:
+                row[k] = v or ""
+            elif k in ("causal", "oversubscribed"):
                 row[k] = v == "true"
-            elif v == "":
+            elif v is None or v == "":
                 row[k] = None
             else:
-                row[k] = float(v)
+                try:
+                    row[k] = float(v)
+                except ValueError:
+                    row[k] = None
         for k in ("ranks", "n", "d", "heads"):
             row[k] = int(row[k])
         row["length"] = row["n"] if row["mode"] == "strong" else row["n"] // row["ranks"]
@@ -540,6 +697,10 @@ def read_csv(path):
 
 # ---- plots -------------------------------------------------------------------------
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
+IDEAL_STYLE = dict(color="black", lw=1.4, ls="-", zorder=1.5)
+
+
 def series_label(mode, length):
     return f"N = {length}" if mode == "strong" else f"N/P = {length}"
 
@@ -547,7 +708,7 @@ def series_label(mode, length):
 def ok_series(rows, mode):
     out = {}
     for r in rows:
-        if r["mode"] == mode and r["status"] == "ok":
+        if r["mode"] == mode and r["status"] == "ok" and r.get("wall_s"):
             out.setdefault(r["length"], []).append(r)
     return {k: sorted(v, key=lambda r: r["ranks"]) for k, v in sorted(out.items())}
 
@@ -562,72 +723,159 @@ def no_data(ax):
 
 
 def ranks_axis(ax, ranks):
+    """Log 2 axis with a tick and a plain label at each rank count, no minor
+    ticks, and room either side for the markers and error bar caps."""
     ax.set_xscale("log", base=2)
-    ax.set_xticks(ranks)
-    ax.set_xticklabels([str(r) for r in ranks])
+    ax.xaxis.set_major_locator(ticker.FixedLocator(ranks))
+    ax.xaxis.set_major_formatter(ticker.FixedFormatter([str(r) for r in ranks]))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlim(min(ranks) / 1.3, max(ranks) * 1.3)
     ax.set_xlabel("ranks P")
-    ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_lines(rows, path, ykey, ylabel, title, ideal, logy):
+def nice_num(v):
+    return f"{v:.12g}"
+
+
+def log_ticks(lo, hi):
+    """Major ticks for a log axis over [lo, hi]: powers of 10, else 1-2-5,
+    else 1..9 per decade, the sparsest set with at least 3 ticks in view
+    (each labelled plainly: 0.05, 0.1, 0.2, not 5x10^-2)."""
+    ticks = []
+    for subs in ((1,), (1, 2, 5), (1, 2, 3, 5, 7), (1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = []
+        for k in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
+            for s in subs:
+                v = float(f"{s * 10.0 ** k:.12g}")
+                if lo <= v <= hi:
+                    ticks.append(v)
+        if len(ticks) >= 3:
+            break
+    return ticks
+
+
+def clean_log_y(ax):
+    ax.set_yscale("log")
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    # half a tick step of margin each side, so no line sits on the frame
+    f = (hi / lo) ** 0.06
+    lo, hi = lo / f, hi * f
+    ax.set_ylim(lo, hi)
+    ax.yaxis.set_major_locator(ticker.FixedLocator(log_ticks(lo, hi)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: nice_num(v)))
+    ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=range(2, 10), numticks=100))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def spread(rs, key):
+    """(lower, upper) error bar lengths from key_min/key_max, or None when no
+    point has a spread (one run each, or a CSV from an older driver)."""
+    lo = [r.get(f"{key}_min") for r in rs]
+    hi = [r.get(f"{key}_max") for r in rs]
+    if any(v is None for v in lo + hi):
+        return None
+    ys = [r[key] for r in rs]
+    err = [[max(0.0, y - l) for y, l in zip(ys, lo)], [max(0.0, h - y) for y, h in zip(ys, hi)]]
+    return err if any(e > 0 for e in err[0] + err[1]) else None
+
+
+def repeats_of(rows):
+    reps = sorted({int(r["repeats"]) for r in rows
+                   if r["status"] == "ok" and r.get("repeats") is not None})
+    return reps
+
+
+def oversubscribed(r):
+    return bool(r.get("oversubscribed"))
+
+
+def plot_lines(rows, ykey, ylabel, title, ideal, ideal_label, kind):
+    """One panel per mode: a series per length with min..max error bars, the
+    ideal in solid black, oversubscribed points ringed. kind: "log" (log y
+    with clean ticks), "zero" (linear from 0) or "efficiency" (0 to a little
+    above 1)."""
     ms = modes_of(rows)
     ranks = sorted({r["ranks"] for r in rows}) or [1]
-    fig, axes = plt.subplots(1, len(ms), figsize=(6.5 * len(ms), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(ms), figsize=(6.4 * len(ms), 4.6), squeeze=False)
     for ax, mode in zip(axes[0], ms):
         ser = ok_series(rows, mode)
+        top = 0.0
+        ideal_done = False
         for i, (length, rs) in enumerate(ser.items()):
-            col = f"C{i % 10}"
+            col, mk = f"C{i % 10}", MARKERS[i % len(MARKERS)]
             xs = [r["ranks"] for r in rs]
-            ax.plot(xs, [r[ykey] for r in rs], "o-", color=col, label=series_label(mode, length))
-            ys = ideal(mode, rs)
-            if ys is not None:
-                ax.plot(xs, ys, "--", color=col, alpha=0.6, lw=1)
+            ys = [r[ykey] for r in rs]
+            err = spread(rs, ykey)
+            if err:
+                ax.errorbar(xs, ys, yerr=err, fmt=mk + "-", color=col, ms=6, lw=1.6, capsize=4,
+                            elinewidth=1.2, capthick=1.2, zorder=3,
+                            label=series_label(mode, length))
+            else:  # one run per point (or an older CSV): no bars, no bar in the legend
+                ax.plot(xs, ys, mk + "-", color=col, ms=6, lw=1.6, zorder=3,
+                        label=series_label(mode, length))
+            top = max([top] + ys + ([y + e for y, e in zip(ys, err[1])] if err else []))
+            if ideal is not None and ideal != "one":
+                yi = ideal(rs)
+                ax.plot(xs, yi, **IDEAL_STYLE,
+                        label=ideal_label[mode] if not ideal_done else "_nolegend_")
+                ideal_done = True
+                top = max([top] + yi)
+        if ideal == "one" and ser:
+            ax.axhline(1.0, **IDEAL_STYLE, label=ideal_label[mode])
+        over = [r for rs in ser.values() for r in rs if oversubscribed(r)]
+        if over:
+            ax.scatter([r["ranks"] for r in over], [r[ykey] for r in over], s=190,
+                       facecolors="none", edgecolors="0.35", linewidths=1.2, zorder=4,
+                       label="oversubscribed (ranks x threads > CPUs)")
         if not ser:
             no_data(ax)
         ranks_axis(ax, ranks)
-        if logy and ser:
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2.0, 3.0, 5.0)))
-            ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
-            ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%.3g"))
-            ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.grid(True, which="major", alpha=0.3)
+        if ser and kind == "log":
+            clean_log_y(ax)
+        elif kind == "zero":
+            ax.set_ylim(0, top * 1.12 if top > 0 else 1)
+        elif kind == "efficiency":
+            hi = max(1.1, top * 1.05)
+            ax.set_ylim(0, hi)
+            if hi <= 2.2:
+                ax.yaxis.set_major_locator(ticker.MultipleLocator(0.2))
+                ax.yaxis.set_minor_locator(ticker.MultipleLocator(0.1))
         ax.set_ylabel(ylabel)
         what = "fixed total N" if mode == "strong" else "fixed N per rank"
         ax.set_title(f"{mode} scaling ({what})")
         if ser:
-            ax.legend(fontsize=8, title="dashed: ideal" if ideal(mode, []) is not None else None,
-                      title_fontsize=8)
+            # the series first, then the ideal, then the oversubscribed ring
+            hs, ls = ax.get_legend_handles_labels()
+            order = sorted(range(len(ls)), key=lambda k: (ls[k].startswith("oversub"),
+                                                          ls[k].startswith("ideal")))
+            ax.legend([hs[k] for k in order], [ls[k] for k in order], fontsize=8, loc="best",
+                      framealpha=0.9)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def ideal_time(mode, rs):
-    if not rs:
-        return []
+def ideal_time(rs):
     b = rs[0]
     # ideal: the baseline's per-rank throughput held at every P
     return [b["wall_s"] * (r["flops"] / b["flops"]) * (b["ranks"] / r["ranks"]) for r in rs]
 
 
-def ideal_gflops(mode, rs):
-    return [rs[0]["gflops_per_rank"]] * len(rs) if rs else []
+def ideal_gflops(rs):
+    return [rs[0]["gflops_per_rank"]] * len(rs)
 
 
-def ideal_eff(mode, rs):
-    return [1.0] * len(rs) if rs else []
-
-
-def plot_breakdown(rows, path):
+def plot_breakdown(rows, title):
     ms = modes_of(rows)
-    width = max(7.0, 0.8 * len(rows) / len(ms) + 3)
+    n_max = max([len([r for r in rows if r["mode"] == m]) for m in ms] + [1])
+    width = max(7.0, 0.8 * n_max + 3)
     fig, axes = plt.subplots(len(ms), 1, figsize=(width, 4.2 * len(ms)), squeeze=False)
     parts = [("compute_mean_s", "compute", "C0"), ("comm_wait_mean_s", "communication wait", "C3"),
              ("io_mean_s", "I/O (incl. waiting in collective I/O)", "C2"),
              ("other_s", "other", "0.75")]
     for ax, mode in zip(axes[:, 0], ms):
-        rs = [r for r in rows if r["mode"] == mode and r["status"] == "ok"]
+        rs = [r for r in rows if r["mode"] == mode and r["status"] == "ok" and r.get("wall_s")]
         rs.sort(key=lambda r: (r["length"], r["ranks"]))
         if not rs:
             no_data(ax)
@@ -650,41 +898,138 @@ def plot_breakdown(rows, path):
             ax.bar(x, vals, bottom=bottom, color=col, label=label, width=0.7)
             bottom = [b + v for b, v in zip(bottom, vals)]
         for xi, r, top in zip(x, rs, bottom):
-            ax.text(xi, top + 1, f"{r['wall_s']:.3g} s", ha="center", va="bottom", fontsize=7)
+            txt = f"{r['wall_s']:.3g} s"
+            if r.get("wall_s_min") is not None and r.get("wall_s_max") is not None \
+                    and r["wall_s_max"] > r["wall_s_min"]:
+                txt += f"\n{r['wall_s_min']:.3g}–{r['wall_s_max']:.3g}"
+            ax.text(xi, top + 1, txt, ha="center", va="bottom", fontsize=7, linespacing=1.1)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"P={r['ranks']}\nN={r['n']}" for r in rs], fontsize=8)
+        ax.set_xticklabels([f"P={r['ranks']}{'*' if oversubscribed(r) else ''}\nN={r['n']}"
+                            for r in rs], fontsize=8)
+        ax.set_xlim(-0.6, len(rs) - 0.4)
         ax.set_ylabel("% of job wall time (mean over ranks)")
-        ax.set_ylim(0, max(100.0, max(bottom)) * 1.2)
+        ax.set_ylim(0, max(100.0, max(bottom)) * 1.25)
         ax.set_yticks([0, 20, 40, 60, 80, 100])
         what = "fixed total N" if mode == "strong" else "fixed N per rank"
-        ax.set_title(f"{mode} scaling ({what}): where the time goes (labels: job wall time)",
-                     fontsize=10)
+        note = "labels: kept run's wall time"
+        if any(r.get("wall_s_max") and r["wall_s_max"] > (r.get("wall_s_min") or 0) for r in rs):
+            note += ", min–max of the repeats"
+        if any(oversubscribed(r) for r in rs):
+            note += "; *: oversubscribed"
+        ax.set_title(f"{mode} scaling ({what}): where the time goes\n({note})", fontsize=10)
         ax.legend(fontsize=8, loc="upper center", ncol=4, frameon=False,
                   bbox_to_anchor=(0.5, 1.0))
         ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.suptitle(title)
+    return fig
+
+
+def uniform(rows, key, default=None):
+    vals = {r.get(key) for r in rows if r.get(key) not in (None, "")}
+    return vals.pop() if len(vals) == 1 else (default if not vals else "mixed")
+
+
+def context_caption(rows):
+    """One line of context for every plot, from the rows plotted (the CSV's,
+    under --plot-only): CPU, host, ranks' threads, build, MPI, dates, repeats."""
+    ok = [r for r in rows if r["status"] == "ok"] or rows
+    parts = []
+    cpu = uniform(ok, "cpu")
+    if cpu:
+        cpus = uniform(ok, "cpus")
+        isa = uniform(ok, "vector_isa")
+        extra = ", ".join(x for x in (f"{fmt(cpus)} CPUs" if cpus not in (None, "mixed")
+                                      else "", isa or "") if x)
+        parts.append(f"CPU {cpu}" + (f" ({extra})" if extra else ""))
+    hosts = sorted({r["host"] for r in ok if r.get("host")})
+    if hosts:
+        nodes = max(int(r["nodes"]) for r in ok if r.get("nodes") is not None) \
+            if any(r.get("nodes") is not None for r in ok) else 1
+        parts.append(("host " + ", ".join(hosts[:3]) + (" ..." if len(hosts) > 3 else ""))
+                     + (f", up to {nodes} nodes" if nodes > 1 else ""))
+    version, commit = uniform(ok, "version"), uniform(ok, "commit")
+    if version or commit:
+        parts.append("ringattn " + " ".join(x for x in (version, f"commit {commit}"
+                                                        if commit else "") if x))
+    mpi = uniform(ok, "mpi")
+    if mpi:
+        parts.append(mpi)
+    days = sorted({r["date"][:10] for r in ok if r.get("date")})
+    if days:
+        parts.append(days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}")
+    reps = repeats_of(rows)
+    if reps:
+        r = f"{reps[0]}" if len(reps) == 1 else f"{reps[0]}-{reps[-1]}"
+        parts.append("1 run per point" if reps == [1] else
+                     f"{r} runs per point: markers the median, bars min–max")
+    return " · ".join(parts)
+
+
+def add_caption(fig, text, width_in):
+    """The context under the plot, wrapped to the figure's width; the
+    layout leaves it room."""
+    if text:
+        # break between the " · " parts, within a part only if it alone is too long
+        width = max(60, int(width_in * 17))
+        out = []
+        for part in text.split(" · "):
+            if out and len(out[-1]) + 3 + len(part) <= width:
+                out[-1] += " · " + part
+            else:
+                out += textwrap.wrap(part, width=width) or [""]
+        wrapped = "\n".join(out)
+        lines = len(out)
+        fig.text(0.01, 0.01, wrapped, ha="left", va="bottom", fontsize=7, color="0.25")
+        h = fig.get_size_inches()[1]
+        fig.tight_layout(rect=(0, (0.06 + 0.14 * lines) / h + 0.01, 1, 1))
+    else:
+        fig.tight_layout()
+
+
+def save(fig, out, stem, title, caption, a):
+    paths = []
+    for ext in a.plot_formats:
+        meta = {"png": {"Title": title, "Description": caption, "Software": "scaling_study.py"},
+                "pdf": {"Title": title, "Subject": caption, "Creator": "scaling_study.py"},
+                "svg": {"Title": title, "Description": caption, "Creator": "scaling_study.py"},
+                }[ext]
+        path = out / f"{stem}.{ext}"
+        fig.savefig(path, dpi=a.dpi, metadata=meta)
+        paths.append(path)
     plt.close(fig)
+    return paths
 
 
 def make_plots(rows, out, causal, a):
     def one(key, default):
-        vals = {r.get(key) for r in rows if r.get(key) is not None}
-        return vals.pop() if len(vals) == 1 else (default if not vals else "mixed")
+        v = uniform(rows, key, default)
+        return v
 
     d, h, b = one("d", a.d), one("heads", a.heads), one("batch", a.batch)
     c, t = one("causal", causal), one("threads_per_rank", a.threads_per_rank)
     c = c if c == "mixed" else ("causal" if c else "non-causal")
     shape = f"D = {fmt(d)}, H = {fmt(h)}, B = {fmt(b)}, {c}, {fmt(t)} thread(s)/rank"
-    plot_lines(rows, out / "time_vs_ranks.png", "wall_s", "job wall time [s]",
-               f"Time vs ranks ({shape})", ideal_time, True)
-    plot_lines(rows, out / "gflops_per_rank.png", "gflops_per_rank",
-               "attention GFLOP/s per rank (flops / wall / P)",
-               f"Throughput per rank ({shape})", ideal_gflops, False)
-    plot_lines(rows, out / "efficiency.png", "efficiency",
-               "efficiency (per-rank throughput / baseline's)",
-               f"Parallel efficiency ({shape})", ideal_eff, False)
-    plot_breakdown(rows, out / "breakdown.png")
+    caption = context_caption(rows)
+    shown = caption if a.caption else ""
+    ideal_t = {"strong": "ideal: T_b · P_b / P", "weak": "ideal: T_b · (work_P / work_b) · P_b / P"}
+    ideal_g = {m: "ideal: the baseline's rate" for m in ("strong", "weak")}
+    ideal_e = {m: "ideal: 1" for m in ("strong", "weak")}
+    written = []
+    for stem, key, ylabel, title, ideal, labels, kind in (
+            ("time_vs_ranks", "wall_s", "job wall time [s]", f"Time vs ranks ({shape})",
+             ideal_time, ideal_t, "log"),
+            ("gflops_per_rank", "gflops_per_rank", "attention GFLOP/s per rank (flops / wall / P)",
+             f"Throughput per rank ({shape})", ideal_gflops, ideal_g, "zero"),
+            ("efficiency", "efficiency", "efficiency (per-rank throughput / baseline's)",
+             f"Parallel efficiency ({shape})", "one", ideal_e, "efficiency")):
+        fig = plot_lines(rows, key, ylabel, title, ideal, labels, kind)
+        add_caption(fig, shown, fig.get_size_inches()[0])
+        written += save(fig, out, stem, title, caption, a)
+    title = f"Time breakdown ({shape})"
+    fig = plot_breakdown(rows, title)
+    add_caption(fig, shown, fig.get_size_inches()[0])
+    written += save(fig, out, "breakdown", title, caption, a)
+    return written
 
 
 # ---- main --------------------------------------------------------------------------
@@ -700,8 +1045,9 @@ def main(argv=None):
     out = Path(a.out).resolve()
     if a.plot_only:
         rows = read_csv(out / "results.csv")
-        make_plots(rows, out, causal, a)
-        log(f"plots redrawn from {out / 'results.csv'} ({len(rows)} rows)")
+        files = make_plots(rows, out, causal, a)
+        log(f"plots redrawn from {out / 'results.csv'} ({len(rows)} rows): "
+            + " ".join(f.name for f in files))
         return 0
     binary = find_binary(a.ringattn)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -722,6 +1068,7 @@ def main(argv=None):
         f"memory limit {'none' if max_mem is None else f'{max_mem:.1f} GB'}; "
         f"time limit {'none' if a.max_seconds is None else f'{a.max_seconds:.0f} s'}")
 
+    ctx = study_context(a)
     points = make_points(a, causal)
     gen_failed = {}  # input path -> why gen failed ("" when it did not)
     done = {}  # (ranks, n) -> (status, reason, summary, run_dir): one run serves both modes
@@ -738,7 +1085,11 @@ def main(argv=None):
         est = estimate_seconds(pt, a, rate, oversub)
         row = dict(pt, batch=a.batch, threads_per_rank=a.threads_per_rank, est_mem_gb=mem,
                    est_seconds=est,
-                   wall_s=None, efficiency=None, baseline_ranks=None)
+                   wall_s=None, efficiency=None, baseline_ranks=None, **ctx)
+        row["date"] = now_iso()
+        # ranks x threads beyond this machine's CPUs: time sharing, not scaling
+        # (Slurm allocates --cpus-per-task for each rank)
+        row["oversubscribed"] = a.launcher == "mpirun" and p * a.threads_per_rank > cpus
         key = (p, pt["n"])
         rid = f"p{p}_n{pt['n']}"
         rdir = out / "runs" / rid
@@ -780,6 +1131,7 @@ def main(argv=None):
             timeout = a.run_timeout
             if timeout is None and est is not None:
                 timeout = 4 * est + 60
+            started = now_iso()
             for rep in range(a.repeats if not err else 0):
                 if a.launcher == "mpirun":
                     m, err = run_local(binary, a, cfg_path, pt, inp, rdir, timeout)
@@ -795,10 +1147,17 @@ def main(argv=None):
                 if a.repeats > 1:
                     os.replace(rdir / "metrics.json", rdir / f"metrics.{rep}.json")
             if m is not None and results:
+                walls = [r["wall_s"] for r in results]  # in run order
+                rates = [r["gflops"] for r in results]
                 results.sort(key=lambda s: s["wall_s"])
-                med = results[(len(results) - 1) // 2]
+                med = dict(results[(len(results) - 1) // 2])
                 if a.repeats > 1:  # metrics.json: the kept (median) run's
                     shutil.copyfile(rdir / f"metrics.{med['rep']}.json", rdir / "metrics.json")
+                med.update(repeats=len(results), wall_s_min=min(walls), wall_s_max=max(walls),
+                           wall_s_runs=";".join(f"{w:.6g}" for w in walls),
+                           gflops_min=min(rates), gflops_max=max(rates), date=started)
+                if a.launcher == "slurm":
+                    med.update(job_context(rdir))
                 done[key] = ("ok", "", med)
                 log(f"ok P={p} N={pt['n']}: {med['wall_s']:.3f} s, {med['gflops']:.2f} GFLOP/s")
             else:
@@ -809,6 +1168,8 @@ def main(argv=None):
         if s:
             row.update(s)
             row["gflops_per_rank"] = s["gflops"] / p
+            row["gflops_per_rank_min"] = s["gflops_min"] / p
+            row["gflops_per_rank_max"] = s["gflops_max"] / p
         rows.append(row)
         add_efficiency(rows)
         write_csv(out / "results.csv", rows)  # partial results survive an interrupted study
@@ -816,7 +1177,8 @@ def main(argv=None):
     add_efficiency(rows)
     write_csv(out / "results.csv", rows)
     if not a.dry_run:
-        make_plots(rows, out, causal, a)
+        files = make_plots(rows, out, causal, a)
+        log(f"plots: {' '.join(f.name for f in files)} in {out}")
     n_ok = sum(r["status"] == "ok" for r in rows)
     n_failed = sum(r["status"] == "failed" for r in rows)
     log(f"{len(rows)} points: {n_ok} ok, {len(rows) - n_ok - n_failed} skipped, {n_failed} failed "
