@@ -2,9 +2,10 @@
 # The unit and MPI tests under AddressSanitizer + UndefinedBehaviorSanitizer
 # (issue 7). CI runs it after launch/run_tests.sh. Builds build-asan
 # (RINGATTN_SANITIZE=ON, gcc, -O1 -g1: optimised, with line numbers in the
-# reports) and runs `ctest -L unit`, then `-L mpi` (some MPI tests narrowed:
-# NARROWED below). Any
-# sanitizer report fails the test that printed it. Extra arguments go to ctest.
+# reports) and runs the unit tests (each executable once, every case in one
+# process), then `ctest -L mpi` (some MPI tests narrowed: NARROWED below).
+# Any sanitizer report fails the test that printed it. Extra arguments go to
+# ctest (the unit tests then run through ctest too, one process per case).
 #
 #   BUILD_DIR   build folder (build-asan)
 #   JOBS        build jobs (2: the project machines have 2 cores)
@@ -89,8 +90,33 @@ t1=$SECONDS
 cd "$BUILD_DIR"
 rc=0
 echo "run_sanitizers: unit tests (ASan, UBSan, LeakSanitizer)"
-ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" ctest --output-on-failure --timeout 900 \
-  -j "$CTEST_JOBS" -L unit ${EXCLUDE_REGEX:+-E "$EXCLUDE_REGEX"} "$@" || rc=1
+if (($# == 0)) && [[ -z $EXCLUDE_REGEX ]]; then
+  # Each unit test executable once, all its cases in one process, CTEST_JOBS
+  # at a time: ctest runs one process per case (1,100 of them), and under
+  # ASan each start and LeakSanitizer's exit scan cost more than most cases.
+  # Every case still runs; a report or a failed case fails its executable.
+  mapfile -t unit_bins < <(ctest -N -L unit --show-only=json-v1 | /usr/bin/python3 -c '
+import json, sys
+seen = []
+for t in json.load(sys.stdin)["tests"]:
+    if t["command"][0] not in seen:
+        seen.append(t["command"][0])
+print("\n".join(seen))')
+  mkdir -p unit-logs
+  printf '%s\n' "${unit_bins[@]}" | ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" \
+    xargs -P "$CTEST_JOBS" -I{} bash -c '
+      log=unit-logs/$(basename "$1").log t0=$SECONDS
+      if timeout 900 "$1" >"$log" 2>&1; then
+        echo "run_sanitizers:   passed $(basename "$1") ($(grep -m1 -o "[0-9]* tests\? from [0-9]* test suites\? ran" "$log"), $((SECONDS - t0)) s)"
+      else
+        echo "run_sanitizers:   FAILED $(basename "$1") (exit $?, $((SECONDS - t0)) s); its log:"
+        tail -60 "$log"
+        exit 1
+      fi' _ {} || rc=1
+else
+  ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" ctest --output-on-failure --timeout 900 \
+    -j "$CTEST_JOBS" -L unit ${EXCLUDE_REGEX:+-E "$EXCLUDE_REGEX"} "$@" || rc=1
+fi
 t_unit=$((SECONDS - t1))
 echo "run_sanitizers: MPI tests (ASan, UBSan; no leak check, see above)"
 # The MPI tests these arguments select; the narrowed ones among them run
