@@ -1,7 +1,10 @@
-// libxsmm dispatch for the tile products, with a portable fallback.
+// libxsmm dispatch for the tile products, with a portable fallback (also
+// the whole path in a build without libxsmm: RINGATTN_HAVE_LIBXSMM unset).
 #include "kernel/tile_gemm.hpp"
 
+#if RINGATTN_HAVE_LIBXSMM
 #include <libxsmm.h>
+#endif
 
 #include <mutex>
 
@@ -10,14 +13,17 @@
 
 namespace ringattn {
 namespace {
+#if RINGATTN_HAVE_LIBXSMM
 void init_libxsmm() {
   static std::once_flag once;
   std::call_once(once, [] { libxsmm_init(); });
 }
+#endif
 }  // namespace
 
 TileGemm::TileGemm(int m, int n, int k, int lda, int ldb, int ldc, bool accumulate)
     : m_(m), n_(n), k_(k), lda_(lda), ldb_(ldb), ldc_(ldc), accumulate_(accumulate) {
+#if RINGATTN_HAVE_LIBXSMM
   init_libxsmm();
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const int flags = accumulate ? 0 : LIBXSMM_GEMM_FLAG_BETA_0;
@@ -25,6 +31,7 @@ TileGemm::TileGemm(int m, int n, int k, int lda, int ldb, int ldc, bool accumula
   libxsmm_smmfunction f =
       libxsmm_smmdispatch(lm, ln, lk, &la, &lb, &lc, &alpha, &beta, &flags, nullptr);
   fn_ = reinterpret_cast<void (*)(const float*, const float*, float*)>(f);
+#endif
 }
 
 void TileGemm::operator()(const float* a, const float* b, float* c) const {
@@ -48,6 +55,7 @@ TileGemmBf16::TileGemmBf16(int m, int n, int k, int ldb, int ldc, bool accumulat
     : m_(m), n_(n), k_(k), ldb_(ldb), ldc_(ldc), accumulate_(accumulate) {
   RA_CHECK(k % 2 == 0, internal, "bf16 tile product over an odd k = ", k);
   if (!allow_jit) return;
+#if RINGATTN_HAVE_LIBXSMM
   init_libxsmm();
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   const int flags = LIBXSMM_GEMM_FLAG_VNNI_A | (accumulate ? 0 : LIBXSMM_GEMM_FLAG_BETA_0);
@@ -57,6 +65,7 @@ TileGemmBf16::TileGemmBf16(int m, int n, int k, int ldb, int ldc, bool accumulat
   libxsmm_bsmmfunction f =
       libxsmm_bsmmdispatch(lm, ln, lk, &la, &lb, &lc, &alpha, &beta, &flags, nullptr);
   fn_ = reinterpret_cast<void (*)(const std::uint16_t*, const std::uint16_t*, float*)>(f);
+#endif
 }
 
 void TileGemmBf16::operator()(const std::uint16_t* a, const std::uint16_t* b, float* c) const {
@@ -77,8 +86,12 @@ void TileGemmBf16::operator()(const std::uint16_t* a, const std::uint16_t* b, fl
 }
 
 const char* tile_gemm_target() {
+#if RINGATTN_HAVE_LIBXSMM
   init_libxsmm();
   return libxsmm_get_target_arch();
+#else
+  return "none (built without libxsmm: portable loops)";
+#endif
 }
 
 }  // namespace ringattn
