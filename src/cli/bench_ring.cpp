@@ -110,9 +110,13 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
                 "Packed sequences over the N tokens: lengths L1,L2,... or longtail:S (S "
                 "heavy-tailed lengths), document masking as run's cu_seqlens; --batch 1")
       ->type_name(kPackedOffsetsMetavar);
-  c->add_flag("!--no-baseline", opts->req.baseline, "Skip the one-rank run (no efficiency figure)");
-  c->add_flag("!--no-poll", opts->req.poll,
-              "Do not poll the transfer from the kernel (to measure what polling hides)");
+  // Callbacks, not "!--no-x" flags: those print as "--no-x{false}" in --help.
+  c->add_flag_callback(
+      "--no-baseline", [opts] { opts->req.baseline = false; },
+      "Skip the one-rank run (no efficiency figure)");
+  c->add_flag_callback(
+      "--no-poll", [opts] { opts->req.poll = false; },
+      "Do not poll the transfer from the kernel (to measure what polling hides)");
   c->add_flag("--backward", opts->req.backward,
               "Time the backward ring instead (dQ at home, each block's dK/dV travelling behind "
               "it and home at the end), after an untimed forward ring for o and lse, on a seeded "

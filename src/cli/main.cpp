@@ -1,10 +1,12 @@
 // ringattn: the command users run. Parses argv with CLI11, runs one subcommand,
 // and turns library errors (ringattn::Error) into one line and an exit code.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
@@ -14,6 +16,68 @@
 #include "job/stop_request.hpp"
 
 namespace {
+
+// The subcommands in the order --help lists them, each with a one-line
+// summary for that list and an example for its own help; the subcommand's
+// full description moves below its options.
+struct Summary {
+  const char* path;  // "bench ring": a subcommand of bench
+  const char* line;
+  const char* example;
+};
+constexpr Summary kSummaries[] = {
+    {"run", "Compute exact attention for an HDF5 input across the MPI ranks",
+     "mpirun -np 4 ringattn run --input in.h5 --output out.h5 --causal --lse"},
+    {"verify", "Check a run's output against a float64 recomputation",
+     "ringattn verify --input in.h5 --output out.h5 --rows 2000"},
+    {"info", "Describe an HDF5 file and whether `run` accepts it", "ringattn info in.h5 --json"},
+    {"gen", "Write a seeded synthetic input",
+     "ringattn gen --output in.h5 --heads 8 --kv-heads 2 --n 65536 --d 64"},
+    {"serve", "Run the attention service: contexts resident across the ranks",
+     "mpirun -np 2 ringattn serve --socket /tmp/ra.sock --context book=book.h5"},
+    {"submit", "Queue a batch job (a TOML run config) on a running service",
+     "ringattn submit --socket /tmp/ra.sock --wait configs/smoke.toml"},
+    {"query", "Ask a running service: ping, list, status, job_status, drop",
+     "ringattn query --socket /tmp/ra.sock status"},
+    {"bench", "Benchmarks: the kernel (one process), the ring (under mpirun)",
+     "ringattn bench kernel --n 8192 --d 128 --heads 4 --threads 2 --json"},
+    {"bench kernel", "Time the fused kernel against this machine's FMA peak",
+     "ringattn bench kernel --n 8192 --d 128 --heads 4 --threads 2 --json"},
+    {"bench ring", "Time the ring on P ranks against one rank",
+     "mpirun -np 2 ringattn bench ring --n 65536 --d 64 --causal --threads 1 --json"},
+    {"selfcheck", "Check the kernel against the float64 reference on built-in problems",
+     "ringattn selfcheck --threads 2"},
+    {"help", "Print the help of a subcommand", "ringattn help bench ring"},
+};
+
+CLI::App* find_subcommand(CLI::App& app, const std::string& path) {
+  CLI::App* at = &app;
+  std::size_t start = 0;
+  while (at && start < path.size()) {
+    const std::size_t end = std::min(path.find(' ', start), path.size());
+    const std::string name = path.substr(start, end - start);
+    CLI::App* next = nullptr;
+    for (CLI::App* s : at->get_subcommands({}))
+      if (s->get_name() == name) next = s;
+    at = next;
+    start = end + 1;
+  }
+  return at;
+}
+
+// Summaries, examples and the listing order (CLI11 lists subcommands in the
+// order they were added: they are re-added in kSummaries' order).
+void describe_subcommands(CLI::App& app) {
+  for (const Summary& s : kSummaries) {
+    CLI::App* sub = find_subcommand(app, s.path);
+    if (!sub) continue;
+    const std::string details = sub->get_description();
+    std::string footer;
+    if (details != s.line) footer = "\n" + details + "\n";
+    sub->footer(footer + "\nExample:\n  " + s.example);
+    sub->description(s.line);
+  }
+}
 
 // A bad command line: one line, from rank 0 only (every rank parses the same
 // argv; MPI is not started yet, so the launcher's rank variable tells).
@@ -76,27 +140,47 @@ int main(int argc, char** argv) {
       "4 I/O, 5 communication, 6 fault (a rank died or timed out),\n"
       "7 stopped by SIGTERM/SIGUSR1 at a chunk boundary (continue with run --resume).",
       "ringattn"};
-  app.set_version_flag("--version", ringattn::build_info_text);
+  app.set_version_flag("-V,--version", ringattn::build_info_text);
   app.require_subcommand(1);
 
-  CLI::App* bench =
-      app.add_subcommand("bench", "Benchmarks: kernel (one process), ring (under mpirun)");
-  bench->require_subcommand(1);
-  auto run_bench_kernel = ringattn::cli::add_bench_kernel(*bench);
-  auto run_bench_ring = ringattn::cli::add_bench_ring(*bench);
+  // In the order --help lists them.
   auto run_job = ringattn::cli::add_run(app);
-  auto run_selfcheck = ringattn::cli::add_selfcheck(app);
-  auto run_gen = ringattn::cli::add_gen(app);
-  auto run_info = ringattn::cli::add_info(app);
   auto run_verify = ringattn::cli::add_verify(app);
+  auto run_info = ringattn::cli::add_info(app);
+  auto run_gen = ringattn::cli::add_gen(app);
   auto run_serve = ringattn::cli::add_serve(app);
   auto run_submit = ringattn::cli::add_submit(app);
   auto run_query = ringattn::cli::add_query(app);
+  CLI::App* bench = app.add_subcommand("bench", "");
+  bench->require_subcommand(1);
+  auto run_bench_kernel = ringattn::cli::add_bench_kernel(*bench);
+  auto run_bench_ring = ringattn::cli::add_bench_ring(*bench);
+  auto run_selfcheck = ringattn::cli::add_selfcheck(app);
+  CLI::App* help = app.add_subcommand("help", "");
+  std::vector<std::string> help_path;
+  help->add_option("subcommand", help_path, "A subcommand, e.g. run or bench ring");
+  describe_subcommands(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return parse_error(app, e, argc, argv);
+  }
+  if (app.got_subcommand(help)) {
+    std::string path;
+    for (const std::string& w : help_path) path += (path.empty() ? "" : " ") + w;
+    const CLI::App* target = find_subcommand(app, path);
+    if (!target) {
+      std::fprintf(stderr, "ringattn: usage error: no subcommand '%s' (see --help)\n",
+                   path.c_str());
+      return ringattn::cli::kUsage;
+    }
+    // The formatter itself: App::help() of a parent shows its parsed
+    // subcommand's help, here `help`'s own.
+    const std::string name = path.empty() ? "ringattn" : "ringattn " + path;
+    std::fputs(target->get_formatter()->make_help(target, name, CLI::AppFormatMode::Normal).c_str(),
+               stdout);
+    return 0;
   }
 
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||

@@ -49,6 +49,25 @@ case_help() {
   expect 0 "$bin" --version
   grep -q '^ringattn [0-9]' out.txt || fail "--version does not print the version"
   for sub in gen info verify; do expect 0 "$bin" "$sub" --help; done
+  # The list: one line per subcommand, in the order of the work.
+  expect 0 "$bin" --help
+  [[ $(sed -n '/^Subcommands:/,$p' out.txt | awk 'length > 100' | wc -l) -eq 0 ]] ||
+    fail "a subcommand's summary is longer than a line"
+  [[ $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ') == "run verify info gen serve submit query bench selfcheck help " ]] ||
+    fail "subcommands out of order: $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ')"
+  expect 0 "$bin" -V
+  grep -q '^ringattn [0-9]' out.txt || fail "-V does not print the version"
+  for sub in run verify info gen serve submit query selfcheck "bench kernel" "bench ring"; do
+    # shellcheck disable=SC2086  # "bench ring" is two words
+    expect 0 "$bin" help $sub
+    grep -q "^Usage: ringattn $sub " out.txt || fail "help $sub: no usage line for it"
+    grep -q '^Example:' out.txt || fail "help $sub: no example"
+    ! grep -q '{false}\|{true}' out.txt || fail "help $sub: parser noise {false}/{true}"
+  done
+  expect 0 "$bin" help
+  grep -q '^Subcommands:' out.txt || fail "help alone does not list the subcommands"
+  expect 2 "$bin" help nope
+  one_error_line "no subcommand 'nope'"
   expect 2 "$bin" gen  # --output is required
 }
 
