@@ -78,6 +78,8 @@ CSV_FIELDS = [
     # completed, their wall times (';'-separated, in run order), min and max
     "repeats", "wall_s_min", "wall_s_max", "wall_s_runs", "gflops_per_rank_min",
     "gflops_per_rank_max", "efficiency_min", "efficiency_max", "oversubscribed",
+    # why the ranks of a point shared cores (their bindings overlapped), "" if not
+    "shared_cores",
     # the context: where, what and when it ran (from the run's metrics where it ran)
     "host", "nodes", "cpu", "cpus", "vector_isa", "commit", "version", "mpi", "date",
 ]
@@ -547,6 +549,9 @@ def slurm_script(binary, a, cfg_path, pt, inp, rdir, est_s):
               "# the context of the plots and the CSV: this node's CPU (not the login node's)",
               "{ echo \"cpu=$(LC_ALL=C lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p'"
               " | head -n 1)\"; echo \"cpus=$(nproc --all)\"; } > " + ctxf + " || true",
+              # Each task bound to its own cores (--cpu-bind=cores on srun below):
+              # without that, OMP_PROC_BIND pins every rank's threads to the
+              # node's first cores (all ranks on core 0 at one thread each).
               f"export OMP_NUM_THREADS={t} OMP_PLACES=cores OMP_PROC_BIND=close",
               f"mkdir -p {shlex.quote(str(inp.parent))}",
               "# the input, once per shape (cached across jobs on the shared file system)",
@@ -554,7 +559,7 @@ def slurm_script(binary, a, cfg_path, pt, inp, rdir, est_s):
               f"  {gen}",
               f"  mv \"{tmp}\" {shlex.quote(str(inp))}",
               "fi",
-              f"srun {a.srun_args} --cpus-per-task={t} {run}"]
+              f"srun {a.srun_args} --cpus-per-task={t} --cpu-bind=cores {run}"]
     if not a.keep_outputs:
         lines.append(f"rm -f {shlex.quote(str(outp))}")
     return "\n".join(lines) + "\n"
@@ -582,6 +587,39 @@ def run_slurm(a, script, rdir):
 
 # ---- results -----------------------------------------------------------------------
 
+def cpu_set(text):
+    """A CPU list as the metrics write it ("0-3,8") as a set; None if absent."""
+    if not text:
+        return None
+    cpus = set()
+    for part in str(text).split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def shared_cores(m):
+    """Where ranks on one host had fewer CPUs, together, than threads: the
+    CPUs each rank's threads may run on (the metrics' "cpus") overlap and
+    their union is smaller than ranks x threads there. A rank set bound to
+    the same core (OMP_PROC_BIND without a binding launcher) is the case that
+    made a study report efficiency 0.24 where the truth was 1.0. Returns a
+    reason, or ""."""
+    threads = (m.get("context") or {}).get("threads_per_rank") or 1
+    by_host = {}
+    for r in m.get("ranks", []):
+        s = cpu_set(r.get("cpus"))
+        if s is not None:
+            by_host.setdefault(r.get("host", ""), []).append(s)
+    for host, sets in by_host.items():
+        union = set().union(*sets)
+        overlap = sum(len(s) for s in sets) > len(union)
+        if len(sets) > 1 and overlap and len(union) < len(sets) * threads:
+            return (f"{len(sets)} ranks x {threads} threads on {host or 'one host'} could run "
+                    f"on {len(union)} CPUs only (their bindings overlap)")
+    return ""
+
+
 def summarize(m):
     ranks = m.get("ranks", [])
     io = [r.get("io_read_s", 0.0) + r.get("io_write_s", 0.0) for r in ranks]
@@ -598,6 +636,7 @@ def summarize(m):
         "compute_mean_s": mean(r.get("compute_s", 0.0) for r in ranks),
         "comm_wait_mean_s": mean(r.get("comm_wait_s", 0.0) for r in ranks),
         "io_mean_s": mean(io),
+        "shared_cores": shared_cores(m),
         **metrics_context(m),
     }
 
@@ -787,7 +826,9 @@ def repeats_of(rows):
 
 
 def oversubscribed(r):
-    return bool(r.get("oversubscribed"))
+    """Time sharing, not scaling: more threads than CPUs, or ranks bound
+    to the same cores."""
+    return bool(r.get("oversubscribed")) or bool(r.get("shared_cores"))
 
 
 def plot_lines(rows, ykey, ylabel, title, ideal, ideal_label, kind):
@@ -827,7 +868,7 @@ def plot_lines(rows, ykey, ylabel, title, ideal, ideal_label, kind):
         if over:
             ax.scatter([r["ranks"] for r in over], [r[ykey] for r in over], s=190,
                        facecolors="none", edgecolors="0.35", linewidths=1.2, zorder=4,
-                       label="oversubscribed (ranks x threads > CPUs)")
+                       label="time sharing (threads > CPUs, or ranks on the same cores)")
         if not ser:
             no_data(ax)
         ranks_axis(ax, ranks)
@@ -1159,7 +1200,13 @@ def main(argv=None):
                 if a.launcher == "slurm":
                     med.update(job_context(rdir))
                 done[key] = ("ok", "", med)
+                med["shared_cores"] = next((r["shared_cores"] for r in results
+                                            if r["shared_cores"]), "")
                 log(f"ok P={p} N={pt['n']}: {med['wall_s']:.3f} s, {med['gflops']:.2f} GFLOP/s")
+                if med["shared_cores"]:
+                    log(f"WARNING P={p} N={pt['n']}: ranks shared cores: {med['shared_cores']}; "
+                        "the point is marked (time sharing, not scaling): bind the ranks "
+                        "(mpirun --bind-to core, srun --cpu-bind=cores)")
             else:
                 done[key] = ("failed", err, None)
                 log(f"FAILED P={p} N={pt['n']}: {err}")

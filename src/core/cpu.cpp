@@ -44,6 +44,30 @@ int affinity_cores() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+std::string thread_cpu_list(int threads) {
+  cpu_set_t all;
+  CPU_ZERO(&all);
+#pragma omp parallel num_threads(std::max(1, threads))
+  {
+    cpu_set_t mine;  // this thread's own mask (0: the calling thread)
+    CPU_ZERO(&mine);
+    if (sched_getaffinity(0, sizeof mine, &mine) == 0) {
+#pragma omp critical(ringattn_thread_cpus)
+      CPU_OR(&all, &all, &mine);
+    }
+  }
+  std::string list;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &all)) continue;
+    int last = c;
+    while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, &all)) ++last;
+    list += (list.empty() ? "" : ",") + std::to_string(c) +
+            (last > c ? "-" + std::to_string(last) : std::string());
+    c = last;
+  }
+  return list;
+}
+
 int local_ranks() {
   for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE",
                           "SLURM_TASKS_PER_NODE"}) {

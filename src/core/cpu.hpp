@@ -39,6 +39,12 @@ std::string oversubscription_warning(int threads);
 // Cores in this process's affinity mask.
 int affinity_cores();
 
+// The CPUs `threads` OpenMP threads of this process may run on, each as it
+// is bound (OMP_PROC_BIND pins each to its place), together, as a list
+// "0-3,8": where a rank's work can go. Two ranks pinned to the same core
+// (a launcher that did not bind, with OMP_PROC_BIND set) show it here.
+std::string thread_cpu_list(int threads);
+
 // This process's rank as the launcher's environment tells it (Open MPI,
 // MPICH/PMI, Slurm), before or without MPI; 0 when started alone.
 int launcher_rank();

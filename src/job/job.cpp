@@ -582,6 +582,8 @@ void Job::gather_metrics() {
   CommWatch watch("gathering metrics (collective)");
   m_.wall_s = wall_.seconds();
   m_.peak_rss_mb = peak_rss_mb();
+  const std::string cpus = thread_cpu_list(report_.threads);
+  std::snprintf(m_.cpus, sizeof m_.cpus, "%s", cpus.c_str());  // a longer list is cut
   static_assert(std::is_trivially_copyable_v<RankMetrics>, "gathered as bytes");
   std::vector<RankMetrics> all(rank_ == 0 ? static_cast<std::size_t>(ranks_) : 0);
   RA_MPI_CHECK(MPI_Gather(&m_, sizeof m_, MPI_BYTE, all.data(), sizeof m_, MPI_BYTE, 0, comm_));

@@ -27,6 +27,7 @@ struct RankMetrics {
   double bytes_sent = 0, bytes_read = 0, bytes_written = 0;
   double peak_rss_mb = 0;  // peak resident memory
   char host[256] = {};     // host name (fixed size: the struct is gathered as bytes)
+  char cpus[512] = {};     // the CPUs its threads may run on, "0-3,8" (core/cpu.hpp)
 };
 
 struct JobReport {

@@ -49,6 +49,7 @@ void write_metrics(const JobConfig& cfg, const JobReport& r) {
     const RankMetrics& m = r.per_rank[i];
     ranks.push_back({{"rank", i},
                      {"host", std::string(m.host)},
+                     {"cpus", std::string(m.cpus)},
                      {"wall_s", m.wall_s},
                      {"compute_s", m.compute_s},
                      {"comm_wait_s", m.comm_wait_s},

@@ -16,6 +16,7 @@ reason, not failed.
 
 import csv
 import datetime
+import json
 import os
 import re
 import struct
@@ -39,7 +40,8 @@ PLOTS = ["time_vs_ranks", "gflops_per_rank", "efficiency", "breakdown"]
 CONTEXT_COLUMNS = ["host", "nodes", "cpu", "cpus", "vector_isa", "commit", "version", "mpi",
                    "date"]
 SPREAD_COLUMNS = ["repeats", "wall_s_min", "wall_s_max", "wall_s_runs", "gflops_per_rank_min",
-                  "gflops_per_rank_max", "efficiency_min", "efficiency_max", "oversubscribed"]
+                  "gflops_per_rank_max", "efficiency_min", "efficiency_max", "oversubscribed",
+                  "shared_cores"]
 REPEATS = 2
 
 failures = []
@@ -169,6 +171,40 @@ def check_context(r, where):
           f"{where}: nodes {r.get('nodes')!r}, cpus {r.get('cpus')!r}")
 
 
+def check_shared_cores(binary, mpiexec, scratch):
+    """The driver's shared-core check on a real run whose two ranks are pinned
+    to one core (OMP_PROC_BIND with an unbound launch, the mistake that made a
+    study report efficiency 0.24), and on one whose ranks are not."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("scaling_study", DRIVER)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    d = scratch / "shared"
+    d.mkdir(parents=True, exist_ok=True)
+    subprocess.run([binary, "gen", "--output", str(d / "in.h5"), "--n", "512", "--d", "16"],
+                   check=True, capture_output=True)
+    verdicts = {}
+    for name, env in (("pinned", {"OMP_PROC_BIND": "close", "OMP_PLACES": "cores"}),
+                      ("unbound", {"OMP_PROC_BIND": "false"})):
+        metrics = d / f"{name}.json"
+        r = subprocess.run([mpiexec, "-np", "2", "--bind-to", "none", "-x", "OMP_PROC_BIND",
+                            "-x", "OMP_PLACES", binary, "run", "--input", str(d / "in.h5"),
+                            "--output", str(d / f"{name}.h5"), "--threads", "1",
+                            "--progress", "none", "--metrics", str(metrics)],
+                           env={**os.environ, "OMP_PLACES": "cores", **env},
+                           capture_output=True, text=True)
+        check(r.returncode == 0, f"shared-core run {name}: exit {r.returncode}: {r.stderr}")
+        if r.returncode == 0:
+            with open(metrics) as f:
+                m = json.load(f)
+            check(all(rk.get("cpus") for rk in m["ranks"]), f"{name}: no cpus in {m['ranks']}")
+            verdicts[name] = study.shared_cores(m)
+    if os.cpu_count() and os.cpu_count() >= 2:
+        check("could run on 1 CPUs only" in verdicts.get("pinned", ""),
+              f"two ranks pinned to one core not flagged: {verdicts}")
+        check(verdicts.get("unbound") == "", f"unbound ranks flagged: {verdicts}")
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -292,6 +328,8 @@ def main():
         check(False, "skip sweep: results.csv missing")
     check(not (out2 / "inputs").exists() or not any((out2 / "inputs").iterdir()),
           "skip sweep generated an input")
+
+    check_shared_cores(binary, mpiexec, scratch)
 
     print(f"sweep {t1 - t0:.1f} s, total {time.time() - t0:.1f} s")
     if failures:
