@@ -67,6 +67,59 @@ int run(const BenchKernelOptions& o) {
   return kOk;
 }
 
+// Timing, seed and masking.
+void add_timing_and_mask_options(CLI::App& c, BenchKernelOptions& o) {
+  c.add_option("--reps", o.req.reps, "Timed runs (the median is reported)")
+      ->capture_default_str()
+      ->check(positive());
+  c.add_option("--warmup", o.req.warmup, "Untimed runs first")
+      ->capture_default_str()
+      ->check(non_negative());
+  c.add_option("--seed", o.req.seed, "Seed of the synthetic Q, K, V")->capture_default_str();
+  c.add_flag("--causal", o.req.causal, "Causal masking (key j visible to query i when j <= i)");
+  c.add_option("--window", o.req.window,
+               "Attention window L[,R] as run's --window (none: every key); flops count the "
+               "visible pairs only")
+      ->capture_default_str();
+}
+
+// Which kernel, which code path, which pass; the report's form.
+void add_path_options(CLI::App& c, BenchKernelOptions& o) {
+  c.add_option("--backend", o.req.backend,
+               "cpu: the CPU kernel against the FMA peak; cuda: the device kernel (CUDA events) "
+               "against the GPU's dense f16/bf16 tensor-core peak (exit code 2 without a device)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  c.add_option("--tiles", o.req.tiles,
+               "CPU kernel's tile shape (--backend cpu): native (the shape tuned for this CPU's "
+               "widest ISA), "
+               "avx2 or avx512 (the shape tuned for that ISA; any CPU runs any shape). The "
+               "kernel line of the report shows its bq x bk")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "avx2", "avx512"}));
+  c.add_option("--vector-path", o.req.vector_path,
+               "CPU kernel's vector code (--backend cpu; softmax step, compensated sums): native "
+               "(the widest "
+               "this CPU runs), avx512, avx2 or generic; one this CPU cannot run is refused "
+               "(exit code 2)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "avx512", "avx2", "generic"}));
+  c.add_option("--bf16-products", o.req.bf16_products,
+               "How --compute bf16 multiplies (--backend cpu): native (dot where the CPU has "
+               "AVX512_BF16, else fp32), dot (vdpbf16ps into fp32 accumulators; refused, exit "
+               "code 2, without AVX512_BF16) or fp32 (widened, fp32 speed). The kernel line "
+               "shows products=...")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "dot", "fp32"}));
+  c.add_flag("--backward", o.req.backward,
+             "Time the backward pass instead (GradState reset, fold, finish: dQ, dK, dV from a "
+             "seeded dO and the forward's o and lse, computed once untimed); flops 2.5x the "
+             "forward's, against the same FMA peak. CPU and --compute f32 only (else exit "
+             "code 2); its tile shape is its own (--tiles does not apply)");
+  c.add_flag("--json", o.json,
+             "Print one JSON object instead of text (\"pass\": \"forward\" or \"backward\")");
+}
+
 }  // namespace
 
 std::function<int()> add_bench_kernel(CLI::App& bench) {
@@ -104,52 +157,8 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
   c->add_option("--threads", opts->req.threads,
                 "Threads (default: this rank's share of the cores it may run on)")
       ->check(positive());
-  c->add_option("--reps", opts->req.reps, "Timed runs (the median is reported)")
-      ->capture_default_str()
-      ->check(positive());
-  c->add_option("--warmup", opts->req.warmup, "Untimed runs first")
-      ->capture_default_str()
-      ->check(non_negative());
-  c->add_option("--seed", opts->req.seed, "Seed of the synthetic Q, K, V")->capture_default_str();
-  c->add_flag("--causal", opts->req.causal,
-              "Causal masking (key j visible to query i when j <= i)");
-  c->add_option("--window", opts->req.window,
-                "Attention window L[,R] as run's --window (none: every key); flops count the "
-                "visible pairs only")
-      ->capture_default_str();
-  c->add_option("--backend", opts->req.backend,
-                "cpu: the CPU kernel against the FMA peak; cuda: the device kernel (CUDA events) "
-                "against the GPU's dense f16/bf16 tensor-core peak (exit code 2 without a device)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  c->add_option("--tiles", opts->req.tiles,
-                "CPU kernel's tile shape (--backend cpu): native (the shape tuned for this CPU's "
-                "widest ISA), "
-                "avx2 or avx512 (the shape tuned for that ISA; any CPU runs any shape). The "
-                "kernel line of the report shows its bq x bk")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"native", "avx2", "avx512"}));
-  c->add_option("--vector-path", opts->req.vector_path,
-                "CPU kernel's vector code (--backend cpu; softmax step, compensated sums): native "
-                "(the widest "
-                "this CPU runs), avx512, avx2 or generic; one this CPU cannot run is refused "
-                "(exit code 2)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"native", "avx512", "avx2", "generic"}));
-  c->add_option("--bf16-products", opts->req.bf16_products,
-                "How --compute bf16 multiplies (--backend cpu): native (dot where the CPU has "
-                "AVX512_BF16, else fp32), dot (vdpbf16ps into fp32 accumulators; refused, exit "
-                "code 2, without AVX512_BF16) or fp32 (widened, fp32 speed). The kernel line "
-                "shows products=...")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"native", "dot", "fp32"}));
-  c->add_flag("--backward", opts->req.backward,
-              "Time the backward pass instead (GradState reset, fold, finish: dQ, dK, dV from a "
-              "seeded dO and the forward's o and lse, computed once untimed); flops 2.5x the "
-              "forward's, against the same FMA peak. CPU and --compute f32 only (else exit "
-              "code 2); its tile shape is its own (--tiles does not apply)");
-  c->add_flag("--json", opts->json,
-              "Print one JSON object instead of text (\"pass\": \"forward\" or \"backward\")");
+  add_timing_and_mask_options(*c, *opts);
+  add_path_options(*c, *opts);
   return [opts] { return run(*opts); };
 }
 

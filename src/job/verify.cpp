@@ -473,12 +473,22 @@ class RowChecker {
           }
         }
       }
+    const double floor = gradient_error_floor(scale, domax, vmax_, qmax, kmax_);
+    compare_key_plane(b, hk, keys, acc, threads, floor, wk, wv);
+  }
+
+  // The threads' dk, dv sums (acc: (threads, 2, nk, D)) summed, against what
+  // the output holds for those key rows.
+  void compare_key_plane(std::int64_t b, std::int64_t hk, const std::vector<std::int64_t>& keys,
+                         const std::vector<double>& acc, int threads, double floor, WorstError& wk,
+                         WorstError& wv) {
+    const std::int64_t D = s_.head_dim;
+    const std::size_t nkd = keys.size() * static_cast<std::size_t>(D);
     std::vector<double> ref(2 * nkd, 0.0);  // (2, nk, D) dk, dv
     for (int t = 0; t < threads; ++t)
       for (std::size_t e = 0; e < 2 * nkd; ++e)
         ref[e] += acc[static_cast<std::size_t>(t) * 2 * nkd + e];
     std::vector<float> got(nkd);
-    const double floor = gradient_error_floor(scale, domax, vmax_, qmax, kmax_);
     const char* names[] = {"dk", "dv"};
     WorstError* worst[] = {&wk, &wv};
     for (int t = 0; t < 2; ++t) {
