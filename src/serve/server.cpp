@@ -297,13 +297,13 @@ class FrontDoor {
       }
       std::lock_guard<std::mutex> lock(sh_.mu);
       if (sh_.stopping) {
-        reply_locked(identity, id, error_reply("busy", "the service is shutting down"));
+        reply(identity, id, error_reply("busy", "the service is shutting down"));
         return;
       }
       if (static_cast<int>(sh_.queue.size()) >= opt_.queue) {
-        reply_locked(identity, id,
-                     error_reply("busy", "the queue is full (" + std::to_string(opt_.queue) +
-                                             " requests waiting): retry later"));
+        reply(identity, id,
+              error_reply("busy", "the queue is full (" + std::to_string(opt_.queue) +
+                                      " requests waiting): retry later"));
         return;
       }
       if (op == "job") {
@@ -316,7 +316,7 @@ class FrontDoor {
         r.msg.header = {{"op", "job"}, {"job", job}};
         sh_.queue.push_back(std::move(r));
         sh_.work.notify_all();
-        reply_locked(identity, id, ok_reply({{"job", job}}));
+        reply(identity, id, ok_reply({{"job", job}}));
         return;
       }
       sh_.queue.push_back(Request{identity, std::move(m), op, Clock::now()});
@@ -361,9 +361,6 @@ class FrontDoor {
   }
 
   void reply(const std::string& identity, const json& id, Message m) {
-    send_reply(sock_, identity, id, std::move(m));
-  }
-  void reply_locked(const std::string& identity, const json& id, Message m) {
     send_reply(sock_, identity, id, std::move(m));
   }
 
@@ -420,9 +417,10 @@ struct Planned {
 class Service {
  public:
   Service(MPI_Comm comm, const ServeOptions& o)
-      : comm_(comm), opt_(o), store_(PageMap{o.page_tokens, size_of(comm)}, rank_of(comm)) {
-    rank_ = rank_of(comm);
-  }
+      : comm_(comm),
+        opt_(o),
+        store_(PageMap{o.page_tokens, size_of(comm)}, rank_of(comm)),
+        rank_(rank_of(comm)) {}
 
   static int rank_of(MPI_Comm c) {
     int r = 0;
@@ -594,7 +592,7 @@ class Service {
       std::vector<float> rows;
       agree(comm_, [&] { rows = apply(plan.cmd); });
       if (op == "attend") {
-        reduce_rows(rows);
+        reduce_rows(plan.cmd, rows);
         answer_attend(sh, plan, rows);
       } else {
         publish(sh);
@@ -759,13 +757,17 @@ class Service {
   }
 
   // Packed rows [H * N][1 + D] (lse, o) merged over the ranks onto rank 0.
-  void reduce_rows(std::vector<float>& rows) {
+  void reduce_rows(const Command& c, std::vector<float>& rows) {
     CommWatch watch("the merge of an attend's partial results");
-    merge_partials_to_root(comm_, rows, head_dim_of_last_);
+    merge_partials_to_root(comm_, rows, head_dim_of(c));
+  }
+
+  std::int64_t head_dim_of(const Command& c) {
+    return store_.find(c.head["context"])->info().head_dim;
   }
 
   void answer_attend(Shared& sh, const Planned& p, const std::vector<float>& rows) {
-    const std::int64_t H = p.cmd.head["heads"], D = head_dim_of_last_;
+    const std::int64_t H = p.cmd.head["heads"], D = head_dim_of(p.cmd);
     std::int64_t N = 0;
     for (auto [off, n] : p.rows) N += n;
     for (std::size_t j = 0; j < p.requests.size(); ++j) {
@@ -875,7 +877,6 @@ class Service {
       b.window = Window::parse(h["window"].get<std::string>(), "window");
       for (const json& s : h["segments"]) b.segments.emplace_back(s[0], s[1]);
       const ContextShard& shard = *store_.find(h["context"]);
-      head_dim_of_last_ = shard.info().head_dim;
       return attend_shard(shard, b, c.blob.data(), opt_.threads);
     }
     return {};
@@ -895,7 +896,7 @@ class Service {
         CommWatch watch("a '" + op + "' request on all ranks");
         std::vector<float> rows;
         agree(comm_, [&] { rows = apply(c); });
-        if (op == "attend") reduce_rows(rows);
+        if (op == "attend") reduce_rows(c, rows);
       } catch (const Error& e) {
         // Agreed on every rank: rank 0 answers the request; the service goes on.
         if (e.error_class() == ErrorClass::comm || e.error_class() == ErrorClass::fault ||
@@ -916,7 +917,6 @@ class Service {
   const ServeOptions& opt_;
   ContextStore store_;
   int rank_ = 0;
-  std::int64_t head_dim_of_last_ = 0;
 };
 
 }  // namespace
