@@ -120,8 +120,13 @@ def add_common_options(p, default_d=64):
                    help="seed of numpy.random.default_rng for the projections (default %(default)s)")
     p.add_argument("--block", type=positive_int, default=4096,
                    help="tokens projected and written at a time (default %(default)s)")
+    p.add_argument("--chunk-tokens", type=positive_int, default=None, metavar="C",
+                   help="store q, k, v in chunks of (1, 1, C, D) instead of contiguously "
+                        "(default: contiguous, the fastest layout for ringattn's shard "
+                        "reads; with --gzip, C = 2048)")
     p.add_argument("--gzip", type=int, choices=range(1, 10), metavar="1..9", default=None,
-                   help="deflate the datasets at this level (default: none)")
+                   help="deflate q, k, v at this level (default: none); needs chunks, "
+                        "see --chunk-tokens")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
@@ -233,7 +238,14 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
     dt = np.float16 if args.dtype == "f16" else np.float32
     P, Wq, Wk, Wv = make_projections(args.seed, n_features, D, H, HK, feature_scale)
     block = min(args.block, N)
-    comp = {"compression": "gzip", "compression_opts": args.gzip} if args.gzip else {}
+    # Contiguous unless asked for chunks (or compression, which needs them):
+    # ringattn reads token ranges of whole heads, which a contiguous dataset
+    # serves with one seek per head; 2048-token chunks keep the part of a
+    # chunk that a rank decodes but does not need small.
+    chunk = args.chunk_tokens or (2048 if args.gzip else None)
+    layout = {"chunks": (1, 1, min(chunk, N), D)} if chunk else {}
+    if args.gzip:
+        layout.update(compression="gzip", compression_opts=args.gzip)
 
     out = os.path.abspath(args.output)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
@@ -244,9 +256,9 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
     os.chmod(tmp, 0o666 & ~umask)
     try:
         with h5py.File(tmp, "w") as f:
-            q = f.create_dataset("q", (B, H, N, D), dtype=dt, chunks=(1, 1, block, D), **comp)
-            k = f.create_dataset("k", (B, HK, N, D), dtype=dt, chunks=(1, 1, block, D), **comp)
-            v = f.create_dataset("v", (B, HK, N, D), dtype=dt, chunks=(1, 1, block, D), **comp)
+            q = f.create_dataset("q", (B, H, N, D), dtype=dt, **layout)
+            k = f.create_dataset("k", (B, HK, N, D), dtype=dt, **layout)
+            v = f.create_dataset("v", (B, HK, N, D), dtype=dt, **layout)
             tok_dtype = np.int32 if int(tokens.max(initial=0)) < 2**31 else np.int64
             t = f.create_dataset("tokens", (B, N), dtype=tok_dtype)
             for b in range(B):

@@ -34,8 +34,9 @@ datasets/_h5common.py, also stored in the `projection` attribute):
     q[b, h, n] = (features(token[b*N + n]) @ P) @ W_q[h]     (k, v with W_k[g], W_v[g])
 
 Output file (HDF5):
-    q       [B, H,    N, D]  f32 or f16, chunked (1, 1, min(N, block), D)
-    k, v    [B, H_kv, N, D]  same type and chunking
+    q       [B, H,    N, D]  f32 or f16; contiguous, or chunked (1, 1, min(N, C), D)
+                             with --chunk-tokens C or --gzip (C = 2048)
+    k, v    [B, H_kv, N, D]  same type and layout
     tokens  [B, N]           int32: the token ids (window b = tokens b*N .. b*N+N-1)
     cu_seqlens [S + 1]       int64, only with --packed (then B = 1 and N = T):
                              sequence s = tokens cu_seqlens[s] .. cu_seqlens[s+1]-1

@@ -46,7 +46,7 @@ void transfer_parts(MPI_Comm comm, Transfer dir, const std::array<H5Handle, 3>& 
         comm,
         [&] {
           with_h5_context(ctx + ", dataset '" + kParts[i] + "'", [&] {
-            transfer_shard(dir, dsets[i].get(), H5T_NATIVE_FLOAT, rows, range, part_of(s, i));
+            transfer_shard(comm, dir, dsets[i].get(), H5T_NATIVE_FLOAT, rows, range, part_of(s, i));
           });
         },
         StepKind::collective);

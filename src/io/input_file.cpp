@@ -549,8 +549,8 @@ void InputFile::read_shard(InputTensor t, const Partition& part, const BatchHead
       comm_,
       [&] {
         with_h5_context(ctx, [&] {
-          last_io_ = transfer_shard(Transfer::read, dsets_[ti].get(), mem_types_[ti].get(), rows,
-                                    range, out, collective_[ti]);
+          last_io_ = transfer_shard(comm_, Transfer::read, dsets_[ti].get(), mem_types_[ti].get(),
+                                    rows, range, out, collective_[ti]);
         });
       },
       StepKind::collective);

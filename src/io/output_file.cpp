@@ -452,7 +452,7 @@ void OutputFile::verify_pending_writes() {
         [&] {
           readback_.resize(w.bytes);
           with_h5_context(ctx, [&] {
-            transfer_shard(Transfer::read, dsets_[i].get(),
+            transfer_shard(comm_, Transfer::read, dsets_[i].get(),
                            w.slot == Slot::o ? o_type_.get() : H5T_NATIVE_FLOAT, w.rows, w.range,
                            readback_.data());
           });
@@ -560,8 +560,8 @@ void OutputFile::write(Slot slot, const Partition& part, const BatchHeadRange& r
         with_disk_hint(spec_.path, [&] {
           with_h5_context(ctx, [&] {
             // transfer_shard serves reads too, hence void*; H5Dwrite only reads buf.
-            last_io_ =
-                transfer_shard(Transfer::write, dset, mem, rows, range, const_cast<void*>(buf));
+            last_io_ = transfer_shard(comm_, Transfer::write, dset, mem, rows, range,
+                                      const_cast<void*>(buf));
           });
         });
       },

@@ -2,7 +2,9 @@
 // shard_io.hpp).
 #include "io/shard_io.hpp"
 
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <vector>
 
 #include "core/error.hpp"
@@ -92,34 +94,170 @@ void check_shard(const std::string& what, std::int64_t B, std::int64_t H, std::i
   }
 }
 
-IoModeReport transfer_shard(Transfer dir, hid_t dset, hid_t mem_type, const Positions& rows,
-                            const BatchHeadRange& r, void* buf, bool collective) {
+namespace {
+
+// HDF5's dataset transfer property list, collective or independent.
+H5Handle transfer_plist(bool collective) {
+  H5Handle dxpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_XFER)), H5Kind::plist);
+  RA_H5_CHECK(
+      H5Pset_dxpl_mpio(dxpl.get(), collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT));
+  return dxpl;
+}
+
+IoModeReport io_mode_of(hid_t dxpl) {
+  IoModeReport rep;
+  RA_H5_CHECK(H5Pget_mpio_actual_io_mode(dxpl, &rep.mode));
+  RA_H5_CHECK(H5Pget_mpio_no_collective_cause(dxpl, &rep.local_cause, &rep.global_cause));
+  return rep;
+}
+
+void h5_transfer(Transfer dir, hid_t dset, hid_t mem_type, hid_t mem_space, hid_t file_space,
+                 hid_t dxpl, void* buf) {
+  if (dir == Transfer::read)
+    RA_H5_CHECK(H5Dread(dset, mem_type, mem_space, file_space, dxpl, buf));
+  else
+    RA_H5_CHECK(H5Dwrite(dset, mem_type, mem_space, file_space, dxpl, buf));
+}
+
+// The whole selection in one call, against a flat memory space: what
+// contiguous datasets take (HDF5 walks both selections as byte runs), and
+// the fallback for strided writes into chunked ones.
+IoModeReport transfer_flat(Transfer dir, hid_t dset, hid_t mem_type, const Positions& rows,
+                           const BatchHeadRange& r, void* buf, bool collective) {
   H5Handle file_space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
   select_rows(file_space.get(), rows, r);
   const hssize_t n = RA_H5_CHECK(H5Sget_select_npoints(file_space.get()));
-
   // The buffer is dense in the order HDF5 visits the file selection, so a
   // flat memory space of the same element count describes it.
   const hsize_t mem_dim = n > 0 ? hsize_t(n) : 1;
   H5Handle mem_space(RA_H5_CHECK(H5Screate_simple(1, &mem_dim, nullptr)), H5Kind::dataspace);
   if (n == 0) RA_H5_CHECK(H5Sselect_none(mem_space.get()));
+  const H5Handle dxpl = transfer_plist(collective);
+  h5_transfer(dir, dset, mem_type, mem_space.get(), file_space.get(), dxpl.get(), buf);
+  return io_mode_of(dxpl.get());
+}
 
+// Chunked datasets, one call per run of rows: the memory space has the
+// shape of the rank's block, (b_count, h_count, rows, D), and each call
+// selects the same (b_count, h_count, run, D) block in file and memory.
+// HDF5 maps a chunk's piece of such a pair with one offset; against a flat
+// memory space it maps the chunk element by element, 10-50x slower. Every
+// rank makes `calls` calls (the most any rank has), padding with empty
+// selections, since collective calls must pair up.
+IoModeReport transfer_runs(Transfer dir, hid_t dset, hid_t mem_type, const Positions& rows,
+                           const BatchHeadRange& r, void* buf, bool collective, int calls) {
+  H5Handle file_space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
+  const int rank = RA_H5_CHECK(H5Sget_simple_extent_ndims(file_space.get()));
+  std::array<hsize_t, kMaxRank> dims{};
+  RA_H5_CHECK(H5Sget_simple_extent_dims(file_space.get(), dims.data(), nullptr));
+  const hsize_t D = rank == kMaxRank ? dims[3] : 1;
+  const std::array<hsize_t, kMaxRank> mem_dims{std::max<hsize_t>(hsize_t(r.b_count), 1),
+                                               std::max<hsize_t>(hsize_t(r.h_count), 1),
+                                               std::max<hsize_t>(hsize_t(rows.size()), 1), D};
+  H5Handle mem_space(RA_H5_CHECK(H5Screate_simple(rank, mem_dims.data(), nullptr)),
+                     H5Kind::dataspace);
+  const H5Handle dxpl = transfer_plist(collective);
+  const auto& segs = rows.segments();
+  const bool empty = r.b_count == 0 || r.h_count == 0;
+  hsize_t offset = 0;  // the run's first row in memory
+  IoModeReport rep;
+  for (int i = 0; i < calls; ++i) {
+    RA_H5_CHECK(H5Sselect_none(file_space.get()));
+    RA_H5_CHECK(H5Sselect_none(mem_space.get()));
+    if (!empty && i < static_cast<int>(segs.size())) {
+      const PositionSegment& s = segs[static_cast<std::size_t>(i)];
+      const std::array<hsize_t, kMaxRank> count{hsize_t(r.b_count), hsize_t(r.h_count),
+                                                hsize_t(s.count), D};
+      const std::array<hsize_t, kMaxRank> at_file{hsize_t(r.b0), hsize_t(r.h0), hsize_t(s.first),
+                                                  0};
+      const std::array<hsize_t, kMaxRank> at_mem{0, 0, offset, 0};
+      RA_H5_CHECK(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, at_file.data(), nullptr,
+                                      count.data(), nullptr));
+      RA_H5_CHECK(H5Sselect_hyperslab(mem_space.get(), H5S_SELECT_SET, at_mem.data(), nullptr,
+                                      count.data(), nullptr));
+      offset += hsize_t(s.count);
+    }
+    h5_transfer(dir, dset, mem_type, mem_space.get(), file_space.get(), dxpl.get(), buf);
+    // The report of a call that moved this rank's rows, if one did.
+    if (i == 0 || i < static_cast<int>(segs.size())) rep = io_mode_of(dxpl.get());
+  }
+  return rep;
+}
+
+// Strided rows (striped) from a chunked dataset: each run of stride-1 rows
+// per call would be one call per row, so read whole windows of `window`
+// rows (a chunk's token extent, aligned to the chunks: each chunk is
+// decoded once) of one (batch, head) plane and keep the rank's rows. Reads
+// P times the rank's bytes, all from chunks the ranks read anyway.
+// Independent: the ranks' windows overlap, and Open MPI 4.1's OMPIO returns
+// wrong bytes for collective reads whose requests overlap without being equal.
+IoModeReport read_windows(hid_t dset, hid_t mem_type, const Positions& rows,
+                          const BatchHeadRange& r, void* buf, std::int64_t window) {
+  H5Handle file_space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
+  const int rank = RA_H5_CHECK(H5Sget_simple_extent_ndims(file_space.get()));
+  std::array<hsize_t, kMaxRank> dims{};
+  RA_H5_CHECK(H5Sget_simple_extent_dims(file_space.get(), dims.data(), nullptr));
+  const hsize_t D = rank == kMaxRank ? dims[3] : 1;
+  const std::int64_t N = static_cast<std::int64_t>(dims[2]);
+  const std::size_t row_bytes = H5Tget_size(mem_type) * D;
+  const std::array<hsize_t, kMaxRank> mem_dims{1, 1, hsize_t(window), D};
+  H5Handle mem_space(RA_H5_CHECK(H5Screate_simple(rank, mem_dims.data(), nullptr)),
+                     H5Kind::dataspace);
+  std::vector<unsigned char> tmp(static_cast<std::size_t>(window) * row_bytes);
+  const H5Handle dxpl = transfer_plist(false);
+  IoModeReport rep;
+  rep.local_cause = rep.global_cause = H5D_MPIO_SET_INDEPENDENT;
+  if (r.b_count == 0 || r.h_count == 0 || rows.size() == 0) return rep;
+
+  const std::int64_t n_rows = rows.size();
+  auto* out = static_cast<unsigned char*>(buf);
+  for (std::int64_t b = 0; b < r.b_count; ++b)
+    for (std::int64_t h = 0; h < r.h_count; ++h) {
+      unsigned char* plane =
+          out + static_cast<std::size_t>((b * r.h_count + h) * n_rows) * row_bytes;
+      std::int64_t i = 0;  // the next local row to fill
+      while (i < n_rows) {
+        const std::int64_t w0 = rows[i] / window * window, w1 = std::min(N, w0 + window);
+        const std::array<hsize_t, kMaxRank> at{hsize_t(r.b0 + b), hsize_t(r.h0 + h), hsize_t(w0),
+                                               0};
+        const std::array<hsize_t, kMaxRank> count{1, 1, hsize_t(w1 - w0), D};
+        const std::array<hsize_t, kMaxRank> at_mem{0, 0, 0, 0};
+        RA_H5_CHECK(H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, at.data(), nullptr,
+                                        count.data(), nullptr));
+        RA_H5_CHECK(H5Sselect_hyperslab(mem_space.get(), H5S_SELECT_SET, at_mem.data(), nullptr,
+                                        count.data(), nullptr));
+        h5_transfer(Transfer::read, dset, mem_type, mem_space.get(), file_space.get(), dxpl.get(),
+                    tmp.data());
+        for (; i < n_rows && rows[i] < w1; ++i)
+          std::memcpy(plane + static_cast<std::size_t>(i) * row_bytes,
+                      tmp.data() + static_cast<std::size_t>(rows[i] - w0) * row_bytes, row_bytes);
+      }
+    }
+  return io_mode_of(dxpl.get());
+}
+
+}  // namespace
+
+IoModeReport transfer_shard(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_type,
+                            const Positions& rows, const BatchHeadRange& r, void* buf,
+                            bool collective) {
   // HDF5 wants a buffer address even for an empty selection.
   float dummy = 0.0f;
   if (buf == nullptr) buf = &dummy;
 
-  H5Handle dxpl(RA_H5_CHECK(H5Pcreate(H5P_DATASET_XFER)), H5Kind::plist);
-  RA_H5_CHECK(
-      H5Pset_dxpl_mpio(dxpl.get(), collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT));
-  if (dir == Transfer::read)
-    RA_H5_CHECK(H5Dread(dset, mem_type, mem_space.get(), file_space.get(), dxpl.get(), buf));
-  else
-    RA_H5_CHECK(H5Dwrite(dset, mem_type, mem_space.get(), file_space.get(), dxpl.get(), buf));
+  H5Handle dcpl(RA_H5_CHECK(H5Dget_create_plist(dset)), H5Kind::plist);
+  H5Handle space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
+  const H5Storage st = h5_storage(dcpl.get(), RA_H5_CHECK(H5Sget_simple_extent_ndims(space.get())));
+  if (st.layout != "chunked") return transfer_flat(dir, dset, mem_type, rows, r, buf, collective);
 
-  IoModeReport rep;
-  RA_H5_CHECK(H5Pget_mpio_actual_io_mode(dxpl.get(), &rep.mode));
-  RA_H5_CHECK(H5Pget_mpio_no_collective_cause(dxpl.get(), &rep.local_cause, &rep.global_cause));
-  return rep;
+  // Every rank takes the same path and makes as many calls: agreed here.
+  bool strided = false;
+  for (const PositionSegment& s : rows.segments()) strided |= s.stride != 1 && s.count > 1;
+  std::array<int, 2> most{static_cast<int>(rows.segments().size()), strided ? 1 : 0};
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, most.data(), 2, MPI_INT, MPI_MAX, comm));
+  if (most[1] == 0) return transfer_runs(dir, dset, mem_type, rows, r, buf, collective, most[0]);
+  if (dir == Transfer::read) return read_windows(dset, mem_type, rows, r, buf, st.chunk[2]);
+  return transfer_flat(dir, dset, mem_type, rows, r, buf, collective);
 }
 
 }  // namespace ringattn

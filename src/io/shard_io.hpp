@@ -1,4 +1,4 @@
-// One rank's shard of a [B, H, N] or [B, H, N, D] dataset, moved in one
+// One rank's shard of a [B, H, N] or [B, H, N, D] dataset, moved in a
 // collective transfer: the selection both input reads and output writes use.
 //
 // A rank's rows are its global token positions (Partition::positions): one
@@ -7,11 +7,12 @@
 // order, and positions always increase along a rank's rows, so the dense
 // buffer comes out in the rank's local row order with no reordering.
 //
-// Includes: hdf5.h (hid_t, H5D_mpio_actual_io_mode_t), core/positions.hpp
-// (Positions).
+// Includes: hdf5.h (hid_t, H5D_mpio_actual_io_mode_t), mpi.h (MPI_Comm),
+// core/positions.hpp (Positions).
 #pragma once
 
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <cstdint>
 #include <string>
@@ -50,14 +51,21 @@ void check_shard(const std::string& what, std::int64_t B, std::int64_t H, std::i
 
 enum class Transfer { read, write };
 
-// One H5Dread or H5Dwrite, collective (H5FD_MPIO_COLLECTIVE) unless
-// `collective` is false (then independent: see input_file.hpp for the one
-// dataset kind that needs it; every rank still calls it). dset has
-// shape (B, H, N) or (B, H, N, D); buf holds (b_count, h_count, rows.size())
-// or (b_count, h_count, rows.size(), D) elements of mem_type, dense. Every
-// rank of the file's communicator calls it, also one with nothing to move
-// (its selections are then empty). Arguments must have passed check_shard.
-IoModeReport transfer_shard(Transfer dir, hid_t dset, hid_t mem_type, const Positions& rows,
-                            const BatchHeadRange& range, void* buf, bool collective = true);
+// H5Dread or H5Dwrite of the rank's rows, collective (H5FD_MPIO_COLLECTIVE)
+// unless `collective` is false (then independent: see input_file.hpp for the
+// one dataset kind that needs it). comm is the file's communicator: every
+// rank of it calls this, also one with nothing to move (its selections are
+// then empty). dset has shape (B, H, N) or (B, H, N, D); buf holds
+// (b_count, h_count, rows.size()) or (b_count, h_count, rows.size(), D)
+// elements of mem_type, dense. Arguments must have passed check_shard.
+//
+// Contiguous datasets move in one call. Chunked ones move one run of rows
+// per call against a memory space shaped like the block (a flat one makes
+// HDF5 map chunks element by element); strided rows from a chunked dataset
+// are read window by window, independently (see shard_io.cpp). The report
+// is that of the last call.
+IoModeReport transfer_shard(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_type,
+                            const Positions& rows, const BatchHeadRange& range, void* buf,
+                            bool collective = true);
 
 }  // namespace ringattn

@@ -213,6 +213,31 @@ for n in "qkv":
     assert (a[n][:] == b[n][:]).all(), n
     assert not (a[n][:] == c[n][:]).all(), n
 print("ok")'
+  # Layouts: contiguous by default, chunks of --chunk-tokens, --gzip with
+  # 2048-token chunks unless told; the same values in each, and the job
+  # reads each (3 ranks: a rank's rows start inside a chunk).
+  expect 0 fasta multi.fa.gz -o c.h5 --k 3 --dtype f16 --heads 4 --kv-heads 2 \
+    --d 16 --batch 2 --records third,0 --chunk-tokens 96
+  expect 0 fasta multi.fa.gz -o z.h5 --k 3 --dtype f16 --heads 4 --kv-heads 2 \
+    --d 16 --batch 2 --records third,0 --gzip 4
+  expect 0 "$py" -c '
+import h5py
+m, c, z = (h5py.File(p) for p in ("m2.h5", "c.h5", "z.h5"))
+for n in "qkv":
+    assert m[n].chunks is None and m[n].compression is None, (n, m[n].chunks)
+    assert c[n].chunks == (1, 1, 96, 16) and c[n].compression is None, (n, c[n].chunks)
+    assert z[n].chunks == (1, 1, 800, 16) and z[n].compression == "gzip", (n, z[n].chunks)
+    assert (m[n][:] == c[n][:]).all() and (m[n][:] == z[n][:]).all(), n
+print("ok")'
+  expect 0 mpi 3 "$bin" run --input m2.h5 --output ref.h5 --causal --lse --partition striped
+  for f in c.h5 z.h5; do
+    expect 0 mpi 3 "$bin" run --input "$f" --output "o_$f" --causal --lse --partition striped
+    expect 0 "$py" -c "
+import h5py
+a, b = h5py.File('o_$f'), h5py.File('ref.h5')
+assert (a['o'][:] == b['o'][:]).all() and (a['lse'][:] == b['lse'][:]).all()
+print('ok')"
+  done
   # --records all: every record, in file order
   expect 0 fasta multi.fa.gz -o all.h5 --k 2 --d 8 --heads 1 --records all
   usable all.h5 'N 2401,'

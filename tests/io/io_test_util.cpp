@@ -5,10 +5,13 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
+
+#include "core/aligned_buffer.hpp"
 
 namespace ringattn::test {
 
@@ -178,6 +181,63 @@ void IoTest::on_root(const std::function<void()>& fn) {
     }
   }
   MPI_Barrier(comm_);
+}
+
+int series_of(InputTensor t) {
+  switch (t) {
+    case InputTensor::d_o:
+      return kInputDoSeries;
+    case InputTensor::o:
+      return kInputOSeries;
+    case InputTensor::lse:
+      return kInputLseSeries;
+    default:
+      return static_cast<int>(t);  // q, k, v: 0, 1, 2
+  }
+}
+
+void check_read(InputFile& in, InputTensor t, const Partition& part, const BatchHeadRange& r,
+                DType mem, int rank) {
+  const InputInfo& info = in.info();
+  const DType stored = info.dtype_of(t);
+  const std::int64_t D = t == InputTensor::lse ? 1 : info.shape.head_dim;
+  const std::size_t n = in.shard_elements(t, part, r);
+  AlignedBuffer<float> buf(n + 1);  // f16 reads use the first half
+  in.read_shard(t, part, r, mem, buf.data());
+
+  const Positions pos = part.positions(rank);
+  const std::int64_t rows = pos.size();
+  ASSERT_EQ(n, static_cast<std::size_t>(r.b_count * r.h_count * rows * D));
+  std::size_t bad = 0;
+  std::ostringstream first;
+  for (std::int64_t b = 0; b < r.b_count; ++b)
+    for (std::int64_t h = 0; h < r.h_count; ++h)
+      for (std::int64_t i = 0; i < rows; ++i)
+        for (std::int64_t d = 0; d < D; ++d) {
+          const std::size_t at = static_cast<std::size_t>(((b * r.h_count + h) * rows + i) * D + d);
+          float got = 0.0f;
+          if (mem == DType::f32) {
+            got = buf[at];
+          } else {
+            std::uint16_t hbits = 0;
+            std::memcpy(&hbits, reinterpret_cast<const char*>(buf.data()) + 2 * at, 2);
+            got = f16_to_float(hbits);
+          }
+          const double want = ref_value(stored, series_of(t), r.b0 + b, r.h0 + h, pos[i], d);
+          if (static_cast<double>(got) != want && bad++ == 0)
+            first << "b " << r.b0 + b << " h " << r.h0 + h << " row " << i << " (token " << pos[i]
+                  << ") d " << d << ": got " << got << ", want " << want;
+        }
+  EXPECT_EQ(bad, 0u) << info.dataset(t).name << " " << partition_name(part.kind()) << " N "
+                     << part.tokens() << " on rank " << rank << ": " << bad
+                     << " wrong elements, first " << first.str();
+  // Striped rows of a chunked dataset are read window by window,
+  // independently; everything else in one collective transfer.
+  const bool windows = part.kind() == PartitionKind::striped && part.ranks() > 1 &&
+                       info.dataset(t).layout == "chunked";
+  EXPECT_EQ(in.last_io_mode().collective(), !windows)
+      << info.dataset(t).name << " " << partition_name(part.kind()) << " on rank " << rank
+      << ": the read was " << in.last_io_mode().describe();
 }
 
 }  // namespace ringattn::test

@@ -20,6 +20,7 @@
 #include "core/dtype.hpp"
 #include "core/error.hpp"
 #include "io/h5_handle.hpp"
+#include "io/input_file.hpp"
 
 #include "../common/mpi_test_util.hpp"
 
@@ -56,6 +57,16 @@ std::vector<DatasetSpec> qkv_specs(const InputShape& shape, FileType type, bool 
 inline constexpr int kInputDoSeries = 3;
 inline constexpr int kInputOSeries = 4;
 inline constexpr int kInputLseSeries = 5;
+
+// The ref_value series the test files give tensor t.
+int series_of(InputTensor t);
+
+// Reads tensor t's shard of the rows `part` gives `rank` and compares every
+// element with ref_value at their global positions (reporting the first
+// mismatch), and checks that the read was collective where shard_io.hpp
+// says it is.
+void check_read(InputFile& in, InputTensor t, const Partition& part, const BatchHeadRange& r,
+                DType mem, int rank);
 
 // The backward's inputs of `shape`: do [B, Hq, Nq, D], and with_forward o
 // (like do) and lse [B, Hq, Nq] (the series at d = 0), all of `type`.

@@ -32,47 +32,6 @@ std::ostream& operator<<(std::ostream& os, const ReadCase& c) {
             << (c.chunked ? "_chunked_gzip" : "_contiguous");
 }
 
-// Reads tensor t's shard and compares every element with ref_value at the
-// rank's global positions; reports the first mismatch.
-void check_read(InputFile& in, InputTensor t, const Partition& part, const BatchHeadRange& r,
-                DType mem, int rank) {
-  const InputInfo& info = in.info();
-  const std::size_t n = in.shard_elements(part, r);
-  AlignedBuffer<float> buf(n);  // f16 reads use the first half
-  in.read_shard(t, part, r, mem, buf.data());
-
-  const Positions pos = part.positions(rank);
-  const std::int64_t rows = pos.size(), D = info.shape.head_dim;
-  ASSERT_EQ(n, static_cast<std::size_t>(r.b_count * r.h_count * rows * D));
-  std::size_t bad = 0;
-  std::ostringstream first;
-  for (std::int64_t b = 0; b < r.b_count; ++b)
-    for (std::int64_t h = 0; h < r.h_count; ++h)
-      for (std::int64_t i = 0; i < rows; ++i)
-        for (std::int64_t d = 0; d < D; ++d) {
-          const std::size_t at = static_cast<std::size_t>(((b * r.h_count + h) * rows + i) * D + d);
-          float got = 0.0f;
-          if (mem == DType::f32) {
-            got = buf[at];
-          } else {
-            std::uint16_t hbits = 0;
-            std::memcpy(&hbits, reinterpret_cast<const char*>(buf.data()) + 2 * at, 2);
-            got = f16_to_float(hbits);
-          }
-          const double want =
-              ref_value(info.dtype, static_cast<int>(t), r.b0 + b, r.h0 + h, pos[i], d);
-          if (static_cast<double>(got) != want && bad++ == 0)
-            first << "b " << r.b0 + b << " h " << r.h0 + h << " row " << i << " (token " << pos[i]
-                  << ") d " << d << ": got " << got << ", want " << want;
-        }
-  EXPECT_EQ(bad, 0u) << info.dataset(t).name << " " << partition_name(part.kind()) << " N "
-                     << part.tokens() << " on rank " << rank << ": " << bad
-                     << " wrong elements, first " << first.str();
-  EXPECT_TRUE(in.last_io_mode().collective())
-      << info.dataset(t).name << " " << partition_name(part.kind()) << " on rank " << rank
-      << ": the read was " << in.last_io_mode().describe();
-}
-
 class InputRead : public IoTest, public ::testing::WithParamInterface<ReadCase> {};
 
 TEST_P(InputRead, EveryPartitionReadsTheRanksOwnRows) {
