@@ -56,6 +56,9 @@ void print_text(const nlohmann::json& j) {
   if (!j.at("fraction_of_bf16_peak").is_null())
     std::printf("       = %.3f of the %.1f GFLOP/s bf16 dot (vdpbf16ps) peak\n",
                 d("fraction_of_bf16_peak"), d("bf16_peak_gflops"));
+  if (!j.at("fraction_of_amx_peak").is_null())
+    std::printf("       = %.3f of the %.1f GFLOP/s AMX (tdpbf16ps) peak\n",
+                d("fraction_of_amx_peak"), d("amx_peak_gflops"));
 }
 
 int run(const BenchKernelOptions& o) {
@@ -105,12 +108,14 @@ void add_path_options(CLI::App& c, BenchKernelOptions& o) {
       ->capture_default_str()
       ->check(CLI::IsMember({"native", "avx512", "avx2", "generic"}));
   c.add_option("--bf16-products", o.req.bf16_products,
-               "How --compute bf16 multiplies (--backend cpu): native (dot where the CPU has "
-               "AVX512_BF16, else fp32), dot (vdpbf16ps into fp32 accumulators; refused, exit "
-               "code 2, without AVX512_BF16) or fp32 (widened, fp32 speed). The kernel line "
-               "shows products=...")
+               "How --compute bf16 multiplies (--backend cpu): native (amx where the CPU has "
+               "AMX-BF16, else dot where it has AVX512_BF16, else fp32), amx (AMX tiles, "
+               "tdpbf16ps, into fp32 tiles; products whose dims are not multiples of 32 take "
+               "dot's kernels; refused, exit code 2, without AMX-BF16), dot (vdpbf16ps into "
+               "fp32 accumulators; refused, exit code 2, without AVX512_BF16) or fp32 "
+               "(widened, fp32 speed). The kernel line shows products=...")
       ->capture_default_str()
-      ->check(CLI::IsMember({"native", "dot", "fp32"}));
+      ->check(CLI::IsMember({"native", "amx", "dot", "fp32"}));
   c.add_flag("--backward", o.req.backward,
              "Time the backward pass instead (GradState reset, fold, finish: dQ, dK, dV from a "
              "seeded dO and the forward's o and lse, computed once untimed); flops 2.5x the "
@@ -127,8 +132,8 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
   CLI::App* c = bench.add_subcommand(
       "kernel",
       "Time the fused attention kernel on seeded data. --backend cpu: GFLOP/s against the "
-      "machine's fp32 FMA peak, measured in the same run (and against the bf16 dot peak for "
-      "--compute bf16 where the CPU has AVX512_BF16); --backend cuda: TFLOP/s against the "
+      "machine's fp32 FMA peak, measured in the same run (and against the vdpbf16ps or AMX "
+      "tdpbf16ps peak for --compute bf16 on those paths); --backend cuda: TFLOP/s against the "
       "GPU's dense f16/bf16 tensor-core peak. flops = 4*N*N_kv*D*H*B (causal: visible pairs "
       "only, about half); --backward: the CPU backward, 2.5x that.");
   c->add_option("--n", opts->req.n, "Query tokens")->capture_default_str()->check(positive());
@@ -150,8 +155,9 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
       ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   c->add_option("--compute", opts->req.compute,
                 "Tile-product precision: f32, or bf16 (Q, K, V and probabilities rounded to "
-                "bf16, fp32 accumulation; multiplied by bf16 dot products where the CPU has "
-                "AVX512_BF16, else in fp32: see --bf16-products)")
+                "bf16, fp32 accumulation; multiplied on AMX tiles where the CPU has AMX-BF16, "
+                "by bf16 dot products where it has AVX512_BF16, else in fp32: see "
+                "--bf16-products)")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "bf16"}));
   c->add_option("--threads", opts->req.threads,

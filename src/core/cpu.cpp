@@ -2,7 +2,11 @@
 #include "core/cpu.hpp"
 
 #include <sched.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -24,6 +28,14 @@ const CpuFeatures& cpu_features() {
     c.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
     // gcc 12 has no "f16c" name for __builtin_cpu_supports; AVX2 parts all have it.
     c.f16c = c.avx2;
+#endif
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+    // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE. Linux hands out the
+    // 8 KiB tile state only on request (XFEATURE_XTILEDATA = 18).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (edx >> 22 & 1) && (edx >> 24 & 1))
+      c.amx_bf16 = syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
 #endif
     return c;
   }();

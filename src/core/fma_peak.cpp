@@ -7,9 +7,11 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
+#include "core/amx_tiles.hpp"
 #include "core/cpu.hpp"
 #include "core/timer.hpp"
 
@@ -135,6 +137,40 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) double dot_loop_bf16(dou
   return static_cast<double>(blocks) * kInner * 12 * 64;
 }
 
+// AMX: four independent 16 x 16 fp32 tiles, each += a 16 x 32 bf16 tile
+// times a 16 x 16-pair one (tdpbf16ps: 16 · 16 · 32 · 2 flops).
+__attribute__((target("amx-tile,amx-bf16"), noinline)) double amx_loop_bf16(double seconds,
+                                                                            float* sink) {
+  static const AmxTileConfig cfg;
+  alignas(64) std::uint16_t ab[16 * 32];
+  alignas(64) float c[16 * 16];
+  std::fill_n(ab, 16 * 32, static_cast<std::uint16_t>(0x3f80));  // 1.0 in bf16
+  _tile_loadconfig(&cfg);
+  _tile_loadd(4, ab, 64);
+  _tile_loadd(5, ab, 64);
+  _tile_loadd(6, ab, 64);
+  _tile_loadd(7, ab, 64);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  Timer t;
+  long blocks = 0;
+  do {
+    for (long i = 0; i < kInner; ++i) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    ++blocks;
+  } while (t.seconds() < seconds);
+  _tile_stored(0, c, 64);
+  _tile_release();
+  *sink = c[0];
+  return static_cast<double>(blocks) * kInner * 4 * 16 * 16 * 32 * 2;
+}
+
 // GFLOP/s of `threads` threads running loop at once, summed.
 double run_on_threads(double (*loop)(double, float*), int threads, double seconds) {
   std::vector<double> flops(threads), secs(threads);
@@ -170,12 +206,26 @@ FmaPeak measure_fma_peak(int threads, double seconds) {
   return out;
 }
 
-FmaPeak measure_bf16_dot_peak(int threads, double seconds) {
+namespace {
+
+// loop's peak on `threads` threads where the CPU has the unit, else 0, "none".
+FmaPeak measure_if(bool present, const char* isa, double (*loop)(double, float*), int threads,
+                   double seconds) {
   FmaPeak out;
   out.threads = std::max(1, threads);
-  out.isa = cpu_features().avx512_bf16 ? "avx512_bf16" : "none";
-  if (cpu_features().avx512_bf16) out.gflops = run_on_threads(dot_loop_bf16, out.threads, seconds);
+  out.isa = present ? isa : "none";
+  if (present) out.gflops = run_on_threads(loop, out.threads, seconds);
   return out;
+}
+
+}  // namespace
+
+FmaPeak measure_bf16_dot_peak(int threads, double seconds) {
+  return measure_if(cpu_features().avx512_bf16, "avx512_bf16", dot_loop_bf16, threads, seconds);
+}
+
+FmaPeak measure_amx_bf16_peak(int threads, double seconds) {
+  return measure_if(cpu_features().amx_bf16, "amx_bf16", amx_loop_bf16, threads, seconds);
 }
 
 }  // namespace ringattn

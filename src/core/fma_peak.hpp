@@ -22,4 +22,8 @@ FmaPeak measure_fma_peak(int threads, double seconds = 0.25);
 // AVX512_BF16.
 FmaPeak measure_bf16_dot_peak(int threads, double seconds = 0.25);
 
+// The same for AMX tiles (tdpbf16ps), the amx products' yardstick: gflops 0
+// and isa "none" where the CPU has no usable AMX-BF16.
+FmaPeak measure_amx_bf16_peak(int threads, double seconds = 0.25);
+
 }  // namespace ringattn

@@ -35,7 +35,10 @@ VectorIsa vector_isa_of(const std::string& s) {
 }
 
 Bf16Products bf16_products_of(const std::string& s) {
-  return s == "dot" ? Bf16Products::dot : s == "fp32" ? Bf16Products::fp32 : Bf16Products::native;
+  return s == "amx"    ? Bf16Products::amx
+         : s == "dot"  ? Bf16Products::dot
+         : s == "fp32" ? Bf16Products::fp32
+                       : Bf16Products::native;
 }
 
 double median(std::vector<double> v) {
@@ -140,9 +143,8 @@ std::unique_ptr<Problem> make_problem(const KernelBenchRequest& o) {
   RA_CHECK(cpu_runs(pr->variant.isa), usage, "bench kernel --vector-path ", o.vector_path,
            ": this CPU cannot run it (widest here: ",
            vector_isa_name(resolve_isa(VectorIsa::native)), ")");
-  RA_CHECK(
-      resolve_bf16_products(pr->variant.bf16) != Bf16Products::dot || cpu_features().avx512_bf16,
-      usage, "bench kernel --bf16-products dot: this CPU has no AVX512_BF16");
+  const std::string no_bf16 = bf16_products_missing(pr->variant.bf16);
+  RA_CHECK(no_bf16.empty(), usage, "bench kernel --bf16-products ", o.bf16_products, ": ", no_bf16);
   const std::size_t qn = static_cast<std::size_t>(o.batch * o.heads * o.n * o.d);
   const std::size_t kn = static_cast<std::size_t>(o.batch * pr->kv_heads * pr->n_kv * o.d);
   const std::size_t es = dtype_size(pr->dt);
@@ -188,7 +190,8 @@ std::string backward_implementation(const AttnParams& p) {
 }
 
 nlohmann::json record(const KernelBenchRequest& o, const Problem& pr,
-                      const std::vector<double>& secs, const Peak& fma, const Peak& dot) {
+                      const std::vector<double>& secs, const Peak& fma, const Peak& dot,
+                      const Peak& amx) {
   const AttnParams& p = pr.p;
   const double flops = pass_flops(o, p);
   const double sec = median(secs);
@@ -209,6 +212,9 @@ nlohmann::json record(const KernelBenchRequest& o, const Problem& pr,
       {"bf16_peak_gflops", or_null(dot.gflops > 0, dot.gflops)},
       {"fraction_of_bf16_peak",
        or_null(bf16 && products == Bf16Products::dot && dot.gflops > 0, gflops / dot.gflops)},
+      {"amx_peak_gflops", or_null(amx.gflops > 0, amx.gflops)},
+      {"fraction_of_amx_peak",
+       or_null(bf16 && products == Bf16Products::amx && amx.gflops > 0, gflops / amx.gflops)},
   });
   return j;
 }
@@ -233,6 +239,7 @@ nlohmann::json run_kernel_bench(const KernelBenchRequest& o) {
   // Peaks before and after the timed runs; the larger is the yardstick.
   const FmaPeak peak_before = measure_fma_peak(pr->threads);
   const FmaPeak dot_before = measure_bf16_dot_peak(pr->threads);
+  const FmaPeak amx_before = measure_amx_bf16_peak(pr->threads);
   for (int i = 0; i < o.warmup; ++i) run_pass(o, *pr);
   std::vector<double> secs;
   for (int i = 0; i < o.reps; ++i) {
@@ -242,8 +249,10 @@ nlohmann::json run_kernel_bench(const KernelBenchRequest& o) {
   }
   const FmaPeak peak_after = measure_fma_peak(pr->threads);
   const FmaPeak dot_after = measure_bf16_dot_peak(pr->threads);
+  const FmaPeak amx_after = measure_amx_bf16_peak(pr->threads);
   return record(o, *pr, secs, {std::max(peak_before.gflops, peak_after.gflops), peak_before.isa},
-                {std::max(dot_before.gflops, dot_after.gflops), dot_before.isa});
+                {std::max(dot_before.gflops, dot_after.gflops), dot_before.isa},
+                {std::max(amx_before.gflops, amx_after.gflops), amx_before.isa});
 }
 
 }  // namespace ringattn

@@ -2,7 +2,8 @@
 // kernel`). CPU: the median of `reps` runs against the machine's FMA peak,
 // measured before and after in the same run (the larger is the yardstick).
 // On CPUs with AVX512_BF16 a vdpbf16ps peak is measured the same way, the
-// yardstick of a bf16 run on the dot path. CUDA: CUDA events against the GPU's dense f16/bf16
+// yardstick of a bf16 run on the dot path, and on CPUs with AMX-BF16 a
+// tdpbf16ps peak, the amx path's. CUDA: CUDA events against the GPU's dense f16/bf16
 // tensor-core peak (cuda/device_peak.hpp). With `backward`, the CPU backward
 // (attention_backward: GradState reset, fold, finish) is timed instead, on a
 // seeded dO and the forward's o and lse (computed once, untimed), its flops

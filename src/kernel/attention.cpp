@@ -98,13 +98,14 @@ std::int64_t ceil_div(std::int64_t a, std::int64_t b) {
 // and the tile shape; the kernel and its workspace estimate both read them.
 struct Geometry {
   int BQ = 0, BK = 0, D = 0;
-  int fold_tiles = 0;           // key tiles per compensated fold of P·V
-  std::int64_t QT = 0, KT = 0;  // query and key tiles
-  bool dot = false;             // bf16 dot products: packs, Q and P are bf16 bits
-  int Dk = 0;                   // depth of Q·K^T: D, on the dot path rounded up to even
-  bool v_direct = false;        // V read in place (f32 rows of D floats), except...
-  bool v_tail = false;          // ...a partial last tile, which is zero-padded
-  std::int64_t v_tiles = 0;     // packed V tiles per (batch, kv head)
+  int fold_tiles = 0;                     // key tiles per compensated fold of P·V
+  std::int64_t QT = 0, KT = 0;            // query and key tiles
+  bool dot = false;                       // bf16 dot products: packs, Q and P are bf16 bits
+  Bf16Gemm dot_gemm = Bf16Gemm::libxsmm;  // the dot path's tile products: vdpbf16ps or AMX
+  int Dk = 0;                             // depth of Q·K^T: D, on the dot path rounded up to even
+  bool v_direct = false;                  // V read in place (f32 rows of D floats), except...
+  bool v_tail = false;                    // ...a partial last tile, which is zero-padded
+  std::int64_t v_tiles = 0;               // packed V tiles per (batch, kv head)
 };
 
 Geometry geometry(const AttnParams& p) {
@@ -118,7 +119,10 @@ Geometry geometry(const AttnParams& p) {
   g.BK = cfg.bk;
   g.fold_tiles = cfg.fold_tiles;
   g.D = static_cast<int>(p.head_dim);
-  g.dot = p.compute == ComputeType::bf16 && resolve_bf16_products(p.cpu.bf16) == Bf16Products::dot;
+  const Bf16Products products = resolve_bf16_products(p.cpu.bf16);
+  g.dot = p.compute == ComputeType::bf16 &&
+          (products == Bf16Products::dot || products == Bf16Products::amx);
+  g.dot_gemm = products == Bf16Products::amx ? Bf16Gemm::amx : Bf16Gemm::libxsmm;
   g.Dk = g.dot ? (g.D + 1) / 2 * 2 : g.D;
   g.QT = ceil_div(p.n_q, g.BQ);
   g.KT = ceil_div(p.n_kv, g.BK);
@@ -274,9 +278,9 @@ void update_state(const AttnParams& p, AttnState& s) {
   // The dot path's products (made only there: they need an even depth).
   std::optional<TileGemmBf16> dot_qk, dot_pv_first, dot_pv_more;
   if (dot) {
-    dot_qk.emplace(BK, BQ, Dk, Dk, BK, /*accumulate=*/false);
-    dot_pv_first.emplace(D, BQ, BK, BK, D, /*accumulate=*/false);
-    dot_pv_more.emplace(D, BQ, BK, BK, D, /*accumulate=*/true);
+    dot_qk.emplace(BK, BQ, Dk, Dk, BK, /*accumulate=*/false, g.dot_gemm);
+    dot_pv_first.emplace(D, BQ, BK, BK, D, /*accumulate=*/false, g.dot_gemm);
+    dot_pv_more.emplace(D, BQ, BK, BK, D, /*accumulate=*/true, g.dot_gemm);
   }
 
   const std::int64_t items = B * HQ * QT;
@@ -561,10 +565,16 @@ std::string kernel_implementation(const AttnParams& p) {
   if (p.compute == ComputeType::bf16) {
     const Bf16Products b = resolve_bf16_products(p.cpu.bf16);
     s += std::string(" products=") + bf16_products_name(b);
-    if (b == Bf16Products::dot) {
-      const TileGemmBf16 d(cfg.bk, cfg.bq, static_cast<int>(p.head_dim + 1) / 2 * 2,
-                           static_cast<int>(p.head_dim + 1) / 2 * 2, cfg.bk, false);
-      if (!d.jit()) s += "(portable-loops)";
+    if (b == Bf16Products::dot || b == Bf16Products::amx) {
+      // The code each product runs, where it is not the one asked for
+      // (AMX takes only dims that are multiples of 32).
+      const Bf16Gemm want = b == Bf16Products::amx ? Bf16Gemm::amx : Bf16Gemm::libxsmm;
+      const int D = static_cast<int>(p.head_dim), Dk = (D + 1) / 2 * 2;
+      const TileGemmBf16 qk(cfg.bk, cfg.bq, Dk, Dk, cfg.bk, false, want);
+      const TileGemmBf16 pv(D, cfg.bq, cfg.bk, cfg.bk, D, false, want);
+      if (qk.runs() != want || pv.runs() != want)
+        s += std::string("(qk:") + bf16_gemm_name(qk.runs()) + " pv:" + bf16_gemm_name(pv.runs()) +
+             ")";
     }
   }
   return s;

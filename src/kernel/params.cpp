@@ -50,6 +50,8 @@ const char* bf16_products_name(Bf16Products b) {
   switch (b) {
     case Bf16Products::native:
       return "native";
+    case Bf16Products::amx:
+      return "amx";
     case Bf16Products::dot:
       return "dot";
     case Bf16Products::fp32:
@@ -60,7 +62,23 @@ const char* bf16_products_name(Bf16Products b) {
 
 Bf16Products resolve_bf16_products(Bf16Products b) {
   if (b != Bf16Products::native) return b;
-  return cpu_features().avx512_bf16 ? Bf16Products::dot : Bf16Products::fp32;
+  const CpuFeatures& c = cpu_features();
+  return c.amx_bf16 ? Bf16Products::amx : c.avx512_bf16 ? Bf16Products::dot : Bf16Products::fp32;
+}
+
+std::string bf16_products_missing(Bf16Products b) {
+  const CpuFeatures& c = cpu_features();
+  switch (resolve_bf16_products(b)) {
+    case Bf16Products::amx:
+      // The AMX path falls back on the dot path's kernels for odd shapes.
+      if (!c.amx_bf16 || !c.avx512_bf16)
+        return "this CPU has no AMX-BF16 (or the kernel refused its tile state)";
+      return "";
+    case Bf16Products::dot:
+      return c.avx512_bf16 ? "" : "this CPU has no AVX512_BF16";
+    default:
+      return "";
+  }
 }
 
 AttnParams AttnParams::dense(const void* q, const void* k, const void* v, DType dtype,
@@ -97,8 +115,9 @@ void AttnParams::validate() const {
   RA_CHECK(threads >= 1, usage, "threads must be >= 1, got ", threads);
   RA_CHECK(cpu_runs(cpu.isa), usage, "this CPU cannot run the kernel's ", vector_isa_name(cpu.isa),
            " path (widest here: ", vector_isa_name(resolve_isa(VectorIsa::native)), ")");
-  RA_CHECK(resolve_bf16_products(cpu.bf16) != Bf16Products::dot || cpu_features().avx512_bf16,
-           usage, "this CPU has no AVX512_BF16 for the kernel's bf16 dot products");
+  const std::string no_bf16 = bf16_products_missing(cpu.bf16);
+  RA_CHECK(no_bf16.empty(), usage, no_bf16, " for the kernel's ", bf16_products_name(cpu.bf16),
+           " bf16 products");
   RA_CHECK(q_pos.empty() || q_pos.size() == n_q, usage, "query positions cover ", q_pos.size(),
            " rows, the block has ", n_q);
   RA_CHECK(k_pos.empty() || k_pos.size() == n_kv, usage, "key positions cover ", k_pos.size(),

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/dtype.hpp"
 #include "core/positions.hpp"
@@ -46,20 +47,26 @@ const char* vector_isa_name(VectorIsa isa);
 
 // How `compute = bf16` multiplies its bf16 tiles.
 enum class Bf16Products {
-  native,  // dot where the CPU has AVX512_BF16, else fp32
-  dot,     // bf16 dot products (vdpbf16ps) into fp32 accumulators: ~2x the fp32 rate
+  native,  // amx where the CPU has AMX, else dot where it has AVX512_BF16, else fp32
+  amx,     // AMX tile dot products (tdpbf16ps) into fp32 tiles; tile products whose
+           // dims are not multiples of 32 take the dot path's kernels
+  dot,     // bf16 dot products (vdpbf16ps) into fp32 accumulators: ~2x the fp32 rate on
+           // Zen 4, 0.5x on Sapphire Rapids (one port)
   fp32,    // the bf16 values widened and multiplied in fp32 (same rounding, fp32 speed)
 };
 const char* bf16_products_name(Bf16Products b);
 // The path `native` stands for on this CPU; any other unchanged.
 Bf16Products resolve_bf16_products(Bf16Products b);
+// Why this CPU cannot run products b (amx: no AMX or no permission; dot: no
+// AVX512_BF16), or "" when it can.
+std::string bf16_products_missing(Bf16Products b);
 
 // Which compiled variant of the CPU kernel runs. The defaults are this CPU's
 // fastest; tests pick each in turn.
 struct CpuVariant {
   TileShape tiles = TileShape::native;
   VectorIsa isa = VectorIsa::native;         // one this CPU runs (validate() checks)
-  Bf16Products bf16 = Bf16Products::native;  // compute = bf16 only; dot needs AVX512_BF16
+  Bf16Products bf16 = Bf16Products::native;  // compute = bf16 only; see cpu_has()
 };
 
 struct TensorRef {

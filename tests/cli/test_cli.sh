@@ -20,6 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 bin=$(realpath "$1")
 scratch=$2
 case_name=$3
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 mpiexec=${MPIEXEC:-mpirun}
 np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
 read -r -a mpi_flags <<<"${MPIEXEC_FLAGS:---oversubscribe}"
@@ -69,6 +70,22 @@ case_help() {
   expect 2 "$bin" help nope
   one_error_line "no subcommand 'nope'"
   expect 2 "$bin" gen  # --output is required
+  # README's "The CLI in full" names every flag each subcommand's --help has
+  # (the config table drives run's flags: a new setting must reach the docs).
+  local synopsis sub flag missing=""
+  for sub in run verify info gen serve submit query selfcheck "bench kernel" "bench ring"; do
+    # The subcommand's entry: its first line and the indented ones after it.
+    synopsis=$(sed -n '/^## The CLI in full/,/^## /p' "$repo/README.md" |
+      awk -v s="ringattn $sub " 'index($0, s) { on = 1; print; next } on && /^ / { print; next } { on = 0 }')
+    [[ -n $synopsis ]] || missing+=" $sub (no entry)"
+    # shellcheck disable=SC2086  # "bench ring" is two words
+    expect 0 "$bin" $sub --help
+    for flag in $(grep -oE '^  (-[a-zA-Z], ?)?--[a-z0-9-]+' out.txt | grep -oE -- '--[a-z0-9-]+'); do
+      [[ $flag == --help ]] && continue
+      grep -q -- "$flag\b" <<<"$synopsis" || missing+=" $sub:$flag"
+    done
+  done
+  [[ -z $missing ]] || fail "README's The CLI in full lacks:$missing"
 }
 
 # gen writes files that info describes and h5py reads, with the values the
@@ -554,16 +571,27 @@ case_bench_kernel_variants() {
   expect 2 "$bin" bench kernel --tiles avx1024
   expect 2 "$bin" bench kernel --vector-path sse2
 
-  # --bf16-products: fp32 runs everywhere; dot where the CPU has AVX512_BF16
-  # (then native is dot, and the record has the vdpbf16ps peak), else native
-  # is fp32 and dot is refused (case_bench_kernel_refusal).
+  # --bf16-products: fp32 runs everywhere; amx where the CPU has AMX-BF16
+  # (then native is amx, and the record has the tdpbf16ps peak; elsewhere amx
+  # is refused); dot where it has AVX512_BF16 (native there without AMX, and
+  # the record has the vdpbf16ps peak), else native is fp32 and dot is
+  # refused (case_bench_kernel_refusal).
   bench_json --compute bf16 --bf16-products fp32
   [[ $(json_field bf16_products) == fp32 ]] || fail "--bf16-products fp32 ran $(json_field bf16_products)"
   json_field implementation | grep -q 'products=fp32' || fail "products=fp32 not in the report"
   bench_json --compute bf16
   native=$(json_field bf16_products)
+  if grep -qw amx_bf16 /proc/cpuinfo && grep -qw amx_tile /proc/cpuinfo; then
+    [[ $native == amx ]] || fail "AMX-BF16 here, yet native bf16 products are $native"
+    json_field implementation | grep -q 'products=amx' || fail "products=amx not in the report"
+    "$py" -c 'import json; j = json.load(open("out.txt")); assert j["amx_peak_gflops"] > 0 and 0 < j["fraction_of_amx_peak"] < 2, j' ||
+      fail "the amx run's record lacks its AMX peak"
+  else
+    expect 2 "$bin" bench kernel --n 64 --d 16 --heads 1 --reps 1 --compute bf16 --bf16-products amx
+  fi
   if grep -q avx512_bf16 /proc/cpuinfo; then
-    [[ $native == dot ]] || fail "AVX512_BF16 here, yet native bf16 products are $native"
+    grep -qw amx_bf16 /proc/cpuinfo || [[ $native == dot ]] ||
+      fail "AVX512_BF16 here, yet native bf16 products are $native"
     bench_json --compute bf16 --bf16-products dot
     json_field implementation | grep -q 'products=dot' || fail "products=dot not in the report"
     "$py" -c 'import json; j = json.load(open("out.txt")); assert j["bf16_peak_gflops"] > 0 and 0 < j["fraction_of_bf16_peak"] < 2, j' ||

@@ -51,8 +51,8 @@ inline std::string variant_name(const CpuVariant& v) {
 
 // Why this CPU cannot run the variant, or "" when it can: tests skip with it.
 inline std::string cannot_run(const CpuVariant& v) {
-  if (resolve_bf16_products(v.bf16) == Bf16Products::dot && !cpu_features().avx512_bf16)
-    return "this CPU has no AVX512_BF16 for the bf16 dot products";
+  const std::string no_bf16 = bf16_products_missing(v.bf16);
+  if (!no_bf16.empty()) return no_bf16 + " for the " + bf16_products_name(v.bf16) + " products";
   if (cpu_runs(v.isa)) return "";
   return std::string("this CPU cannot execute the ") + vector_isa_name(v.isa) +
          " path (widest here: " + vector_isa_name(resolve_isa(VectorIsa::native)) + ")";

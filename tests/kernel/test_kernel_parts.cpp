@@ -397,9 +397,9 @@ TEST_P(TileGemmBf16Case, MatchesADoubleSumOfTheSameValues) {
       a_vnni[(static_cast<std::size_t>(p / 2) * m + i) * 2 + p % 2] =
           float_to_bf16(a[static_cast<std::size_t>(p) * m + i]);
   for (std::size_t e = 0; e < b.size(); ++e) b_bf16[e] = float_to_bf16(b[e]);
-  for (const bool jit : {true, false}) {
-    const TileGemmBf16 g(m, n, k, k, m, accumulate, jit);
-    if (jit && !g.jit()) continue;  // libxsmm made no kernel here: the loops below
+  for (const Bf16Gemm want : {Bf16Gemm::amx, Bf16Gemm::libxsmm, Bf16Gemm::portable}) {
+    const TileGemmBf16 g(m, n, k, k, m, accumulate, want);
+    if (g.runs() != want) continue;  // no AMX, a shape it does not take, or no libxsmm kernel
     std::vector<float> c = c0;
     g(a_vnni.data(), b_bf16.data(), c.data());
     double worst = 0;
@@ -412,14 +412,15 @@ TEST_P(TileGemmBf16Case, MatchesADoubleSumOfTheSameValues) {
                  bf16_to_float(b_bf16[static_cast<std::size_t>(j) * k + p]);
         worst = std::max(worst, std::abs(c[static_cast<std::size_t>(j) * m + i] - ref));
       }
-    EXPECT_LE(worst, 1e-4) << (jit ? "libxsmm" : "portable loops");
+    EXPECT_LE(worst, 1e-4) << bf16_gemm_name(want);
   }
 }
 INSTANTIATE_TEST_SUITE_P(
     Kernel, TileGemmBf16Case,
     ::testing::Values(Bf16GemmCase{256, 128, 128, false}, Bf16GemmCase{128, 16, 64, true},
                       Bf16GemmCase{1, 16, 256, true}, Bf16GemmCase{65, 32, 256, false},
-                      Bf16GemmCase{3, 16, 2, false}, Bf16GemmCase{64, 256, 66, true}),
+                      Bf16GemmCase{3, 16, 2, false}, Bf16GemmCase{64, 256, 66, true},
+                      Bf16GemmCase{128, 256, 64, true}, Bf16GemmCase{64, 32, 256, false}),
     [](const ::testing::TestParamInfo<Bf16GemmCase>& param) {
       const Bf16GemmCase& c = param.param;
       return "m" + std::to_string(c.m) + "_n" + std::to_string(c.n) + "_k" + std::to_string(c.k) +
@@ -439,7 +440,8 @@ TEST(Bf16Products, DotAndFp32PathsRunTheirOwnCode) {
     EXPECT_EQ(resolve_bf16_products(Bf16Products::native), Bf16Products::fp32);
     GTEST_SKIP() << "this CPU has no AVX512_BF16: checked that dot is refused and native is fp32";
   }
-  EXPECT_EQ(resolve_bf16_products(Bf16Products::native), Bf16Products::dot);
+  EXPECT_EQ(resolve_bf16_products(Bf16Products::native),
+            cpu_features().amx_bf16 ? Bf16Products::amx : Bf16Products::dot);
   test::Problem pr;
   pr.n_q = 200;
   pr.n_kv = 700;
@@ -460,6 +462,40 @@ TEST(Bf16Products, DotAndFp32PathsRunTheirOwnCode) {
     outs.push_back(o);
   }
   EXPECT_NE(outs[0], outs[1]);
+}
+
+// The amx path runs AMX tiles where the shapes allow (D = 64: every product
+// a multiple of 32): the report names it with no fallback. tdpbf16ps and
+// vdpbf16ps both add each pair's exact products into fp32 with one rounding,
+// in k order, so the two paths agree to the bit; an operand laid out wrong
+// for the tiles would not. A CPU without AMX refuses it.
+TEST(Bf16Products, AmxPathRunsTiles) {
+  test::Problem pr;
+  pr.n_q = 300;
+  pr.n_kv = 600;
+  pr.head_dim = 64;
+  pr.causal = true;
+  pr.seed = 75;
+  pr.compute = ComputeType::bf16;
+  pr.variant.bf16 = Bf16Products::amx;
+  if (!cpu_features().amx_bf16) {
+    const test::Inputs in(pr);
+    EXPECT_THROW(in.dense.validate(), Error);
+    GTEST_SKIP() << "this CPU has no usable AMX-BF16: checked that amx is refused";
+  }
+  std::vector<std::vector<float>> outs;
+  for (const Bf16Products b : {Bf16Products::amx, Bf16Products::dot}) {
+    pr.variant.bf16 = b;
+    const test::Inputs in(pr);
+    const std::string impl = kernel_implementation(in.dense);
+    EXPECT_NE(impl.find(std::string("products=") + bf16_products_name(b)), std::string::npos)
+        << impl;
+    EXPECT_EQ(impl.find("(qk:"), std::string::npos) << impl;
+    std::vector<float> o(static_cast<std::size_t>(pr.n_q * pr.head_dim * pr.heads_q));
+    attention_forward(in.dense, o.data(), nullptr);
+    outs.push_back(o);
+  }
+  EXPECT_EQ(outs[0], outs[1]);
 }
 
 // The rules the mask and tile tests run: none, causal, windows on one or

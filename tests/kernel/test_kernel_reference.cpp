@@ -508,12 +508,13 @@ std::vector<Problem> bf16_problems_one_path() {
   return out;
 }
 
-// Each case runs on both ways of multiplying bf16 tiles: dot products
-// (vdpbf16ps, skipped without AVX512_BF16) and fp32 products of the rounded
-// values; the bound above covers both (the dot path rounds q, not q·scale).
+// Each case runs on every way of multiplying bf16 tiles: AMX tiles
+// (tdpbf16ps, skipped without AMX-BF16), dot products (vdpbf16ps, skipped
+// without AVX512_BF16) and fp32 products of the rounded values; the bound
+// above covers all (amx and dot round q, not q·scale).
 std::vector<Problem> bf16_problems() {
   std::vector<Problem> out;
-  for (const Bf16Products products : {Bf16Products::dot, Bf16Products::fp32})
+  for (const Bf16Products products : {Bf16Products::amx, Bf16Products::dot, Bf16Products::fp32})
     for (Problem p : bf16_problems_one_path()) {
       p.variant.bf16 = products;
       p.name.insert(std::string("bf16compute_").size(),
