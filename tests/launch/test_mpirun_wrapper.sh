@@ -125,6 +125,16 @@ else
   fail "ringattn gen"
 fi
 
+# A failing run through the wrapper: ringattn's error line and nothing of
+# mpirun's own after it (-q), the ranks' exit code (4: I/O).
+out=$(timeout 120 "$W" -n 2 -- run --input "$PWD/does-not-exist.h5" --output o.h5 2>&1)
+rc=$?
+if ((rc == 4)) && [[ -n $out ]] && ! grep -qv '^ringattn: io error: ' <<<"$out"; then
+  ok "a failing run prints only ringattn's line"
+else
+  fail "a failing run: exit $rc, output '$out'"
+fi
+
 # The batch scripts outside Slurm: exit 2, one line.
 for s in ringattn-cpu.sbatch ringattn-gpu.sbatch; do
   out=$(env -u SLURM_JOB_ID timeout 30 bash "$repo/launch/slurm/$s" x.toml 2>&1)
