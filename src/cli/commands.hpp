@@ -26,6 +26,7 @@ enum ExitCode : int {
 // Each returns the callback to run when its subcommand was chosen.
 std::function<int()> add_bench_kernel(CLI::App& bench);
 std::function<int()> add_selfcheck(CLI::App& app);
+std::function<int()> add_plan(CLI::App& app);
 
 class MpiSession;
 // Subcommands that run under mpirun get the MPI session.

@@ -45,6 +45,8 @@ constexpr Summary kSummaries[] = {
      "ringattn bench kernel --n 8192 --d 128 --heads 4 --threads 2 --json"},
     {"bench ring", "Time the ring on P ranks against one rank",
      "mpirun -np 2 ringattn bench ring --n 65536 --d 64 --causal --threads 1 --json"},
+    {"plan", "Predict a ring run's time, efficiency and memory at each rank count",
+     "ringattn plan --n 1048576 --d 128 --heads 8 --kv-heads 2 --causal --bandwidth 100"},
     {"selfcheck", "Check the kernel against the float64 reference on built-in problems",
      "ringattn selfcheck --threads 2"},
     {"help", "Print the help of a subcommand", "ringattn help bench ring"},
@@ -155,6 +157,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   auto run_bench_kernel = ringattn::cli::add_bench_kernel(*bench);
   auto run_bench_ring = ringattn::cli::add_bench_ring(*bench);
+  auto run_plan = ringattn::cli::add_plan(app);
   auto run_selfcheck = ringattn::cli::add_selfcheck(app);
   CLI::App* help = app.add_subcommand("help", "");
   std::vector<std::string> help_path;
@@ -199,6 +202,7 @@ int main(int argc, char** argv) {
   try {
     if (bench->got_subcommand("kernel")) return run_bench_kernel();
     if (app.got_subcommand("selfcheck")) return run_selfcheck();
+    if (app.got_subcommand("plan")) return run_plan();
     if (app.got_subcommand("submit")) return run_submit();
     if (app.got_subcommand("query")) return run_query();
   } catch (const ringattn::Error& e) {

@@ -54,11 +54,11 @@ case_help() {
   expect 0 "$bin" --help
   [[ $(sed -n '/^Subcommands:/,$p' out.txt | awk 'length > 100' | wc -l) -eq 0 ]] ||
     fail "a subcommand's summary is longer than a line"
-  [[ $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ') == "run verify info gen serve submit query bench selfcheck help " ]] ||
+  [[ $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ') == "run verify info gen serve submit query bench plan selfcheck help " ]] ||
     fail "subcommands out of order: $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ')"
   expect 0 "$bin" -V
   grep -q '^ringattn [0-9]' out.txt || fail "-V does not print the version"
-  for sub in run verify info gen serve submit query selfcheck "bench kernel" "bench ring"; do
+  for sub in run verify info gen serve submit query plan selfcheck "bench kernel" "bench ring"; do
     # shellcheck disable=SC2086  # "bench ring" is two words
     expect 0 "$bin" help $sub
     grep -q "^Usage: ringattn $sub " out.txt || fail "help $sub: no usage line for it"
@@ -73,7 +73,7 @@ case_help() {
   # README's "The CLI in full" names every flag each subcommand's --help has
   # (the config table drives run's flags: a new setting must reach the docs).
   local synopsis sub flag missing=""
-  for sub in run verify info gen serve submit query selfcheck "bench kernel" "bench ring"; do
+  for sub in run verify info gen serve submit query plan selfcheck "bench kernel" "bench ring"; do
     # The subcommand's entry: its first line and the indented ones after it.
     synopsis=$(sed -n '/^## The CLI in full/,/^## /p' "$repo/README.md" |
       awk -v s="ringattn $sub " 'index($0, s) { on = 1; print; next } on && /^ / { print; next } { on = 0 }')
@@ -600,6 +600,30 @@ case_bench_kernel_variants() {
     [[ $native == fp32 ]] || fail "no AVX512_BF16 here, yet native bf16 products are $native"
   fi
   expect 2 "$bin" bench kernel --bf16-products vnni
+}
+
+# plan: the table and the JSON agree with the model's promises (one row per
+# rank count, efficiency <= 1, a measured rate when none is given, a row
+# that cannot run says why), and bad input is one line, exit 2.
+case_plan() {
+  expect 0 "$bin" plan --n 4096 --d 16 --heads 2 --causal --ranks 1,2,3,5000 --rate 50 --json
+  "$py" -c '
+import json
+j = json.load(open("out.txt"))
+rows = j["rows"]
+assert [r["ranks"] for r in rows] == [1, 2, 3, 5000], rows
+assert rows[0]["exposed_s"] == 0 and abs(rows[0]["efficiency"] - 1) < 1e-12, rows[0]
+assert all(r["efficiency"] <= 1 + 1e-12 for r in rows[:3]), rows
+assert not rows[3]["fits"] and rows[3]["why"] == "fewer tokens than ranks", rows[3]
+assert j["machine"]["rate_source"] == "given" and j["min_tokens_per_rank_to_hide"] > 0, j
+' || fail "plan --json: unexpected record"
+  expect 0 "$bin" plan --n 2048 --d 16 --heads 1 --ranks 2 --threads 1
+  grep -q "measured here" out.txt || fail "plan without --rate did not measure"
+  grep -q "^     2 " out.txt || fail "plan: no row for 2 ranks"
+  expect 2 "$bin" plan --n 64 --heads 3 --kv-heads 2 --rate 1
+  one_error_line "heads 3 must be a multiple of kv heads 2"
+  expect 2 "$bin" plan --n 64 --ranks 2,x --rate 1
+  one_error_line "--ranks: 'x'"
 }
 
 # A vector path wider than this CPU's is refused before anything runs: one

@@ -1,0 +1,163 @@
+// `ringattn plan`: binds the flags to the ring's model (job/plan.hpp) and
+// prints its table or JSON.
+#include <cstdio>
+#include <memory>
+#include <sstream>
+
+#include "cli/commands.hpp"
+#include "cli/option_checks.hpp"
+#include "core/cpu.hpp"
+#include "core/error.hpp"
+#include "core/host_memory.hpp"
+#include "core/shape.hpp"
+#include "job/plan.hpp"
+
+namespace ringattn::cli {
+namespace {
+
+struct PlanOptions {
+  PlanProblem problem;
+  PlanMachine machine;
+  std::string dtype = "f32", partition = "auto", ranks = "1,2,4,8,16,32,64,128,256,512,1024,4096";
+  double rate = 0, latency_us = 2, memory_gb = 0;
+  bool json = false;
+};
+
+std::vector<int> parse_ranks(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    long double v = 0;
+    RA_CHECK(option_checks_detail::parse_number(item, v) && v >= 1 && v <= 65536 &&
+                 v == static_cast<int>(v),
+             usage, "plan --ranks: '", item, "' is not a rank count 1..65536");
+    out.push_back(static_cast<int>(v));
+  }
+  RA_CHECK(!out.empty(), usage, "plan --ranks: no rank counts");
+  return out;
+}
+
+void print_table(const Plan& plan) {
+  const PlanProblem& p = plan.problem;
+  const PlanMachine& m = plan.machine;
+  std::printf(
+      "problem  B=%lld H=%lld/%lld N=%lld N_kv=%lld D=%lld %s %s%s, %lld K/V heads per chunk\n",
+      static_cast<long long>(p.batch), static_cast<long long>(p.heads),
+      static_cast<long long>(p.kv_heads), static_cast<long long>(p.n),
+      static_cast<long long>(p.n_kv), static_cast<long long>(p.d), dtype_name(p.dtype),
+      p.causal ? "causal" : "non-causal", p.backward ? ", backward" : "",
+      static_cast<long long>(p.kv_heads_per_chunk));
+  std::printf(
+      "machine  %.1f GFLOP/s per rank (%s), %d threads; link %.1f Gbit/s, %.1f us; "
+      "%.1f GB and %d cores per node, %d ranks per node\n",
+      m.rate_gflops, m.rate_source.c_str(), m.threads, m.bandwidth_gbps, m.latency_s * 1e6,
+      m.memory_node_gb, m.cores_per_node, m.ranks_per_node);
+  std::printf("partition %s\n", plan.partition_reason.c_str());
+  std::printf("a hop hides under a step from %.0f tokens per rank\n\n", plan.min_tokens_to_hide);
+  std::printf("%6s %12s %12s %10s %10s %12s %9s %7s %11s  %s\n", "ranks", "tokens/rank",
+              "step comp s", "hop s", "exposed s", "predicted s", "effic.", "balance", "MiB/rank",
+              "fits");
+  for (const PlanRow& r : plan.rows) {
+    if (r.tokens_per_rank == 0) {
+      std::printf("%6d %12s %12s %10s %10s %12s %9s %7s %11s  no: %s\n", r.ranks, "-", "-", "-",
+                  "-", "-", "-", "-", "-", r.why.c_str());
+      continue;
+    }
+    std::printf("%6d %12lld %12.4g %10.4g %10.4g %12.4g %9.3f %7.3f %11.1f  %s%s\n", r.ranks,
+                static_cast<long long>(r.tokens_per_rank), r.step_compute_s, r.hop_s, r.exposed_s,
+                r.predicted_s, r.efficiency, r.load_balance,
+                static_cast<double>(r.memory_bytes) / (1 << 20),
+                r.fits ? "yes" : "no: ", r.why.c_str());
+  }
+}
+
+}  // namespace
+
+std::function<int()> add_plan(CLI::App& app) {
+  auto o = std::make_shared<PlanOptions>();
+  PlanProblem& p = o->problem;
+  CLI::App* c = app.add_subcommand(
+      "plan",
+      "Predict a ring run at each rank count from a model of the ring's steps: per-step compute "
+      "(the partition's exact visible pairs at the kernel's rate), hop time (latency + block "
+      "bytes / bandwidth), exposed communication, total time, efficiency T1 / (P x TP), memory "
+      "per rank (preflight's estimate) and whether it fits. The kernel rate is measured here "
+      "(bench kernel on a step's block, at most 8192 tokens) unless --rate gives it. I/O and "
+      "network contention are not modelled (see docs/scaling.md).");
+  c->add_option("--n", p.n, "Query tokens (whole sequence)")->required()->check(positive());
+  c->add_option("--n-kv", p.n_kv, "Key/value tokens (default: --n)")->check(positive());
+  c->add_option("--d", p.d, "Head dim (1..256)")
+      ->capture_default_str()
+      ->check(integer_in(1, kMaxHeadDim));
+  c->add_option("--heads", p.heads, "Query heads")->capture_default_str()->check(positive());
+  c->add_option("--kv-heads", p.kv_heads, "Key/value heads (default: --heads)")->check(positive());
+  c->add_option("--batch", p.batch, "Batch size")->capture_default_str()->check(positive());
+  c->add_option("--dtype", o->dtype, "Storage type of Q, K, V (what travels)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  c->add_flag("--causal", p.causal, "Causal masking");
+  c->add_flag("--backward", p.backward, "The backward ring (2.5x the flops; dK, dV travel too)");
+  c->add_option("--kv-heads-per-chunk", p.kv_heads_per_chunk, "K/V heads per streamed chunk")
+      ->capture_default_str()
+      ->check(positive());
+  c->add_option("--partition", o->partition,
+                "auto (zigzag when causal, else contiguous), contiguous, zigzag or striped")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "contiguous", "zigzag", "striped"}));
+  c->add_option("--ranks", o->ranks, "Rank counts, comma-separated")->capture_default_str();
+  c->add_option("--rate", o->rate,
+                "A rank's kernel GFLOP/s (default: measured here with --threads threads)")
+      ->check(positive());
+  c->add_option("--threads", o->machine.threads, "Threads per rank (measurement and scratch)")
+      ->capture_default_str()
+      ->check(positive());
+  c->add_option("--bandwidth", o->machine.bandwidth_gbps, "Link bandwidth, Gbit/s per direction")
+      ->default_val(100.0)
+      ->capture_default_str()
+      ->check(positive());
+  c->add_option("--latency", o->latency_us, "Link latency per hop, microseconds")
+      ->capture_default_str()
+      ->check(non_negative());
+  c->add_option("--memory-gb", o->memory_gb, "Memory per node, GB (default: this machine's)")
+      ->check(positive());
+  c->add_option("--ranks-per-node", o->machine.ranks_per_node, "Ranks sharing a node's memory")
+      ->capture_default_str()
+      ->check(positive());
+  c->add_option("--cores-per-node", o->machine.cores_per_node,
+                "Cores per node: ranks x threads beyond it share them, each at that share of "
+                "the rate (default: this machine's cores)")
+      ->check(positive());
+  c->add_flag("--json", o->json, "Print one JSON object instead of the table");
+  return [o] {
+    PlanProblem& q = o->problem;
+    PlanMachine& m = o->machine;
+    q.dtype = parse_dtype(o->dtype);
+    if (o->partition != "auto") q.partition = parse_partition(o->partition);
+    const std::vector<int> ranks = parse_ranks(o->ranks);
+    m.latency_s = o->latency_us * 1e-6;
+    if (m.cores_per_node == 0) m.cores_per_node = affinity_cores();
+    m.memory_node_gb =
+        o->memory_gb > 0 ? o->memory_gb : static_cast<double>(available_memory_bytes()) / 1e9;
+    if (o->rate > 0) {
+      m.rate_gflops = o->rate;
+      m.rate_source = "given";
+    } else {
+      // A step's block at the largest rank count that still has a few
+      // thousand tokens per rank: where the hop question matters.
+      const std::int64_t tokens = q.n / std::max(1, ranks.back());
+      m.rate_gflops = measure_kernel_rate(
+          q, static_cast<int>(std::min<std::int64_t>(std::max<std::int64_t>(tokens, 4096), 8192)),
+          m.threads);
+      m.rate_source = "measured here";
+    }
+    const Plan plan = make_plan(q, m, ranks);
+    if (o->json)
+      std::printf("%s\n", plan_json(plan).dump().c_str());
+    else
+      print_table(plan);
+    return kOk;
+  };
+}
+
+}  // namespace ringattn::cli
