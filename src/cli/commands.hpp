@@ -40,5 +40,6 @@ std::function<int()> add_query(CLI::App& app);
 std::function<int(MpiSession&)> add_gen(CLI::App& app);
 std::function<int(MpiSession&)> add_info(CLI::App& app);
 std::function<int(MpiSession&)> add_verify(CLI::App& app);
+std::function<int(MpiSession&)> add_weights(CLI::App& app);
 
 }  // namespace ringattn::cli

@@ -5,7 +5,7 @@
 // other ranks wait.
 //
 // Includes: cli/commands.hpp (ExitCode, CLI11), cli/mpi_session.hpp,
-// core/timer.hpp (Timer), comm/agree.hpp (one verdict for all ranks),
+// core/timer.hpp (Timer),
 // io/synthetic.hpp (the writer).
 #include <cstdio>
 #include <limits>
@@ -15,7 +15,6 @@
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/option_checks.hpp"
-#include "comm/agree.hpp"
 #include "core/documents.hpp"
 #include "core/error.hpp"
 #include "core/shape.hpp"
@@ -103,16 +102,7 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
               "Also write do [B, H, N, D] (q's type, seed + 3): the upstream gradient that "
               "`run --backward` reads");
   c->add_flag("--overwrite", s.overwrite, "Replace an existing file");
-  return [f](MpiSession& mpi) {
-    // Rank 0 writes; agree() hands its Error, if any, to every rank, so all
-    // return together and main prints it once.
-    int code = kOk;
-    agree(MPI_COMM_WORLD, [&] {
-      if (mpi.rank() == 0) code = gen(*f);
-    });
-    RA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD));
-    return code;
-  };
+  return [f](MpiSession& mpi) { return on_rank0(mpi, [&] { return gen(*f); }); };
 }
 
 }  // namespace ringattn::cli

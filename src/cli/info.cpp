@@ -8,7 +8,7 @@
 // default, one JSON object with --json. One process reads; under mpirun the
 // other ranks wait.
 //
-// Includes: cli/commands.hpp, cli/mpi_session.hpp, comm/agree.hpp,
+// Includes: cli/commands.hpp, cli/mpi_session.hpp (on_rank0),
 // io/h5_describe.hpp (the description), io/input_file.hpp (inspect_input),
 // io/output_file.hpp (kCompleteAttribute), nlohmann/json.hpp.
 #include <algorithm>
@@ -22,7 +22,6 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
-#include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "io/h5_describe.hpp"
 #include "io/input_file.hpp"
@@ -358,14 +357,7 @@ std::function<int(MpiSession&)> add_info(CLI::App& app) {
       "it is missing, not a regular file, unreadable or locked by a writer.");
   c->add_option("file", f->path, "HDF5 file")->required();
   c->add_flag("--json", f->json, "Print one JSON object instead of text");
-  return [f](MpiSession& mpi) {
-    int code = kOk;
-    agree(MPI_COMM_WORLD, [&] {
-      if (mpi.rank() == 0) code = info(*f);
-    });
-    RA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD));
-    return code;
-  };
+  return [f](MpiSession& mpi) { return on_rank0(mpi, [&] { return info(*f); }); };
 }
 
 }  // namespace ringattn::cli

@@ -30,6 +30,8 @@ constexpr Summary kSummaries[] = {
      "mpirun -np 4 ringattn run --input in.h5 --output out.h5 --causal --lse"},
     {"verify", "Check a run's output against a float64 recomputation",
      "ringattn verify --input in.h5 --output out.h5 --rows 2000"},
+    {"weights", "Write the exact attention weights of chosen rows of a run",
+     "ringattn weights --input in.h5 --output out.h5 --rows 0:4096:512 --top-k 32 --to w.h5"},
     {"info", "Describe an HDF5 file and whether `run` accepts it", "ringattn info in.h5 --json"},
     {"gen", "Write a seeded synthetic input",
      "ringattn gen --output in.h5 --heads 8 --kv-heads 2 --n 65536 --d 64"},
@@ -148,6 +150,7 @@ int main(int argc, char** argv) {
   // In the order --help lists them.
   auto run_job = ringattn::cli::add_run(app);
   auto run_verify = ringattn::cli::add_verify(app);
+  auto run_weights = ringattn::cli::add_weights(app);
   auto run_info = ringattn::cli::add_info(app);
   auto run_gen = ringattn::cli::add_gen(app);
   auto run_serve = ringattn::cli::add_serve(app);
@@ -187,13 +190,15 @@ int main(int argc, char** argv) {
   }
 
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
-      app.got_subcommand("info") || app.got_subcommand("verify") || app.got_subcommand("serve")) {
-    const auto& chosen = app.got_subcommand("serve")    ? run_serve
-                         : app.got_subcommand("gen")    ? run_gen
-                         : app.got_subcommand("info")   ? run_info
-                         : app.got_subcommand("verify") ? run_verify
-                         : app.got_subcommand("run")    ? run_job
-                                                        : run_bench_ring;
+      app.got_subcommand("info") || app.got_subcommand("verify") || app.got_subcommand("serve") ||
+      app.got_subcommand("weights")) {
+    const auto& chosen = app.got_subcommand("serve")     ? run_serve
+                         : app.got_subcommand("weights") ? run_weights
+                         : app.got_subcommand("gen")     ? run_gen
+                         : app.got_subcommand("info")    ? run_info
+                         : app.got_subcommand("verify")  ? run_verify
+                         : app.got_subcommand("run")     ? run_job
+                                                         : run_bench_ring;
     // run and serve stop politely on SIGTERM: handlers before MPI starts.
     return run_under_mpi(chosen, app.got_subcommand("run") || app.got_subcommand("serve"), &argc,
                          &argv);

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 
+#include "comm/agree.hpp"
 #include "core/error.hpp"
 
 namespace ringattn::cli {
@@ -40,6 +41,15 @@ MpiSession::~MpiSession() {
 
 void MpiSession::abort(int code) const {
   abort_job(JobAbort{code, false});
+}
+
+int on_rank0(const MpiSession& mpi, const std::function<int()>& work) {
+  int code = 0;
+  agree(MPI_COMM_WORLD, [&] {
+    if (mpi.rank() == 0) code = work();
+  });
+  RA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD));
+  return code;
 }
 
 }  // namespace ringattn::cli

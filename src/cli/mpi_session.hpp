@@ -4,6 +4,8 @@
 
 #include <mpi.h>
 
+#include <functional>
+
 namespace ringattn::cli {
 
 class MpiSession {
@@ -28,5 +30,10 @@ class MpiSession {
   int rank_ = 0, size_ = 1;
   bool independent_ = false;
 };
+
+// One-process tools under mpirun: rank 0 runs work; agree() hands its
+// Error, if any, to every rank, so all return together (main prints it
+// once), and every rank returns rank 0's exit code.
+int on_rank0(const MpiSession& mpi, const std::function<int()>& work);
 
 }  // namespace ringattn::cli

@@ -2,7 +2,7 @@
 // VerifyRequest, runs the engine (job/verify.hpp) on rank 0 and prints its
 // report. Under mpirun the other ranks wait and return rank 0's exit code.
 //
-// Includes: cli/commands.hpp, cli/mpi_session.hpp, comm/agree.hpp,
+// Includes: cli/commands.hpp, cli/mpi_session.hpp,
 // job/setting.hpp (the number checks run's settings use), job/verify.hpp.
 #include <cstdio>
 #include <memory>
@@ -12,7 +12,6 @@
 
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
-#include "comm/agree.hpp"
 #include "core/error.hpp"
 #include "job/setting.hpp"
 #include "job/verify.hpp"
@@ -144,17 +143,14 @@ std::function<int(MpiSession&)> add_verify(CLI::App& app) {
       ->type_name("NUMBER");
   c->add_option("--seed", f->req.seed, "Seed of the row sample")->capture_default_str();
   return [f](MpiSession& mpi) {
-    int code = kOk;
-    agree(MPI_COMM_WORLD, [&] {
+    return on_rank0(mpi, [&] {
       // The same parse and messages as run's settings (job/setting.hpp).
       f->req.rows = checked_integer_from_text(f->rows_text, "--rows", {.lo = 0});
       if (f->app->count("--tolerance") > 0)
         f->req.tolerance =
             checked_number_from_text(f->tolerance_text, "--tolerance", {.lo = 0, .above = true});
-      if (mpi.rank() == 0) code = verify(*f);
+      return verify(*f);
     });
-    RA_MPI_CHECK(MPI_Bcast(&code, 1, MPI_INT, 0, MPI_COMM_WORLD));
-    return code;
   };
 }
 

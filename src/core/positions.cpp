@@ -8,6 +8,17 @@
 
 namespace ringattn {
 
+Positions Positions::of_rows(const std::int64_t* rows, std::size_t n) {
+  Positions p;
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i + 1;
+    while (j < n && rows[j] == rows[j - 1] + 1) ++j;
+    p.append({rows[i], 1, static_cast<std::int64_t>(j - i)});
+    i = j;
+  }
+  return p;
+}
+
 Positions& Positions::append(PositionSegment s) {
   RA_CHECK(s.count >= 0, internal, "position segment with negative count ", s.count);
   RA_CHECK(s.stride > 0, internal, "position segment stride must be > 0, got ", s.stride);

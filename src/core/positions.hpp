@@ -6,6 +6,7 @@
 //   striped     tokens r, r+P, r+2P, ...                    -> 1 segment, stride P
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -33,6 +34,9 @@ class Positions {
     p.append({first, stride, count});
     return p;
   }
+  // The positions rows[0..n) (ascending, distinct) as runs of consecutive
+  // ones, a stride-1 segment each.
+  static Positions of_rows(const std::int64_t* rows, std::size_t n);
   Positions& append(PositionSegment s);
 
   bool empty() const { return segments_.empty(); }

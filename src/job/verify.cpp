@@ -18,6 +18,7 @@
 #include "io/h5_describe.hpp"
 #include "io/input_file.hpp"
 #include "io/output_file.hpp"
+#include "job/run_facts.hpp"
 #include "kernel/reference.hpp"
 
 namespace ringattn {
@@ -34,91 +35,6 @@ constexpr double kTolF32 = 1e-5;   // o f32, compute f32: fp32 accumulation agai
 constexpr double kTolF16 = 1e-3;   // o stored in f16: its rounding is 2^-11 relative
 constexpr double kTolBf16 = 2e-2;  // compute bf16: products of bf16-rounded operands
 constexpr double kTolGrad = 1e-4;  // fp32 gradients (sums over every key or query) against float64
-
-// What the output's attributes say the run computed.
-struct RunFacts {
-  bool causal = false;
-  Window window;               // "none" when the output predates windows
-  std::int64_t documents = 0;  // packed sequences the run saw (0: not recorded)
-  float scale = 0;             // the kernel's float scale, stored as double
-  std::string compute;
-  InputNames names;
-  DType o_dtype = DType::f32;
-  bool has_lse = false;
-  bool gradients = false;  // a backward run: dq, dk, dv written
-  std::string do_name;     // the input's dO it read (do_dataset)
-};
-
-template <class T>
-const T& required_attr(const H5FileDesc& d, const std::string& name, const char* kind) {
-  const std::string ctx = "output file '" + d.path + "'";
-  const H5AttributeDesc* a = d.attribute(name);
-  RA_CHECK(a != nullptr, input, ctx, ": lacks the attribute '", name,
-           "' that ringattn run writes; cannot tell what to recompute");
-  const T* v = a->summary ? nullptr : std::get_if<T>(&a->value);
-  RA_CHECK(v != nullptr, input, ctx, ": attribute '", name, "' is not ", kind);
-  return *v;
-}
-
-RunFacts read_facts(const H5FileDesc& d) {
-  const std::string ctx = "output file '" + d.path + "'";
-  const H5DatasetDesc* o = d.dataset("o");
-  RA_CHECK(o != nullptr, input, ctx, ": has no dataset 'o'; not an output of ringattn run",
-           d.dataset("q") ? " (it looks like an input: pass it with --input)" : "");
-  const H5AttributeDesc* c = d.attribute(kCompleteAttribute);
-  const auto* done = c && !c->summary ? std::get_if<std::int64_t>(&c->value) : nullptr;
-  RA_CHECK(done && *done == 1, input, ctx,
-           ": not complete (no complete = 1 attribute); the run that wrote it did not finish");
-  RunFacts f;
-  const std::int64_t causal = required_attr<std::int64_t>(d, "causal", "an integer");
-  RA_CHECK(causal == 0 || causal == 1, input, ctx, ": attribute 'causal' is ", causal,
-           ", not 0 or 1");
-  f.causal = causal == 1;
-  if (const H5AttributeDesc* w = d.attribute("window")) {
-    const std::string* text = w->summary ? nullptr : std::get_if<std::string>(&w->value);
-    const std::optional<Window> window = text ? Window::from_text(*text) : std::nullopt;
-    RA_CHECK(window, input, ctx, ": attribute 'window' is not a window (\"none\", L or L,R)");
-    f.window = *window;
-  }
-  if (const H5AttributeDesc* n = d.attribute("documents")) {
-    const auto* count = n->summary ? nullptr : std::get_if<std::int64_t>(&n->value);
-    RA_CHECK(count && *count >= 1, input, ctx,
-             ": attribute 'documents' is not a sequence count (an integer >= 1)");
-    f.documents = *count;
-  }
-  const double scale = required_attr<double>(d, "scale", "a float");
-  RA_CHECK(std::isfinite(scale) && scale > 0, input, ctx, ": attribute 'scale' is ", scale,
-           ", not a positive number");
-  f.scale = static_cast<float>(scale);
-  f.compute = required_attr<std::string>(d, "compute", "text");
-  RA_CHECK(f.compute == "f32" || f.compute == "bf16", input, ctx, ": attribute 'compute' is '",
-           f.compute, "', not f32 or bf16");
-  f.names.q = required_attr<std::string>(d, "q_dataset", "text");
-  f.names.k = required_attr<std::string>(d, "k_dataset", "text");
-  f.names.v = required_attr<std::string>(d, "v_dataset", "text");
-  RA_CHECK(o->type.name == "f32" || o->type.name == "f16", input, ctx, ": dataset 'o' holds ",
-           o->type.name, " elements; expected f32 or f16");
-  f.o_dtype = parse_dtype(o->type.name);
-  f.has_lse = d.dataset("lse") != nullptr;
-  if (const H5AttributeDesc* g = d.attribute("gradients")) {
-    const auto* v = g->summary ? nullptr : std::get_if<std::int64_t>(&g->value);
-    RA_CHECK(v && (*v == 0 || *v == 1), input, ctx, ": attribute 'gradients' is not 0 or 1");
-    f.gradients = *v == 1;
-  }
-  if (f.gradients) {
-    f.do_name = required_attr<std::string>(d, "do_dataset", "text");
-    f.names.d_o = f.do_name;  // inspect_input checks the input's dO as run does
-    // dk and dv are checked against the run's lse: a backward run always writes it.
-    for (const char* name : {"lse", "dq", "dk", "dv"}) {
-      const H5DatasetDesc* g = d.dataset(name);
-      RA_CHECK(g != nullptr, input, ctx, ": has gradients = 1 but no dataset '", name,
-               "'; a backward run of ringattn run writes o, lse, dq, dk and dv");
-      RA_CHECK(g->type.name == "f32", input, ctx, ": dataset '", name, "' holds ", g->type.name,
-               " elements; a backward run writes f32");
-    }
-  }
-  return f;
-}
 
 // The checked rows as flat indices (b·H + h)·N + i, ascending: K distinct
 // ones uniform over [0, total) (Floyd's algorithm: exactly K draws), or all.
@@ -142,18 +58,6 @@ std::vector<std::int64_t> choose_rows(std::int64_t total, std::int64_t k, std::u
   return rows;
 }
 
-// Runs of consecutive rows as position segments (causal masking reads them).
-Positions positions_of(const std::int64_t* rows, std::size_t n) {
-  Positions p;
-  for (std::size_t i = 0; i < n;) {
-    std::size_t j = i + 1;
-    while (j < n && rows[j] == rows[j - 1] + 1) ++j;
-    p.append({rows[i], 1, static_cast<std::int64_t>(j - i)});
-    i = j;
-  }
-  return p;
-}
-
 void add(WorstError& w, const Comparison& c, const std::int64_t* rows, std::int64_t b,
          std::int64_t h, std::int64_t width) {
   w.scale = std::max(w.scale, c.scale);
@@ -166,37 +70,6 @@ void add(WorstError& w, const Comparison& c, const std::int64_t* rows, std::int6
   w.d = c.worst % width;
   w.value = c.worst_value;
   w.ref = c.worst_ref;
-}
-
-std::string dims_text(const std::vector<std::int64_t>& dims) {
-  std::string t = "[";
-  for (std::size_t i = 0; i < dims.size(); ++i) t += (i ? ", " : "") + std::to_string(dims[i]);
-  return t + "]";
-}
-
-// The output's datasets are shaped for this input.
-void check_shapes(const H5FileDesc& od, const RunFacts& run, const AttnShape& s) {
-  const std::string octx = "output file '" + od.path + "'";
-  const std::vector<std::int64_t> o_dims{s.batch, s.heads_q, s.tokens_q, s.head_dim},
-      lse_dims{s.batch, s.heads_q, s.tokens_q},
-      kv_dims{s.batch, s.heads_kv, s.tokens_kv, s.head_dim};
-  RA_CHECK(od.dataset("o")->dims == o_dims, input, octx,
-           ": dataset 'o' is not shaped like the input's q [", s.batch, ", ", s.heads_q, ", ",
-           s.tokens_q, ", ", s.head_dim, "]; not an output of this input");
-  if (run.has_lse)
-    RA_CHECK(od.dataset("lse")->dims == lse_dims, input, octx,
-             ": dataset 'lse' is not shaped [B, H, N] = [", s.batch, ", ", s.heads_q, ", ",
-             s.tokens_q, "]");
-  if (!run.gradients) return;
-  const std::vector<std::int64_t>& dq = od.dataset("dq")->dims;
-  RA_CHECK(dq == o_dims, input, octx, ": dataset 'dq' is ", dims_text(dq),
-           ", not shaped like the input's q ", dims_text(o_dims), "; not an output of this input");
-  for (const char* name : {"dk", "dv"}) {
-    const std::vector<std::int64_t>& g = od.dataset(name)->dims;
-    RA_CHECK(g == kv_dims, input, octx, ": dataset '", name, "' is ", dims_text(g),
-             ", not shaped like the input's k ", dims_text(kv_dims),
-             "; not an output of this input");
-  }
 }
 
 // The input the run recorded, against the one given (a changed input shows
@@ -358,7 +231,7 @@ class RowChecker {
         a.scale = run_.scale;
         a.causal = run_.causal;
         a.window = window_;  // packed documents: masked on their coordinates
-        a.q_pos = docs_.q_coordinates(positions_of(rows.data() + r0, rn));
+        a.q_pos = docs_.q_coordinates(Positions::of_rows(rows.data() + r0, rn));
         a.k_pos = k_pos_;
         reference_attention(a, ref_o_.data() + r0 * D, ref_lse_.data() + r0);
         if (run_.gradients)

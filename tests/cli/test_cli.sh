@@ -54,7 +54,7 @@ case_help() {
   expect 0 "$bin" --help
   [[ $(sed -n '/^Subcommands:/,$p' out.txt | awk 'length > 100' | wc -l) -eq 0 ]] ||
     fail "a subcommand's summary is longer than a line"
-  [[ $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ') == "run verify info gen serve submit query bench plan selfcheck help " ]] ||
+  [[ $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ') == "run verify weights info gen serve submit query bench plan selfcheck help " ]] ||
     fail "subcommands out of order: $(sed -n 's/^  \([a-z]*\)  .*/\1/p' out.txt | tr '\n' ' ')"
   expect 0 "$bin" -V
   grep -q '^ringattn [0-9]' out.txt || fail "-V does not print the version"
@@ -73,7 +73,7 @@ case_help() {
   # README's "The CLI in full" names every flag each subcommand's --help has
   # (the config table drives run's flags: a new setting must reach the docs).
   local synopsis sub flag missing=""
-  for sub in run verify info gen serve submit query plan selfcheck "bench kernel" "bench ring"; do
+  for sub in run verify weights info gen serve submit query plan selfcheck "bench kernel" "bench ring"; do
     # The subcommand's entry: its first line and the indented ones after it.
     synopsis=$(sed -n '/^## The CLI in full/,/^## /p' "$repo/README.md" |
       awk -v s="ringattn $sub " 'index($0, s) { on = 1; print; next } on && /^ / { print; next } { on = 0 }')
@@ -600,6 +600,63 @@ case_bench_kernel_variants() {
     [[ $native == fp32 ]] || fail "no AVX512_BF16 here, yet native bf16 products are $native"
   fi
   expect 2 "$bin" bench kernel --bf16-products vnni
+}
+
+# weights: a causal run's rows against numpy's float64 softmax of the same
+# q and k (masked keys 0, each row summing to 1), top-K the largest of the
+# full rows, packed sequences kept apart, the plot helper's files, and bad
+# requests one line, exit 2.
+case_weights() {
+  need_h5py
+  expect 0 "$bin" gen --output in.h5 --n 300 --heads 2 --kv-heads 1 --d 16 --dtype f16
+  expect 0 mpi 2 "$bin" run --input in.h5 --output out.h5 --causal --lse --progress none
+  expect 0 "$bin" weights --input in.h5 --output out.h5 --rows 0,5,100:300:50 --to w.h5
+  grep -q "max |run's lse - exact lse|" out.txt || fail "weights: no lse comparison"
+  expect 0 "$bin" weights --input in.h5 --output out.h5 --rows 0,5,100:300:50 --top-k 7 --to t.h5
+  expect 0 "$bin" gen --output docs.h5 --n 300 --heads 1 --d 8 --docs 120,180
+  expect 0 mpi 2 "$bin" run --input docs.h5 --output docs_out.h5 --causal --progress none
+  expect 0 "$bin" weights --input docs.h5 --output docs_out.h5 --rows 119,120,299 --to dw.h5
+  "$py" -c '
+import h5py, numpy as np
+f, w, t = h5py.File("in.h5"), h5py.File("w.h5"), h5py.File("t.h5")
+rows = w["rows"][:]
+assert list(rows) == [0, 5, 100, 150, 200, 250] and list(w["heads"][:]) == [0, 1]
+scale = 1 / np.sqrt(16)
+for h in range(2):
+    q = f["q"][0, h].astype(np.float64)[rows]
+    k = f["k"][0, 0].astype(np.float64)
+    s = q @ k.T * scale
+    s[np.arange(300)[None, :] > rows[:, None]] = -np.inf
+    ref = np.exp(s - s.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
+    got = w["weights"][0, h]
+    assert np.abs(got - ref).max() < 1e-6, np.abs(got - ref).max()
+    assert np.abs(got.sum(1) - 1).max() < 1e-6
+    assert (got[np.arange(300)[None, :] > rows[:, None]] == 0).all()
+    keys, tw = t["top_keys"][0, h], t["top_weights"][0, h]
+    for r in range(len(rows)):
+        seen = min(7, rows[r] + 1)
+        order = np.argsort(-ref[r], kind="stable")[:seen]
+        assert set(keys[r, :seen]) == set(order), (r, keys[r], order)
+        assert (keys[r, seen:] == -1).all() and (tw[r, seen:] == 0).all()
+        assert np.allclose(tw[r, :seen], got[r, keys[r, :seen]], rtol=0, atol=1e-7)
+        assert (np.diff(tw[r, :seen]) <= 0).all()
+d = h5py.File("dw.h5")["weights"][0, 0]
+assert (d[0, 120:] == 0).all() and (d[1, :120] == 0).all() and d[1, 120] == 1.0
+assert (d[2, :120] == 0).all() and abs(d[2].sum() - 1) < 1e-6
+' || fail "weights: the file does not hold the float64 softmax"
+  expect 0 "$py" "$repo/datasets/plot_weights.py" w.h5 --out plot --row 100 --heatmap
+  expect 0 "$py" "$repo/datasets/plot_weights.py" t.h5 --out top --row 250 --head 1
+  for f in plot_b0_h0_row100 plot_b0_h0_heatmap top_b0_h1_row250; do
+    for ext in png pdf; do [[ -s $f.$ext ]] || fail "plot_weights did not write $f.$ext"; done
+  done
+  expect 2 "$bin" weights --input in.h5 --output out.h5 --rows 300 --to x.h5
+  one_error_line "'300' is not an index"
+  expect 2 "$bin" weights --input in.h5 --output out.h5 --heads 0:5 --to x.h5
+  one_error_line "weights --heads: '0:5'"
+  expect 2 "$bin" weights --input in.h5 --output out.h5 --rows 1 --to w.h5
+  one_error_line "exists"
+  [[ ! -e x.h5 ]] || fail "a refused weights request left x.h5"
 }
 
 # plan: the table and the JSON agree with the model's promises (one row per
