@@ -4,7 +4,7 @@
 #   test_datasets.sh RINGATTN SCRATCH_DIR CASE
 #
 # CASE is one of: fasta_lambda, fasta_genome, fasta_options, text_bytes,
-# text_words, synthetic_sweep, bad_input, fasta_packed, text_packed (see the
+# text_words, synthetic_sweep, bad_input, fasta_packed, text_packed, project (see the
 # functions below). The case runs in SCRATCH_DIR/CASE, emptied first.
 # Environment: MPIEXEC (default mpirun), MPIEXEC_NUMPROC_FLAG (default -n),
 # MPIEXEC_FLAGS (default --oversubscribe), PYTHON (default /usr/bin/python3:
@@ -555,6 +555,36 @@ print("ok")'
   grep -q -- '--separator STRING' out.txt || fail "--help does not describe --separator"
   grep -q -- '--packed' out.txt || fail "--help does not describe --packed"
   grep -q 'cu_seqlens\[s\]' out.txt || fail "--help does not describe cu_seqlens"
+}
+
+# project_to_h5.py: a model's projections (random here, with biases) in both
+# layouts and both files: q, k, v against numpy's own x W + b and rotary
+# embedding (neox on safetensors with bf16 and f32 tensors, gptj on HDF5),
+# token ids through the embedding, then ringattn's causal o against numpy's
+# float64 attention of the same q, k, v; missing or misshapen tensors are
+# one line, exit 3.
+case_project() {
+  need_python
+  expect 0 "$py" "$here/make_model.py"
+  expect 0 "$py" "$ds/project_to_h5.py" --weights model.safetensors --hidden hidden.h5 -o lin.h5 \
+    --layout linear --head-dim 16 --prefix layer.0. --rope neox --rope-base 500
+  expect 0 "$py" "$ds/project_to_h5.py" --weights model.h5 --tokens ids.h5 -o ids_out.h5 \
+    --rope gptj --rope-dims 8
+  expect 0 "$py" "$here/make_model.py" --check
+  expect 0 mpi 2 "$bin" run --input lin.h5 --output lin_out.h5 --causal --progress none
+  expect 0 "$py" "$here/make_model.py" --check-attention lin.h5 lin_out.h5
+  expect 3 "$py" "$ds/project_to_h5.py" --weights model.safetensors --hidden hidden.h5 -o bad.h5 \
+    --layout linear --head-dim 16
+  one_error_line "no tensor 'q_proj.weight'"
+  expect 3 "$py" "$ds/project_to_h5.py" --weights model.safetensors --hidden hidden.h5 -o bad.h5 \
+    --layout linear --head-dim 7 --prefix layer.0.
+  one_error_line "heads x 7, D_model"
+  expect 3 "$py" "$ds/project_to_h5.py" --weights model.h5 --hidden ids.h5:tokens -o bad.h5
+  one_error_line "hidden states are"
+  expect 2 "$py" "$ds/project_to_h5.py" --weights model.h5 --hidden hidden.h5 -o bad.h5 \
+    --rope neox --rope-dims 7
+  one_error_line "must be even"
+  [[ ! -e bad.h5 ]] || fail "a refused conversion wrote bad.h5"
 }
 
 "case_$case_name"
