@@ -29,8 +29,10 @@ which is T_b·P_b / (P·T_P) in strong mode (same flops) and, in weak mode,
 accounts for the attention work growing as N^2 while each rank keeps N/P
 tokens.
 
-Points whose estimated memory or time exceed --max-memory-gb / --max-seconds
-are skipped with the reason in the CSV; a run that fails is recorded as
+Every point is planned first with `ringattn plan` (memory per rank, the
+ring's predicted time: pred_ring_s and pred_wall_s in the CSV, dashed in the
+time plot). Points whose planned memory or time exceed --max-memory-gb /
+--max-seconds, or that cannot run, are skipped with the reason in the CSV; a run that fails is recorded as
 failed with the reason, and the study goes on.
 
 Needs Debian's Python (numpy, matplotlib; tomllib from Python 3.11).
@@ -74,6 +76,9 @@ CSV_FIELDS = [
     # total attention flops, the estimates used to decide skips, the run's files
     "batch", "n_per_rank", "baseline_ranks", "threads_per_rank", "flops", "compute_mean_s",
     "comm_wait_mean_s", "io_mean_s", "est_mem_gb", "est_seconds", "run_dir",
+    # the ring model's predicted ring time (ringattn plan) and job wall time
+    # (that plus I/O at IO_BYTES_PER_S), "" where it did not plan
+    "pred_ring_s", "pred_wall_s",
     # the spread over --repeats (wall_s etc. are the kept, median run's): the runs
     # completed, their wall times (';'-separated, in run order), min and max
     "repeats", "wall_s_min", "wall_s_max", "wall_s_runs", "gflops_per_rank_min",
@@ -174,8 +179,8 @@ def parse_args(argv):
     p.add_argument("--max-seconds", type=float, default=None,
                    help="skip points whose estimated run time exceeds this [default: no limit]")
     p.add_argument("--gflops-per-rank", type=float, default=None,
-                   help="attention GFLOP/s of one rank for the time estimate [default: measured "
-                        "with `ringattn bench kernel` when --max-seconds is given]")
+                   help="attention GFLOP/s of one rank for the plan and the time estimate "
+                        "[default: measured with `ringattn bench kernel`]")
     p.add_argument("--run-timeout", type=float, default=None,
                    help="kill a local run after this many seconds [default: none, or 4x the "
                         "estimate + 60 s when an estimate exists]")
@@ -354,6 +359,28 @@ def attention_flops(n, d, heads, batch, causal):
     return 4.0 * pairs * d * heads * batch
 
 
+def plan_point(binary, pt, a, rate, kv_heads_per_chunk, ranks_here, cores):
+    """The ring model's view of one point (`ringattn plan --json`): (memory
+    GB of the ranks on one machine/node, predicted ring seconds, why it
+    cannot run or ""), or None when the binary cannot plan (an older one).
+    Memory is the planner's per-rank count (the kernel's and the ring's own)
+    plus RANK_BASE_MB; ranks beyond `cores` share them in the prediction."""
+    cmd = [binary, "plan", "--n", str(pt["n"]), "--d", str(pt["d"]), "--heads", str(pt["heads"]),
+           "--batch", str(a.batch), "--kv-heads-per-chunk", str(max(kv_heads_per_chunk, 1)),
+           "--ranks", str(pt["ranks"]), "--threads", str(a.threads_per_rank),
+           "--ranks-per-node", str(ranks_here), "--cores-per-node", str(max(cores, 1)),
+           "--rate", str(rate), "--memory-gb", "1e9", "--json"]
+    if pt["causal"]:
+        cmd.append("--causal")
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=child_env())
+        row = json.loads(r.stdout.strip().splitlines()[-1])["rows"][0]
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError, OSError):
+        return None
+    mem = (row["memory_bytes_per_rank"] + RANK_BASE_MB * 2**20) * ranks_here / 2**30
+    return mem, row["predicted_s"], row["why"] if not row["fits"] else ""
+
+
 def estimate_memory_gb(pt, a, kv_heads_per_chunk, ranks_here):
     """Peak memory of the ranks on one machine/node. Per rank and key/value
     head of a chunk, 9 shards of (N/P) x D x 4 bytes: q, k, v, the fp32
@@ -366,19 +393,26 @@ def estimate_memory_gb(pt, a, kv_heads_per_chunk, ranks_here):
     return per_rank * ranks_here / 2**30
 
 
+def io_seconds(pt, a):
+    """A job's reads and writes at IO_BYTES_PER_S."""
+    io_bytes = 4.0 * pt["n"] * pt["d"] * pt["heads"] * a.batch * 4  # q, k, v read, o written
+    return io_bytes / IO_BYTES_PER_S
+
+
 def estimate_seconds(pt, a, rate_gflops_per_rank, oversub):
     if rate_gflops_per_rank is None:
         return None
     flops = attention_flops(pt["n"], pt["d"], pt["heads"], a.batch, pt["causal"])
     compute = flops / (pt["ranks"] * rate_gflops_per_rank * 1e9) * oversub
-    io_bytes = 4.0 * pt["n"] * pt["d"] * pt["heads"] * a.batch * 4  # q, k, v read, o written
-    return compute + io_bytes / IO_BYTES_PER_S + JOB_OVERHEAD_S
+    return compute + io_seconds(pt, a) + JOB_OVERHEAD_S
 
 
 def calibrate(binary, a, causal):
     """One rank's attention GFLOP/s with --threads-per-rank threads, from the
     kernel benchmark on a small seeded problem."""
-    cmd = [binary, "bench", "kernel", "--n", "1024", "--d", str(a.d), "--heads", "2",
+    # 4096 tokens: a block of a step's size on small machines (the rate at
+    # 1024 is a third lower, causal diagonal tiles being a larger share).
+    cmd = [binary, "bench", "kernel", "--n", "4096", "--d", str(a.d), "--heads", "2",
            "--threads", str(a.threads_per_rank), "--reps", "3", "--json"]
     if causal:
         cmd.append("--causal")
@@ -831,11 +865,12 @@ def oversubscribed(r):
     return bool(r.get("oversubscribed")) or bool(r.get("shared_cores"))
 
 
-def plot_lines(rows, ykey, ylabel, title, ideal, ideal_label, kind):
+def plot_lines(rows, ykey, ylabel, title, ideal, ideal_label, kind, predicted=None):
     """One panel per mode: a series per length with min..max error bars, the
-    ideal in solid black, oversubscribed points ringed. kind: "log" (log y
-    with clean ticks), "zero" (linear from 0) or "efficiency" (0 to a little
-    above 1)."""
+    ideal in solid black, oversubscribed points ringed, and where given
+    `predicted` (a function of a series' rows, None where a row has no
+    prediction) dashed in the series' colour. kind: "log" (log y with clean
+    ticks), "zero" (linear from 0) or "efficiency" (0 to a little above 1)."""
     ms = modes_of(rows)
     ranks = sorted({r["ranks"] for r in rows}) or [1]
     fig, axes = plt.subplots(1, len(ms), figsize=(6.4 * len(ms), 4.6), squeeze=False)
@@ -856,6 +891,13 @@ def plot_lines(rows, ykey, ylabel, title, ideal, ideal_label, kind):
                 ax.plot(xs, ys, mk + "-", color=col, ms=6, lw=1.6, zorder=3,
                         label=series_label(mode, length))
             top = max([top] + ys + ([y + e for y, e in zip(ys, err[1])] if err else []))
+            if predicted is not None:
+                pts = [(x, y) for x, y in zip(xs, predicted(rs)) if y is not None]
+                if pts:
+                    ax.plot([x for x, _ in pts], [y for _, y in pts], "--", color=col, lw=1.2,
+                            zorder=2, label=f"{series_label(mode, length)}: predicted "
+                                            "(ringattn plan)")
+                    top = max([top] + [y for _, y in pts])
             if ideal is not None and ideal != "one":
                 yi = ideal(rs)
                 ax.plot(xs, yi, **IDEAL_STYLE,
@@ -901,6 +943,11 @@ def ideal_time(rs):
     b = rs[0]
     # ideal: the baseline's per-rank throughput held at every P
     return [b["wall_s"] * (r["flops"] / b["flops"]) * (b["ranks"] / r["ranks"]) for r in rs]
+
+
+def predicted_time(rs):
+    """The ring model's job wall time where the point was planned."""
+    return [r.get("pred_wall_s") for r in rs]
 
 
 def ideal_gflops(rs):
@@ -1056,14 +1103,14 @@ def make_plots(rows, out, causal, a):
     ideal_g = {m: "ideal: the baseline's rate" for m in ("strong", "weak")}
     ideal_e = {m: "ideal: 1" for m in ("strong", "weak")}
     written = []
-    for stem, key, ylabel, title, ideal, labels, kind in (
+    for stem, key, ylabel, title, ideal, labels, kind, pred in (
             ("time_vs_ranks", "wall_s", "job wall time [s]", f"Time vs ranks ({shape})",
-             ideal_time, ideal_t, "log"),
+             ideal_time, ideal_t, "log", predicted_time),
             ("gflops_per_rank", "gflops_per_rank", "attention GFLOP/s per rank (flops / wall / P)",
-             f"Throughput per rank ({shape})", ideal_gflops, ideal_g, "zero"),
+             f"Throughput per rank ({shape})", ideal_gflops, ideal_g, "zero", None),
             ("efficiency", "efficiency", "efficiency (per-rank throughput / baseline's)",
-             f"Parallel efficiency ({shape})", "one", ideal_e, "efficiency")):
-        fig = plot_lines(rows, key, ylabel, title, ideal, labels, kind)
+             f"Parallel efficiency ({shape})", "one", ideal_e, "efficiency", None)):
+        fig = plot_lines(rows, key, ylabel, title, ideal, labels, kind, pred)
         add_caption(fig, shown, fig.get_size_inches()[0])
         written += save(fig, out, stem, title, caption, a)
     title = f"Time breakdown ({shape})"
@@ -1102,7 +1149,7 @@ def main(argv=None):
         avail = mem_available_gb()
         max_mem = 0.8 * avail if avail else None
     rate = a.gflops_per_rank
-    if rate is None and a.max_seconds is not None:
+    if rate is None:  # the planner's kernel rate, and the time limit's
         rate = calibrate(binary, a, causal)
     cpus = local_cpus()
     log(f"binary {binary}; config {cfg_path}; causal {causal}; out {out}; "
@@ -1122,10 +1169,21 @@ def main(argv=None):
         else:
             here = min(p, a.ranks_per_node) if a.ranks_per_node else p
         oversub = max(1.0, p * a.threads_per_rank / cpus) if a.launcher == "mpirun" else 1.0
-        mem = estimate_memory_gb(pt, a, kvhpc, here)
-        est = estimate_seconds(pt, a, rate, oversub)
+        # The planner's memory and time where it can; the driver's own
+        # estimates otherwise (an older binary, or no rate).
+        planned = None
+        if rate is not None:
+            cores = cpus if a.launcher == "mpirun" else here * a.threads_per_rank
+            planned = plan_point(binary, pt, a, rate, kvhpc, here, cores)
+        if planned is not None:
+            mem, pred, cannot = planned
+            est = pred + io_seconds(pt, a) + JOB_OVERHEAD_S
+        else:
+            mem, pred, cannot = estimate_memory_gb(pt, a, kvhpc, here), None, ""
+            est = estimate_seconds(pt, a, rate, oversub)
         row = dict(pt, batch=a.batch, threads_per_rank=a.threads_per_rank, est_mem_gb=mem,
-                   est_seconds=est,
+                   est_seconds=est, pred_ring_s=pred,
+                   pred_wall_s=None if pred is None else pred + io_seconds(pt, a),
                    wall_s=None, efficiency=None, baseline_ranks=None, **ctx)
         row["date"] = now_iso()
         # ranks x threads beyond this machine's CPUs: time sharing, not scaling
@@ -1138,6 +1196,8 @@ def main(argv=None):
         reason = ""
         if pt["n"] < p:
             reason = f"N = {pt['n']} < P = {p} tokens"
+        elif cannot:
+            reason = f"ringattn plan: {cannot}"
         elif max_mem is not None and mem > max_mem:
             reason = f"estimated memory {mem:.2f} GB > limit {max_mem:.2f} GB"
         elif a.max_seconds is not None and est is not None and est > a.max_seconds:

@@ -11,7 +11,8 @@ valid, non-trivial PNG at 200 dpi with a PDF beside it; that --plot-only
 redraws from the CSV alone (SVG too, whose caption names the CPU, commit and
 date) and from an older driver's CSV without the new columns. Then a
 run-free sweep checks that a point over --max-memory-gb is skipped with a
-reason, not failed.
+reason, not failed. Every point is planned by `ringattn plan` (its predicted
+ring time in the CSV, dashed in the time plot).
 """
 
 import csv
@@ -247,6 +248,11 @@ def main():
                 check(float(r[col] or 0) > 0, f"{where}: {col} = {r[col]!r}")
             check(float(r["comm_wait_s"]) >= 0 and float(r["io_s"]) >= 0,
                   f"{where}: negative comm/io time")
+            # the ring model planned the point: its ring time is below the
+            # job's estimate, which adds I/O and startup
+            check(0 < float(r["pred_ring_s"] or 0) < float(r["est_seconds"] or 0),
+                  f"{where}: planned ring time {r['pred_ring_s']!r}, estimate "
+                  f"{r['est_seconds']!r}")
             check(abs(float(r["gflops_per_rank"]) * int(r["ranks"]) - float(r["gflops"]))
                   <= 1e-3 * float(r["gflops"]), f"{where}: gflops_per_rank != gflops / P")
             if r["ranks"] == "1":
