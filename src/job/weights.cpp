@@ -206,8 +206,9 @@ WeightsReport write_attention_weights(const WeightsRequest& req) {
   const std::vector<std::int64_t> rows = parse_index_spec(req.rows, s.tokens_q, "weights --rows");
   const std::vector<std::int64_t> heads = parse_index_spec(req.heads, s.heads_q, "weights --heads");
   const auto R = static_cast<std::int64_t>(rows.size());
-  RA_CHECK(req.top_k > 0 || static_cast<double>(R) * static_cast<double>(s.tokens_kv) * 4 <= kMaxPlaneBytes, usage,
-           "weights: ", R, " full rows of ", s.tokens_kv,
+  RA_CHECK(req.top_k > 0 ||
+               static_cast<double>(R) * static_cast<double>(s.tokens_kv) * 4 <= kMaxPlaneBytes,
+           usage, "weights: ", R, " full rows of ", s.tokens_kv,
            " keys need more than 1 GiB per head; ask for fewer rows or --top-k K");
 
   WeightsFileSpec spec;
