@@ -29,6 +29,7 @@ token M is cut there and the sequences starting at M or later are dropped.
 """
 
 import argparse
+import contextlib
 import gzip
 import os
 import sys
@@ -207,6 +208,29 @@ def make_projections(seed, n_features, d, heads, kv_heads, feature_scale):
     return P, Wq, Wk, Wv
 
 
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yields a temporary path beside `path` (mode 0666 less the umask, as a
+    plain create would give); renamed onto `path` when the block completes,
+    removed when it raises."""
+    out = os.path.abspath(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
+                               dir=os.path.dirname(out))
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, attrs,
                        cu_seqlens=None):
     """Writes args.output: q, k, v and `tokens` from the token stream.
@@ -247,14 +271,7 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
     if args.gzip:
         layout.update(compression="gzip", compression_opts=args.gzip)
 
-    out = os.path.abspath(args.output)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
-                               dir=os.path.dirname(out))
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
+    with atomic_output(args.output) as tmp:
         with h5py.File(tmp, "w") as f:
             q = f.create_dataset("q", (B, H, N, D), dtype=dt, **layout)
             k = f.create_dataset("k", (B, HK, N, D), dtype=dt, **layout)
@@ -299,13 +316,6 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
             a["command"] = " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
             for name, value in attrs.items():
                 a[name] = value
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return B, N
 
 

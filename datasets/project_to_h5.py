@@ -48,7 +48,6 @@ import json
 import os
 import struct
 import sys
-import tempfile
 
 import _h5common as c
 
@@ -110,7 +109,6 @@ class Tensors:
 
 def load_projections(t, args):
     """W_q [H, Dm, D], W_k, W_v [H_kv, Dm, D] and biases [heads, D] (or None)."""
-    np = t.np
     p = args.prefix
     if args.layout == "ringattn":
         W = [t.get(p + n) for n in ("W_q", "W_k", "W_v")]
@@ -250,11 +248,7 @@ def main():
         raise c.Fail(c.EXIT_DATA, f"{in_path}: no tokens")
     dt = np.float16 if args.dtype == "f16" else np.float32
 
-    out = os.path.abspath(args.output)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
-                               dir=os.path.dirname(out))
-    os.close(fd)
-    try:
+    with c.atomic_output(args.output) as tmp:
         with h5py.File(tmp, "w") as f:
             q = f.create_dataset("q", (B, H, N, D), dtype=dt)
             k = f.create_dataset("k", (B, HK, N, D), dtype=dt)
@@ -293,13 +287,6 @@ def main():
             a["rope_base"] = args.rope_base
             a["rope_dims"] = (args.rope_dims or D) if args.rope != "none" else 0
             a["command"] = " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     print(f"{PROG}: wrote {args.output}: q [{B}, {H}, {N}, {D}], k and v [{B}, {HK}, {N}, {D}], "
           f"{args.dtype}, rope {args.rope}")
     return 0
