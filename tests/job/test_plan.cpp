@@ -78,11 +78,11 @@ TEST(Plan, OneRankIsT1AndEfficiencyNeverExceedsOne) {
 // does not.
 TEST(Plan, HopHidesAboveTheThreshold) {
   for (const bool causal : {false, true}) {
-    const PlanProblem p = problem(1 << 20, causal);
+    const PlanProblem p = problem(1 << 16, causal);
     const double n_star = make_plan(p, machine(), {1}).min_tokens_to_hide;
     ASSERT_GT(n_star, 1);
-    const int above = static_cast<int>(std::floor((1 << 20) / (4 * n_star)));
-    const int below = static_cast<int>(std::ceil((1 << 20) / (n_star / 4)));
+    const int above = static_cast<int>(std::floor((1 << 16) / (4 * n_star)));
+    const int below = static_cast<int>(std::ceil((1 << 16) / (n_star / 4)));
     const Plan plan = make_plan(p, machine(), {above, below});
     EXPECT_EQ(plan.rows[0].exposed_s, 0.0) << "causal " << causal << " P " << above;
     EXPECT_GT(plan.rows[1].exposed_s, 0.0) << "causal " << causal << " P " << below;
@@ -92,7 +92,7 @@ TEST(Plan, HopHidesAboveTheThreshold) {
 TEST(Plan, MemoryAndTooManyRanks) {
   PlanMachine m = machine();
   m.memory_node_gb = 1e-3;  // 1 MB
-  const Plan plan = make_plan(problem(1 << 16, false), m, {1, 1024, 100000 / 2});
+  const Plan plan = make_plan(problem(1 << 16, false), m, {1, 1024});
   EXPECT_FALSE(plan.rows[0].fits);
   EXPECT_NE(plan.rows[0].why.find("MiB per rank"), std::string::npos) << plan.rows[0].why;
   EXPECT_GT(plan.rows[0].memory_bytes, plan.rows[1].memory_bytes);
