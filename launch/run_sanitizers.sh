@@ -86,6 +86,13 @@ for name in "${NARROWED[@]}"; do
 done
 echo "run_sanitizers: narrowing ${NARROWED[*]} to GTEST_FILTER=$NARROW_FILTER"
 
+# Unit cases left out under the sanitizers: the longest low-entropy sums
+# (2^22 keys in the kernel, the long decode blocks). What they assert beyond
+# memory safety is the fp32 bound on long sums, numerical: the release stage
+# runs them, and the shorter low-entropy cases run here through the same code.
+UNIT_FILTER='-Kernel/LowEntropy.*kv4194304*:DecodeLowEntropy.LongBlocksStayWithinFp32Tolerance'
+echo "run_sanitizers: unit tests narrowed to GTEST_FILTER=$UNIT_FILTER"
+
 t1=$SECONDS
 cd "$BUILD_DIR"
 rc=0
@@ -103,7 +110,7 @@ for t in json.load(sys.stdin)["tests"]:
         seen.append(t["command"][0])
 print("\n".join(seen))')
   mkdir -p unit-logs
-  printf '%s\n' "${unit_bins[@]}" | ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" \
+  printf '%s\n' "${unit_bins[@]}" | GTEST_FILTER="$UNIT_FILTER" ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" \
     xargs -P "$CTEST_JOBS" -I{} bash -c '
       log=unit-logs/$(basename "$1").log t0=$SECONDS
       if timeout 900 "$1" >"$log" 2>&1; then
@@ -114,8 +121,8 @@ print("\n".join(seen))')
         exit 1
       fi' _ {} || rc=1
 else
-  ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" ctest --output-on-failure --timeout 900 \
-    -j "$CTEST_JOBS" -L unit ${EXCLUDE_REGEX:+-E "$EXCLUDE_REGEX"} "$@" || rc=1
+  GTEST_FILTER="$UNIT_FILTER" ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" ctest \
+    --output-on-failure --timeout 900 -j "$CTEST_JOBS" -L unit ${EXCLUDE_REGEX:+-E "$EXCLUDE_REGEX"} "$@" || rc=1
 fi
 t_unit=$((SECONDS - t1))
 echo "run_sanitizers: MPI tests (ASan, UBSan; no leak check, see above)"
