@@ -148,6 +148,17 @@ def check_packed(args):
                                "(a packed file has B = 1; its sequences are in cu_seqlens)")
 
 
+def parse_converter_args(p, argv, packed_help):
+    """Adds --packed (help: packed_help, what one sequence is) and the common
+    options to the converter's parser p, parses argv and checks both."""
+    p.add_argument("--packed", action="store_true", help=packed_help)
+    add_common_options(p)
+    args = p.parse_args(argv)
+    check_common(args)
+    check_packed(args)
+    return args
+
+
 def packed_bounds(lengths, max_tokens):
     """cu_seqlens (int64 [S + 1]) of sequences of these token counts, laid end to end.
 
@@ -317,6 +328,16 @@ def write_dataset_file(args, source, tokens, embed, n_features, feature_scale, a
             for name, value in attrs.items():
                 a[name] = value
     return B, N
+
+
+def convert(prog, args, source, tokens, embed, n_features, feature_scale, attrs,
+            sequence_tokens):
+    """write_dataset_file, then the summary line. sequence_tokens: the token
+    count of each sequence (record, document) in the stream, for --packed."""
+    cu = packed_bounds(sequence_tokens, args.max_tokens) if args.packed else None
+    B, N = write_dataset_file(args, source, tokens, embed, n_features, feature_scale, attrs,
+                              cu_seqlens=cu)
+    summary(prog, args, B, N, None if cu is None else cu.size - 1)
 
 
 def summary(prog, args, B, N, sequences=None):

@@ -101,14 +101,10 @@ def parse_args(argv):
     p.add_argument("--records", default="0",
                    help="records to use: comma-separated 0-based indices and/or record ids "
                         "(the header's first word), or 'all' (default: the first record)")
-    p.add_argument("--packed", action="store_true",
-                   help="packed output: B = 1, each selected record one sequence, their "
-                        "bounds in the int64 dataset cu_seqlens [S+1] (use with --records all "
-                        "for every record); not with --batch > 1")
-    c.add_common_options(p)
-    args = p.parse_args(argv)
-    c.check_common(args)
-    c.check_packed(args)
+    args = c.parse_converter_args(
+        p, argv, "packed output: B = 1, each selected record one sequence, their bounds in "
+                 "the int64 dataset cu_seqlens [S+1] (use with --records all for every "
+                 "record); not with --batch > 1")
     if args.k > MAX_K:
         raise c.Fail(c.EXIT_USAGE, f"--k {args.k}: k is at most {MAX_K}")
     items = [s.strip() for s in args.records.split(",")]
@@ -260,10 +256,8 @@ def main(argv=None):
         "alphabet": "A=0 C=1 G=2 T/U=3, other=unknown; k-mer id = sum code_j*4^(k-1-j)",
         "unknown_token": 4 ** args.k,
     }
-    cu = c.packed_bounds(counts, args.max_tokens) if args.packed else None
-    B, N = c.write_dataset_file(args, args.fasta, tokens, make_embed(args.k), 4 * args.k + 1,
-                                1.0 / np.sqrt(args.k), attrs, cu_seqlens=cu)
-    c.summary(PROG, args, B, N, None if cu is None else cu.size - 1)
+    c.convert(PROG, args, args.fasta, tokens, make_embed(args.k), 4 * args.k + 1,
+              1.0 / np.sqrt(args.k), attrs, counts)
     return 0
 
 

@@ -111,14 +111,10 @@ def parse_args(argv):
     p.add_argument("--separator", metavar="STRING", default=None,
                    help="split each file into documents at every STRING (its UTF-8 bytes, "
                         "dropped; e.g. $'\\n\\n' in bash); needs --packed")
-    p.add_argument("--packed", action="store_true",
-                   help="packed output: B = 1, each document (file, or piece between "
-                        "separators) one sequence, their bounds in the int64 dataset "
-                        "cu_seqlens [S+1] (empty documents allowed); not with --batch > 1")
-    c.add_common_options(p)
-    args = p.parse_args(argv)
-    c.check_common(args)
-    c.check_packed(args)
+    args = c.parse_converter_args(
+        p, argv, "packed output: B = 1, each document (file, or piece between separators) "
+                 "one sequence, their bounds in the int64 dataset cu_seqlens [S+1] (empty "
+                 "documents allowed); not with --batch > 1")
     if args.separator is not None:
         if not args.packed:
             raise c.Fail(c.EXIT_USAGE, "--separator splits documents for --packed: pass "
@@ -233,9 +229,7 @@ def main(argv=None):
                               "little-endian & (2^63-1)")
     if args.separator is not None:
         attrs["separator"] = args.separator
-    cu = c.packed_bounds(lengths, args.max_tokens) if args.packed else None
-    B, N = c.write_dataset_file(args, args.text, tokens, embed, F, 1.0, attrs, cu_seqlens=cu)
-    c.summary(PROG, args, B, N, None if cu is None else cu.size - 1)
+    c.convert(PROG, args, args.text, tokens, embed, F, 1.0, attrs, lengths)
     return 0
 
 
