@@ -1,7 +1,6 @@
 // `ringattn weights --input IN --output OUT --rows SPEC --to W.h5`: binds
-// the flags to a WeightsRequest, runs the engine (job/weights.hpp) on rank 0
-// and prints what it wrote. Under mpirun the other ranks wait and return
-// rank 0's exit code.
+// the flags to a WeightsRequest, runs the engine (job/weights.hpp) on every
+// rank (the keys split among them) and prints, on rank 0, what it wrote.
 #include <cstdio>
 #include <memory>
 
@@ -14,8 +13,9 @@
 namespace ringattn::cli {
 namespace {
 
-int weights(const WeightsRequest& req) {
-  const WeightsReport r = write_attention_weights(req);
+int weights(const MpiSession& mpi, const WeightsRequest& req) {
+  const WeightsReport r = write_attention_weights(MPI_COMM_WORLD, req);
+  if (mpi.rank() != 0) return kOk;
   const AttnShape& s = r.shape;
   std::printf("weights: wrote %s: %lld rows x %lld heads x %lld batches, %s\n", req.to.c_str(),
               static_cast<long long>(r.rows), static_cast<long long>(r.heads),
@@ -29,7 +29,8 @@ int weights(const WeightsRequest& req) {
                 static_cast<long long>(r.rows_without_keys));
   if (r.has_run_lse)
     std::printf("  lse     max |run's lse - exact lse| = %.2e\n", r.max_lse_difference);
-  std::printf("weights: done (%.2f s)\n", r.seconds);
+  std::printf("weights: done (%.2f s, %d rank%s)\n", r.seconds, mpi.size(),
+              mpi.size() == 1 ? "" : "s");
   return kOk;
 }
 
@@ -43,7 +44,8 @@ std::function<int(MpiSession&)> add_weights(CLI::App& app) {
       "row's top K keys: for row i and the keys j it sees (the run's causal rule, window and "
       "packed sequences), w_j = exp(scale q_i.k_j - lse_i) in float64, lse the row's own "
       "log-sum-exp, so a row's weights sum to 1; the run's lse, when written, is compared. "
-      "One process computes, one row of scores per thread at a time (no N x N matrix). The "
+      "Under mpirun the ranks split the keys (each holds N_k/P of K; no N x N matrix) and rank "
+      "0 writes. The "
       "file: rows [R], heads [Hs], lse [B, Hs, R] and weights [B, Hs, R, N_k] f32, or with "
       "--top-k top_keys [B, Hs, R, K] int64 (largest first, -1 past a row's keys) and "
       "top_weights f32. datasets/plot_weights.py draws it.");
@@ -59,7 +61,7 @@ std::function<int(MpiSession&)> add_weights(CLI::App& app) {
       ->capture_default_str()
       ->check(non_negative());
   c->add_flag("--overwrite", req->overwrite, "Replace an existing weights file");
-  return [req](MpiSession& mpi) { return on_rank0(mpi, [&] { return weights(*req); }); };
+  return [req](MpiSession& mpi) { return weights(mpi, *req); };
 }
 
 }  // namespace ringattn::cli

@@ -7,8 +7,10 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <sstream>
 
+#include "comm/agree.hpp"
 #include "core/documents.hpp"
 #include "core/error.hpp"
 #include "core/positions.hpp"
@@ -18,6 +20,7 @@
 #include "io/input_file.hpp"
 #include "io/weights_file.hpp"
 #include "job/run_facts.hpp"
+#include "ring/partition.hpp"
 
 namespace ringattn {
 namespace {
@@ -36,28 +39,21 @@ bool parse_int(const std::string& t, std::int64_t& out) {
   return used == t.size();
 }
 
-// One plane's reads and sums: the rows of one query head against the K
-// plane of its K/V head.
+// One plane's sums on this rank: the rows of one query head against this
+// rank's shard of the K plane of its K/V head.
 struct PlaneWork {
-  const float* k = nullptr;  // (N_k, D)
+  const float* k = nullptr;  // (keys, D): keys [first_key, first_key + keys)
   const float* q = nullptr;  // (R, D)
-  const float* run_lse = nullptr;
-  std::int64_t keys = 0, d = 0, top_k = 0;
+  std::int64_t first_key = 0, keys = 0, d = 0, top_k = 0;
   double scale = 0;
   Visibility vis;
-  const std::vector<std::int64_t>* k_coord = nullptr;
+  const std::vector<std::int64_t>* k_coord = nullptr;  // (keys): the shard's coordinates
   const Positions* q_coord = nullptr;
 };
 
-struct PlaneResult {
-  double max_sum_error = 0, max_lse_difference = 0;
-  std::int64_t rows_without_keys = 0;
-};
-
-// Row r's weights into w (N_k floats, full) or its top K into keys/w; its
-// lse into lse. s: N_k doubles of scratch.
-void row_weights(const PlaneWork& p, std::int64_t r, std::vector<double>& s,
-                 std::vector<std::int64_t>& order, float* w, std::int64_t* keys, double& lse) {
+// Row r's scores s_j = scale q_r.k_j over the shard's keys (-inf where r
+// does not see j) into s; returns their maximum.
+double row_scores(const PlaneWork& p, std::int64_t r, std::vector<double>& s) {
   const std::int64_t qc = (*p.q_coord)[r];
   const std::int64_t lo = p.vis.first_key(qc), hi = p.vis.last_key(qc);
   const float* q = p.q + r * p.d;
@@ -74,71 +70,159 @@ void row_weights(const PlaneWork& p, std::int64_t r, std::vector<double>& s,
     s[static_cast<std::size_t>(j)] = p.scale * dot;
     top = std::max(top, s[static_cast<std::size_t>(j)]);
   }
-  double sum = 0;
-  if (std::isfinite(top))
-    for (std::int64_t j = 0; j < p.keys; ++j) sum += std::exp(s[static_cast<std::size_t>(j)] - top);
-  lse = std::isfinite(top) ? top + std::log(sum) : -std::numeric_limits<double>::infinity();
-  const auto weight = [&](std::int64_t j) {
-    return std::isfinite(lse) ? std::exp(s[static_cast<std::size_t>(j)] - lse) : 0.0;
-  };
-  if (p.top_k == 0) {
-    for (std::int64_t j = 0; j < p.keys; ++j) w[j] = static_cast<float>(weight(j));
-    return;
-  }
-  // The K largest scores, largest first (ties: the earlier key).
-  const std::int64_t k = std::min(p.top_k, p.keys);
-  order.resize(static_cast<std::size_t>(p.keys));
+  return top;
+}
+
+// A row's candidate keys (global index, -1: none) and their scores, K each.
+struct Candidates {
+  std::vector<std::int64_t> keys;
+  std::vector<double> scores;
+};
+
+// The K largest of n scores, largest first; ties go to the earlier key.
+void top_scores(const double* s, const std::int64_t* key, std::int64_t n, std::int64_t K,
+                std::vector<std::int64_t>& order, std::int64_t* out_keys, double* out_scores) {
+  const std::int64_t k = std::min(K, n);
+  order.resize(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](auto a, auto b) {
-    const double sa = s[static_cast<std::size_t>(a)], sb = s[static_cast<std::size_t>(b)];
-    return sa > sb || (sa == sb && a < b);
+    return s[a] > s[b] || (s[a] == s[b] && key[a] < key[b]);
   });
-  for (std::int64_t t = 0; t < p.top_k; ++t) {
-    const bool seen = t < k && std::isfinite(s[static_cast<std::size_t>(order[t])]);
-    keys[t] = seen ? order[static_cast<std::size_t>(t)] : -1;
-    w[t] = seen ? static_cast<float>(weight(order[static_cast<std::size_t>(t)])) : 0.0f;
+  for (std::int64_t t = 0; t < K; ++t) {
+    const bool seen = t < k && std::isfinite(s[order[static_cast<std::size_t>(t)]]);
+    out_keys[t] = seen ? key[order[static_cast<std::size_t>(t)]] : -1;
+    out_scores[t] =
+        seen ? s[order[static_cast<std::size_t>(t)]] : -std::numeric_limits<double>::infinity();
   }
 }
 
-PlaneResult plane_weights(const PlaneWork& p, std::int64_t R, std::vector<float>& w,
-                          std::vector<std::int64_t>& keys, std::vector<double>& lse) {
-  const std::int64_t width = p.top_k > 0 ? p.top_k : p.keys;
-  w.assign(static_cast<std::size_t>(R * width), 0.0f);
-  keys.assign(p.top_k > 0 ? static_cast<std::size_t>(R * width) : 0, -1);
-  lse.assign(static_cast<std::size_t>(R), 0.0);
-  PlaneResult res;
+// Pass 1 over the shard: each row's largest score m, Σ exp(s_j - m), and
+// with top K its K best keys.
+void shard_sums(const PlaneWork& p, std::int64_t R, std::vector<double>& m,
+                std::vector<double>& sum, Candidates& c) {
+  m.assign(static_cast<std::size_t>(R), 0.0);
+  sum.assign(static_cast<std::size_t>(R), 0.0);
+  c.keys.assign(static_cast<std::size_t>(R * p.top_k), -1);
+  c.scores.assign(static_cast<std::size_t>(R * p.top_k), 0.0);
 #pragma omp parallel
   {
     std::vector<double> s(static_cast<std::size_t>(p.keys));
-    std::vector<std::int64_t> order;
-    PlaneResult mine;
+    std::vector<std::int64_t> order, index(p.top_k > 0 ? static_cast<std::size_t>(p.keys) : 0);
+    std::iota(index.begin(), index.end(), p.first_key);
 #pragma omp for schedule(dynamic)
     for (std::int64_t r = 0; r < R; ++r) {
-      float* wr = w.data() + r * width;
-      row_weights(p, r, s, order, wr, p.top_k > 0 ? keys.data() + r * width : nullptr,
-                  lse[static_cast<std::size_t>(r)]);
-      if (!std::isfinite(lse[static_cast<std::size_t>(r)])) {
-        ++mine.rows_without_keys;
-        continue;
-      }
-      if (p.top_k == 0) {
-        double sum = 0;
-        for (std::int64_t j = 0; j < width; ++j) sum += wr[j];
-        mine.max_sum_error = std::max(mine.max_sum_error, std::abs(sum - 1.0));
-      }
-      if (p.run_lse)
-        mine.max_lse_difference = std::max(
-            mine.max_lse_difference,
-            std::abs(static_cast<double>(p.run_lse[r]) - lse[static_cast<std::size_t>(r)]));
-    }
-#pragma omp critical
-    {
-      res.max_sum_error = std::max(res.max_sum_error, mine.max_sum_error);
-      res.max_lse_difference = std::max(res.max_lse_difference, mine.max_lse_difference);
-      res.rows_without_keys += mine.rows_without_keys;
+      const double top = row_scores(p, r, s);
+      double total = 0;
+      if (std::isfinite(top))
+        for (std::int64_t j = 0; j < p.keys; ++j)
+          total += std::exp(s[static_cast<std::size_t>(j)] - top);
+      m[static_cast<std::size_t>(r)] = top;
+      sum[static_cast<std::size_t>(r)] = total;
+      if (p.top_k > 0)
+        top_scores(s.data(), index.data(), p.keys, p.top_k, order, c.keys.data() + r * p.top_k,
+                   c.scores.data() + r * p.top_k);
     }
   }
-  return res;
+}
+
+// Each row's lse over all ranks' shards from their (m, Σ exp(s - m)):
+// lse = M + log Σ_ranks sum · exp(m - M), M the largest m; -inf for a row
+// that sees no key. One rank: top + log(sum), as one process computes it.
+std::vector<double> global_lse(MPI_Comm comm, const std::vector<double>& m,
+                               const std::vector<double>& sum) {
+  const int n = static_cast<int>(m.size());
+  std::vector<double> big(m), total(m.size());
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, big.data(), n, MPI_DOUBLE, MPI_MAX, comm));
+  for (int r = 0; r < n; ++r)
+    total[r] = std::isfinite(m[r]) ? sum[r] * std::exp(m[r] - big[r]) : 0.0;
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, total.data(), n, MPI_DOUBLE, MPI_SUM, comm));
+  for (int r = 0; r < n; ++r)
+    big[r] = std::isfinite(big[r]) ? big[r] + std::log(total[r])
+                                   : -std::numeric_limits<double>::infinity();
+  return big;
+}
+
+// Pass 2, full rows: w (R, keys) = exp(s - lse) on the shard.
+void shard_weights(const PlaneWork& p, std::int64_t R, const std::vector<double>& lse,
+                   std::vector<float>& w) {
+  w.assign(static_cast<std::size_t>(R * p.keys), 0.0f);
+#pragma omp parallel
+  {
+    std::vector<double> s(static_cast<std::size_t>(p.keys));
+#pragma omp for schedule(dynamic)
+    for (std::int64_t r = 0; r < R; ++r) {
+      const double l = lse[static_cast<std::size_t>(r)];
+      if (!std::isfinite(l)) continue;
+      row_scores(p, r, s);
+      for (std::int64_t j = 0; j < p.keys; ++j)
+        w[static_cast<std::size_t>(r * p.keys + j)] =
+            static_cast<float>(std::exp(s[static_cast<std::size_t>(j)] - l));
+    }
+  }
+}
+
+// Rank 0 receives every rank's (R, keys_r) block of full rows into its
+// columns of w (R, N_k); the others send theirs.
+void gather_rows(MPI_Comm comm, const Partition& shards, std::int64_t R,
+                 const std::vector<float>& mine, std::vector<float>& w) {
+  int rank = 0, size = 1;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  RA_MPI_CHECK(MPI_Comm_size(comm, &size));
+  const std::int64_t N = shards.tokens();
+  if (rank != 0) {
+    RA_MPI_CHECK(MPI_Send(mine.data(), static_cast<int>(mine.size()), MPI_FLOAT, 0, 0, comm));
+    return;
+  }
+  w.assign(static_cast<std::size_t>(R * N), 0.0f);
+  for (std::int64_t r = 0; r < R; ++r)
+    std::copy_n(mine.data() + r * shards.local_size(0), shards.local_size(0), w.data() + r * N);
+  for (int src = 1; src < size; ++src) {
+    const std::int64_t keys = shards.local_size(src);
+    MPI_Datatype block;  // R rows of `keys` floats, N apart
+    RA_MPI_CHECK(MPI_Type_vector(static_cast<int>(R), static_cast<int>(keys), static_cast<int>(N),
+                                 MPI_FLOAT, &block));
+    RA_MPI_CHECK(MPI_Type_commit(&block));
+    const int rc = MPI_Recv(w.data() + shards.global_position(src, 0), 1, block, src, 0, comm,
+                            MPI_STATUS_IGNORE);
+    MPI_Type_free(&block);
+    RA_MPI_CHECK(rc);
+  }
+}
+
+// Rank 0 merges every rank's K candidates per row into the row's top K and
+// their weights exp(s - lse).
+void merge_top_k(MPI_Comm comm, std::int64_t R, std::int64_t K, const Candidates& mine,
+                 const std::vector<double>& lse, std::vector<std::int64_t>& keys,
+                 std::vector<float>& w) {
+  int rank = 0, size = 1;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  RA_MPI_CHECK(MPI_Comm_size(comm, &size));
+  const auto n = static_cast<std::size_t>(R * K);
+  std::vector<std::int64_t> all_keys(rank == 0 ? n * static_cast<std::size_t>(size) : 0);
+  std::vector<double> all_scores(all_keys.size());
+  RA_MPI_CHECK(MPI_Gather(mine.keys.data(), static_cast<int>(n), MPI_INT64_T, all_keys.data(),
+                          static_cast<int>(n), MPI_INT64_T, 0, comm));
+  RA_MPI_CHECK(MPI_Gather(mine.scores.data(), static_cast<int>(n), MPI_DOUBLE, all_scores.data(),
+                          static_cast<int>(n), MPI_DOUBLE, 0, comm));
+  if (rank != 0) return;
+  keys.assign(n, -1);
+  w.assign(n, 0.0f);
+  std::vector<std::int64_t> row_keys(static_cast<std::size_t>(size * K)), order;
+  std::vector<double> row_scores_(row_keys.size()), best(static_cast<std::size_t>(K));
+  for (std::int64_t r = 0; r < R; ++r) {
+    for (int src = 0; src < size; ++src)
+      for (std::int64_t t = 0; t < K; ++t) {
+        const std::size_t from = static_cast<std::size_t>(src) * n + r * K + t;
+        row_keys[src * K + t] = all_keys[from];
+        row_scores_[src * K + t] = all_scores[from];
+      }
+    top_scores(row_scores_.data(), row_keys.data(), size * K, K, order, keys.data() + r * K,
+               best.data());
+    const double l = lse[static_cast<std::size_t>(r)];
+    for (std::int64_t t = 0; t < K; ++t)
+      if (keys[r * K + t] >= 0)
+        w[r * K + t] = static_cast<float>(std::exp(best[static_cast<std::size_t>(t)] - l));
+  }
 }
 
 // Rows of plane (b, h) of `name` as f32, read in the stored type.
@@ -153,6 +237,52 @@ void read_f32_rows(H5RowReader& r, const std::string& name, std::int64_t b, std:
   else
     r.read_plane(name, b, h, stored, dst);
   if (stored != DType::f32) load_f32(raw.data(), stored, out.data(), count);
+}
+
+// The file's layout and attributes.
+WeightsFileSpec weights_file_spec(const WeightsRequest& req, const AttnShape& s,
+                                  const std::vector<std::int64_t>& rows,
+                                  const std::vector<std::int64_t>& heads, const RunFacts& run,
+                                  const Documents& docs) {
+  WeightsFileSpec spec;
+  spec.path = req.to;
+  spec.overwrite = req.overwrite;
+  spec.batch = s.batch;
+  spec.keys = s.tokens_kv;
+  spec.top_k = req.top_k;
+  spec.rows = rows;
+  spec.heads = heads;
+  spec.attributes = {{"generator", std::string("ringattn weights")},
+                     {"input", req.input},
+                     {"output", req.output},
+                     {"causal", std::int64_t{run.causal}},
+                     {"window", run.window.text()},
+                     {"documents", docs.count()},
+                     {"scale", static_cast<double>(run.scale)},
+                     {"top_k", req.top_k}};
+  return spec;
+}
+
+// Rank 0's checks of a plane before it is written: rows that see no key,
+// full rows' sums (keys > 0: w is (R, keys)), the run's lse against the
+// exact one.
+void check_plane(std::int64_t R, std::int64_t keys, const std::vector<float>& w,
+                 const std::vector<double>& lse, const float* run_lse, WeightsReport& rep) {
+  for (std::int64_t r = 0; r < R; ++r) {
+    const double l = lse[static_cast<std::size_t>(r)];
+    if (!std::isfinite(l)) {
+      ++rep.rows_without_keys;
+      continue;
+    }
+    if (keys > 0) {
+      double total = 0;
+      for (std::int64_t j = 0; j < keys; ++j) total += w[static_cast<std::size_t>(r * keys + j)];
+      rep.max_sum_error = std::max(rep.max_sum_error, std::abs(total - 1.0));
+    }
+    if (run_lse)
+      rep.max_lse_difference =
+          std::max(rep.max_lse_difference, std::abs(static_cast<double>(run_lse[r]) - l));
+  }
 }
 
 }  // namespace
@@ -193,86 +323,111 @@ std::vector<std::int64_t> parse_index_spec(const std::string& spec, std::int64_t
   return out;
 }
 
-WeightsReport write_attention_weights(const WeightsRequest& req) {
+WeightsReport write_attention_weights(MPI_Comm comm, const WeightsRequest& req) {
   Timer wall;
-  RA_CHECK(req.top_k >= 0, usage, "weights --top-k: must be >= 0, got ", req.top_k);
-  const H5FileDesc od =
-      describe_h5_file(req.output, H5DescribeWhat{}, "output file '" + req.output + "'");
-  const RunFacts run = read_facts(od);
-  const InputInfo in = inspect_input(MPI_COMM_SELF, req.input, run.names);
-  const Documents docs = read_input_documents(in);
-  check_shapes(od, run, in.shape);
+  int rank = 0, size = 1;
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  RA_MPI_CHECK(MPI_Comm_size(comm, &size));
+  // Every rank checks the request alike; rank 0 alone creates the file.
+  RunFacts run;
+  InputInfo in;
+  Documents docs;
+  std::vector<std::int64_t> rows, heads;
+  std::optional<WeightsFile> file;
+  agree(comm, [&] {
+    RA_CHECK(req.top_k >= 0, usage, "weights --top-k: must be >= 0, got ", req.top_k);
+    const H5FileDesc od =
+        describe_h5_file(req.output, H5DescribeWhat{}, "output file '" + req.output + "'");
+    run = read_facts(od);
+    in = inspect_input(MPI_COMM_SELF, req.input, run.names);
+    docs = read_input_documents(in);
+    check_shapes(od, run, in.shape);
+    rows = parse_index_spec(req.rows, in.shape.tokens_q, "weights --rows");
+    heads = parse_index_spec(req.heads, in.shape.heads_q, "weights --heads");
+    RA_CHECK(req.top_k > 0 ||
+                 static_cast<double>(rows.size()) * static_cast<double>(in.shape.tokens_kv) * 4 <=
+                     kMaxPlaneBytes,
+             usage, "weights: ", rows.size(), " full rows of ", in.shape.tokens_kv,
+             " keys need more than 1 GiB per head; ask for fewer rows or --top-k K");
+    RA_CHECK(static_cast<double>(rows.size()) * static_cast<double>(req.top_k) <=
+                 std::numeric_limits<int>::max(),
+             usage, "weights: ", rows.size(), " rows of top ", req.top_k,
+             " keys are too many for one request; ask for fewer rows");
+    RA_CHECK(in.shape.tokens_kv >= size, usage, "weights: ", in.shape.tokens_kv,
+             " keys cannot be split among ", size, " ranks; run it on at most ",
+             in.shape.tokens_kv);
+    if (rank == 0) file.emplace(weights_file_spec(req, in.shape, rows, heads, run, docs));
+  });
   const AttnShape& s = in.shape;
-  const std::vector<std::int64_t> rows = parse_index_spec(req.rows, s.tokens_q, "weights --rows");
-  const std::vector<std::int64_t> heads = parse_index_spec(req.heads, s.heads_q, "weights --heads");
   const auto R = static_cast<std::int64_t>(rows.size());
-  RA_CHECK(req.top_k > 0 ||
-               static_cast<double>(R) * static_cast<double>(s.tokens_kv) * 4 <= kMaxPlaneBytes,
-           usage, "weights: ", R, " full rows of ", s.tokens_kv,
-           " keys need more than 1 GiB per head; ask for fewer rows or --top-k K");
-
-  WeightsFileSpec spec;
-  spec.path = req.to;
-  spec.overwrite = req.overwrite;
-  spec.batch = s.batch;
-  spec.keys = s.tokens_kv;
-  spec.top_k = req.top_k;
-  spec.rows = rows;
-  spec.heads = heads;
-  spec.attributes = {{"generator", std::string("ringattn weights")},
-                     {"input", req.input},
-                     {"output", req.output},
-                     {"causal", std::int64_t{run.causal}},
-                     {"window", run.window.text()},
-                     {"documents", docs.count()},
-                     {"scale", static_cast<double>(run.scale)},
-                     {"top_k", req.top_k}};
-  WeightsFile file(spec);
-
-  const Window window = docs.window(run.window);
+  // This rank's keys: a contiguous shard of N_k.
+  const Partition shards(PartitionKind::contiguous, s.tokens_kv, size);
+  const std::int64_t first = shards.global_position(rank, 0), count = shards.local_size(rank);
+  std::vector<std::int64_t> shard_keys(static_cast<std::size_t>(count));
+  std::iota(shard_keys.begin(), shard_keys.end(), first);
   const std::vector<std::int64_t> k_coord = [&] {
-    const Positions kp = docs.k_coordinates(Positions::contiguous(0, s.tokens_kv));
+    const Positions kp = docs.k_coordinates(Positions::contiguous(first, count));
     std::vector<std::int64_t> c(static_cast<std::size_t>(kp.size()));
     kp.fill(0, kp.size(), c.data());
     return c;
   }();
   const Positions q_coord = docs.q_coordinates(Positions::of_rows(rows.data(), rows.size()));
-  H5RowReader input(req.input), output(req.output);
+  const Window window = docs.window(run.window);
+
+  std::optional<H5RowReader> input, output;
+  agree(comm, [&] {
+    input.emplace(req.input);
+    if (rank == 0 && run.has_lse) output.emplace(req.output);
+  });
   WeightsReport rep;
   rep.shape = s;
   rep.rows = R;
   rep.heads = static_cast<std::int64_t>(heads.size());
   rep.has_run_lse = run.has_lse;
-  std::vector<float> k, q, run_lse, w;
+  std::vector<float> k, q, run_lse, mine, w;
   std::vector<std::int64_t> keys;
-  std::vector<double> lse;
+  std::vector<double> m, sum;
+  Candidates cand;
   const std::int64_t group = s.heads_q / s.heads_kv, D = s.head_dim;
   for (std::int64_t b = 0; b < s.batch; ++b) {
-    std::int64_t loaded = -1;  // the K/V head whose K plane is in k
+    std::int64_t loaded = -1;  // the K/V head whose K shard is in k
     for (std::size_t j = 0; j < heads.size(); ++j) {
       const std::int64_t h = heads[j], hk = h / group;
-      if (hk != loaded) {
-        read_f32_rows(input, run.names.k, b, hk, nullptr, in.dtype,
-                      static_cast<std::size_t>(s.tokens_kv * D), k);
-        loaded = hk;
+      agree(comm, [&] {
+        if (hk != loaded)
+          read_f32_rows(*input, run.names.k, b, hk, &shard_keys, in.dtype,
+                        static_cast<std::size_t>(count * D), k);
+        read_f32_rows(*input, run.names.q, b, h, &rows, in.dtype, static_cast<std::size_t>(R * D),
+                      q);
+        if (output) {
+          run_lse.resize(static_cast<std::size_t>(R));
+          output->read_rows("lse", b, h, rows, DType::f32, run_lse.data());
+        }
+      });
+      loaded = hk;
+      const PlaneWork p{k.data(), q.data(),  first,     count,
+                        D,        req.top_k, run.scale, Visibility::of(run.causal, window),
+                        &k_coord, &q_coord};
+      shard_sums(p, R, m, sum, cand);
+      const std::vector<double> lse = global_lse(comm, m, sum);
+      if (req.top_k > 0) {
+        merge_top_k(comm, R, req.top_k, cand, lse, keys, w);
+      } else {
+        shard_weights(p, R, lse, mine);
+        gather_rows(comm, shards, R, mine, w);
       }
-      read_f32_rows(input, run.names.q, b, h, &rows, in.dtype, static_cast<std::size_t>(R * D), q);
-      if (run.has_lse) {
-        run_lse.resize(static_cast<std::size_t>(R));
-        output.read_rows("lse", b, h, rows, DType::f32, run_lse.data());
-      }
-      PlaneWork p{
-          k.data(),  q.data(),  run.has_lse ? run_lse.data() : nullptr, s.tokens_kv, D,
-          req.top_k, run.scale, Visibility::of(run.causal, window),     &k_coord,    &q_coord};
-      const PlaneResult pr = plane_weights(p, R, w, keys, lse);
-      rep.max_sum_error = std::max(rep.max_sum_error, pr.max_sum_error);
-      rep.max_lse_difference = std::max(rep.max_lse_difference, pr.max_lse_difference);
-      rep.rows_without_keys += pr.rows_without_keys;
-      file.write_plane(b, static_cast<std::int64_t>(j), w.data(),
-                       req.top_k > 0 ? keys.data() : nullptr, lse.data());
+      agree(comm, [&] {
+        if (rank != 0) return;
+        check_plane(R, req.top_k > 0 ? 0 : s.tokens_kv, w, lse, output ? run_lse.data() : nullptr,
+                    rep);
+        file->write_plane(b, static_cast<std::int64_t>(j), w.data(),
+                          req.top_k > 0 ? keys.data() : nullptr, lse.data());
+      });
     }
   }
-  file.commit();
+  agree(comm, [&] {
+    if (rank == 0) file->commit();
+  });
   rep.seconds = wall.seconds();
   return rep;
 }

@@ -5,11 +5,18 @@
 // window and packed sequences, from its output's attributes), in float64 on
 // the values as stored: s_j = scale · q_i · k_j, lse = log Σ exp(s_j), and
 // w_j = exp(s_j - lse), so the weights of a row that sees any key sum to 1
-// (to float32 rounding in the file). The matrix is never formed: one row of
-// N_k scores per thread at a time. When the run wrote lse, its largest
-// difference from this exact lse is reported (a check of the run). One
-// process computes (cli/weights.cpp runs it on rank 0); the file is
-// io/weights_file.hpp's.
+// (to float32 rounding in the file). The matrix is never formed.
+//
+// Distributed over the ranks of comm by keys: rank p holds a contiguous
+// shard of N_k / P keys of K (and no more), and for each plane computes, one
+// row of its shard's scores per thread at a time, each row's largest score
+// m_p and Σ exp(s_j - m_p) over its keys (and its K best keys); the ranks
+// all-reduce those into the row's lse = M + log Σ_p sum_p · exp(m_p - M), M
+// the largest m_p (one rank: exactly what one process computes). Full rows
+// are then computed on each shard and gathered into rank 0's columns, top K
+// candidates gathered and merged on rank 0, which alone writes the file
+// (io/weights_file.hpp's). When the run wrote lse, rank 0 reports its
+// largest difference from this exact lse (a check of the run).
 //
 // Rows: a comma-separated list of token indices I, half-open ranges A:B and
 // strided ranges A:B:S (every S-th token of [A, B); ::S is every S-th of
@@ -17,8 +24,11 @@
 // B · Hs · R · N_k floats of file and R · N_k of memory: past 1 GiB of
 // memory the request is refused with a pointer to --top-k.
 //
-// Includes: <cstdint>, <string>, <vector>, core/shape.hpp (AttnShape).
+// Includes: mpi.h (MPI_Comm), <cstdint>, <string>, <vector>, core/shape.hpp
+// (AttnShape).
 #pragma once
+
+#include <mpi.h>
 
 #include <cstdint>
 #include <string>
@@ -52,6 +62,8 @@ struct WeightsReport {
 std::vector<std::int64_t> parse_index_spec(const std::string& spec, std::int64_t n,
                                            const std::string& what);
 
-WeightsReport write_attention_weights(const WeightsRequest& req);
+// Collective over comm: every rank returns, or every rank throws the same
+// Error (comm/agree.hpp). The report is rank 0's (others: shape and counts).
+WeightsReport write_attention_weights(MPI_Comm comm, const WeightsRequest& req);
 
 }  // namespace ringattn
