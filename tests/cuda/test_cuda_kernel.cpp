@@ -98,31 +98,18 @@ KernelOut run_device(const AttnParams& host) {
   return download(o, lse, rows, d);
 }
 
-std::string shape_name(const Problem& p) {
+// shape_name's, then the layout and the compute type.
+std::string case_name(const Problem& p) {
   std::ostringstream os;
-  os << "q" << p.n_q << "_kv" << p.n_kv << "_d" << p.head_dim << "_h" << p.heads_q << "kv"
-     << p.heads_kv;
-  if (p.batch > 1) os << "_b" << p.batch;
-  os << (p.causal ? "_causal_" : "_full_") << dtype_name(p.dtype) << "_" << layout_name(p.layout);
+  os << shape_name(p) << "_" << layout_name(p.layout);
   if (p.compute == ComputeType::bf16) os << "_bf16compute";
   return os.str();
 }
 
-std::string param_name(const ::testing::TestParamInfo<Problem>& info) {
-  return info.param.name;
-}
-
 Problem make(std::int64_t n_q, std::int64_t n_kv, std::int64_t d, DType t, bool causal,
              std::uint64_t seed) {
-  Problem p;
-  p.n_q = n_q;
-  p.n_kv = n_kv;
-  p.head_dim = d;
-  p.dtype = t;
-  p.causal = causal;
+  Problem p = shaped(2, 2, n_q, n_kv, d, t, causal);
   p.seed = seed;
-  p.heads_q = 2;
-  p.heads_kv = 2;
   return p;
 }
 
@@ -144,7 +131,7 @@ std::vector<Problem> sweep() {
         p.batch = i % 4 == 1 ? 2 : 1;
         // Strided layouts on some cases; f16/bf16 dense cases take the cp.async path.
         p.layout = i % 5 == 3 ? Layout::padded : i % 7 == 2 ? Layout::token_major : Layout::dense;
-        p.name = shape_name(p);
+        p.name = case_name(p);
         out.push_back(p);
         ++i;
       }
@@ -153,7 +140,7 @@ std::vector<Problem> sweep() {
     for (std::int64_t d : {64, 128, 80}) {
       Problem p = make(200, 333, d, t, d == 128, seed++);
       p.compute = ComputeType::bf16;
-      p.name = shape_name(p);
+      p.name = case_name(p);
       out.push_back(p);
     }
   // Long blocks at the two specialised dims.
@@ -161,22 +148,26 @@ std::vector<Problem> sweep() {
     for (std::int64_t d : {64, 128}) {
       Problem p = make(1024, 2048, d, t, true, seed++);
       p.heads_q = 4;
-      p.name = shape_name(p);
+      p.name = case_name(p);
       out.push_back(p);
     }
   return out;
 }
 
+// The device kernel on the problem's layout against the reference on its
+// dense copy (check_problem's, on the device), printing the errors.
+void check_on_device(const Problem& pr) {
+  const Inputs in(pr);
+  const Errors e = expect_matches_reference(in.dense, run_device(in.laid), run_reference(in.dense),
+                                            tolerance_for(pr));
+  std::printf("[  errors  ] %s: o %.2e  lse %.2e\n", cuda::kernel_implementation(in.laid).c_str(),
+              e.o, e.lse);
+}
+
 class CudaSweep : public ::testing::TestWithParam<Problem> {};
 TEST_P(CudaSweep, MatchesReference) {
   RA_NEED_DEVICE();
-  const Problem& pr = GetParam();
-  const Inputs in(pr);
-  const KernelOut got = run_device(in.laid);
-  const RefOut ref = run_reference(in.dense);
-  const Errors e = expect_matches_reference(in.dense, got, ref, tolerance_for(pr));
-  std::printf("[  errors  ] %s: o %.2e  lse %.2e\n", cuda::kernel_implementation(in.laid).c_str(),
-              e.o, e.lse);
+  check_on_device(GetParam());
 }
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaSweep, ::testing::ValuesIn(sweep()), param_name);
 
@@ -185,11 +176,7 @@ INSTANTIATE_TEST_SUITE_P(Cuda, CudaSweep, ::testing::ValuesIn(sweep()), param_na
 std::vector<Problem> ring_layouts() {
   std::vector<Problem> out;
   const std::int64_t P = 4, chunk = 100;  // zigzag chunks; 800 tokens in all
-  auto zigzag = [&](std::int64_t r) {
-    Positions z;
-    z.append({r * chunk, 1, chunk}).append({(2 * P - 1 - r) * chunk, 1, chunk});
-    return z;
-  };
+  auto zigzag = [&](std::int64_t r) { return zigzag_positions(P, r, 2 * P * chunk); };
   std::uint64_t seed = 2000;
   for (DType t : {DType::f32, DType::f16, DType::bf16})
     for (std::int64_t r : {0, 2})
@@ -213,10 +200,7 @@ std::vector<Problem> ring_layouts() {
 class CudaRingLayouts : public ::testing::TestWithParam<Problem> {};
 TEST_P(CudaRingLayouts, MatchesReference) {
   RA_NEED_DEVICE();
-  const Problem& pr = GetParam();
-  const Inputs in(pr);
-  expect_matches_reference(in.dense, run_device(in.laid), run_reference(in.dense),
-                           tolerance_for(pr));
+  check_on_device(GetParam());
 }
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaRingLayouts, ::testing::ValuesIn(ring_layouts()), param_name);
 

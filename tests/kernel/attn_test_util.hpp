@@ -1,8 +1,10 @@
 // What the kernel tests share: seeded attention problems laid out densely or
 // through arbitrary strides, the kernel's and the float64 reference's answers,
-// and checks that name the worst element when they fail (STYLE.md item 10).
+// and checks that name the worst element when they fail (STYLE.md item 10);
+// the low-entropy tokens (symbol rows, seeded symbols) the kernel's and the
+// ring's long-sequence tests are built from.
 //
-//   core/seeded_data.hpp  fill_seeded: inputs rebuilt from (seed, index)
+//   core/seeded_data.hpp  fill_seeded, splitmix64: inputs rebuilt from (seed, index)
 //   kernel/attention.hpp  attention_forward, the kernel under test
 //   kernel/reference.hpp  reference_attention and compare_to_reference
 //   kernel/softmax_tile.hpp  cpu_runs: which vector paths this CPU executes
@@ -104,6 +106,92 @@ struct Problem {
   int threads = 2;
   CpuVariant variant;  // the kernel's tile shape and vector path (default: this CPU's)
 };
+
+// q (1, heads_q, n_q, head_dim) against k and v (1, heads_kv, n_kv,
+// head_dim) of type t; every other field at Problem's default.
+// (Designated initializers of a struct with class members warn in GCC 12.)
+inline Problem shaped(std::int64_t heads_q, std::int64_t heads_kv, std::int64_t n_q,
+                      std::int64_t n_kv, std::int64_t head_dim, DType t = DType::f32,
+                      bool causal = false) {
+  Problem p;
+  p.heads_q = heads_q;
+  p.heads_kv = heads_kv;
+  p.n_q = n_q;
+  p.n_kv = n_kv;
+  p.head_dim = head_dim;
+  p.dtype = t;
+  p.causal = causal;
+  return p;
+}
+
+// "q129_kv1000_d80_h2kv1_b2_causal_f16": a GoogleTest name part from the
+// problem's shape, mask and type. GCC 12 warns falsely (-Wrestrict, GCC bug
+// 105329) on "literal" + std::string, so names are built with a stream.
+inline std::string shape_name(const Problem& p) {
+  std::ostringstream os;
+  os << "q" << p.n_q << "_kv" << p.n_kv << "_d" << p.head_dim << "_h" << p.heads_q << "kv"
+     << p.heads_kv;
+  if (p.batch > 1) os << "_b" << p.batch;
+  os << (p.causal ? "_causal_" : "_full_") << dtype_name(p.dtype);
+  return os.str();
+}
+
+// Names a GoogleTest parameter by its `name` member (a Problem's, or a
+// case's): INSTANTIATE_TEST_SUITE_P(..., param_name).
+struct ParamName {
+  template <class P>
+  std::string operator()(const ::testing::TestParamInfo<P>& info) const {
+    return std::string(info.param.name);
+  }
+};
+inline constexpr ParamName param_name{};
+
+// Rank r of P in a zigzag layout of n tokens: chunks r and 2P-1-r of n / 2P.
+// Built here, not by ring/partition, so the kernel is checked on layouts
+// the library did not make.
+inline Positions zigzag_positions(std::int64_t P, std::int64_t r, std::int64_t n) {
+  const std::int64_t c = n / (2 * P);
+  Positions pos;
+  pos.append({r * c, 1, c}).append({(2 * P - 1 - r) * c, 1, c});
+  return pos;
+}
+
+// ---- low-entropy tokens: what datasets/fasta_to_h5.py makes of a genome ----
+
+// Symbol rows as the converter makes them: the one-hot of symbol s times a
+// projection P (symbols, D), times a per-head W (D, D): row s of P·W, in the
+// storage type. Uniform in +-sqrt(3) has variance 1, like numpy's
+// standard_normal; W is scaled by 1/sqrt(D) as there.
+inline std::vector<std::byte> symbol_rows(int symbols, std::int64_t D, DType t,
+                                          std::uint64_t p_seed, std::uint64_t w_seed) {
+  const float unit = std::sqrt(3.0f);
+  const auto sd = static_cast<std::size_t>(symbols * D);
+  std::vector<float> proj(sd), w(static_cast<std::size_t>(D * D)), rows(sd);
+  fill_seeded(proj.data(), DType::f32, proj.size(), p_seed, 0, unit);
+  fill_seeded(w.data(), DType::f32, w.size(), w_seed, 0, unit / std::sqrt(static_cast<float>(D)));
+  for (int s = 0; s < symbols; ++s)
+    for (std::int64_t j = 0; j < D; ++j) {
+      double x = 0;
+      for (std::int64_t i = 0; i < D; ++i)
+        x += static_cast<double>(proj[static_cast<std::size_t>(s * D + i)]) *
+             w[static_cast<std::size_t>(i * D + j)];
+      rows[static_cast<std::size_t>(s * D + j)] = static_cast<float>(x);
+    }
+  std::vector<std::byte> out(sd * dtype_size(t));
+  store_from_f32(rows.data(), t, out.data(), sd);
+  return out;
+}
+
+// The symbol of the token at a global position, rebuilt from (seed,
+// position) on any rank. Symbol s is drawn with weight s + 1: uneven
+// frequencies, like a genome's bases and its rare unknowns.
+inline int symbol_at(std::uint64_t seed, std::int64_t pos, int symbols) {
+  const auto weights = static_cast<std::uint64_t>(symbols * (symbols + 1) / 2);
+  std::uint64_t x = splitmix64(splitmix64(seed) ^ static_cast<std::uint64_t>(pos)) % weights;
+  int s = 0;
+  while (x >= static_cast<std::uint64_t>(s + 1)) x -= static_cast<std::uint64_t>(++s);
+  return s;
+}
 
 // Sets (negative) or clears the sign bit of every element of a buffer of type t.
 inline void force_sign(std::vector<std::byte>& buf, DType t, bool negative) {

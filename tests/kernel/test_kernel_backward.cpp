@@ -103,13 +103,7 @@ std::vector<Problem> shapes() {
   std::vector<Problem> out;
   int i = 0;
   for (const S& s : list) {
-    Problem p;
-    p.n_q = s.nq;
-    p.n_kv = s.nk;
-    p.head_dim = s.d;
-    p.heads_q = s.hq;
-    p.heads_kv = s.hk;
-    p.causal = s.causal;
+    Problem p = shaped(s.hq, s.hk, s.nq, s.nk, s.d, DType::f32, s.causal);
     p.batch = i % 3 == 2 ? 2 : 1;
     p.seed = static_cast<std::uint64_t>(i + 1);
     std::ostringstream os;
@@ -126,21 +120,13 @@ class BackwardShapes : public ::testing::TestWithParam<Problem> {};
 TEST_P(BackwardShapes, MatchesFloat64Reference) {
   check_gradients(GetParam());
 }
-INSTANTIATE_TEST_SUITE_P(Kernel, BackwardShapes, ::testing::ValuesIn(shapes()),
-                         [](const auto& param) { return param.param.name; });
+INSTANTIATE_TEST_SUITE_P(Kernel, BackwardShapes, ::testing::ValuesIn(shapes()), param_name);
 
 // Storage types and strided layouts: the packs widen and gather correctly.
 TEST(Backward, StorageTypesAndLayouts) {
   for (DType t : {DType::f32, DType::f16, DType::bf16})
     for (Layout l : {Layout::dense, Layout::token_major, Layout::packed_kv, Layout::mixed}) {
-      Problem p;
-      p.n_q = 77;
-      p.n_kv = 93;
-      p.head_dim = 24;
-      p.heads_q = 4;
-      p.heads_kv = 2;
-      p.causal = true;
-      p.dtype = t;
+      Problem p = shaped(4, 2, 77, 93, 24, t, true);
       p.layout = l;
       SCOPED_TRACE(std::string(dtype_name(t)) + " " + layout_name(l));
       check_gradients(p);
@@ -150,12 +136,7 @@ TEST(Backward, StorageTypesAndLayouts) {
 // Windows, and positions that leave some queries with no key at all:
 // those rows' dq is exactly 0, and they add nothing to dk and dv.
 TEST(Backward, WindowsAndRowsThatSeeNoKey) {
-  Problem p;
-  p.n_q = 150;
-  p.n_kv = 90;
-  p.head_dim = 40;
-  p.heads_q = 2;
-  p.heads_kv = 1;
+  Problem p = shaped(2, 1, 150, 90, 40);
   p.window = Window{10, 5};
   // Queries at 0..149, keys at 40..129: queries below 35 and above 139 see none.
   p.k_pos = Positions::contiguous(40, 90);
@@ -178,13 +159,7 @@ TEST(Backward, EveryVectorPath) {
       std::printf("[ SKIPPED  ] the %s path: this CPU cannot execute it\n", vector_isa_name(isa));
       continue;
     }
-    Problem p;
-    p.n_q = 130;
-    p.n_kv = 200;
-    p.head_dim = 72;
-    p.heads_q = 2;
-    p.heads_kv = 1;
-    p.causal = true;
+    Problem p = shaped(2, 1, 130, 200, 72, DType::f32, true);
     p.variant.isa = isa;
     SCOPED_TRACE(vector_isa_name(isa));
     check_gradients(p);
@@ -194,13 +169,7 @@ TEST(Backward, EveryVectorPath) {
 // A block folded in two pieces (as the ring does, one per step) gives the
 // whole block's gradients; one thread and two agree.
 TEST(Backward, FoldedInPiecesAsTheRingDoes) {
-  Problem pr;
-  pr.n_q = 200;
-  pr.n_kv = 180;
-  pr.head_dim = 64;
-  pr.heads_q = 4;
-  pr.heads_kv = 2;
-  pr.causal = true;
+  Problem pr = shaped(4, 2, 200, 180, 64, DType::f32, true);
   const Inputs in(pr);
   const AttnParams& whole = in.dense;
   const std::vector<float> d_o = upstream(whole, 11);

@@ -179,13 +179,7 @@ std::vector<Problem> sweep_cases() {
       for (const std::int64_t d : kHeadDims)
         for (const std::int64_t nkv : kKeys)
           for (const DType t : kTypes) {
-            Problem p;
-            p.n_q = nq;
-            p.heads_q = heads[0];
-            p.heads_kv = heads[1];
-            p.head_dim = d;
-            p.n_kv = nkv;
-            p.dtype = t;
+            Problem p = shaped(heads[0], heads[1], nq, nkv, d, t);
             p.batch = i % 11 == 0 ? 2 : 1;
             p.seed = static_cast<std::uint64_t>(i + 1);
             const auto mask = static_cast<Mask>(i % kMasks);
@@ -201,10 +195,6 @@ std::vector<Problem> sweep_cases() {
             ++i;
           }
   return out;
-}
-
-std::string param_name(const ::testing::TestParamInfo<Problem>& info) {
-  return info.param.name;
 }
 
 class DecodeSweep : public ::testing::TestWithParam<Problem> {};
@@ -261,14 +251,7 @@ TEST(DecodeSweepDesign, CoversEveryPairWithTheVariants) {
 
 TEST(Decode, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
   for (const VectorIsa isa : {VectorIsa::native, VectorIsa::generic}) {
-    Problem pr;
-    pr.n_q = 4;
-    pr.heads_q = 4;
-    pr.heads_kv = 2;
-    pr.n_kv = 5000;
-    pr.head_dim = 64;
-    pr.dtype = DType::f16;
-    pr.causal = true;
+    Problem pr = shaped(4, 2, 4, 5000, 64, DType::f16, true);
     // Rows 0 and 1 lie before every key, rows 2 and 3 after some.
     pr.k_pos = Positions::contiguous(100, pr.n_kv);
     pr.q_pos = Positions::contiguous(98, 2).append({3000, 1000, 2});
@@ -378,13 +361,7 @@ TEST(Decode, AgreesWithAttentionForward) {
   for (const DType t : {DType::f32, DType::f16, DType::bf16})
     for (const Mask m : {Mask::none, Mask::causal_inside, Mask::window_inside})
       for (const bool paged : {false, true}) {
-        Problem pr;
-        pr.n_q = 5;
-        pr.heads_q = 8;
-        pr.heads_kv = 2;
-        pr.n_kv = 9000;
-        pr.head_dim = 96;
-        pr.dtype = t;
+        Problem pr = shaped(8, 2, 5, 9000, 96, t);
         pr.layout = kLayouts[static_cast<std::size_t>(n++ % 5)];
         apply_mask(pr, m, paged);
         const Inputs in(pr);
@@ -408,13 +385,7 @@ TEST(Decode, AgreesWithAttentionForward) {
 
 // compute = bf16 is the main kernel's own rounding: decode hands it over.
 TEST(Decode, Bf16ComputeRunsTheMainKernel) {
-  Problem pr;
-  pr.n_q = 2;
-  pr.heads_q = 4;
-  pr.heads_kv = 2;
-  pr.n_kv = 3000;
-  pr.head_dim = 64;
-  pr.dtype = DType::bf16;
+  Problem pr = shaped(4, 2, 2, 3000, 64, DType::bf16);
   pr.compute = ComputeType::bf16;
   const Inputs in(pr);
   EXPECT_FALSE(decode_suits(in.laid));
@@ -429,14 +400,7 @@ TEST(Decode, Bf16ComputeRunsTheMainKernel) {
 TEST(Decode, ManyChunksAndLargeGroups) {
   for (const std::int64_t nkv : {std::int64_t{5 * 2048 + 17}, std::int64_t{7 * 2048}})
     for (const std::int64_t nq : {std::int64_t{1}, std::int64_t{100}}) {
-      Problem pr;
-      pr.n_q = nq;
-      pr.heads_q = 2;
-      pr.heads_kv = 1;
-      pr.n_kv = nkv;
-      pr.head_dim = 24;
-      pr.dtype = DType::f16;
-      pr.causal = true;
+      Problem pr = shaped(2, 1, nq, nkv, 24, DType::f16, true);
       pr.q_pos = Positions::strided(nkv / 3, std::max<std::int64_t>(1, nkv / (2 * nq)), nq);
       Inputs in(pr);
       const RefOut ref = run_reference(in.dense);
@@ -479,13 +443,7 @@ TEST(Decode, WorkspaceEstimateIsWhatItAllocates) {
     for (const std::int64_t d : {std::int64_t{7}, std::int64_t{64}})
       for (const Mask m : {Mask::none, Mask::causal_inside})
         for (const bool paged : {false, true}) {
-          Problem pr;
-          pr.n_q = 3;
-          pr.heads_q = 6;
-          pr.heads_kv = 3;
-          pr.n_kv = 5000;
-          pr.head_dim = d;
-          pr.dtype = t;
+          Problem pr = shaped(6, 3, 3, 5000, d, t);
           apply_mask(pr, m, paged);
           const Inputs in(pr);
           run_decode(in.laid);

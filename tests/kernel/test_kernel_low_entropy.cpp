@@ -84,41 +84,15 @@ struct TokenBlock {
         dtype(c.dtype),
         causal(c.causal) {
     const std::size_t es = dtype_size(dtype);
-    const auto sd = static_cast<std::size_t>(symbols * D);
-    // Uniform in +-sqrt(3) has variance 1, as numpy's standard_normal.
-    const float unit = std::sqrt(3.0f);
-    std::vector<float> proj(sd), w(static_cast<std::size_t>(D * D));
-    fill_seeded(proj.data(), DType::f32, proj.size(), seed, 0, unit);
-    for (int which = 0; which < 3; ++which) {
-      fill_seeded(w.data(), DType::f32, w.size(), seed + 1 + static_cast<std::uint64_t>(which), 0,
-                  unit / std::sqrt(static_cast<float>(D)));
-      std::vector<float> rows(sd);
-      for (int s = 0; s < symbols; ++s)
-        for (std::int64_t j = 0; j < D; ++j) {
-          double x = 0;
-          for (std::int64_t i = 0; i < D; ++i)
-            x += static_cast<double>(proj[static_cast<std::size_t>(s * D + i)]) *
-                 w[static_cast<std::size_t>(i * D + j)];
-          rows[static_cast<std::size_t>(s * D + j)] = static_cast<float>(x);
-        }
-      std::vector<std::byte>& out = which == 0 ? sym_q : which == 1 ? sym_k : sym_v;
-      out.resize(sd * es);
-      store_from_f32(rows.data(), dtype, out.data(), sd);
-    }
-
-    const auto weights = static_cast<std::uint64_t>(symbols * (symbols + 1) / 2);
-    auto symbol_of = [&](std::int64_t j) {
-      std::uint64_t x = splitmix64(splitmix64(seed + 7) ^ static_cast<std::uint64_t>(j)) % weights;
-      int s = 0;
-      while (x >= static_cast<std::uint64_t>(s + 1)) x -= static_cast<std::uint64_t>(++s);
-      return s;
-    };
+    sym_q = symbol_rows(symbols, D, dtype, seed, seed + 1);
+    sym_k = symbol_rows(symbols, D, dtype, seed, seed + 2);
+    sym_v = symbol_rows(symbols, D, dtype, seed, seed + 3);
     key_symbol.resize(static_cast<std::size_t>(n_kv));
     k.resize(static_cast<std::size_t>(n_kv * D) * es);
     v.resize(k.size());
     const std::size_t row_bytes = static_cast<std::size_t>(D) * es;
     for (std::int64_t j = 0; j < n_kv; ++j) {
-      const int s = key_symbol[static_cast<std::size_t>(j)] = symbol_of(j);
+      const int s = key_symbol[static_cast<std::size_t>(j)] = symbol_at(seed + 7, j, symbols);
       std::copy_n(sym_k.data() + static_cast<std::size_t>(s) * row_bytes, row_bytes,
                   k.data() + static_cast<std::size_t>(j) * row_bytes);
       std::copy_n(sym_v.data() + static_cast<std::size_t>(s) * row_bytes, row_bytes,

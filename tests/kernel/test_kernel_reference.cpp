@@ -30,25 +30,6 @@ namespace {
 // rounding in the products and the softmax (error ~ u·sqrt(terms), u = 6e-8).
 constexpr Tolerance kF32Tol{1e-5, 1e-5};
 
-std::string type_tag(DType t) {
-  return dtype_name(t);
-}
-
-// GCC 12 warns falsely (-Wrestrict, GCC bug 105329) on "literal" + std::string,
-// so names are built with a stream.
-std::string shape_name(const Problem& p) {
-  std::ostringstream os;
-  os << "q" << p.n_q << "_kv" << p.n_kv << "_d" << p.head_dim << "_h" << p.heads_q << "kv"
-     << p.heads_kv;
-  if (p.batch > 1) os << "_b" << p.batch;
-  os << (p.causal ? "_causal_" : "_full_") << type_tag(p.dtype);
-  return os.str();
-}
-
-std::string param_name(const ::testing::TestParamInfo<Problem>& info) {
-  return info.param.name;
-}
-
 // ---- the covering sweep --------------------------------------------------------
 
 constexpr std::array<std::int64_t, 5> kLengths{1, 7, 64, 129, 1000};
@@ -75,13 +56,7 @@ std::vector<SweepCase> sweep_cases() {
       for (int b = 0; b < 5; ++b) {
         const int i = 25 * c + 5 * a + b;
         const int di = (a + b + 3 * c) % 6, gi = (i / 2) % 3, ti = (a + 2 * b + c) % 3;
-        Problem p;
-        p.n_q = kLengths[a];
-        p.n_kv = kLengths[b];
-        p.head_dim = kHeadDims[di];
-        p.heads_kv = 2;
-        p.heads_q = 2 * kGroups[gi];
-        p.dtype = kTypes[ti];
+        Problem p = shaped(2 * kGroups[gi], 2, kLengths[a], kLengths[b], kHeadDims[di], kTypes[ti]);
         p.causal = c == 1;
         p.batch = i % 7 == 3 ? 2 : 1;
         p.seed = 100 + static_cast<std::uint64_t>(i);
@@ -133,15 +108,8 @@ INSTANTIATE_TEST_SUITE_P(Kernel, Sweep, ::testing::ValuesIn(sweep_problems()), p
 
 Problem make(std::int64_t b, std::int64_t hq, std::int64_t hkv, std::int64_t nq, std::int64_t nkv,
              std::int64_t d, bool causal, DType t, std::uint64_t seed) {
-  Problem p;
+  Problem p = shaped(hq, hkv, nq, nkv, d, t, causal);
   p.batch = b;
-  p.heads_q = hq;
-  p.heads_kv = hkv;
-  p.n_q = nq;
-  p.n_kv = nkv;
-  p.head_dim = d;
-  p.causal = causal;
-  p.dtype = t;
   p.seed = seed;
   p.name = shape_name(p);
   return p;
@@ -165,14 +133,6 @@ INSTANTIATE_TEST_SUITE_P(Kernel, LongBlocks, ::testing::ValuesIn(long_problems()
 
 // ---- global positions: ring layouts and masked rows -------------------------------
 
-// Rank r of P in a zigzag layout of n tokens: chunks r and 2P-1-r of n / 2P.
-Positions zigzag(std::int64_t P, std::int64_t r, std::int64_t n) {
-  const std::int64_t c = n / (2 * P);
-  Positions pos;
-  pos.append({r * c, 1, c}).append({(2 * P - 1 - r) * c, 1, c});
-  return pos;
-}
-
 // Rank r of P in a striped layout of n tokens: r, r + P, r + 2P, ...
 Positions striped(std::int64_t P, std::int64_t r, std::int64_t n) {
   return Positions::strided(r, P, n / P);
@@ -180,17 +140,10 @@ Positions striped(std::int64_t P, std::int64_t r, std::int64_t n) {
 
 Problem positioned(std::string name, Positions qp, Positions kp, std::int64_t d, std::int64_t hq,
                    std::int64_t hkv, DType t, std::uint64_t seed, bool causal = true) {
-  Problem p;
+  Problem p = shaped(hq, hkv, qp.size(), kp.size(), d, t, causal);
   p.name = std::move(name);
-  p.n_q = qp.size();
-  p.n_kv = kp.size();
   p.q_pos = std::move(qp);
   p.k_pos = std::move(kp);
-  p.head_dim = d;
-  p.heads_q = hq;
-  p.heads_kv = hkv;
-  p.dtype = t;
-  p.causal = causal;
   p.seed = seed;
   return p;
 }
@@ -199,17 +152,21 @@ std::vector<Problem> position_problems() {
   const DType f32 = DType::f32, f16 = DType::f16, bf16 = DType::bf16;
   return {
       // Zigzag query shard against the whole sequence (one ring of 2).
-      positioned("zigzag_P2_r0_vs_all", zigzag(2, 0, 1000), Positions::contiguous(0, 1000), 64, 2,
-                 1, f32, 301),
-      positioned("zigzag_P2_r1_vs_all", zigzag(2, 1, 1000), Positions::contiguous(0, 1000), 16, 2,
-                 2, bf16, 302),
+      positioned("zigzag_P2_r0_vs_all", zigzag_positions(2, 0, 1000),
+                 Positions::contiguous(0, 1000), 64, 2, 1, f32, 301),
+      positioned("zigzag_P2_r1_vs_all", zigzag_positions(2, 1, 1000),
+                 Positions::contiguous(0, 1000), 16, 2, 2, bf16, 302),
       // Zigzag query shard against another rank's zigzag K/V shard (ring of 4):
       // src < r (all of Q sees the first K/V chunk only), src > r (only the
       // second Q chunk sees anything), src = r (two diagonal blocks).
-      positioned("zigzag_P4_r3_src0", zigzag(4, 3, 1000), zigzag(4, 0, 1000), 80, 2, 1, f32, 303),
-      positioned("zigzag_P4_r0_src3", zigzag(4, 0, 1000), zigzag(4, 3, 1000), 128, 2, 2, f16, 304),
-      positioned("zigzag_P4_r1_src1", zigzag(4, 1, 1000), zigzag(4, 1, 1000), 64, 8, 1, f32, 305),
-      positioned("zigzag_P4_r2_src1", zigzag(4, 2, 1000), zigzag(4, 1, 1000), 1, 4, 2, bf16, 306),
+      positioned("zigzag_P4_r3_src0", zigzag_positions(4, 3, 1000), zigzag_positions(4, 0, 1000),
+                 80, 2, 1, f32, 303),
+      positioned("zigzag_P4_r0_src3", zigzag_positions(4, 0, 1000), zigzag_positions(4, 3, 1000),
+                 128, 2, 2, f16, 304),
+      positioned("zigzag_P4_r1_src1", zigzag_positions(4, 1, 1000), zigzag_positions(4, 1, 1000),
+                 64, 8, 1, f32, 305),
+      positioned("zigzag_P4_r2_src1", zigzag_positions(4, 2, 1000), zigzag_positions(4, 1, 1000), 1,
+                 4, 2, bf16, 306),
       // Uneven zigzag-like chunks (7 and 129 rows) straddling tile edges.
       positioned("two_segments_uneven", Positions().append({57, 1, 7}).append({300, 1, 129}),
                  Positions::contiguous(0, 429), 256, 2, 1, f16, 307),
@@ -254,14 +211,8 @@ std::string masked_name(const ::testing::TestParamInfo<MaskedCase>& info) {
 class FullyMasked : public ::testing::TestWithParam<MaskedCase> {};
 TEST_P(FullyMasked, GivesZeroAndMinusInf) {
   const MaskedCase c = GetParam();
-  Problem pr;
+  Problem pr = shaped(c.hq, c.hkv, c.n_q, c.n_kv, c.d, DType::f32, true);
   pr.batch = c.b;
-  pr.heads_q = c.hq;
-  pr.heads_kv = c.hkv;
-  pr.n_q = c.n_q;
-  pr.n_kv = c.n_kv;
-  pr.head_dim = c.d;
-  pr.causal = true;
   pr.q_pos = Positions::contiguous(0, c.n_q);
   pr.k_pos = Positions::contiguous(c.n_q + 500, c.n_kv);
   const Inputs in(pr);
@@ -329,7 +280,7 @@ std::vector<Problem> layout_problems() {
       ++i;
     }
   // A strided layout with ring positions too.
-  Problem z = positioned("tokenmajor_zigzag_P2_r1", zigzag(2, 1, 400),
+  Problem z = positioned("tokenmajor_zigzag_P2_r1", zigzag_positions(2, 1, 400),
                          Positions::contiguous(0, 400), 64, 4, 2, DType::f16, 420);
   z.layout = Layout::token_major;
   z.batch = 2;
@@ -365,18 +316,11 @@ std::vector<LogitCase> large_logit_cases() {
   std::vector<LogitCase> out;
   auto add = [&](std::string name, std::int64_t nq, std::int64_t nkv, std::int64_t d, float amp,
                  float scale, bool causal, bool negative, DType t) {
-    Problem p;
+    Problem p = shaped(2, 1, nq, nkv, d, t, causal);
     p.name = std::move(name);
-    p.n_q = nq;
-    p.n_kv = nkv;
-    p.head_dim = d;
-    p.heads_q = 2;
-    p.heads_kv = 1;
     p.qk_amplitude = amp;
     p.scale = scale;
-    p.causal = causal;
     p.all_scores_negative = negative;
-    p.dtype = t;
     p.seed = 500 + out.size();
     const double u = 0x1p-24, max_score = static_cast<double>(scale) * static_cast<double>(d) *
                                           static_cast<double>(amp) * static_cast<double>(amp);

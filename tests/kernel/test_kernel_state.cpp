@@ -50,14 +50,8 @@ AttnParams kv_block(const AttnParams& whole, const BlockSpec& s) {
 // size, batch 2, GQA 2, queries at positions 40..339 against keys 0..332 (so
 // under causal masking the first rows see 41 keys and the last see all).
 Problem whole_problem(bool causal) {
-  Problem p;
+  Problem p = shaped(4, 2, 300, 333, 64, DType::f32, causal);
   p.batch = 2;
-  p.heads_q = 4;
-  p.heads_kv = 2;
-  p.n_q = 300;
-  p.n_kv = 333;
-  p.head_dim = 64;
-  p.causal = causal;
   p.q_pos = Positions::contiguous(40, 300);
   p.seed = 700;
   return p;
@@ -161,10 +155,7 @@ TEST_P(Folding, MergeOfBlockResultsGivesOnePassAnswer) {
   expect_close_to(whole, acc, one_pass, "merged per-block results");
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernel, Folding, ::testing::ValuesIn(fold_cases()),
-                         [](const ::testing::TestParamInfo<FoldCase>& param) {
-                           return param.param.name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Kernel, Folding, ::testing::ValuesIn(fold_cases()), param_name);
 
 // ---- merge edge cases ------------------------------------------------------------
 
@@ -327,15 +318,8 @@ void PrintTo(const ThreadCase& c, std::ostream* os) {
 class ThreadCount : public ::testing::TestWithParam<ThreadCase> {};
 
 Problem thread_problem(const ThreadCase& c) {
-  Problem p;
+  Problem p = shaped(6, 2, 777, 333, 80, c.dtype, c.causal);
   p.batch = 2;
-  p.heads_q = 6;
-  p.heads_kv = 2;
-  p.n_q = 777;
-  p.n_kv = 333;
-  p.head_dim = 80;
-  p.causal = c.causal;
-  p.dtype = c.dtype;
   p.compute = c.compute;
   p.q_pos = Positions::contiguous(0, 777);  // keys at 0..332: diagonal, then full tiles
   p.seed = 900;
@@ -392,7 +376,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(ThreadCase{"f32_causal", DType::f32, ComputeType::f32, true},
                       ThreadCase{"f16_full", DType::f16, ComputeType::f32, false},
                       ThreadCase{"bf16compute_causal", DType::bf16, ComputeType::bf16, true}),
-    [](const ::testing::TestParamInfo<ThreadCase>& param) { return param.param.name; });
+    param_name);
 
 // ---- blocks that leave the state untouched ---------------------------------------------
 
@@ -499,12 +483,7 @@ struct BadParams {
 class Refuses : public ::testing::TestWithParam<BadParams> {};
 
 TEST_P(Refuses, InvalidParamsWithUsageError) {
-  Problem pr;
-  pr.heads_q = 4;
-  pr.heads_kv = 2;
-  pr.n_q = 20;
-  pr.n_kv = 30;
-  pr.head_dim = 16;
+  Problem pr = shaped(4, 2, 20, 30, 16);
   const Inputs in(pr);
   AttnParams p = in.dense;
   GetParam().spoil(p);
@@ -543,7 +522,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadParams{"null_keys", [](AttnParams& p) { p.k.data = nullptr; }},
                       BadParams{"scale_nan", [](AttnParams& p) { p.scale = std::nanf(""); }},
                       BadParams{"scale_inf", [](AttnParams& p) { p.scale = kInf; }}),
-    [](const ::testing::TestParamInfo<BadParams>& param) { return std::string(param.param.name); });
+    param_name);
 
 // The edges of the head-dim range are accepted.
 TEST(RefusesShape, HeadDimOneAndMaxAreAccepted) {

@@ -31,13 +31,8 @@ constexpr Tolerance kBf16Tol{2e-2, 2e-2, true};
 
 Problem base(std::string name, std::int64_t nq, std::int64_t nkv, std::int64_t d, bool causal,
              DType t, std::uint64_t seed) {
-  Problem p;
+  Problem p = shaped(1, 1, nq, nkv, d, t, causal);
   p.name = std::move(name);
-  p.n_q = nq;
-  p.n_kv = nkv;
-  p.head_dim = d;
-  p.causal = causal;
-  p.dtype = t;
   p.seed = seed;
   return p;
 }
@@ -91,10 +86,7 @@ TEST_P(Variants, MatchesReference) {
   check_problem(p, p.compute == ComputeType::bf16 ? kBf16Tol : kF32Tol);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernel, Variants, ::testing::ValuesIn(variant_problems()),
-                         [](const ::testing::TestParamInfo<Problem>& param) {
-                           return param.param.name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Kernel, Variants, ::testing::ValuesIn(variant_problems()), param_name);
 
 // ---- the hooks select different code ---------------------------------------------------
 
@@ -224,10 +216,7 @@ TEST_P(Workspace, EstimateIsWhatUpdateStateAllocates) {
   EXPECT_GE(allocated, packed_k);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernel, Workspace, ::testing::ValuesIn(workspace_cases()),
-                         [](const ::testing::TestParamInfo<WorkspaceCase>& param) {
-                           return param.param.name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Kernel, Workspace, ::testing::ValuesIn(workspace_cases()), param_name);
 
 TEST(WorkspaceEmpty, BlockWithoutKeysOrQueriesAllocatesNothing) {
   Problem pr = base("", 40, 50, 16, false, DType::f32, 6);

@@ -85,41 +85,6 @@ void PrintTo(const LowEntropyRingCase& c, std::ostream* os) {
   *os << c.name();
 }
 
-// Symbol rows as the converter makes them: the one-hot of symbol s times a
-// projection P (symbols, D), times a per-head W (D, D): row s of P·W, in the
-// storage type. Uniform in +-sqrt(3) has variance 1, like numpy's
-// standard_normal; W is scaled by 1/sqrt(D) as there.
-std::vector<std::byte> symbol_rows(int symbols, std::int64_t D, DType t, std::uint64_t p_seed,
-                                   std::uint64_t w_seed) {
-  const float unit = std::sqrt(3.0f);
-  const auto sd = static_cast<std::size_t>(symbols * D);
-  std::vector<float> proj(sd), w(static_cast<std::size_t>(D * D)), rows(sd);
-  fill_seeded(proj.data(), DType::f32, proj.size(), p_seed, 0, unit);
-  fill_seeded(w.data(), DType::f32, w.size(), w_seed, 0, unit / std::sqrt(static_cast<float>(D)));
-  for (int s = 0; s < symbols; ++s)
-    for (std::int64_t j = 0; j < D; ++j) {
-      double x = 0;
-      for (std::int64_t i = 0; i < D; ++i)
-        x += static_cast<double>(proj[static_cast<std::size_t>(s * D + i)]) *
-             w[static_cast<std::size_t>(i * D + j)];
-      rows[static_cast<std::size_t>(s * D + j)] = static_cast<float>(x);
-    }
-  std::vector<std::byte> out(sd * dtype_size(t));
-  store_from_f32(rows.data(), t, out.data(), sd);
-  return out;
-}
-
-// The token at a global position, rebuilt from (seed, position) on any rank.
-// Symbol s is drawn with weight s + 1: uneven frequencies, like a genome's
-// bases and its rare unknowns.
-int symbol_at(std::uint64_t seed, std::int64_t pos, int symbols) {
-  const auto weights = static_cast<std::uint64_t>(symbols * (symbols + 1) / 2);
-  std::uint64_t x = splitmix64(splitmix64(seed) ^ static_cast<std::uint64_t>(pos)) % weights;
-  int s = 0;
-  while (x >= static_cast<std::uint64_t>(s + 1)) x -= static_cast<std::uint64_t>(++s);
-  return s;
-}
-
 // One problem over MPI_COMM_WORLD: this rank's shards of Q (B = 1, hq,
 // local q rows, D) and K, V (1, kHeadsKv, local kv rows, D), and its rows of
 // the float64 answer. Self-attention (causal) uses the key sequence's tokens
