@@ -17,32 +17,12 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
-bin=$(realpath "$1")
-scratch=$2
-case_name=$3
+case_args "$@"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-mpiexec=${MPIEXEC:-mpirun}
-np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
-read -r -a mpi_flags <<<"${MPIEXEC_FLAGS:---oversubscribe}"
+mpi_settings
 py=${H5PY_PYTHON:-/usr/bin/python3}
 
-dir=$scratch/$case_name
-rm -rf "$dir"
-mkdir -p "$dir"
-cd "$dir"
-
-mpi() {
-  local np=$1
-  shift
-  "$mpiexec" "$np_flag" "$np" "${mpi_flags[@]}" "$@"
-}
-
-need_h5py() {
-  "$py" -c 'import h5py, numpy' 2>/dev/null || {
-    echo "skipped: $py cannot import h5py"
-    exit 77
-  }
-}
+enter_case_dir
 
 case_help() {
   expect 0 "$bin" --help
@@ -254,6 +234,13 @@ case_info_not_hdf5() {
   one_error_line "not an HDF5 file"
 }
 
+# run_refused RC NEEDLE ARGS...: `ringattn run ARGS` on 2 ranks exits RC
+# with one error line, naming NEEDLE.
+run_refused() {
+  expect "$1" mpi 2 "$bin" run "${@:3}"
+  one_error_line "$2"
+}
+
 # run refusing bad input and bad configuration under mpirun: the exit code
 # of the class, one line from rank 0 only, and no output (nor temporary file)
 # written; an existing output is left byte for byte.
@@ -271,40 +258,30 @@ with h5py.File('rank3.h5', 'w') as g:
   local before
   before=$(ls -A | sort)
 
-  expect 3 mpi 2 "$bin" run --input nov.h5 --output out.h5
-  one_error_line "'v'"
-  expect 3 mpi 2 "$bin" run --input int.h5 --output out.h5
-  one_error_line "int.h5"
-  expect 3 mpi 2 "$bin" run --input rank3.h5 --output out.h5
-  one_error_line "rank3.h5"
-  expect 4 mpi 2 "$bin" run --input missing.h5 --output out.h5
-  one_error_line "missing.h5"
-  expect 2 mpi 2 "$bin" run --input in.h5 --output in.h5
-  one_error_line "is the input"
+  run_refused 3 "'v'" --input nov.h5 --output out.h5
+  run_refused 3 "int.h5" --input int.h5 --output out.h5
+  run_refused 3 "rank3.h5" --input rank3.h5 --output out.h5
+  run_refused 4 "missing.h5" --input missing.h5 --output out.h5
+  run_refused 2 "is the input" --input in.h5 --output in.h5
   printf '[run]\nthread = 2\n' >typo.toml
-  expect 2 mpi 2 "$bin" run --config typo.toml --input in.h5 --output out.h5
-  one_error_line "unknown key 'run.thread'"
+  run_refused 2 "unknown key 'run.thread'" --config typo.toml --input in.h5 --output out.h5
   printf '[attention]\ncausal = "yes"\n' >type.toml
-  expect 2 mpi 2 "$bin" run --config type.toml --input in.h5 --output out.h5
-  one_error_line "attention.causal must be true or false"
+  run_refused 2 "attention.causal must be true or false" --config type.toml --input in.h5 \
+    --output out.h5
   printf '[run]\nkv_heads_per_chunk = 0\n' >range.toml
-  expect 2 mpi 2 "$bin" run --config range.toml --input in.h5 --output out.h5
-  one_error_line "run.kv_heads_per_chunk must be >= 1"
+  run_refused 2 "run.kv_heads_per_chunk must be >= 1" --config range.toml --input in.h5 \
+    --output out.h5
   printf '[run]\nbackend = "tpu"\n' >backend.toml
-  expect 2 mpi 2 "$bin" run --config backend.toml --input in.h5 --output out.h5
-  one_error_line "run.backend must be"
-  expect 2 mpi 2 "$bin" run --input in.h5 --output out.h5 --transport nccl
-  one_error_line "needs --backend cuda"
+  run_refused 2 "run.backend must be" --config backend.toml --input in.h5 --output out.h5
+  run_refused 2 "needs --backend cuda" --input in.h5 --output out.h5 --transport nccl
   # No GPU here (or a build without CUDA): one line, before any file is touched.
   if [[ $("$bin" --version) != *"CUDA: "*"device 0"* ]]; then
-    expect 2 mpi 2 "$bin" run --input in.h5 --output out.h5 --backend cuda
-    one_error_line "backend cuda: "
+    run_refused 2 "backend cuda: " --input in.h5 --output out.h5 --backend cuda
   fi
   [[ $(ls -A | grep -v '\.toml$' | sort) == "$before" ]] || fail "a refused run left files: $(ls -A)"
 
   echo "earlier result" >out.h5
-  expect 2 mpi 2 "$bin" run --input in.h5 --output out.h5
-  one_error_line "exists"
+  run_refused 2 "exists" --input in.h5 --output out.h5
   [[ $(cat out.h5) == "earlier result" ]] || fail "the existing output was changed"
   expect 0 mpi 2 "$bin" run --input in.h5 --output out.h5 --overwrite --threads 1
 }
@@ -692,11 +669,9 @@ case_bench_kernel_refusal() {
   local widest p i refused=0
   widest=$(widest_path)
   if [[ $widest == "${vector_paths[-1]}" ]]; then
-    command -v qemu-x86_64 >/dev/null || {
-      echo "skipped: this CPU runs every vector path (widest: $widest), and qemu-x86_64" \
+    command -v qemu-x86_64 >/dev/null ||
+      skip "this CPU runs every vector path (widest: $widest), and qemu-x86_64" \
         "(apt-get install qemu-user) is not there to emulate one that does not"
-      exit 77
-    }
     # qemu warns about CPUID bits it does not emulate: only the program's lines count.
     printf '#!/bin/bash\nexec 2> >(grep -v "TCG doesn.t support" >&2)\nexec qemu-x86_64 -cpu Haswell %q "$@"\n' \
       "$bin" >emulated.sh

@@ -16,51 +16,28 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
-bin=$(realpath "$1")
-scratch=$2
-case_name=$3
+case_args "$@"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ds=$(cd "$here/../../datasets" && pwd)
-mpiexec=${MPIEXEC:-mpirun}
-np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
-read -r -a mpi_flags <<<"${MPIEXEC_FLAGS:---oversubscribe}"
+mpi_settings
 py=${PYTHON:-/usr/bin/python3}
 
 # The real inputs (overridable, e.g. to check the skip path).
 LAMBDA=${RINGATTN_TEST_LAMBDA:-/usr/share/doc/bowtie2/examples/reference/lambda_virus.fa.gz}
 PG1661=${RINGATTN_TEST_PG1661:-/usr/share/gocode/src/github.com/pierrec/lz4/testdata/pg1661.txt}
 
-dir=$scratch/$case_name
-rm -rf "$dir"
-mkdir -p "$dir"
-cd "$dir"
+enter_case_dir
 
 # The converters' refusals are one stderr line of any form.
 ONE_ERROR_PATTERN=''
 
-need_python() {
-  "$py" -c 'import h5py, numpy' 2>/dev/null || {
-    echo "skipped: $py cannot import h5py and numpy (apt-get install python3-h5py python3-numpy)"
-    exit 77
-  }
-}
-
 need_file() {  # need_file PATH PACKAGE
-  [[ -r $1 ]] || {
-    echo "skipped: $1 is missing (apt-get install $2)"
-    exit 77
-  }
+  [[ -r $1 ]] || skip "$1 is missing (apt-get install $2)"
 }
 
 # The converters, run by the Python that has h5py and numpy.
 fasta() { "$py" "$ds/fasta_to_h5.py" "$@"; }
 text() { "$py" "$ds/text_to_h5.py" "$@"; }
-
-mpi() {
-  local np=$1
-  shift
-  "$mpiexec" "$np_flag" "$np" "${mpi_flags[@]}" "$@"
-}
 
 # usable FILE [PATTERN]: `ringattn info` exits 0 and says the input is OK
 # (and matches PATTERN, e.g. the shape it reports).
@@ -81,7 +58,7 @@ run_and_verify() {
 # verify; the tokens are the sequence's codes and q, k, v follow the
 # documented projection rule (recomputed here from the docstring's formula).
 case_fasta_lambda() {
-  need_python
+  need_h5py
   need_file "$LAMBDA" bowtie2-examples
   expect 0 fasta "$LAMBDA" -o lambda.h5 --max-tokens 2000 --d 32 --heads 2 --seed 7
   grep -q 'wrote lambda.h5' out.txt || fail "no summary line"
@@ -140,7 +117,7 @@ verify_passes() {
 # About 20 s on 2 idle cores. With the kernel's old fold of P·V (every 8 key
 # tiles) all three fail on AVX-512 tiles (1.14e-5 to 1.19e-5).
 case_fasta_genome() {
-  need_python
+  need_h5py
   need_file "$LAMBDA" bowtie2-examples
   expect 0 fasta "$LAMBDA" -o genome.h5 --k 1 --d 64 --heads 1
   usable genome.h5 'B 1, heads 1, kv heads 1, N 48502, N_kv 48502, D 64, f32'
@@ -161,7 +138,7 @@ case_fasta_genome() {
 # holding N's): info, run, verify; k-mers never span records; unknown k-mers
 # get the unknown token.
 case_fasta_options() {
-  need_python
+  need_h5py
   need_file "$LAMBDA" bowtie2-examples
   expect 0 "$py" - "$LAMBDA" multi.fa.gz <<'EOF'
 import gzip, sys
@@ -250,7 +227,7 @@ assert a["records"] == "first second third" and list(a["record_tokens"]) == [699
 # Project Gutenberg #1661, first 3000 bytes as byte tokens: info, run,
 # verify; tokens are the bytes.
 case_text_bytes() {
-  need_python
+  need_h5py
   need_file "$PG1661" golang-github-pierrec-lz4-dev
   expect 0 text "$PG1661" -o pg.h5 --max-tokens 3000 --d 32 --heads 2
   usable pg.h5 'B 1, heads 2, kv heads 2, N 3000, N_kv 3000, D 32, f32'
@@ -276,7 +253,7 @@ EOF
 # verify; equal words have equal ids and rows; the ids are the documented
 # BLAKE2b hash.
 case_text_words() {
-  need_python
+  need_h5py
   need_file "$PG1661" golang-github-pierrec-lz4-dev
   expect 0 text "$PG1661" -o w.h5 --tokens words --lowercase --max-tokens 3000 \
     --d 32 --heads 4 --kv-heads 1 --dtype f16
@@ -322,7 +299,7 @@ case_synthetic_sweep() {
 
 # Bad input fails with one stderr line and a non-zero status, writing nothing.
 case_bad_input() {
-  need_python
+  need_h5py
   local f=fasta t=text
   # the scripts run directly, with Debian's Python
   for s in fasta_to_h5.py text_to_h5.py; do
@@ -417,7 +394,7 @@ EOF
 # crosses it, the checker failing on wrong lengths and on an unpacked file,
 # and --batch refused with one line.
 case_fasta_packed() {
-  need_python
+  need_h5py
   write_packed_checker
   expect 0 "$py" - <<'EOF'
 import random
@@ -487,7 +464,7 @@ EOF
 # dropping the rest; several files without --packed concatenated (the same
 # values, no cu_seqlens); the refusals, one line each.
 case_text_packed() {
-  need_python
+  need_h5py
   write_packed_checker
   printf 'The cat sat on the mat.\n' >a.txt            # 24 bytes, 7 words
   : >empty.txt
@@ -564,7 +541,7 @@ print("ok")'
 # float64 attention of the same q, k, v; missing or misshapen tensors are
 # one line, exit 3.
 case_project() {
-  need_python
+  need_h5py
   expect 0 "$py" "$here/make_model.py"
   expect 0 "$py" "$ds/project_to_h5.py" --weights model.safetensors --hidden hidden.h5 -o lin.h5 \
     --layout linear --head-dim 16 --prefix layer.0. --rope neox --rope-base 500

@@ -48,9 +48,7 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
-bin=$(realpath "$1")
-scratch=$2
-case_name=$3
+case_args "$@"
 mpiexec=${MPIEXEC:-mpirun}
 [[ $case_name == table ]] && budget_default=900 || budget_default=100
 budget_end=$((SECONDS + ${NETNS_CASE_BUDGET:-$budget_default}))
@@ -60,15 +58,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-dir=$scratch/$case_name
-rm -rf "$dir"
-mkdir -p "$dir"
-cd "$dir"
-
-skip() {
-  echo "skipped [$case_name]: $*"
-  exit 77
-}
+enter_case_dir
 
 # Names and addresses. Each run has its own bridge, so two runs whose pids
 # give the same subnet still never see each other's addresses.
@@ -110,11 +100,6 @@ need_tools() {
   [[ $(id -u) -eq 0 ]] || skip "not root (network namespaces need CAP_SYS_ADMIN)"
   command -v ip >/dev/null || skip "ip (iproute2) is not installed"
   command -v "$mpiexec" >/dev/null || skip "$mpiexec is not installed"
-}
-
-need_python() {
-  "$py" -c 'import h5py, numpy' 2>/dev/null ||
-    skip "$py cannot import h5py and numpy (apt-get install python3-h5py python3-numpy)"
 }
 
 # now_ms: wall-clock milliseconds.
@@ -345,7 +330,7 @@ case_shaped_bench() {
 
 case_cut_link() {
   need_tools
-  need_python
+  need_h5py
   local n=${NETNS_CUT_N:-32768} tmo=5 margin=20 limit=60 rc=0 t0 t_err="" elapsed done_chunks deadline
   local run=(run --input in.h5 --causal --threads 1 --comm-timeout "$tmo" --checkpoint-interval 0)
   setup_net 2

@@ -28,13 +28,9 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
-bin=$(realpath "$1")
-scratch=$2
-case_name=$3
+case_args "$@"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-mpiexec=${MPIEXEC:-mpirun}
-np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
-read -r -a mpi_flags <<<"${MPIEXEC_FLAGS:---oversubscribe}"
+mpi_settings
 py=${H5PY_PYTHON:-/usr/bin/python3}
 # Every case here ends with all ranks exiting non-zero, after rank 0 printed
 # (MPI_Finalize comes after the message); Open MPI's mpirun then waits 1 s
@@ -46,20 +42,16 @@ export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-
 # and subcommands groups); describing any other file here takes milliseconds.
 export RINGATTN_TEST_DESCRIBE_DEADLINE=2
 
-"$py" -c 'import h5py, numpy' 2>/dev/null || {
-  echo "skipped: $py cannot import h5py"
-  exit 77
-}
+need_h5py
 
-dir=$scratch/$case_name
-rm -rf "$dir"
-mkdir -p "$dir/out"
-cd "$dir"
+enter_case_dir
+mkdir out
 "$py" "$here/make_bad_inputs.py" in >/dev/null || fail "make_bad_inputs.py failed"
 echo "an earlier result, not to be touched" >out/out.h5
 touch -d '2001-02-03 04:05:06' out/out.h5
 
-# mpi NP CMD...: CMD on NP ranks, for at most 60 s.
+# mpi NP CMD...: CMD on NP ranks, for at most 60 s (script_lib's mpi,
+# bounded).
 mpi() {
   local np=$1
   shift
@@ -108,6 +100,12 @@ bad_input() {
 }
 nps=(1 2)
 prefix=()  # a command the ranks run ringattn under (env VAR=...)
+
+# bad_config NP FILE NEEDLE: a run with --config FILE on NP ranks is refused
+# (exit 2), its line naming FILE followed by NEEDLE.
+bad_config() {
+  refused "$1" 2 "$2$3" --config "$2" --input in/good.h5 --output out/out.h5 --overwrite
+}
 
 case_files() {
   nps=(1 2 3)
@@ -350,18 +348,12 @@ case_config() {
   printf '[run\nthreads = 1\n' >syntax.toml
   local np
   for np in 1 2; do
-    refused "$np" 2 "typo.toml: unknown key 'run.thread'" --config typo.toml \
-      --input in/good.h5 --output out/out.h5 --overwrite
-    refused "$np" 2 "type.toml: attention.causal must be true or false" --config type.toml \
-      --input in/good.h5 --output out/out.h5 --overwrite
-    refused "$np" 2 "range.toml: run.kv_heads_per_chunk must be >= 1" --config range.toml \
-      --input in/good.h5 --output out/out.h5 --overwrite
-    refused "$np" 2 "range2.toml: ring.comm_timeout must be >= 0" --config range2.toml \
-      --input in/good.h5 --output out/out.h5 --overwrite
-    refused "$np" 2 "section.toml: unknown key 'outputs'" --config section.toml \
-      --input in/good.h5 --output out/out.h5 --overwrite
-    refused "$np" 2 "syntax.toml:1:" --config syntax.toml \
-      --input in/good.h5 --output out/out.h5 --overwrite
+    bad_config "$np" typo.toml ": unknown key 'run.thread'"
+    bad_config "$np" type.toml ": attention.causal must be true or false"
+    bad_config "$np" range.toml ": run.kv_heads_per_chunk must be >= 1"
+    bad_config "$np" range2.toml ": ring.comm_timeout must be >= 0"
+    bad_config "$np" section.toml ": unknown key 'outputs'"
+    bad_config "$np" syntax.toml ":1:"
   done
   # Flags go through the same checks as the file (the settings table): one
   # 'ringattn:' line from rank 0, the flag named, the number printed short.

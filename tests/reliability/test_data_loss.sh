@@ -35,24 +35,13 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
-bin=$(realpath "$1")
-scratch=$2
-case_name=$3
-mpiexec=${MPIEXEC:-mpirun}
+case_args "$@"
+mpi_settings
 py=${H5PY_PYTHON:-/usr/bin/python3}
-"$py" -c 'import h5py, numpy' 2>/dev/null || { echo "SKIP: h5py/numpy missing from $py"; exit 77; }
+need_h5py
 export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-0}
 
-dir=$scratch/$case_name
-rm -rf "$dir"
-mkdir -p "$dir"
-cd "$dir"
-
-run() {
-  local np=$1
-  shift
-  "$mpiexec" -n "$np" --oversubscribe "$bin" run --threads 1 --progress-interval 1000 "$@"
-}
+enter_case_dir
 
 # What must not change: checksums and mtimes of the named files, and the
 # directory's listing.
@@ -70,7 +59,7 @@ refused() {
   while [[ $1 != -- ]]; do files+=("$1"); shift; done
   shift
   before=$(state "${files[@]}")
-  expect "$rc" run "$np" "$@"
+  expect "$rc" ringattn_run "$np" "$@"
   n=$(grep -c '^ringattn: ' err.txt || true)
   [[ $n -eq 1 ]] || fail "[np $np] expected one 'ringattn:' line, got $n: run $*"
   grep '^ringattn: ' err.txt | grep -qF -- "$needle" || fail "[np $np] stderr lacks '$needle'"
@@ -89,10 +78,8 @@ small_input() { "$bin" gen -o "$1" --batch 2 --heads 4 --n 512 --d 32 >/dev/null
 case $case_name in
 full_disk)
   mkdir -p small
-  mount -t tmpfs -o size=192k tmpfs small 2>/dev/null || {
-    echo "SKIP: cannot mount a tmpfs here (needs root and mount rights)"
-    exit 77
-  }
+  mount -t tmpfs -o size=192k tmpfs small 2>/dev/null ||
+    skip "cannot mount a tmpfs here (needs root and mount rights)"
   trap 'umount "$dir/small" 2>/dev/null || true' EXIT
   small_input in.h5  # o needs 512 KiB: it cannot fit
   for np in 2 3; do
@@ -122,7 +109,7 @@ full_disk)
 
 metrics)
   small_input in.h5
-  run 2 --input in.h5 --output o.h5 >/dev/null 2>&1 || fail "the first run failed"
+  ringattn_run 2 --input in.h5 --output o.h5 >/dev/null 2>&1 || fail "the first run failed"
   echo "not ours" >m.json
   for np in 2 3; do
     refused "$np" 2 "is the output file" in.h5 o.h5 -- --input in.h5 --output o.h5 --overwrite \
@@ -139,7 +126,7 @@ metrics)
     refused "$np" 4 "does not exist" in.h5 o.h5 -- --input in.h5 --output o2.h5 \
       --metrics nodir/m.json
   done
-  expect 0 run 2 --input in.h5 --output o2.h5 --metrics m2.json
+  expect 0 ringattn_run 2 --input in.h5 --output o2.h5 --metrics m2.json
   "$py" -c "import json; d = json.load(open('m2.json')); assert len(d['ranks']) == 2" ||
     fail "m2.json is not the run's metrics"
   leftovers=$(ls -A | grep -v -x -e in.h5 -e o.h5 -e o2.h5 -e m.json -e m2.json -e out.txt \
@@ -153,7 +140,7 @@ two_writers)
   for np in 2 3; do
     for mode in --overwrite --resume; do
       rm -f o.h5
-      run "$np" --input in.h5 --output o.h5 "$mode" >a_out.txt 2>a_err.txt &
+      ringattn_run "$np" --input in.h5 --output o.h5 "$mode" >a_out.txt 2>a_err.txt &
       first=$!
       for _ in $(seq 100); do [[ -e .o.h5.lock ]] && break; sleep 0.1; done
       [[ -e .o.h5.lock ]] || fail "[np $np] the first job took no lock"

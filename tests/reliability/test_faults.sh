@@ -37,25 +37,12 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/../common/script_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
-bin=$(realpath "$1")
-scratch=$2
-case_name=$3
-mpiexec=${MPIEXEC:-mpirun}
+case_args "$@"
+mpi_settings
 py=${H5PY_PYTHON:-/usr/bin/python3}
-"$py" -c 'import h5py, numpy' 2>/dev/null || { echo "SKIP: h5py/numpy missing from $py"; exit 77; }
+need_h5py
 
-dir=$scratch/$case_name
-rm -rf "$dir"
-mkdir -p "$dir"
-cd "$dir"
-
-# run NP ARGS...: ringattn run under mpirun with the small input's settings.
-run() {
-  local np=$1
-  shift
-  "$mpiexec" -n "$np" --oversubscribe "$bin" run --threads 1 --progress-interval 1000 "$@"
-}
-
+enter_case_dir
 
 # same_bits A B: datasets o (and lse if in A) bit-identical.
 same_bits() {
@@ -77,17 +64,28 @@ no_output() {
   [[ ! -e $1 ]] || fail "$1 was committed"
 }
 
+# ends_promptly T RC NP ARGS...: the run on NP ranks with --comm-timeout T
+# exits RC within T + 15 s.
+ends_promptly() {
+  local t=$1 rc=$2 start took
+  shift 2
+  start=$(date +%s)
+  expect "$rc" ringattn_run "$@" --comm-timeout "$t"
+  took=$(($(date +%s) - start))
+  ((took < t + 15)) || fail "took ${took} s with --comm-timeout $t"
+}
+
 case $case_name in
 stop_resume)
   small_input
-  expect 0 run 2 --input in.h5 --output ref.h5 --causal --lse
+  expect 0 ringattn_run 2 --input in.h5 --output ref.h5 --causal --lse
   # A signal raised after chunk 2's last stop agreement (on 2 ranks the only one,
   # after step 1): the stop comes at the chunk's end.
-  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 run 2 --input in.h5 --output o.h5 --causal --lse
+  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 ringattn_run 2 --input in.h5 --output o.h5 --causal --lse
   one_error_line "stopped by SIGUSR1 after 3 of 8 chunks;"
   no_output o.h5
   [[ -e .o.h5.partial && ! -e .o.h5.state ]] || fail "partial not kept, or a chunk state saved"
-  expect 0 run 2 --input in.h5 --output o.h5 --causal --lse --resume
+  expect 0 ringattn_run 2 --input in.h5 --output o.h5 --causal --lse --resume
   grep -q "resumed from .*3 of 8 chunks were" out.txt || fail "no resume line"
   [[ ! -e .o.h5.partial ]] || fail "the partial output outlived the commit"
   same_bits ref.h5 o.h5
@@ -95,26 +93,26 @@ stop_resume)
   # A signal inside chunk 2 of a 3-rank ring (raised after step 1): the stop
   # comes at the next ring step, the chunk's fp32 state is kept, and the
   # resume continues from that step, bit-identical.
-  expect 0 run 3 --input in.h5 --output ref3.h5 --causal --lse
-  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 run 3 --input in.h5 --output o2.h5 --causal --lse
+  expect 0 ringattn_run 3 --input in.h5 --output ref3.h5 --causal --lse
+  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=1 expect 7 ringattn_run 3 --input in.h5 --output o2.h5 --causal --lse
   one_error_line "stopped by SIGUSR1 after 2 of 8 chunks and 2 of 3 ring steps of the next"
   no_output o2.h5
   [[ -e .o2.h5.partial && -e .o2.h5.state ]] || fail "the partial or the chunk state is missing"
-  expect 0 run 3 --input in.h5 --output o2.h5 --causal --lse --resume
+  expect 0 ringattn_run 3 --input in.h5 --output o2.h5 --causal --lse --resume
   grep -q "resumed from .*2 of 8 chunks and 2 of 3 ring steps of the next were" out.txt ||
     fail "no resume line"
   [[ ! -e .o2.h5.partial && ! -e .o2.h5.state ]] || fail "the partial or the state outlived the commit"
   same_bits ref3.h5 o2.h5
   # --resume with nothing to resume runs from the start.
-  expect 0 run 2 --input in.h5 --output fresh.h5 --causal --lse --resume
+  expect 0 ringattn_run 2 --input in.h5 --output fresh.h5 --causal --lse --resume
   grep -q "no partial output" out.txt || fail "no 'no partial output' note"
   same_bits ref.h5 fresh.h5
   ;;
 stop_resume_backward)
   "$bin" gen -o in.h5 --batch 2 --heads 4 --n 1024 --d 32 --backward >/dev/null  # 8 chunks
-  expect 0 run 3 --input in.h5 --output ref.h5 --causal --backward
+  expect 0 ringattn_run 3 --input in.h5 --output ref.h5 --causal --backward
   # Raised after ring step 2 of chunk 2's backward (its forward's are 1-3).
-  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=5 expect 7 run 3 --input in.h5 --output o.h5 --causal \
+  RINGATTN_FAULT=usr1:rank=0:chunk=2:step=5 expect 7 ringattn_run 3 --input in.h5 --output o.h5 --causal \
     --backward
   one_error_line "stopped by SIGUSR1 after 3 of 8 chunks;"
   no_output o.h5
@@ -122,12 +120,12 @@ stop_resume_backward)
   expect 2 "$mpiexec" -n 3 --oversubscribe "$bin" run --threads 2 --input in.h5 --output o.h5 \
     --causal --backward --resume
   one_error_line "cannot resume"
-  expect 0 run 3 --input in.h5 --output o.h5 --causal --backward --resume
+  expect 0 ringattn_run 3 --input in.h5 --output o.h5 --causal --backward --resume
   grep -q "resumed from .*3 of 8 chunks were" out.txt || fail "no resume line"
   same_bits ref.h5 o.h5
   # A rank that hangs inside the backward ring: its peers' hop waits end
   # the job within the timeout, naming it, and nothing is committed.
-  RINGATTN_FAULT=hang:rank=1:chunk=1:step=4 expect 6 run 3 --input in.h5 --output h.h5 --causal \
+  RINGATTN_FAULT=hang:rank=1:chunk=1:step=4 expect 6 ringattn_run 3 --input in.h5 --output h.h5 --causal \
     --backward --comm-timeout 3
   grep -q "rank 1" err.txt || fail "the hung rank is not named"
   no_output h.h5
@@ -138,24 +136,24 @@ stop_resume_backward)
   ;;
 stop_refusals)
   small_input
-  RINGATTN_FAULT=term:rank=1:chunk=1:step=2 expect 7 run 3 --input in.h5 --output o.h5
+  RINGATTN_FAULT=term:rank=1:chunk=1:step=2 expect 7 ringattn_run 3 --input in.h5 --output o.h5
   one_error_line "stopped by SIGTERM after 2 of 8 chunks"
-  expect 2 run 3 --input in.h5 --output o.h5
+  expect 2 ringattn_run 3 --input in.h5 --output o.h5
   one_error_line "left its partial output"
-  expect 2 run 2 --input in.h5 --output o.h5 --resume
+  expect 2 ringattn_run 2 --input in.h5 --output o.h5 --resume
   one_error_line "cannot resume, the run differs in ranks"
-  expect 2 run 3 --input in.h5 --output o.h5 --resume --causal
+  expect 2 ringattn_run 3 --input in.h5 --output o.h5 --resume --causal
   one_error_line "differs in causal"
   touch -d '2001-01-01' in.h5
-  expect 2 run 3 --input in.h5 --output o.h5 --resume
+  expect 2 ringattn_run 3 --input in.h5 --output o.h5 --resume
   one_error_line "differs in input_mtime_ns"
   [[ -e .o.h5.partial ]] || fail "a refused resume lost the partial output"
-  expect 0 run 3 --input in.h5 --output o.h5 --overwrite
+  expect 0 ringattn_run 3 --input in.h5 --output o.h5 --overwrite
   [[ ! -e .o.h5.partial ]] || fail "--overwrite left the old partial output"
   ;;
 signals)
   "$bin" gen -o big.h5 --heads 8 --n 16384 --d 32 --dtype f16 >/dev/null  # 8 chunks, seconds each
-  expect 0 run 2 --input big.h5 --output ref.h5
+  expect 0 ringattn_run 2 --input big.h5 --output ref.h5
   for how in usr1-mpirun term-ranks; do
     rm -f o.h5
     # mpirun itself in the background (not a function's subshell): $! is mpirun.
@@ -179,50 +177,41 @@ signals)
     [[ $rc -ne 0 ]] || fail "$how: the run was not stopped (finished before the signal?)"
     grep -q "stopped by SIG" err.txt || fail "$how: no 'stopped by' line"
     no_output o.h5
-    expect 0 run 2 --input big.h5 --output o.h5 --resume
+    expect 0 ringattn_run 2 --input big.h5 --output o.h5 --resume
     same_bits ref.h5 o.h5
   done
   ;;
 watchdog_ring)
   small_input
-  start=$(date +%s)
-  RINGATTN_FAULT=hang:rank=1:chunk=1:step=1 expect 6 run 3 --input in.h5 --output o.h5 --comm-timeout 3
-  took=$(($(date +%s) - start))
-  ((took < 3 + 15)) || fail "took ${took} s with --comm-timeout 3"
+  RINGATTN_FAULT=hang:rank=1:chunk=1:step=1 ends_promptly 3 6 3 --input in.h5 --output o.h5
   grep -q "ring hop: receive from rank 1 did not complete within 3 s" err.txt ||
     fail "no line naming the peer"
   no_output o.h5
   ;;
 watchdog_collective)
   small_input
-  start=$(date +%s)
   # With 2 ranks the only hop is done by step 1: rank 0 then waits in the collective write.
-  RINGATTN_FAULT=hang:rank=1:chunk=0:step=2 expect 6 run 2 --input in.h5 --output o.h5 --comm-timeout 3
-  took=$(($(date +%s) - start))
-  ((took < 3 + 15)) || fail "took ${took} s with --comm-timeout 3"
+  RINGATTN_FAULT=hang:rank=1:chunk=0:step=2 ends_promptly 3 6 2 --input in.h5 --output o.h5
   grep -q "rank 0 on .*: collective write of chunk 0 did not complete within 3 s" err.txt ||
     fail "no watchdog line from rank 0"
   no_output o.h5
   ;;
 dead_rank)
   small_input
-  expect 0 run 2 --input in.h5 --output ref.h5 --lse
-  start=$(date +%s)
+  expect 0 ringattn_run 2 --input in.h5 --output ref.h5 --lse
   # --checkpoint-interval 0: progress recorded after every chunk, so the kill loses none.
-  RINGATTN_FAULT=kill:rank=1:chunk=3:step=1 expect nonzero run 2 --input in.h5 --output o.h5 --lse \
-    --comm-timeout 5 --checkpoint-interval 0
-  took=$(($(date +%s) - start))
-  ((took < 5 + 15)) || fail "took ${took} s with --comm-timeout 5"
+  RINGATTN_FAULT=kill:rank=1:chunk=3:step=1 ends_promptly 5 nonzero 2 --input in.h5 --output o.h5 \
+    --lse --checkpoint-interval 0
   no_output o.h5
-  expect 0 run 2 --input in.h5 --output o.h5 --lse --resume
+  expect 0 ringattn_run 2 --input in.h5 --output o.h5 --lse --resume
   grep -q "resumed from .*3 of 8 chunks" out.txt || fail "did not resume from chunk 3"
   same_bits ref.h5 o.h5
   ;;
 bad_fault_spec)
   small_input
-  RINGATTN_FAULT=explode:rank=0 expect 2 run 2 --input in.h5 --output o.h5
+  RINGATTN_FAULT=explode:rank=0 expect 2 ringattn_run 2 --input in.h5 --output o.h5
   one_error_line "RINGATTN_FAULT='explode:rank=0': unknown action"
-  RINGATTN_FAULT=kill:chunk=1 expect 2 run 2 --input in.h5 --output o.h5
+  RINGATTN_FAULT=kill:chunk=1 expect 2 ringattn_run 2 --input in.h5 --output o.h5
   one_error_line "rank=<r> is required"
   no_output o.h5
   [[ -z $(ls -A | grep -v '^in.h5$' | grep -v -e '^out.txt$' -e '^err.txt$') ]] || fail "files left: $(ls -A)"
