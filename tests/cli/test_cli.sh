@@ -95,19 +95,13 @@ assert j["input"]["valid"] and j["input"]["dtype"] == "f16", j["input"]
 assert j["attributes"]["seed"] == 9 and j["attributes"]["amplitude"] == 2.0, j["attributes"]
 EOF
 
-  "$py" - <<'EOF' || fail "h5py reads what gen wrote wrongly"
+  "$py" - "$repo/tests/common" <<'EOF' || fail "h5py reads what gen wrote wrongly"
+import sys
 import h5py
 import numpy as np
 
-M = (1 << 64) - 1
-def splitmix64(x):
-    x = (x + 0x9E3779B97F4A7C15) & M
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M
-    return x ^ (x >> 31)
-def seeded(seed, i, amplitude):  # core/seeded_data.hpp
-    u = np.float32((splitmix64(splitmix64(seed) ^ i) >> 40) - (1 << 23)) * np.float32(2.0**-23)
-    return np.float32(amplitude) * u
+sys.path.insert(0, sys.argv[1])
+from seeded_data import seeded  # gen's value rule
 
 for path, seed, amp, dtype, shapes in [
     ("a.h5", 5, 1.0, np.float32, {"q": (1, 4, 64, 16), "k": (1, 2, 48, 16), "v": (1, 2, 48, 16)}),

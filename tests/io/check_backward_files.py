@@ -24,19 +24,8 @@ except ImportError as e:  # ctest counts exit code 77 as skipped
     print(f"skipped: {e}")
     sys.exit(77)
 
-M = (1 << 64) - 1
-
-
-def splitmix64(x):
-    x = (x + 0x9E3779B97F4A7C15) & M
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M
-    return x ^ (x >> 31)
-
-
-def seeded(seed, i, amplitude):  # core/seeded_data.hpp
-    u = np.float32((splitmix64(splitmix64(seed) ^ i) >> 40) - (1 << 23)) * np.float32(2.0**-23)
-    return np.float32(amplitude) * u
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from seeded_data import seeded  # noqa: E402  (gen's value rule)
 
 
 def ringattn(binary, *args):
