@@ -587,6 +587,25 @@ case_weights() {
   expect 0 "$bin" gen --output docs.h5 --n 300 --heads 1 --d 8 --docs 120,180
   expect 0 mpi 2 "$bin" run --input docs.h5 --output docs_out.h5 --causal --progress none
   expect 0 "$bin" weights --input docs.h5 --output docs_out.h5 --rows 119,120,299 --to dw.h5
+  # Split over ranks (keys 300 = 100 + 100 + 100, 75 x 4): the same rows.
+  expect 0 mpi 3 "$bin" weights --input in.h5 --output out.h5 --rows 0,5,100:300:50 --to w3.h5
+  grep -q "3 ranks" out.txt || fail "weights under mpirun did not run on 3 ranks"
+  expect 0 mpi 4 "$bin" weights --input in.h5 --output out.h5 --rows 0,5,100:300:50 --top-k 7 \
+    --to t4.h5
+  expect 0 mpi 2 "$bin" weights --input docs.h5 --output docs_out.h5 --rows 119,120,299 \
+    --to dw2.h5
+  "$py" -c '
+import h5py, numpy as np
+for one, many in (("w.h5", "w3.h5"), ("t.h5", "t4.h5"), ("dw.h5", "dw2.h5")):
+    a, b = h5py.File(one), h5py.File(many)
+    assert sorted(a) == sorted(b), (one, sorted(a), sorted(b))
+    for name in a:
+        x, y = a[name][:], b[name][:]
+        if name == "lse" or x.dtype.kind == "f":
+            assert np.abs(x - y).max() <= 1e-6, (one, name, np.abs(x - y).max())
+        else:
+            assert (x == y).all(), (one, name)
+' || fail "weights on several ranks differ from one rank"
   "$py" -c '
 import h5py, numpy as np
 f, w, t = h5py.File("in.h5"), h5py.File("w.h5"), h5py.File("t.h5")
@@ -627,6 +646,10 @@ assert (d[2, :120] == 0).all() and abs(d[2].sum() - 1) < 1e-6
   one_error_line "weights --heads: '0:5'"
   expect 2 "$bin" weights --input in.h5 --output out.h5 --rows 1 --to w.h5
   one_error_line "exists"
+  expect 2 mpi 3 "$bin" weights --input in.h5 --output out.h5 --rows 1 --to w.h5
+  one_error_line "exists"
+  expect 2 mpi 3 "$bin" weights --input in.h5 --output out.h5 --rows 300 --to x.h5
+  one_error_line "'300' is not an index"
   [[ ! -e x.h5 ]] || fail "a refused weights request left x.h5"
 }
 
