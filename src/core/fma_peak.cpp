@@ -37,52 +37,41 @@ constexpr long kInner = 1 << 16;
   a10 = FMA(a10, b, c); \
   a11 = FMA(a11, b, c);
 
+// The body every vector peak loop shares, for `VEC` lanes of `LANES`
+// floats: 12 independent accumulators seeded 0..11, whole blocks of kInner
+// iterations of RA_FMA12(FMA) until `seconds`, then their sum into *sink so
+// none is dead. Expects b, c, seconds and sink in scope; leaves `blocks`. A
+// macro, not a template: the intrinsics inline only inside each loop's own
+// target-attributed function.
+#define RA_PEAK_LOOP(VEC, SET1, ADD, STORE, LANES, FMA)                                       \
+  VEC a0 = SET1(0), a1 = SET1(1), a2 = SET1(2), a3 = SET1(3), a4 = SET1(4), a5 = SET1(5),     \
+      a6 = SET1(6), a7 = SET1(7), a8 = SET1(8), a9 = SET1(9), a10 = SET1(10), a11 = SET1(11); \
+  Timer t;                                                                                    \
+  long blocks = 0;                                                                            \
+  do {                                                                                        \
+    for (long i = 0; i < kInner; ++i) {                                                       \
+      RA_FMA12(FMA)                                                                           \
+    }                                                                                         \
+    ++blocks;                                                                                 \
+  } while (t.seconds() < seconds);                                                            \
+  VEC s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7)));                  \
+  s = ADD(s, ADD(ADD(a8, a9), ADD(a10, a11)));                                                \
+  alignas(sizeof(VEC)) float r[LANES];                                                        \
+  STORE(r, s);                                                                                \
+  float total = 0;                                                                            \
+  for (float x : r) total += x;                                                               \
+  *sink = total;
+
 // Returns flops done; runs whole blocks of kInner iterations until `seconds`.
 __attribute__((target("avx512f"), noinline)) double fma_loop_avx512(double seconds, float* sink) {
   const __m512 b = _mm512_set1_ps(g_mul), c = _mm512_set1_ps(g_add);
-  __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2),
-         a3 = _mm512_set1_ps(3), a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5),
-         a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7), a8 = _mm512_set1_ps(8),
-         a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
-  Timer t;
-  long blocks = 0;
-  do {
-    for (long i = 0; i < kInner; ++i) {
-      RA_FMA12(_mm512_fmadd_ps)
-    }
-    ++blocks;
-  } while (t.seconds() < seconds);
-  __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                           _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-  s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
-  alignas(64) float r[16];
-  _mm512_store_ps(r, s);
-  float total = 0;
-  for (float x : r) total += x;
-  *sink = total;
+  RA_PEAK_LOOP(__m512, _mm512_set1_ps, _mm512_add_ps, _mm512_store_ps, 16, _mm512_fmadd_ps)
   return static_cast<double>(blocks) * kInner * 12 * 32;
 }
 
 __attribute__((target("avx2,fma"), noinline)) double fma_loop_avx2(double seconds, float* sink) {
   const __m256 b = _mm256_set1_ps(g_mul), c = _mm256_set1_ps(g_add);
-  __m256 a0 = _mm256_set1_ps(0), a1 = _mm256_set1_ps(1), a2 = _mm256_set1_ps(2),
-         a3 = _mm256_set1_ps(3), a4 = _mm256_set1_ps(4), a5 = _mm256_set1_ps(5),
-         a6 = _mm256_set1_ps(6), a7 = _mm256_set1_ps(7), a8 = _mm256_set1_ps(8),
-         a9 = _mm256_set1_ps(9), a10 = _mm256_set1_ps(10), a11 = _mm256_set1_ps(11);
-  Timer t;
-  long blocks = 0;
-  do {
-    for (long i = 0; i < kInner; ++i) {
-      RA_FMA12(_mm256_fmadd_ps)
-    }
-    ++blocks;
-  } while (t.seconds() < seconds);
-  __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
-                           _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
-  s = _mm256_add_ps(s, _mm256_add_ps(_mm256_add_ps(a8, a9), _mm256_add_ps(a10, a11)));
-  alignas(32) float r[8];
-  _mm256_store_ps(r, s);
-  *sink = r[0] + r[1] + r[2] + r[3] + r[4] + r[5] + r[6] + r[7];
+  RA_PEAK_LOOP(__m256, _mm256_set1_ps, _mm256_add_ps, _mm256_store_ps, 8, _mm256_fmadd_ps)
   return static_cast<double>(blocks) * kInner * 12 * 16;
 }
 
@@ -90,23 +79,7 @@ __attribute__((target("avx2,fma"), noinline)) double fma_loop_avx2(double second
 __attribute__((noinline)) double fma_loop_generic(double seconds, float* sink) {
   const __m128 b = _mm_set1_ps(g_mul), c = _mm_set1_ps(g_add);
   auto fma = [](__m128 a, __m128 x, __m128 y) { return _mm_add_ps(_mm_mul_ps(a, x), y); };
-  __m128 a0 = _mm_set1_ps(0), a1 = _mm_set1_ps(1), a2 = _mm_set1_ps(2), a3 = _mm_set1_ps(3),
-         a4 = _mm_set1_ps(4), a5 = _mm_set1_ps(5), a6 = _mm_set1_ps(6), a7 = _mm_set1_ps(7),
-         a8 = _mm_set1_ps(8), a9 = _mm_set1_ps(9), a10 = _mm_set1_ps(10), a11 = _mm_set1_ps(11);
-  Timer t;
-  long blocks = 0;
-  do {
-    for (long i = 0; i < kInner; ++i) {
-      RA_FMA12(fma)
-    }
-    ++blocks;
-  } while (t.seconds() < seconds);
-  __m128 s = _mm_add_ps(_mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3)),
-                        _mm_add_ps(_mm_add_ps(a4, a5), _mm_add_ps(a6, a7)));
-  s = _mm_add_ps(s, _mm_add_ps(_mm_add_ps(a8, a9), _mm_add_ps(a10, a11)));
-  alignas(16) float r[4];
-  _mm_store_ps(r, s);
-  *sink = r[0] + r[1] + r[2] + r[3];
+  RA_PEAK_LOOP(__m128, _mm_set1_ps, _mm_add_ps, _mm_store_ps, 4, fma)
   return static_cast<double>(blocks) * kInner * 12 * 8;
 }
 
@@ -114,26 +87,7 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) double dot_loop_bf16(dou
                                                                              float* sink) {
   const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(g_mul), _mm512_set1_ps(g_mul));
   const __m512bh c = _mm512_cvtne2ps_pbh(_mm512_set1_ps(g_add), _mm512_set1_ps(g_add));
-  __m512 a0 = _mm512_set1_ps(0), a1 = _mm512_set1_ps(1), a2 = _mm512_set1_ps(2),
-         a3 = _mm512_set1_ps(3), a4 = _mm512_set1_ps(4), a5 = _mm512_set1_ps(5),
-         a6 = _mm512_set1_ps(6), a7 = _mm512_set1_ps(7), a8 = _mm512_set1_ps(8),
-         a9 = _mm512_set1_ps(9), a10 = _mm512_set1_ps(10), a11 = _mm512_set1_ps(11);
-  Timer t;
-  long blocks = 0;
-  do {
-    for (long i = 0; i < kInner; ++i) {
-      RA_FMA12(_mm512_dpbf16_ps)
-    }
-    ++blocks;
-  } while (t.seconds() < seconds);
-  __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                           _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-  s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)));
-  alignas(64) float r[16];
-  _mm512_store_ps(r, s);
-  float total = 0;
-  for (float x : r) total += x;
-  *sink = total;
+  RA_PEAK_LOOP(__m512, _mm512_set1_ps, _mm512_add_ps, _mm512_store_ps, 16, _mm512_dpbf16_ps)
   return static_cast<double>(blocks) * kInner * 12 * 64;
 }
 
