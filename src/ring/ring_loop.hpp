@@ -79,6 +79,34 @@ inline void check_ring_layout(const RingLayout& layout, int P) {
            layout.q_part.ranks(), "/", layout.kv_part.ranks(), " ranks used on a ring of ", P);
 }
 
+// Step s's fold, the same in both loops: the params of the block in buffer
+// cur, whether the step is skipped, its flops (`flops`: the forward's or the
+// backward's count) and the kernel's seconds, the hook moving the hop along
+// while it is in flight (hop_now).
+template <class Backend>
+void fold_step(Backend& backend, const RingLayout& layout, const Positions& q_pos,
+               const PositionRange& q_range, int s, int cur, bool hop_now, const RingOptions& opt,
+               double (*flops)(const AttnParams&), RingStepStats& st) {
+  Transport& hop = backend.transport();
+  AttnParams p = ring_step_params(layout, hop.rank(), backend.queries(), q_pos, backend.block(cur),
+                                  st.source, opt);
+  st.skipped = ring_step_skipped(q_range, p.k_pos, p.visibility());
+  if (!st.skipped) st.flops = flops(p);
+  StepHook hook{hop_now && opt.poll ? &hop : nullptr, &opt, s, {}};
+  hook.attach(p);
+  st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
+}
+
+// Step s's figures into the run's totals.
+inline void record_step(RingStats& stats, const RingStepStats& st, int s) {
+  stats.compute_s += st.compute_s;
+  stats.wait_s += st.wait_s;
+  stats.flops += st.flops;
+  stats.bytes_sent += st.bytes_sent;
+  stats.steps.push_back(st);
+  stats.steps_done = s + 1;
+}
+
 // One run of the ring over layout: the backend's buffer 0 holds this rank's
 // block (KvBlock's layout). Collective over the backend's transport.
 template <RingBackend Backend>
@@ -106,13 +134,7 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
       hop.start(backend.block(cur), st.bytes_sent, backend.block(1 - cur), st.bytes_received);
     }
 
-    AttnParams p =
-        ring_step_params(layout, r, backend.queries(), q_pos, backend.block(cur), st.source, opt);
-    st.skipped = ring_step_skipped(q_range, p.k_pos, p.visibility());
-    if (!st.skipped) st.flops = attention_flops(p);
-    StepHook hook{hop_now && opt.poll ? &hop : nullptr, &opt, s, {}};
-    hook.attach(p);
-    st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
+    fold_step(backend, layout, q_pos, q_range, s, cur, hop_now, opt, attention_flops, st);
     if (hop_now) {
       const Timer t;
       hop.wait();
@@ -120,12 +142,7 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
       cur = 1 - cur;
     }
 
-    stats.compute_s += st.compute_s;
-    stats.wait_s += st.wait_s;
-    stats.flops += st.flops;
-    stats.bytes_sent += st.bytes_sent;
-    stats.steps.push_back(st);
-    stats.steps_done = s + 1;
+    record_step(stats, st, s);
     if (s + 1 < P && opt.stop_after && opt.stop_after(s + 1)) {
       stats.stopped = true;  // unfinished: a later run reads step s + 1's block afresh
       stats.total_s = total.seconds();
@@ -215,13 +232,7 @@ RingStats run_ring_backward(Backend& backend, const RingLayout& layout, const Ri
       hop.start(send, st.bytes_sent, backend.block(1 - cur), st.bytes_received);
     }
 
-    AttnParams p =
-        ring_step_params(layout, r, backend.queries(), q_pos, backend.block(cur), st.source, opt);
-    st.skipped = ring_step_skipped(q_range, p.k_pos, p.visibility());
-    if (!st.skipped) st.flops = attention_backward_flops(p);
-    StepHook hook{hop_now && opt.poll ? &hop : nullptr, &opt, s, {}};
-    hook.attach(p);
-    st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
+    fold_step(backend, layout, q_pos, q_range, s, cur, hop_now, opt, attention_backward_flops, st);
     if (hop_now) {
       const Timer t;
       hop.wait();
@@ -235,12 +246,7 @@ RingStats run_ring_backward(Backend& backend, const RingLayout& layout, const Ri
     backend.add_part(grads(cur), layout.block(st.source).grad_bytes() / sizeof(float),
                      /*first=*/!grads_out);
 
-    stats.compute_s += st.compute_s;
-    stats.wait_s += st.wait_s;
-    stats.flops += st.flops;
-    stats.bytes_sent += st.bytes_sent;
-    stats.steps.push_back(st);
-    stats.steps_done = s + 1;
+    record_step(stats, st, s);
     if (opt.on_step) opt.on_step(s + 1, P);
   }
   if (P > 1) {
