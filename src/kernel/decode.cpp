@@ -675,6 +675,13 @@ TileKind classify_keys(const Setup& pr, const std::int64_t* kpos, std::int64_t n
   return classify_tile(pr.q_min, pr.q_max, *lo, *hi, pr.vis);
 }
 
+// A tile's K or V rows where the kernels read them: data's type and row stride.
+struct TileRows {
+  const void* data;
+  DType type;
+  std::int64_t ld;
+};
+
 // The state of chunk c of (batch, kv head) bh, from its keys alone. done:
 // the call's fraction done when this chunk began, for the progress hook.
 void process_chunk(const Setup& pr, std::int64_t bh, std::int64_t c, Scratch& sc,
@@ -723,17 +730,15 @@ void process_chunk(const Setup& pr, std::int64_t bh, std::int64_t c, Scratch& sc
       }
     }
     const std::int64_t row0 = k0 + t;
-    const void* kt = sc.k.data();
-    DType ktype = DType::f32;
-    std::int64_t ldk = Dp;
-    if (g.direct) {
-      kt = kbase + static_cast<std::size_t>(row0 * p.k.row_stride) * es;
-      ktype = p.dtype;
-      ldk = p.k.row_stride;
-    } else {
-      pr.ops.load_rows(kbase + static_cast<std::size_t>(row0 * p.k.row_stride) * es, p.dtype,
-                       p.k.row_stride, nk, g.D, g.Dp, sc.k.data());
-    }
+    // The tile's K or V rows as the kernels read them: in place (direct), or
+    // widened to f32 into buf.
+    auto tile_rows = [&](const char* base, std::int64_t row_stride, float* buf) -> TileRows {
+      const char* at = base + static_cast<std::size_t>(row0 * row_stride) * es;
+      if (g.direct) return {at, p.dtype, row_stride};
+      pr.ops.load_rows(at, p.dtype, row_stride, nk, g.D, g.Dp, buf);
+      return {buf, DType::f32, Dp};
+    };
+    const TileRows kt = tile_rows(kbase, p.k.row_stride, sc.k.data());
     // The next tile's rows, read in place: the kernels ask for them early.
     const int nk_next = static_cast<int>(std::clamp<std::int64_t>(nkc - t - TK, 0, TK));
     const bool ahead = g.direct && nk_next > 0;
@@ -741,7 +746,7 @@ void process_chunk(const Setup& pr, std::int64_t bh, std::int64_t c, Scratch& sc
         ahead ? kbase + static_cast<std::size_t>((row0 + TK) * p.k.row_stride) * es : nullptr;
     const char* v_next =
         ahead ? vbase + static_cast<std::size_t>((row0 + TK) * p.v.row_stride) * es : nullptr;
-    pr.ops.scores(q, R, g.Dp, kt, ktype, ldk, nk, sc.s.data(), k_next, nk_next);
+    pr.ops.scores(q, R, g.Dp, kt.data, kt.type, kt.ld, nk, sc.s.data(), k_next, nk_next);
     if (kind == TileKind::diagonal)
       for (std::int64_t r = 0; r < R; ++r) {
         const unsigned char* seen = sc.seen.data() + (r % n_q) * TK;
@@ -750,18 +755,8 @@ void process_chunk(const Setup& pr, std::int64_t bh, std::int64_t c, Scratch& sc
           if (!seen[j]) row[j] = kNegInf;
       }
     pr.ops.softmax(sc.s.data(), R, nk, m2, l, sc.l_comp.data(), sc.alpha.data());
-    const void* vt = sc.v.data();
-    DType vtype = DType::f32;
-    std::int64_t ldv = Dp;
-    if (g.direct) {
-      vt = vbase + static_cast<std::size_t>(row0 * p.v.row_stride) * es;
-      vtype = p.dtype;
-      ldv = p.v.row_stride;
-    } else {
-      pr.ops.load_rows(vbase + static_cast<std::size_t>(row0 * p.v.row_stride) * es, p.dtype,
-                       p.v.row_stride, nk, g.D, g.Dp, sc.v.data());
-    }
-    pr.ops.accumulate(sc.s.data(), R, vt, vtype, ldv, nk, g.Dp, sc.alpha.data(), acc,
+    const TileRows vt = tile_rows(vbase, p.v.row_stride, sc.v.data());
+    pr.ops.accumulate(sc.s.data(), R, vt.data, vt.type, vt.ld, nk, g.Dp, sc.alpha.data(), acc,
                       sc.comp.data(), v_next, nk_next);
     if (poll && (poll_work += nk * Dp * (R + 16)) >= DecodeTraits::kPollWork) {
       p.progress(p.progress_arg, done);
