@@ -389,35 +389,19 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(H5TypeDesc, cls, bytes, name, order, exponent
                                    mantissa_bits)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(H5FilterDesc, name, id, params, decodes)
 
-void to_json(json& j, const H5DatasetDesc& d) {
-  j = {{"name", d.name},
-       {"object", d.object},
-       {"link", d.link},
-       {"space", d.space},
-       {"dims", d.dims},
-       {"type", d.type},
-       {"layout", d.layout},
-       {"chunk", d.chunk},
-       {"filters", d.filters},
-       {"external_files", d.external_files},
-       {"storage_bytes", d.storage_bytes},
-       {"file", d.file}};
-}
+// A field list written once for both directions: nlohmann's
+// NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE without its `inline`, as the header
+// declares these for other files.
+#define RA_JSON_FIELDS(Type, ...)                                              \
+  void to_json(json& nlohmann_json_j, const Type& nlohmann_json_t) {           \
+    NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_TO, __VA_ARGS__))   \
+  }                                                                            \
+  void from_json(const json& nlohmann_json_j, Type& nlohmann_json_t) {         \
+    NLOHMANN_JSON_EXPAND(NLOHMANN_JSON_PASTE(NLOHMANN_JSON_FROM, __VA_ARGS__)) \
+  }
 
-void from_json(const json& j, H5DatasetDesc& d) {
-  j.at("name").get_to(d.name);
-  j.at("object").get_to(d.object);
-  j.at("link").get_to(d.link);
-  j.at("space").get_to(d.space);
-  j.at("dims").get_to(d.dims);
-  j.at("type").get_to(d.type);
-  j.at("layout").get_to(d.layout);
-  j.at("chunk").get_to(d.chunk);
-  j.at("filters").get_to(d.filters);
-  j.at("external_files").get_to(d.external_files);
-  j.at("storage_bytes").get_to(d.storage_bytes);
-  j.at("file").get_to(d.file);
-}
+RA_JSON_FIELDS(H5DatasetDesc, name, object, link, space, dims, type, layout, chunk, filters,
+               external_files, storage_bytes, file)
 
 // The value with its alternative's index: an int64 1 stays int64, not double.
 void to_json(json& j, const H5AttributeDesc& a) {
@@ -448,21 +432,7 @@ void from_json(const json& j, H5AttributeDesc& a) {
   }
 }
 
-void to_json(json& j, const H5FileDesc& d) {
-  j = {{"path", d.path},
-       {"size_bytes", d.size_bytes},
-       {"root", d.root},
-       {"objects", d.objects},
-       {"attributes", d.attributes}};
-}
-
-void from_json(const json& j, H5FileDesc& d) {
-  j.at("path").get_to(d.path);
-  j.at("size_bytes").get_to(d.size_bytes);
-  j.at("root").get_to(d.root);
-  j.at("objects").get_to(d.objects);
-  j.at("attributes").get_to(d.attributes);
-}
+RA_JSON_FIELDS(H5FileDesc, path, size_bytes, root, objects, attributes)
 
 // ---- the isolated describer -----------------------------------------------------
 
