@@ -401,11 +401,9 @@ void OutputFile::reset_datasets() noexcept {
   file_.reset();
 }
 
-void OutputFile::reserve_space() {
-  H5Quiet quiet;
-  // After a flush the file is as long as HDF5's allocation (the datasets
-  // are allocated at creation); its holes and the attributes' headroom get
-  // real blocks now, so no later write can meet a full disk.
+// Collective: HDF5's buffers to the file, one verdict on every rank (a full
+// disk named as such).
+void OutputFile::flush() {
   agree(
       comm_,
       [&] {
@@ -414,6 +412,14 @@ void OutputFile::reserve_space() {
         });
       },
       StepKind::collective);
+}
+
+void OutputFile::reserve_space() {
+  H5Quiet quiet;
+  // After a flush the file is as long as HDF5's allocation (the datasets
+  // are allocated at creation); its holes and the attributes' headroom get
+  // real blocks now, so no later write can meet a full disk.
+  flush();
   agree(comm_, [&] {
     if (rank_ != kRoot || space_checks_skipped()) return;
     const int fd = ::open(temp_path_.c_str(), O_WRONLY | O_CLOEXEC);
@@ -435,14 +441,7 @@ void OutputFile::verify_pending_writes() {
   H5Quiet quiet;
   // MPI-IO's rule for reading what other ranks (the aggregators) wrote:
   // sync, then read. The flush is that sync.
-  agree(
-      comm_,
-      [&] {
-        with_disk_hint(spec_.path, [&] {
-          with_h5_context(context(), [&] { RA_H5_CHECK(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL)); });
-        });
-      },
-      StepKind::collective);
+  flush();
   // Every write is collective, so every rank has the same list.
   for (const PendingWrite& w : pending_) {
     const auto i = static_cast<std::size_t>(w.slot);
@@ -471,14 +470,7 @@ void OutputFile::verify_pending_writes() {
 void OutputFile::mark_chunks_done(std::int64_t n) {
   verify_pending_writes();  // only chunks that are on disk are recorded
   set_attribute(kChunksDoneAttribute, n);
-  agree(
-      comm_,
-      [&] {
-        with_disk_hint(spec_.path, [&] {
-          with_h5_context(context(), [&] { RA_H5_CHECK(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL)); });
-        });
-      },
-      StepKind::collective);
+  flush();
   chunks_done_ = n;
 }
 

@@ -197,6 +197,7 @@ class OutputFile {
   void reset_datasets() noexcept;
   void write(Slot slot, const Partition& part, const BatchHeadRange& range, DType mem_type,
              const void* data);
+  void flush();
   void reserve_space();
   void verify_pending_writes();
 
