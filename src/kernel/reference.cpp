@@ -10,6 +10,36 @@
 
 namespace ringattn {
 
+namespace {
+
+// Query row (b, h, i) widened into q, and its scaled scores against every key
+// into s (-inf where the row does not see the key). Returns their max: -inf
+// when the row sees no key.
+double score_row(const AttnParams& p, const Visibility& vis, double scale, std::int64_t b,
+                 std::int64_t h, std::int64_t i, std::vector<double>& q, std::vector<double>& s) {
+  const std::int64_t D = p.head_dim, hk = h / (p.heads_q / p.heads_kv);
+  const std::int64_t qpos = p.q_pos.empty() ? i : p.q_pos[i];
+  const std::int64_t qoff = b * p.q.batch_stride + h * p.q.head_stride + i * p.q.row_stride;
+  for (std::int64_t d = 0; d < D; ++d) q[d] = element_f32(p.q.data, p.dtype, qoff + d);
+  double mx = -std::numeric_limits<double>::infinity();
+  for (std::int64_t j = 0; j < p.n_kv; ++j) {
+    const std::int64_t kpos = p.k_pos.empty() ? j : p.k_pos[j];
+    if (!vis.sees(qpos, kpos)) {
+      s[j] = -std::numeric_limits<double>::infinity();
+      continue;
+    }
+    const std::int64_t koff = b * p.k.batch_stride + hk * p.k.head_stride + j * p.k.row_stride;
+    double dot = 0;
+    for (std::int64_t d = 0; d < D; ++d)
+      dot += q[d] * static_cast<double>(element_f32(p.k.data, p.dtype, koff + d));
+    s[j] = dot * scale;
+    if (s[j] > mx) mx = s[j];
+  }
+  return mx;
+}
+
+}  // namespace
+
 void reference_attention(const AttnParams& p, double* o, double* lse) {
   p.validate();
   const std::int64_t D = p.head_dim, group = p.heads_q / p.heads_kv;
@@ -20,24 +50,7 @@ void reference_attention(const AttnParams& p, double* o, double* lse) {
     for (std::int64_t h = 0; h < p.heads_q; ++h) {
       const std::int64_t hk = h / group;
       for (std::int64_t i = 0; i < p.n_q; ++i) {
-        const std::int64_t qpos = p.q_pos.empty() ? i : p.q_pos[i];
-        const std::int64_t qoff = b * p.q.batch_stride + h * p.q.head_stride + i * p.q.row_stride;
-        for (std::int64_t d = 0; d < D; ++d) q[d] = element_f32(p.q.data, p.dtype, qoff + d);
-        double mx = -std::numeric_limits<double>::infinity();
-        for (std::int64_t j = 0; j < p.n_kv; ++j) {
-          const std::int64_t kpos = p.k_pos.empty() ? j : p.k_pos[j];
-          if (!vis.sees(qpos, kpos)) {
-            s[j] = -std::numeric_limits<double>::infinity();
-            continue;
-          }
-          const std::int64_t koff =
-              b * p.k.batch_stride + hk * p.k.head_stride + j * p.k.row_stride;
-          double dot = 0;
-          for (std::int64_t d = 0; d < D; ++d)
-            dot += q[d] * static_cast<double>(element_f32(p.k.data, p.dtype, koff + d));
-          s[j] = dot * scale;
-          if (s[j] > mx) mx = s[j];
-        }
+        const double mx = score_row(p, vis, scale, b, h, i, q, s);
         double* orow = o + ((b * p.heads_q + h) * p.n_q + i) * D;
         for (std::int64_t d = 0; d < D; ++d) orow[d] = 0;
         double l = 0;
@@ -80,22 +93,10 @@ void reference_attention_backward(const AttnParams& p, const float* d_o, double*
     for (std::int64_t h = 0; h < p.heads_q; ++h) {
       const std::int64_t hk = h / group;
       for (std::int64_t i = 0; i < p.n_q; ++i) {
-        const std::int64_t qpos = p.q_pos.empty() ? i : p.q_pos[i];
-        const std::int64_t qoff = b * p.q.batch_stride + h * p.q.head_stride + i * p.q.row_stride;
-        for (std::int64_t d = 0; d < D; ++d) q[d] = element_f32(p.q.data, p.dtype, qoff + d);
         const float* g = d_o + ((b * p.heads_q + h) * p.n_q + i) * D;
         double* dqr = dq + ((b * p.heads_q + h) * p.n_q + i) * D;
         std::fill_n(dqr, D, 0.0);
-        double mx = ninf;
-        for (std::int64_t j = 0; j < p.n_kv; ++j) {
-          const std::int64_t kpos = p.k_pos.empty() ? j : p.k_pos[j];
-          s[j] = ninf;
-          if (!vis.sees(qpos, kpos)) continue;
-          double dot = 0;
-          for (std::int64_t d = 0; d < D; ++d) dot += q[d] * kv_at(p.k, b, hk, j, d);
-          s[j] = dot * scale;
-          mx = std::max(mx, s[j]);
-        }
+        const double mx = score_row(p, vis, scale, b, h, i, q, s);
         if (mx == ninf) continue;  // saw no key: no gradient
         double l = 0;
         for (std::int64_t j = 0; j < p.n_kv; ++j)
