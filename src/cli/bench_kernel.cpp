@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli/bench_record.hpp"
 #include "cli/commands.hpp"
 #include "cli/option_checks.hpp"
 #include "core/shape.hpp"
@@ -23,9 +24,7 @@ struct BenchKernelOptions {
 };
 
 void print_text(const nlohmann::json& j) {
-  const auto i = [&](const char* k) { return static_cast<long long>(j.at(k).get<std::int64_t>()); };
-  const auto s = [&](const char* k) { return j.at(k).get<std::string>(); };
-  const auto d = [&](const char* k) { return j.at(k).get<double>(); };
+  const auto [i, d, s] = record_fields(j);
   const bool causal = j.at("causal").get<bool>();
   std::printf("kernel %s\n", s("implementation").c_str());
   if (s("pass") == "backward")
@@ -62,11 +61,7 @@ void print_text(const nlohmann::json& j) {
 }
 
 int run(const BenchKernelOptions& o) {
-  const nlohmann::json j = run_kernel_bench(o.req);
-  if (o.json)
-    std::printf("%s\n", j.dump().c_str());
-  else
-    print_text(j);
+  print_record(run_kernel_bench(o.req), o.json, print_text);
   return kOk;
 }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli/bench_record.hpp"
 #include "cli/commands.hpp"
 #include "cli/mpi_session.hpp"
 #include "cli/option_checks.hpp"
@@ -23,13 +24,11 @@ struct BenchRingOptions {
 };
 
 void print_text(const nlohmann::json& j) {
-  const auto i = [&](const char* k) { return static_cast<long long>(j.at(k).get<std::int64_t>()); };
-  const auto d = [&](const char* k) { return j.at(k).get<double>(); };
+  const auto [i, d, s] = record_fields(j);
   const std::vector<double> wait = j.at("exposed_wait_s").get<std::vector<double>>();
   const nlohmann::json& p2p = j.at("p2p");
   std::printf("ring   %s, %lld ranks x %lld threads, %s, %s, N=%lld D=%lld H=%lld/%lld\n",
-              j.at("pass").get<std::string>().c_str(), i("ranks"), i("threads_per_rank"),
-              j.at("partition").get<std::string>().c_str(),
+              s("pass").c_str(), i("ranks"), i("threads_per_rank"), s("partition").c_str(),
               j.at("causal").get<bool>() ? "causal" : "non-causal", i("n"), i("d"), i("heads"),
               i("kv_heads"));
   if (i("documents") > 1)
@@ -53,10 +52,7 @@ int run(MpiSession& mpi, const BenchRingOptions& o) {
   mpi.begin_independent_work();
   const std::optional<nlohmann::json> j = bench.run();
   if (!j) return kOk;
-  if (o.json)
-    std::printf("%s\n", j->dump().c_str());
-  else
-    print_text(*j);
+  print_record(*j, o.json, print_text);
   return kOk;
 }
 
