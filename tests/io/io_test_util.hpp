@@ -21,6 +21,7 @@
 #include "core/error.hpp"
 #include "io/h5_handle.hpp"
 #include "io/input_file.hpp"
+#include "ring/partition.hpp"
 
 #include "../common/mpi_test_util.hpp"
 
@@ -52,6 +53,11 @@ struct InputShape {
 
 // q, k, v of `shape`, all of one type and layout.
 std::vector<DatasetSpec> qkv_specs(const InputShape& shape, FileType type, bool chunked);
+
+// The partitions of a dense (unpacked) sequence, which the shard reads and
+// writes are checked under.
+inline constexpr PartitionKind kDensePartitions[] = {PartitionKind::contiguous,
+                                                     PartitionKind::zigzag, PartitionKind::striped};
 
 // ref_value series of the backward's inputs (q, k, v are 0, 1, 2).
 inline constexpr int kInputDoSeries = 3;

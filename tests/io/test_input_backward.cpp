@@ -17,9 +17,6 @@
 namespace ringattn::test {
 namespace {
 
-constexpr PartitionKind kKinds[] = {PartitionKind::contiguous, PartitionKind::zigzag,
-                                    PartitionKind::striped};
-
 InputNames backward_names(bool reuse_forward) {
   InputNames n;
   n.d_o = "do";
@@ -64,7 +61,7 @@ TEST_P(BackwardRead, EveryPartitionReadsTheRanksOwnRows) {
   EXPECT_EQ(info.d_o.dims, info.q.dims);
   EXPECT_EQ(info.lse.dims, (std::vector<std::int64_t>{s.B, s.Hq, s.Nq}));
 
-  for (PartitionKind kind : kKinds) {
+  for (PartitionKind kind : kDensePartitions) {
     const Partition pq(kind, s.Nq, size_);
     for (InputTensor t : {InputTensor::d_o, InputTensor::o, InputTensor::lse}) {
       check_read(in, t, pq, {0, s.B, 0, s.Hq}, DType::f32, rank_);
@@ -81,11 +78,7 @@ INSTANTIATE_TEST_SUITE_P(Storage, BackwardRead,
                                            BackwardCase{FileType::f32, FileType::f16, true},
                                            BackwardCase{FileType::f16, FileType::f32, true},
                                            BackwardCase{FileType::f16, FileType::f16, false}),
-                         [](const auto& p) {
-                           std::ostringstream os;
-                           os << p.param;
-                           return os.str();
-                         });
+                         ::testing::PrintToStringParamName());
 
 using BackwardInput = IoTest;
 

@@ -19,9 +19,6 @@
 namespace ringattn::test {
 namespace {
 
-constexpr PartitionKind kKinds[] = {PartitionKind::contiguous, PartitionKind::zigzag,
-                                    PartitionKind::striped};
-
 struct ReadCase {
   FileType type;
   bool chunked;
@@ -48,7 +45,7 @@ TEST_P(InputRead, EveryPartitionReadsTheRanksOwnRows) {
   EXPECT_EQ(info.shape.head_dim, s.D);
   EXPECT_EQ(info.dtype, c.type == FileType::f16 ? DType::f16 : DType::f32);
 
-  for (PartitionKind kind : kKinds) {
+  for (PartitionKind kind : kDensePartitions) {
     const Partition pq(kind, s.Nq, size_), pkv(kind, s.Nkv, size_);
     check_read(in, InputTensor::q, pq, {0, s.B, 0, s.Hq}, DType::f32, rank_);
     check_read(in, InputTensor::k, pkv, {0, s.B, 0, s.Hkv}, DType::f32, rank_);
@@ -67,11 +64,7 @@ INSTANTIATE_TEST_SUITE_P(Storage, InputRead,
                                            ReadCase{FileType::f32, true},
                                            ReadCase{FileType::f16, false},
                                            ReadCase{FileType::f16, true}),
-                         [](const auto& p) {
-                           std::ostringstream os;
-                           os << p.param;
-                           return os.str();
-                         });
+                         ::testing::PrintToStringParamName());
 
 using InputReadEdge = IoTest;
 
@@ -89,7 +82,7 @@ TEST_F(InputReadEdge, ShortSequencesWithEmptyZigzagChunks) {
   s.D = 4;
   on_root([&] { write_h5(path("in.h5"), qkv_specs(s, FileType::f32, false)); });
   InputFile in = InputFile::open(comm_, path("in.h5"));
-  for (PartitionKind kind : kKinds) {
+  for (PartitionKind kind : kDensePartitions) {
     check_read(in, InputTensor::q, Partition(kind, s.Nq, size_), {0, 1, 0, 2}, DType::f32, rank_);
     check_read(in, InputTensor::k, Partition(kind, s.Nkv, size_), {0, 1, 0, 1}, DType::f32, rank_);
   }
@@ -100,7 +93,7 @@ TEST_F(InputReadEdge, RankWithEmptyBlockStillTakesPart) {
   const InputShape s;
   on_root([&] { write_h5(path("in.h5"), qkv_specs(s, FileType::f32, true)); });
   InputFile in = InputFile::open(comm_, path("in.h5"));
-  for (PartitionKind kind : kKinds) {
+  for (PartitionKind kind : kDensePartitions) {
     const Partition pq(kind, s.Nq, size_);
     const BatchHeadRange r = rank_ == 0 ? BatchHeadRange{0, 0, 0, 0} : BatchHeadRange{0, 2, 1, 3};
     check_read(in, InputTensor::q, pq, r, DType::f32, rank_);
@@ -192,7 +185,7 @@ TEST_F(InputReadEdge, LongNamesUpToTheFilesystemLimit) {
     const std::string p = path(std::string(len - 3, 'n') + ".h5");
     on_root([&] { write_h5(p, qkv_specs(s, FileType::f32, true)); });
     InputFile in = InputFile::open(comm_, p);
-    for (PartitionKind kind : kKinds)
+    for (PartitionKind kind : kDensePartitions)
       check_read(in, InputTensor::k, Partition(kind, s.Nkv, size_), {0, s.B, 0, s.Hkv}, DType::f32,
                  rank_);
     in.close();
@@ -218,7 +211,7 @@ TEST_F(InputReadEdge, ExternalLinksOfALongPathInput) {
   });
   InputFile in = InputFile::open(comm_, p);
   ASSERT_EQ(in.info().linked.size(), 1u);
-  for (PartitionKind kind : kKinds)
+  for (PartitionKind kind : kDensePartitions)
     check_read(in, InputTensor::v, Partition(kind, s.Nkv, size_), {0, s.B, 0, s.Hkv}, DType::f32,
                rank_);
 }

@@ -153,8 +153,7 @@ TEST_P(JobEndToEnd, OutputMatchesFloat64Reference) {
 
 std::vector<JobCase> job_cases() {
   std::vector<JobCase> out;
-  for (PartitionKind pk :
-       {PartitionKind::contiguous, PartitionKind::zigzag, PartitionKind::striped})
+  for (PartitionKind pk : kDensePartitions)
     for (bool causal : {false, true}) {
       JobCase c;
       c.name = std::string(partition_name(pk)) + (causal ? "_causal" : "_full");
@@ -267,8 +266,7 @@ TEST_P(JobBackward, GradientsMatchFloat64Reference) {
 
 std::vector<BackwardCase> backward_cases() {
   std::vector<BackwardCase> out;
-  for (PartitionKind pk :
-       {PartitionKind::contiguous, PartitionKind::zigzag, PartitionKind::striped})
+  for (PartitionKind pk : kDensePartitions)
     for (bool causal : {false, true})
       out.push_back({std::string(partition_name(pk)) + (causal ? "_causal" : "_full"),
                      {2, 2, 1, 101, 101, 16},
