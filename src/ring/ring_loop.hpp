@@ -97,6 +97,15 @@ void fold_step(Backend& backend, const RingLayout& layout, const Positions& q_po
   st.compute_s = backend.fold(st.skipped ? nullptr : &p, hop_now && opt.poll);
 }
 
+// Waits for the hop started this step, timed as the step's exposed wait; the
+// buffer it received into holds the block in hand from now on.
+inline void finish_hop(Transport& hop, RingStepStats& st, int& cur) {
+  const Timer t;
+  hop.wait();
+  st.wait_s = t.seconds();
+  cur = 1 - cur;
+}
+
 // Step s's figures into the run's totals.
 inline void record_step(RingStats& stats, const RingStepStats& st, int s) {
   stats.compute_s += st.compute_s;
@@ -135,12 +144,7 @@ RingStats run_ring(Backend& backend, const RingLayout& layout, const RingOptions
     }
 
     fold_step(backend, layout, q_pos, q_range, s, cur, hop_now, opt, attention_flops, st);
-    if (hop_now) {
-      const Timer t;
-      hop.wait();
-      st.wait_s = t.seconds();
-      cur = 1 - cur;
-    }
+    if (hop_now) finish_hop(hop, st, cur);
 
     record_step(stats, st, s);
     if (s + 1 < P && opt.stop_after && opt.stop_after(s + 1)) {
@@ -233,14 +237,10 @@ RingStats run_ring_backward(Backend& backend, const RingLayout& layout, const Ri
     }
 
     fold_step(backend, layout, q_pos, q_range, s, cur, hop_now, opt, attention_backward_flops, st);
-    if (hop_now) {
-      const Timer t;
-      hop.wait();
-      st.wait_s = t.seconds();
-      cur = 1 - cur;
-    } else {
+    if (hop_now)
+      finish_hop(hop, st, cur);
+    else
       grad_at[cur] = layout.block(st.source).bytes();
-    }
     // This step's block's gradients: received behind the next block (or, on
     // one rank, kept behind its own).
     backend.add_part(grads(cur), layout.block(st.source).grad_bytes() / sizeof(float),
