@@ -18,10 +18,7 @@
 namespace ringattn::cli {
 namespace {
 
-struct BenchKernelOptions {
-  KernelBenchRequest req;
-  bool json = false;
-};
+using BenchKernelOptions = BenchOptions<KernelBenchRequest>;
 
 void print_text(const nlohmann::json& j) {
   const auto [i, d, s] = record_fields(j);

@@ -11,6 +11,13 @@
 
 namespace ringattn::cli {
 
+// A bench subcommand's flags: the engine's request, and --json.
+template <class Request>
+struct BenchOptions {
+  Request req;
+  bool json = false;
+};
+
 // The record's field readers for a text report, bound as
 // `const auto [i, d, s] = record_fields(j);`: i an integer (as printf's %lld
 // takes it), d a double, s a string. j must outlive them.

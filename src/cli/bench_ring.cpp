@@ -18,10 +18,7 @@
 namespace ringattn::cli {
 namespace {
 
-struct BenchRingOptions {
-  RingBenchRequest req;
-  bool json = false;
-};
+using BenchRingOptions = BenchOptions<RingBenchRequest>;
 
 void print_text(const nlohmann::json& j) {
   const auto [i, d, s] = record_fields(j);
