@@ -323,113 +323,139 @@ std::vector<std::int64_t> parse_index_spec(const std::string& spec, std::int64_t
   return out;
 }
 
-WeightsReport write_attention_weights(MPI_Comm comm, const WeightsRequest& req) {
-  Timer wall;
-  int rank = 0, size = 1;
-  RA_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-  RA_MPI_CHECK(MPI_Comm_size(comm, &size));
-  // Every rank checks the request alike; rank 0 alone creates the file.
-  RunFacts run;
-  InputInfo in;
-  Documents docs;
-  std::vector<std::int64_t> rows, heads;
-  std::optional<WeightsFile> file;
-  agree(comm, [&] {
-    RA_CHECK(req.top_k >= 0, usage, "weights --top-k: must be >= 0, got ", req.top_k);
-    const H5FileDesc od =
-        describe_h5_file(req.output, H5DescribeWhat{}, "output file '" + req.output + "'");
-    run = read_facts(od);
-    in = inspect_input(MPI_COMM_SELF, req.input, run.names);
-    docs = read_input_documents(in);
-    check_shapes(od, run, in.shape);
-    rows = parse_index_spec(req.rows, in.shape.tokens_q, "weights --rows");
-    heads = parse_index_spec(req.heads, in.shape.heads_q, "weights --heads");
-    RA_CHECK(req.top_k > 0 ||
-                 static_cast<double>(rows.size()) * static_cast<double>(in.shape.tokens_kv) * 4 <=
-                     kMaxPlaneBytes,
-             usage, "weights: ", rows.size(), " full rows of ", in.shape.tokens_kv,
-             " keys need more than 1 GiB per head; ask for fewer rows or --top-k K");
-    RA_CHECK(static_cast<double>(rows.size()) * static_cast<double>(req.top_k) <=
-                 std::numeric_limits<int>::max(),
-             usage, "weights: ", rows.size(), " rows of top ", req.top_k,
-             " keys are too many for one request; ask for fewer rows");
-    RA_CHECK(in.shape.tokens_kv >= size, usage, "weights: ", in.shape.tokens_kv,
-             " keys cannot be split among ", size, " ranks; run it on at most ",
-             in.shape.tokens_kv);
-    if (rank == 0) file.emplace(weights_file_spec(req, in.shape, rows, heads, run, docs));
-  });
-  const AttnShape& s = in.shape;
-  const auto R = static_cast<std::int64_t>(rows.size());
-  // This rank's keys: a contiguous shard of N_k.
-  const Partition shards(PartitionKind::contiguous, s.tokens_kv, size);
-  const std::int64_t first = shards.global_position(rank, 0), count = shards.local_size(rank);
-  std::vector<std::int64_t> shard_keys(static_cast<std::size_t>(count));
-  std::iota(shard_keys.begin(), shard_keys.end(), first);
-  const std::vector<std::int64_t> k_coord = [&] {
-    const Positions kp = docs.k_coordinates(Positions::contiguous(first, count));
-    std::vector<std::int64_t> c(static_cast<std::size_t>(kp.size()));
-    kp.fill(0, kp.size(), c.data());
-    return c;
-  }();
-  const Positions q_coord = docs.q_coordinates(Positions::of_rows(rows.data(), rows.size()));
-  const Window window = docs.window(run.window);
+namespace {
 
-  std::optional<H5RowReader> input, output;
-  agree(comm, [&] {
-    input.emplace(req.input);
-    if (rank == 0 && run.has_lse) output.emplace(req.output);
-  });
-  WeightsReport rep;
-  rep.shape = s;
-  rep.rows = R;
-  rep.heads = static_cast<std::int64_t>(heads.size());
-  rep.has_run_lse = run.has_lse;
-  std::vector<float> k, q, run_lse, mine, w;
-  std::vector<std::int64_t> keys;
-  std::vector<double> m, sum;
-  Candidates cand;
-  const std::int64_t group = s.heads_q / s.heads_kv, D = s.head_dim;
-  for (std::int64_t b = 0; b < s.batch; ++b) {
-    std::int64_t loaded = -1;  // the K/V head whose K shard is in k
-    for (std::size_t j = 0; j < heads.size(); ++j) {
-      const std::int64_t h = heads[j], hk = h / group;
-      agree(comm, [&] {
-        if (hk != loaded)
-          read_f32_rows(*input, run.names.k, b, hk, &shard_keys, in.dtype,
-                        static_cast<std::size_t>(count * D), k);
-        read_f32_rows(*input, run.names.q, b, h, &rows, in.dtype, static_cast<std::size_t>(R * D),
-                      q);
-        if (output) {
-          run_lse.resize(static_cast<std::size_t>(R));
-          output->read_rows("lse", b, h, rows, DType::f32, run_lse.data());
-        }
-      });
-      loaded = hk;
-      const PlaneWork p{k.data(), q.data(),  first,     count,
-                        D,        req.top_k, run.scale, Visibility::of(run.causal, window),
-                        &k_coord, &q_coord};
-      shard_sums(p, R, m, sum, cand);
-      const std::vector<double> lse = global_lse(comm, m, sum);
-      if (req.top_k > 0) {
-        merge_top_k(comm, R, req.top_k, cand, lse, keys, w);
-      } else {
-        shard_weights(p, R, lse, mine);
-        gather_rows(comm, shards, R, mine, w);
-      }
-      agree(comm, [&] {
-        if (rank != 0) return;
-        check_plane(R, req.top_k > 0 ? 0 : s.tokens_kv, w, lse, output ? run_lse.data() : nullptr,
-                    rep);
-        file->write_plane(b, static_cast<std::int64_t>(j), w.data(),
-                          req.top_k > 0 ? keys.data() : nullptr, lse.data());
-      });
-    }
+// One request's steps on this rank: check (every rank alike; rank 0 makes
+// the file), then per plane read, sum, combine and write, then commit.
+class WeightsRun {
+ public:
+  WeightsRun(MPI_Comm comm, const WeightsRequest& req) : comm_(comm), req_(req) {
+    RA_MPI_CHECK(MPI_Comm_rank(comm, &rank_));
+    RA_MPI_CHECK(MPI_Comm_size(comm, &size_));
+    agree(comm_, [&] { check(); });
+    shard();
+    agree(comm_, [&] {
+      input_.emplace(req_.input);
+      if (rank_ == 0 && run_.has_lse) output_.emplace(req_.output);
+    });
+    rep_.shape = in_.shape;
+    rep_.rows = static_cast<std::int64_t>(rows_.size());
+    rep_.heads = static_cast<std::int64_t>(heads_.size());
+    rep_.has_run_lse = run_.has_lse;
   }
-  agree(comm, [&] {
-    if (rank == 0) file->commit();
-  });
-  rep.seconds = wall.seconds();
-  return rep;
+
+  WeightsReport all_planes() {
+    for (std::int64_t b = 0; b < in_.shape.batch; ++b)
+      for (std::size_t j = 0; j < heads_.size(); ++j) plane(b, j);
+    agree(comm_, [&] {
+      if (rank_ == 0) file_->commit();
+    });
+    rep_.seconds = wall_.seconds();
+    return rep_;
+  }
+
+ private:
+  void check() {
+    RA_CHECK(req_.top_k >= 0, usage, "weights --top-k: must be >= 0, got ", req_.top_k);
+    const H5FileDesc od =
+        describe_h5_file(req_.output, H5DescribeWhat{}, "output file '" + req_.output + "'");
+    run_ = read_facts(od);
+    in_ = inspect_input(MPI_COMM_SELF, req_.input, run_.names);
+    docs_ = read_input_documents(in_);
+    check_shapes(od, run_, in_.shape);
+    const AttnShape& s = in_.shape;
+    rows_ = parse_index_spec(req_.rows, s.tokens_q, "weights --rows");
+    heads_ = parse_index_spec(req_.heads, s.heads_q, "weights --heads");
+    const auto R = static_cast<double>(rows_.size());
+    RA_CHECK(req_.top_k > 0 || R * static_cast<double>(s.tokens_kv) * 4 <= kMaxPlaneBytes, usage,
+             "weights: ", rows_.size(), " full rows of ", s.tokens_kv,
+             " keys need more than 1 GiB per head; ask for fewer rows or --top-k K");
+    RA_CHECK(R * static_cast<double>(req_.top_k) <= std::numeric_limits<int>::max(), usage,
+             "weights: ", rows_.size(), " rows of top ", req_.top_k,
+             " keys are too many for one request; ask for fewer rows");
+    RA_CHECK(s.tokens_kv >= size_, usage, "weights: ", s.tokens_kv, " keys cannot be split among ",
+             size_, " ranks; run it on at most ", s.tokens_kv);
+    if (rank_ == 0) file_.emplace(weights_file_spec(req_, s, rows_, heads_, run_, docs_));
+  }
+
+  // This rank's keys, a contiguous shard of N_k, and the coordinates the
+  // masks compare.
+  void shard() {
+    shards_.emplace(PartitionKind::contiguous, in_.shape.tokens_kv, size_);
+    first_ = shards_->global_position(rank_, 0);
+    count_ = shards_->local_size(rank_);
+    shard_keys_.resize(static_cast<std::size_t>(count_));
+    std::iota(shard_keys_.begin(), shard_keys_.end(), first_);
+    const Positions kp = docs_.k_coordinates(Positions::contiguous(first_, count_));
+    k_coord_.resize(static_cast<std::size_t>(kp.size()));
+    kp.fill(0, kp.size(), k_coord_.data());
+    q_coord_ = docs_.q_coordinates(Positions::of_rows(rows_.data(), rows_.size()));
+  }
+
+  // Plane (b, heads_[j]): every rank's shard sums, then rank 0 writes.
+  void plane(std::int64_t b, std::size_t j) {
+    const AttnShape& s = in_.shape;
+    const auto R = static_cast<std::int64_t>(rows_.size());
+    const std::int64_t h = heads_[j], hk = h / (s.heads_q / s.heads_kv), D = s.head_dim;
+    agree(comm_, [&] {
+      if (hk != loaded_)
+        read_f32_rows(*input_, run_.names.k, b, hk, &shard_keys_, in_.dtype,
+                      static_cast<std::size_t>(count_ * D), k_);
+      loaded_ = hk;
+      read_f32_rows(*input_, run_.names.q, b, h, &rows_, in_.dtype, static_cast<std::size_t>(R * D),
+                    q_);
+      if (output_) {
+        run_lse_.resize(static_cast<std::size_t>(R));
+        output_->read_rows("lse", b, h, rows_, DType::f32, run_lse_.data());
+      }
+    });
+    const PlaneWork p{
+        k_.data(), q_.data(),  first_,     count_,
+        D,         req_.top_k, run_.scale, Visibility::of(run_.causal, docs_.window(run_.window)),
+        &k_coord_, &q_coord_};
+    shard_sums(p, R, m_, sum_, cand_);
+    const std::vector<double> lse = global_lse(comm_, m_, sum_);
+    if (req_.top_k > 0) {
+      merge_top_k(comm_, R, req_.top_k, cand_, lse, keys_, w_);
+    } else {
+      shard_weights(p, R, lse, mine_);
+      gather_rows(comm_, *shards_, R, mine_, w_);
+    }
+    agree(comm_, [&] {
+      if (rank_ != 0) return;
+      check_plane(R, req_.top_k > 0 ? 0 : s.tokens_kv, w_, lse, output_ ? run_lse_.data() : nullptr,
+                  rep_);
+      file_->write_plane(b, static_cast<std::int64_t>(j), w_.data(),
+                         req_.top_k > 0 ? keys_.data() : nullptr, lse.data());
+    });
+  }
+
+  MPI_Comm comm_;
+  const WeightsRequest& req_;
+  Timer wall_;
+  int rank_ = 0, size_ = 1;
+  RunFacts run_;
+  InputInfo in_;
+  Documents docs_;
+  std::vector<std::int64_t> rows_, heads_;
+  std::optional<WeightsFile> file_;  // rank 0's
+  std::optional<Partition> shards_;
+  std::int64_t first_ = 0, count_ = 0;  // this rank's keys [first_, first_ + count_)
+  std::vector<std::int64_t> shard_keys_, k_coord_;
+  Positions q_coord_;
+  std::optional<H5RowReader> input_, output_;  // output_: rank 0's, for the run's lse
+  std::int64_t loaded_ = -1;                   // the K/V head whose K shard is in k_
+  std::vector<float> k_, q_, run_lse_, mine_, w_;
+  std::vector<std::int64_t> keys_;
+  std::vector<double> m_, sum_;
+  Candidates cand_;
+  WeightsReport rep_;
+};
+
+}  // namespace
+
+WeightsReport write_attention_weights(MPI_Comm comm, const WeightsRequest& req) {
+  return WeightsRun(comm, req).all_planes();
 }
 
 }  // namespace ringattn
