@@ -16,6 +16,9 @@
 namespace ringattn::test {
 namespace {
 
+// The shape of the tests' files (a few shape errors use their own).
+constexpr InputShape kShape{2, 4, 2, 40, 24, 8};
+
 class InputValidate : public IoTest {
  protected:
   // Writes `specs` as bad.h5 on rank 0 and expects open() to fail everywhere.
@@ -27,7 +30,7 @@ class InputValidate : public IoTest {
     expect_agreed_error(
         comm_, [&] { (void)InputFile::open(comm_, p); }, cls, needles);
   }
-  InputShape s_{2, 4, 2, 40, 24, 8};
+  InputShape s_ = kShape;
 };
 
 TEST_F(InputValidate, MissingFile) {
@@ -160,89 +163,90 @@ TEST_F(InputValidate, GroupInsteadOfDataset) {
                       ErrorClass::input, {p, "dataset 'grp'", "group"});
 }
 
-TEST_F(InputValidate, WrongRank) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[0].dims = {2, 4, 40};
-  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "3 dimensions", "[2, 4, 40]"});
+// A file whose q, k and v (of `shape`, f32, contiguous) one change spoils,
+// and what the Error(input) says besides the file's name.
+struct Spoiled {
+  const char* name;
+  InputShape shape;
+  void (*spoil)(std::vector<DatasetSpec>&);
+  std::vector<std::string> needles;
+};
+
+void PrintTo(const Spoiled& c, std::ostream* os) {
+  *os << c.name;
 }
 
-TEST_F(InputValidate, BatchMismatch) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[1].dims[0] = 3;
-  expect_bad(specs, ErrorClass::input, {"'q'", "'k'", "batch"});
+std::vector<Spoiled> spoiled_files() {
+  using Specs = std::vector<DatasetSpec>;
+  return {
+      {"WrongRank",
+       kShape,
+       [](Specs& s) {
+         s[0].dims = {2, 4, 40};
+       },
+       {"dataset 'q'", "3 dimensions", "[2, 4, 40]"}},
+      {"BatchMismatch", kShape, [](Specs& s) { s[1].dims[0] = 3; }, {"'q'", "'k'", "batch"}},
+      {"HeadDimMismatch", kShape, [](Specs& s) { s[2].dims[3] = 16; }, {"'q'", "'v'", "head dim"}},
+      {"KeyValueTokensMismatch",
+       kShape,
+       [](Specs& s) { s[2].dims[2] = 25; },
+       {"'k'", "'v'", "tokens"}},
+      {"KeyValueHeadsMismatch",
+       kShape,
+       [](Specs& s) { s[2].dims[1] = 4; },
+       {"'k'", "'v'", "heads"}},
+      {"QueryHeadsNotMultipleOfKeyHeads",
+       {2, 3, 2, 40, 24, 8},
+       [](Specs&) {},
+       {"'q'", "'k'", "H_q % H_kv"}},
+      {"IntegerType",
+       kShape,
+       [](Specs& s) { s[1].type = FileType::i32; },
+       {"dataset 'k'", "integer"}},
+      {"StringType",
+       kShape,
+       [](Specs& s) { s[0].type = FileType::str; },
+       {"dataset 'q'", "string"}},
+      {"Float64", kShape, [](Specs& s) { s[2].type = FileType::f64; }, {"dataset 'v'", "float64"}},
+      {"BFloat16LikeType",
+       kShape,
+       [](Specs& s) {
+         s[0].type = FileType::bf16;
+         s[0].write_data = false;
+       },
+       {"dataset 'q'", "bfloat16"}},
+      {"MixedTypes",
+       kShape,
+       [](Specs& s) { s[1].type = FileType::f16; },
+       {"'q' (f32)", "'k' (f16)", "one element type"}},
+      {"ZeroLengthAxis",
+       kShape,
+       [](Specs& s) {
+         s[1].dims[2] = 0;
+         s[2].dims[2] = 0;
+       },
+       {"dataset 'k'", "length 0", "N (tokens)"}},
+      {"HeadDimTooLarge", {1, 1, 1, 4, 4, 300}, [](Specs&) {}, {"dataset 'q'", "300", "256"}},
+      {"UnavailableFilter",
+       kShape,
+       [](Specs& s) { s[1].unknown_filter = true; },
+       {"dataset 'k'", "32000", "cannot decode"}},
+  };
 }
 
-TEST_F(InputValidate, HeadDimMismatch) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[2].dims[3] = 16;
-  expect_bad(specs, ErrorClass::input, {"'q'", "'v'", "head dim"});
+class InputValidateSpoiled : public InputValidate, public ::testing::WithParamInterface<Spoiled> {};
+
+TEST_P(InputValidateSpoiled, IsRefusedOnEveryRank) {
+  const Spoiled& c = GetParam();
+  auto specs = qkv_specs(c.shape, FileType::f32, false);
+  c.spoil(specs);
+  expect_bad(specs, ErrorClass::input, c.needles);
 }
 
-TEST_F(InputValidate, KeyValueTokensMismatch) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[2].dims[2] = 25;
-  expect_bad(specs, ErrorClass::input, {"'k'", "'v'", "tokens"});
-}
-
-TEST_F(InputValidate, KeyValueHeadsMismatch) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[2].dims[1] = 4;
-  expect_bad(specs, ErrorClass::input, {"'k'", "'v'", "heads"});
-}
-
-TEST_F(InputValidate, QueryHeadsNotMultipleOfKeyHeads) {
-  auto specs = qkv_specs({2, 3, 2, 40, 24, 8}, FileType::f32, false);
-  expect_bad(specs, ErrorClass::input, {"'q'", "'k'", "H_q % H_kv"});
-}
-
-TEST_F(InputValidate, IntegerType) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[1].type = FileType::i32;
-  expect_bad(specs, ErrorClass::input, {"dataset 'k'", "integer"});
-}
-
-TEST_F(InputValidate, StringType) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[0].type = FileType::str;
-  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "string"});
-}
-
-TEST_F(InputValidate, Float64) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[2].type = FileType::f64;
-  expect_bad(specs, ErrorClass::input, {"dataset 'v'", "float64"});
-}
-
-TEST_F(InputValidate, BFloat16LikeType) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[0].type = FileType::bf16;
-  specs[0].write_data = false;
-  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "bfloat16"});
-}
-
-TEST_F(InputValidate, MixedTypes) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[1].type = FileType::f16;
-  expect_bad(specs, ErrorClass::input, {"'q' (f32)", "'k' (f16)", "one element type"});
-}
-
-TEST_F(InputValidate, ZeroLengthAxis) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[1].dims[2] = 0;
-  specs[2].dims[2] = 0;
-  expect_bad(specs, ErrorClass::input, {"dataset 'k'", "length 0", "N (tokens)"});
-}
-
-TEST_F(InputValidate, HeadDimTooLarge) {
-  auto specs = qkv_specs({1, 1, 1, 4, 4, 300}, FileType::f32, false);
-  expect_bad(specs, ErrorClass::input, {"dataset 'q'", "300", "256"});
-}
-
-TEST_F(InputValidate, UnavailableFilter) {
-  auto specs = qkv_specs(s_, FileType::f32, false);
-  specs[1].unknown_filter = true;
-  expect_bad(specs, ErrorClass::input, {"dataset 'k'", "32000", "cannot decode"});
-}
+INSTANTIATE_TEST_SUITE_P(Files, InputValidateSpoiled, ::testing::ValuesIn(spoiled_files()),
+                         [](const ::testing::TestParamInfo<Spoiled>& i) {
+                           return std::string(i.param.name);
+                         });
 
 // The good file next to all the bad ones opens fine (and the checks above
 // did not leave HDF5 or MPI in a state that breaks the next open).
