@@ -238,11 +238,7 @@ TEST(Backward, RefusesBf16Compute) {
 }
 
 TEST(Backward, FlopsAreTwoAndAHalfForwards) {
-  Problem pr;
-  pr.n_q = 100;
-  pr.n_kv = 70;
-  pr.head_dim = 16;
-  pr.causal = true;
+  Problem pr = shaped(1, 1, 100, 70, 16, DType::f32, true);
   const Inputs in(pr);
   EXPECT_DOUBLE_EQ(attention_backward_flops(in.dense), 2.5 * attention_flops(in.dense));
   EXPECT_GT(attention_flops(in.dense), 0);

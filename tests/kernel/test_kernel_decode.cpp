@@ -275,11 +275,7 @@ TEST(Decode, RowsThatSeeNoKeyGiveZeroAndMinusInfinity) {
 }
 
 TEST(Decode, EmptyBlocks) {
-  Problem pr;
-  pr.n_q = 3;
-  pr.heads_q = 2;
-  pr.n_kv = 0;
-  pr.head_dim = 16;
+  Problem pr = shaped(2, 1, 3, 0, 16);
   {
     const Inputs in(pr);
     const KernelOut got = run_decode(in.laid);
@@ -474,12 +470,7 @@ TEST(Decode, CallsProgressFromTheCallingThread) {
     double last = 0;  // the fraction done, which only grows within [0, 1]
     bool bad_fraction = false;
   } calls;
-  Problem pr;
-  pr.n_q = 1;
-  pr.heads_q = 4;
-  pr.n_kv = 200000;
-  pr.head_dim = 128;
-  pr.dtype = DType::f16;
+  Problem pr = shaped(4, 1, 1, 200000, 128, DType::f16);
   Inputs in(pr);
   in.laid.progress = [](void* arg, double done) {
     auto* c = static_cast<Calls*>(arg);

@@ -233,11 +233,7 @@ INSTANTIATE_TEST_SUITE_P(Kernel, FullyMasked,
 // query at the first key's position sees exactly that key, so its output is
 // that key's value row, exactly (one probability of exactly 1).
 TEST(KernelMask, QueryAtFirstKeySeesExactlyThatKey) {
-  Problem pr;
-  pr.n_q = 3;
-  pr.n_kv = 100;
-  pr.head_dim = 80;
-  pr.causal = true;
+  Problem pr = shaped(1, 1, 3, 100, 80, DType::f32, true);
   pr.q_pos = Positions::contiguous(499, 3);  // 499 sees nothing, 500 one key, 501 two
   pr.k_pos = Positions::contiguous(500, 100);
   const Inputs in(pr);

@@ -527,10 +527,7 @@ INSTANTIATE_TEST_SUITE_P(
 // The edges of the head-dim range are accepted.
 TEST(RefusesShape, HeadDimOneAndMaxAreAccepted) {
   for (std::int64_t d : {std::int64_t{1}, kMaxHeadDim}) {
-    Problem pr;
-    pr.n_q = 3;
-    pr.n_kv = 5;
-    pr.head_dim = d;
+    Problem pr = shaped(1, 1, 3, 5, d);
     const Inputs in(pr);
     EXPECT_NO_THROW(run_kernel(in.dense)) << "head dim " << d;
   }
