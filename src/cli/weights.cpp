@@ -45,15 +45,17 @@ std::function<int(MpiSession&)> add_weights(CLI::App& app) {
       "packed sequences), w_j = exp(scale q_i.k_j - lse_i) in float64, lse the row's own "
       "log-sum-exp, so a row's weights sum to 1; the run's lse, when written, is compared. "
       "Under mpirun the ranks split the keys (each holds N_k/P of K; no N x N matrix) and rank "
-      "0 writes. The "
-      "file: rows [R], heads [Hs], lse [B, Hs, R] and weights [B, Hs, R, N_k] f32, or with "
-      "--top-k top_keys [B, Hs, R, K] int64 (largest first, -1 past a row's keys) and "
+      "0 writes. The file: rows [R], heads [Hs], row_tokens [B, R] (when the input has token "
+      "ids), lse [B, Hs, R] and weights [B, Hs, R, N_k] f32, or with --top-k top_keys [B, Hs, "
+      "R, K] int64 (largest first, -1 past a row's keys) and "
       "top_weights f32. datasets/plot_weights.py draws it.");
   c->add_option("--input,-i", req->input, "The input the run read")->required();
   c->add_option("--output,-o", req->output, "The output the run wrote")->required();
   c->add_option("--to", req->to, "The weights file to write")->required();
-  c->add_option("--rows", req->rows,
-                "Query tokens: I, A:B (half-open), A:B:S (every S-th), ::S, comma-separated")
+  c->add_option(
+       "--rows", req->rows,
+       "Query tokens: I, A:B (half-open), A:B:S (every S-th), ::S, or token=ID (every position "
+       "whose token id, in the input's `tokens`, is ID), comma-separated")
       ->capture_default_str();
   c->add_option("--heads", req->heads, "Query heads, the same forms, or all")
       ->capture_default_str();

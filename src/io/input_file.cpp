@@ -224,7 +224,7 @@ json info_json(const InputInfo& i) {
   return {{"file", i.file}, {"linked", i.linked}, {"dtype", static_cast<int>(i.dtype)},
           {"q", i.q},       {"k", i.k},           {"v", i.v},
           {"d_o", i.d_o},   {"o", i.o},           {"lse", i.lse},
-          {"cu_q", i.cu_q}, {"cu_k", i.cu_k}};
+          {"cu_q", i.cu_q}, {"cu_k", i.cu_k},     {"tokens", i.tokens}};
 }
 
 InputInfo info_from(const json& j) {
@@ -240,6 +240,7 @@ InputInfo info_from(const json& j) {
   j.at("lse").get_to(i.lse);
   j.at("cu_q").get_to(i.cu_q);
   j.at("cu_k").get_to(i.cu_k);
+  j.at("tokens").get_to(i.tokens);
   i.shape = shape_of(i.q, i.k);
   return i;
 }
@@ -278,10 +279,13 @@ void widen_f16_in_place(void* buf, std::size_t n) {
   }
 }
 
-// The packed offsets, read by every rank (a few KiB, independently) and
-// checked alike: the same verdict everywhere.
-std::vector<std::int64_t> read_offsets(hid_t file, const H5DatasetDesc& d, const std::string& ctx) {
-  std::vector<std::int64_t> cu(static_cast<std::size_t>(d.dims[0]));
+// A whole integer dataset as int64, row-major: the packed offsets (read by
+// every rank, a few KiB, independently, and checked alike: the same verdict
+// everywhere) and the token ids.
+std::vector<std::int64_t> read_int64s(hid_t file, const H5DatasetDesc& d, const std::string& ctx) {
+  std::int64_t n = 1;
+  for (const std::int64_t e : d.dims) n *= e;
+  std::vector<std::int64_t> cu(static_cast<std::size_t>(n));
   with_h5_context(ctx, [&] {
     H5Handle dset(RA_H5_CHECK(H5Dopen2(file, d.name.c_str(), H5P_DEFAULT)), H5Kind::dataset);
     RA_H5_CHECK(H5Dread(dset.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, cu.data()));
@@ -292,9 +296,9 @@ std::vector<std::int64_t> read_offsets(hid_t file, const H5DatasetDesc& d, const
 Documents read_documents(hid_t file, const InputInfo& info, const std::string& file_ctx) {
   const std::string q_ctx = file_ctx + ", dataset '" + info.cu_q.name + "'";
   const std::string k_ctx = file_ctx + ", dataset '" + info.cu_k.name + "'";
-  std::vector<std::int64_t> cu_q = read_offsets(file, info.cu_q, q_ctx);
+  std::vector<std::int64_t> cu_q = read_int64s(file, info.cu_q, q_ctx);
   std::vector<std::int64_t> cu_k =
-      info.cu_k.name == info.cu_q.name ? cu_q : read_offsets(file, info.cu_k, k_ctx);
+      info.cu_k.name == info.cu_q.name ? cu_q : read_int64s(file, info.cu_k, k_ctx);
   check_cu_seqlens(cu_q, info.shape.tokens_q, q_ctx);
   check_cu_seqlens(cu_k, info.shape.tokens_kv, k_ctx);
   return Documents::packed(std::move(cu_q), std::move(cu_k));
@@ -317,11 +321,37 @@ Documents read_input_documents(const InputInfo& info) {
   return read_documents(file.get(), info, ctx);
 }
 
+// Token ids every rank may hold: 2 GiB of int64.
+constexpr std::int64_t kMaxTokenIds = std::int64_t{1} << 28;
+
+std::vector<std::int64_t> read_input_tokens(const InputInfo& info) {
+  const H5DatasetDesc& d = info.tokens;
+  const std::string ctx = "input file '" + info.file.path + "'";
+  RA_CHECK(d.object == H5Object::dataset, usage, ctx, ": has no '", kTokens,
+           "' dataset (the token ids the converters write)");
+  const std::string dctx = ctx + ", dataset '" + d.name + "'";
+  const std::int64_t B = info.shape.batch, N = info.shape.tokens_q;
+  const std::vector<std::int64_t> want{B, N};
+  RA_CHECK(d.space == "simple" && d.dims == want, usage, dctx, ": has shape ",
+           d.space == "simple" ? shape_text(d.dims) : d.space,
+           "; token ids are [B, N] = ", shape_text(want), " like '", info.q.name, "'");
+  RA_CHECK(d.type.cls == "integer" && d.type.bytes <= 8, usage, dctx, ": has element type ",
+           d.type.name, "; token ids are integers");
+  RA_CHECK(B * N <= kMaxTokenIds, usage, dctx, ": holds ", B * N, " ids, more than the ",
+           kMaxTokenIds, " read at once");
+  for (const H5FilterDesc& f : d.filters)
+    RA_CHECK(f.decodes, input, dctx, ": is compressed with filter '", f.name,
+             "', which this HDF5 library cannot decode");
+  H5Quiet quiet;
+  const H5Handle file = h5_open_read_serial(info.file.path, ctx);
+  return read_int64s(file.get(), d, dctx);
+}
+
 H5DescribeWhat input_description_request(const InputNames& names) {
   H5DescribeWhat what;
   what.root_objects = false;
   what.attributes = false;
-  what.names = {names.q, names.k, names.v, kCuSeqlens, kCuSeqlensQ, kCuSeqlensK};
+  what.names = {names.q, names.k, names.v, kCuSeqlens, kCuSeqlensQ, kCuSeqlensK, kTokens};
   for (const std::string* n : {&names.d_o, &names.o, &names.lse})
     if (!n->empty()) what.names.push_back(*n);
   return what;
@@ -396,6 +426,7 @@ InputInfo check_input(const H5FileDesc& d, const InputNames& names) {
   check_backward(info, d, names, file_ctx);
   take_identities(info, d.path, file_ctx);
   check_packing(info, d, file_ctx);
+  if (const H5DatasetDesc* t = d.object(kTokens)) info.tokens = *t;
   return info;
 }
 

@@ -83,6 +83,8 @@ inline constexpr const char* kDoDataset = "do";
 inline constexpr const char* kCuSeqlens = "cu_seqlens";     // self-attention
 inline constexpr const char* kCuSeqlensQ = "cu_seqlens_q";  // cross-attention: over q's tokens
 inline constexpr const char* kCuSeqlensK = "cu_seqlens_k";  //   and over k's and v's
+// The converters' token ids (README, "Dataset files"): integers [B, N] beside q.
+inline constexpr const char* kTokens = "tokens";
 
 enum class InputTensor { q, k, v, d_o, o, lse };
 inline constexpr std::size_t kInputTensors = 6;
@@ -100,6 +102,9 @@ struct InputInfo {
   // self-attention (both the same), `cu_seqlens_q` and `cu_seqlens_k` for
   // cross-attention; H5Object::missing when the input is dense.
   H5DatasetDesc cu_q, cu_k;
+  // The token ids (kTokens) as described, H5Object::missing when absent;
+  // checked only where read (read_input_tokens): a run does not need them.
+  H5DatasetDesc tokens;
 
   bool packed() const { return cu_q.object == H5Object::dataset; }
   // Whether tensor t is in the file and was asked for (q, k, v always).
@@ -145,6 +150,11 @@ InputInfo inspect_input(MPI_Comm comm, const std::string& path, const InputNames
 // an input inspect_input accepted; one document when it is dense. Offsets
 // that break check_cu_seqlens are Error(usage) naming the dataset.
 Documents read_input_documents(const InputInfo& info);
+
+// The token ids of an input inspect_input accepted, read on this process
+// alone: (B, N_q) int64, row-major. Error(usage) when the input has no
+// `tokens` dataset or it is not integers shaped [B, N_q].
+std::vector<std::int64_t> read_input_tokens(const InputInfo& info);
 
 // Every file the run reads: the input, then the files it links to.
 std::vector<FileIdentity> input_files(const InputInfo& info);

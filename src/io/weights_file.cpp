@@ -20,8 +20,11 @@ H5Handle create_dataset(hid_t file, const char* name, hid_t type,
       H5Kind::dataset);
 }
 
-void write_index(hid_t file, const char* name, const std::vector<std::int64_t>& v) {
-  const H5Handle d = create_dataset(file, name, H5T_STD_I64LE, {hsize_t(v.size())});
+// v whole as int64, shaped dims (default: 1-D).
+void write_index(hid_t file, const char* name, const std::vector<std::int64_t>& v,
+                 std::vector<hsize_t> dims = {}) {
+  if (dims.empty()) dims = {hsize_t(v.size())};
+  const H5Handle d = create_dataset(file, name, H5T_STD_I64LE, dims);
   if (!v.empty())
     RA_H5_CHECK(H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()));
 }
@@ -41,6 +44,7 @@ WeightsFile::WeightsFile(const WeightsFileSpec& spec)
                   R = hsize_t(spec.rows.size());
     write_index(file_.get(), "rows", spec.rows);
     write_index(file_.get(), "heads", spec.heads);
+    if (!spec.row_tokens.empty()) write_index(file_.get(), "row_tokens", spec.row_tokens, {B, R});
     lse_ = create_dataset(file_.get(), "lse", H5T_IEEE_F64LE, {B, H, R});
     if (spec.top_k > 0) {
       const hsize_t K = hsize_t(spec.top_k);

@@ -5,6 +5,8 @@
 //
 //   rows     [R]            int64  the query token of each row
 //   heads    [Hs]           int64  the query heads, in order
+//   row_tokens [B, R]       int64  each row's token id in each batch row
+//                                  (only when the input has token ids)
 //   lse      [B, Hs, R]     f64    each row's log-sum-exp (-inf: sees no key)
 //   full rows (top_k = 0):
 //   weights  [B, Hs, R, N_k] f32   row r's weight on key j (0 where masked)
@@ -37,6 +39,7 @@ struct WeightsFileSpec {
   std::int64_t batch = 1, keys = 0;  // keys: N_k
   std::int64_t top_k = 0;            // 0: full rows
   std::vector<std::int64_t> rows, heads;
+  std::vector<std::int64_t> row_tokens;  // (B, R), or empty: none written
   std::vector<std::pair<std::string, AttrValue>> attributes;
 };
 

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "comm/agree.hpp"
 #include "core/documents.hpp"
@@ -239,11 +240,60 @@ void read_f32_rows(H5RowReader& r, const std::string& name, std::int64_t b, std:
   if (stored != DType::f32) load_f32(raw.data(), stored, out.data(), count);
 }
 
+// The rows of --rows: its indices and ranges (parse_index_spec), and its
+// token=ID items, every position whose token id is ID in some batch row
+// (ids: (B, N), the input's token ids; needed only with such items).
+std::vector<std::int64_t> select_rows(const std::string& spec, std::int64_t B, std::int64_t N,
+                                      const std::vector<std::int64_t>& ids) {
+  constexpr std::string_view kToken = "token=";
+  std::string indices;
+  std::vector<std::int64_t> wanted;
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.rfind(kToken, 0) != 0) {
+      indices += (indices.empty() ? "" : ",") + item;
+      continue;
+    }
+    std::int64_t id = 0;
+    RA_CHECK(parse_int(item.substr(kToken.size()), id), usage, "weights --rows: '", item,
+             "' is not token=ID with an integer ID");
+    wanted.push_back(id);
+  }
+  std::vector<std::int64_t> rows = indices.empty() && !wanted.empty()
+                                       ? std::vector<std::int64_t>{}
+                                       : parse_index_spec(indices, N, "weights --rows");
+  for (const std::int64_t id : wanted) {
+    const std::size_t before = rows.size();
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t b = 0; b < B; ++b)
+        if (ids[static_cast<std::size_t>(b * N + n)] == id) {
+          rows.push_back(n);
+          break;
+        }
+    RA_CHECK(rows.size() > before, usage, "weights --rows: token id ", id,
+             " is nowhere in the input's token ids");
+  }
+  std::sort(rows.begin(), rows.end());
+  rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+  return rows;
+}
+
+// Each row's token id per batch row, (B, R), from ids (B, N).
+std::vector<std::int64_t> row_tokens(const std::vector<std::int64_t>& ids, std::int64_t B,
+                                     std::int64_t N, const std::vector<std::int64_t>& rows) {
+  std::vector<std::int64_t> out;
+  out.reserve(static_cast<std::size_t>(B) * rows.size());
+  for (std::int64_t b = 0; b < B; ++b)
+    for (const std::int64_t n : rows) out.push_back(ids[static_cast<std::size_t>(b * N + n)]);
+  return out;
+}
+
 // The file's layout and attributes.
 WeightsFileSpec weights_file_spec(const WeightsRequest& req, const AttnShape& s,
                                   const std::vector<std::int64_t>& rows,
                                   const std::vector<std::int64_t>& heads, const RunFacts& run,
-                                  const Documents& docs) {
+                                  const Documents& docs, std::vector<std::int64_t> tokens) {
   WeightsFileSpec spec;
   spec.path = req.to;
   spec.overwrite = req.overwrite;
@@ -252,6 +302,7 @@ WeightsFileSpec weights_file_spec(const WeightsRequest& req, const AttnShape& s,
   spec.top_k = req.top_k;
   spec.rows = rows;
   spec.heads = heads;
+  spec.row_tokens = std::move(tokens);
   spec.attributes = {{"generator", std::string("ringattn weights")},
                      {"input", req.input},
                      {"output", req.output},
@@ -364,7 +415,16 @@ class WeightsRun {
     docs_ = read_input_documents(in_);
     check_shapes(od, run_, in_.shape);
     const AttnShape& s = in_.shape;
-    rows_ = parse_index_spec(req_.rows, s.tokens_q, "weights --rows");
+    // Token ids: for token=ID rows, and for the file's row_tokens when the
+    // input has them in the converters' form (else the file goes without).
+    std::vector<std::int64_t> ids;
+    const bool by_token = req_.rows.find("token=") != std::string::npos;
+    if (by_token || in_.tokens.object == H5Object::dataset) try {
+        ids = read_input_tokens(in_);
+      } catch (const Error&) {
+        if (by_token) throw;
+      }
+    rows_ = select_rows(req_.rows, s.batch, s.tokens_q, ids);
     heads_ = parse_index_spec(req_.heads, s.heads_q, "weights --heads");
     const auto R = static_cast<double>(rows_.size());
     RA_CHECK(req_.top_k > 0 || R * static_cast<double>(s.tokens_kv) * 4 <= kMaxPlaneBytes, usage,
@@ -375,7 +435,10 @@ class WeightsRun {
              " keys are too many for one request; ask for fewer rows");
     RA_CHECK(s.tokens_kv >= size_, usage, "weights: ", s.tokens_kv, " keys cannot be split among ",
              size_, " ranks; run it on at most ", s.tokens_kv);
-    if (rank_ == 0) file_.emplace(weights_file_spec(req_, s, rows_, heads_, run_, docs_));
+    if (rank_ == 0)
+      file_.emplace(weights_file_spec(
+          req_, s, rows_, heads_, run_, docs_,
+          ids.empty() ? std::vector<std::int64_t>{} : row_tokens(ids, s.batch, s.tokens_q, rows_)));
   }
 
   // This rank's keys, a contiguous shard of N_k, and the coordinates the

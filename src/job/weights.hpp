@@ -20,7 +20,10 @@
 //
 // Rows: a comma-separated list of token indices I, half-open ranges A:B and
 // strided ranges A:B:S (every S-th token of [A, B); ::S is every S-th of
-// all), each within [0, N); heads alike over [0, H) or "all". Full rows need
+// all), each within [0, N), and token=ID: every position whose token id
+// (the input's `tokens` [B, N], as the converters write it) is ID in some
+// batch row; heads alike over [0, H) or "all". When the input has token
+// ids the file records each row's (row_tokens). Full rows need
 // B · Hs · R · N_k floats of file and R · N_k of memory: past 1 GiB of
 // memory the request is refused with a pointer to --top-k.
 //

@@ -133,6 +133,40 @@ case_fasta_genome() {
   verify_passes gqa.h5 gqa.np3.h5 500 "4 heads over 2, 3 ranks"
 }
 
+# What a genome's bases attended to, chosen by token id: `weights --rows
+# token=3` (every T) on 2 ranks gives the rows where the sequence has a T,
+# with the first 5 positions added, and the file's row_tokens are their
+# ids; an id the input lacks, and token rows of an input without token
+# ids, are one line, exit 2.
+case_weights_tokens() {
+  need_h5py
+  need_file "$LAMBDA" bowtie2-examples
+  expect 0 fasta "$LAMBDA" -o g.h5 --k 1 --d 16 --heads 2 --kv-heads 1 --max-tokens 1500
+  expect 0 mpi 2 "$bin" run --input g.h5 --output g.out.h5 --causal --lse --threads 1
+  expect 0 mpi 2 "$bin" weights --input g.h5 --output g.out.h5 --rows token=3,0:5 --top-k 4 \
+    --to w.h5
+  "$py" - <<'EOF' || fail "weights --rows token=3: not every T, or row_tokens wrong"
+import h5py, numpy as np
+t = h5py.File("g.h5")["tokens"][0]
+w = h5py.File("w.h5")
+want = sorted(set(np.flatnonzero(t == 3)) | set(range(5)))
+assert list(w["rows"][:]) == want, (len(w["rows"]), len(want))
+assert (w["row_tokens"][0] == t[want]).all()
+assert w["top_keys"].shape == (1, 2, len(want), 4)
+EOF
+  expect 2 mpi 2 "$bin" weights --input g.h5 --output g.out.h5 --rows token=99 --to x.h5
+  # ringattn's own lines (mpirun adds its own on a non-zero exit).
+  ONE_ERROR_PATTERN='^ringattn: ' one_error_line "token id 99 is nowhere"
+  expect 0 "$bin" gen --output plain.h5 --n 64 --d 8 --heads 1
+  expect 0 "$bin" run --input plain.h5 --output plain.out.h5 --threads 1
+  expect 2 "$bin" weights --input plain.h5 --output plain.out.h5 --rows token=1 --to x.h5
+  ONE_ERROR_PATTERN='^ringattn: ' one_error_line "has no 'tokens' dataset"
+  expect 0 "$bin" weights --input plain.h5 --output plain.out.h5 --rows 0:3 --to p.h5
+  "$py" -c 'import h5py; assert "row_tokens" not in h5py.File("p.h5")' ||
+    fail "a weights file of an input without token ids has row_tokens"
+  [[ ! -e x.h5 ]] || fail "a refused weights request left x.h5"
+}
+
 # 3-mers, f16, grouped-query heads, 2 windows, records picked by name and
 # index from a multi-record gzip FASTA cut from lambda phage (one record
 # holding N's): info, run, verify; k-mers never span records; unknown k-mers
