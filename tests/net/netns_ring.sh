@@ -28,6 +28,15 @@
 #   table         (not a ctest case; about 30 s) the figures of docs/network.md:
 #                 bench ring at P = 2 and 3, unshaped, 10 and 1 Gbit/s, and a
 #                 sweep of N at 1 Gbit/s; one line per run on stdout
+#   plan_check    (not a ctest case; about a minute) docs/scaling.md's check
+#                 of `ringattn plan` across the namespaces: bench ring at
+#                 P = 2 and 3 at 8192 tokens per rank over 1 Gbit/s (the hop
+#                 hidden), 4096 over 100 Mbit/s (exposed) and 2048 over
+#                 1 Gbit/s (NETNS_PLAN_POINTS, LINK:TOKENS_PER_RANK ...), each
+#                 beside the plan's prediction from the hop's measured
+#                 bandwidth and the kernel rate the plan measures (one
+#                 thread, the step's block, outside the namespaces); one
+#                 line per run on stdout
 #
 # The case runs in SCRATCH_DIR/CASE, emptied first. Exit 0 on success, 1 on
 # a failed check, 77 (skipped, with a one-line reason) when not root, when
@@ -50,7 +59,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common/script_lib.sh"
 
 case_args "$@"
 mpiexec=${MPIEXEC:-mpirun}
-[[ $case_name == table ]] && budget_default=900 || budget_default=100
+[[ $case_name == table || $case_name == plan_check ]] && budget_default=900 || budget_default=100
 budget_end=$((SECONDS + ${NETNS_CASE_BUDGET:-$budget_default}))
 np_flag=${MPIEXEC_NUMPROC_FLAG:--n}
 py=${PYTHON:-${H5PY_PYTHON:-/usr/bin/python3}}
@@ -416,6 +425,34 @@ case_table() {
     for n in ${NETNS_TABLE_TOKENS:-512 1024 2048 4096}; do
       bench "$np" $((n * np)) 1gbit --no-baseline
       bench "$np" $((n * np)) 1gbit --no-baseline --causal
+    done
+    teardown
+  done
+}
+
+case_plan_check() {
+  need_tools
+  need_tc
+  local np per n gbit point link
+  for np in ${NETNS_TABLE_P:-2 3}; do
+    setup_net "$np"
+    for point in ${NETNS_PLAN_POINTS:-1gbit:8192 100mbit:4096 1gbit:2048}; do
+      link=${point%%:*} per=${point##*:}
+      n=$((per * np))
+      bench "$np" "$n" "$link" --no-baseline --p2p-iters 3
+      gbit=$(json "bench_${np}_${n}_${link}.json" 'j["p2p"]["algbw_GBps"] * 8')
+      expect 0 "$bin" plan --n "$n" --d 64 --heads 4 --kv-heads-per-chunk 4 --ranks "$np" \
+        --ranks-per-node "$np" --cores-per-node "$(getconf _NPROCESSORS_ONLN)" --threads 1 \
+        --bandwidth "$gbit" --latency 50 --json
+      "$py" - "bench_${np}_${n}_${link}.json" out.txt <<'EOF'
+import json, sys
+b, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["rows"][0]
+print("P %d  N %6d  link %.3f Gbit/s  measured %.3f s  predicted %.3f s  predicted/measured %.2f"
+      "  (predicted: rate %.1f GFLOP/s, hop %.4f s, step compute %.4f s, exposed %.4f s)" % (
+          b["ranks"], b["n"], b["p2p"]["algbw_GBps"] * 8, b["seconds"], p["predicted_s"],
+          p["predicted_s"] / b["seconds"], json.load(open(sys.argv[2]))["machine"]["rate_gflops"],
+          p["hop_s"], p["step_compute_s"], p["exposed_s"]))
+EOF
     done
     teardown
   done
