@@ -536,6 +536,10 @@ TEST(RefusesShape, HeadDimOneAndMaxAreAccepted) {
 // The in-call hook (AttnParams::progress): the ring polls its transfer and
 // reports progress within a long step there, so it must come from the
 // calling thread, often, with a fraction done that grows within [0, 1].
+// With one thread the calls cover the whole call (first below half, last
+// above); with two, the calling thread's share of the work items depends on
+// the scheduler (a loaded machine may give it few), so those runs check
+// only where the calls come from and their order.
 struct HookCalls {
   int n = 0;
   double first = -1, last = 0;
@@ -550,40 +554,49 @@ struct HookCalls {
   }
 };
 
-Problem hook_problem() {
+Problem hook_problem(int threads) {
   Problem pr;
   pr.heads_q = pr.heads_kv = 2;
   pr.n_q = pr.n_kv = 1500;
   pr.head_dim = 32;
-  pr.threads = 2;
+  pr.threads = threads;
   return pr;
 }
 
+void expect_calls(const HookCalls& calls, int threads) {
+  EXPECT_FALSE(calls.bad) << threads << " threads";
+  if (threads == 1) {
+    EXPECT_GT(calls.n, 10);
+    EXPECT_LT(calls.first, 0.5);
+    EXPECT_GT(calls.last, 0.5);
+  } else {
+    EXPECT_GT(calls.n, 0) << "the calling thread took no work item";
+  }
+}
+
 TEST(ProgressHook, ForwardReportsAGrowingFractionFromTheCallingThread) {
-  Inputs in(hook_problem());
-  HookCalls calls;
-  in.laid.progress = &HookCalls::record;
-  in.laid.progress_arg = &calls;
-  run_kernel(in.laid);
-  EXPECT_GT(calls.n, 10);
-  EXPECT_FALSE(calls.bad);
-  EXPECT_LT(calls.first, 0.5);
-  EXPECT_GT(calls.last, 0.5);
+  for (const int threads : {1, 2}) {
+    Inputs in(hook_problem(threads));
+    HookCalls calls;
+    in.laid.progress = &HookCalls::record;
+    in.laid.progress_arg = &calls;
+    run_kernel(in.laid);
+    expect_calls(calls, threads);
+  }
 }
 
 TEST(ProgressHook, BackwardReportsAGrowingFractionFromTheCallingThread) {
-  Inputs in(hook_problem());
-  const KernelOut fwd = run_kernel(in.laid);
-  std::vector<float> dq(fwd.o.size()), dk(fwd.o.size()), dv(fwd.o.size());
-  HookCalls calls;
-  in.laid.progress = &HookCalls::record;
-  in.laid.progress_arg = &calls;
-  attention_backward(in.laid, {fwd.o.data(), fwd.o.data(), fwd.lse.data()}, dq.data(), dk.data(),
-                     dv.data());
-  EXPECT_GT(calls.n, 10);
-  EXPECT_FALSE(calls.bad);
-  EXPECT_LT(calls.first, 0.5);
-  EXPECT_GT(calls.last, 0.5);
+  for (const int threads : {1, 2}) {
+    Inputs in(hook_problem(threads));
+    const KernelOut fwd = run_kernel(in.laid);
+    std::vector<float> dq(fwd.o.size()), dk(fwd.o.size()), dv(fwd.o.size());
+    HookCalls calls;
+    in.laid.progress = &HookCalls::record;
+    in.laid.progress_arg = &calls;
+    attention_backward(in.laid, {fwd.o.data(), fwd.o.data(), fwd.lse.data()}, dq.data(), dk.data(),
+                       dv.data());
+    expect_calls(calls, threads);
+  }
 }
 
 }  // namespace
