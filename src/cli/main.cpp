@@ -135,6 +135,23 @@ int run_under_mpi(const std::function<int(ringattn::cli::MpiSession&)>& subcomma
   }
 }
 
+// `ringattn help [SUBCOMMAND...]`: that subcommand's --help.
+int print_help(CLI::App& app, const std::vector<std::string>& words) {
+  std::string path;
+  for (const std::string& w : words) path += (path.empty() ? "" : " ") + w;
+  const CLI::App* target = find_subcommand(app, path);
+  if (!target) {
+    std::fprintf(stderr, "ringattn: usage error: no subcommand '%s' (see --help)\n", path.c_str());
+    return ringattn::cli::kUsage;
+  }
+  // The formatter itself: App::help() of a parent shows its parsed
+  // subcommand's help, here `help`'s own.
+  const std::string name = path.empty() ? "ringattn" : "ringattn " + path;
+  std::fputs(target->get_formatter()->make_help(target, name, CLI::AppFormatMode::Normal).c_str(),
+             stdout);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -172,22 +189,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return parse_error(app, e, argc, argv);
   }
-  if (app.got_subcommand(help)) {
-    std::string path;
-    for (const std::string& w : help_path) path += (path.empty() ? "" : " ") + w;
-    const CLI::App* target = find_subcommand(app, path);
-    if (!target) {
-      std::fprintf(stderr, "ringattn: usage error: no subcommand '%s' (see --help)\n",
-                   path.c_str());
-      return ringattn::cli::kUsage;
-    }
-    // The formatter itself: App::help() of a parent shows its parsed
-    // subcommand's help, here `help`'s own.
-    const std::string name = path.empty() ? "ringattn" : "ringattn " + path;
-    std::fputs(target->get_formatter()->make_help(target, name, CLI::AppFormatMode::Normal).c_str(),
-               stdout);
-    return 0;
-  }
+  if (app.got_subcommand(help)) return print_help(app, help_path);
 
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
       app.got_subcommand("info") || app.got_subcommand("verify") || app.got_subcommand("serve") ||

@@ -72,6 +72,36 @@ void print_table(const Plan& plan) {
   }
 }
 
+int plan(PlanOptions& o) {
+  PlanProblem& q = o.problem;
+  PlanMachine& m = o.machine;
+  q.dtype = parse_dtype(o.dtype);
+  if (o.partition != "auto") q.partition = parse_partition(o.partition);
+  const std::vector<int> ranks = parse_ranks(o.ranks);
+  m.latency_s = o.latency_us * 1e-6;
+  if (m.cores_per_node == 0) m.cores_per_node = affinity_cores();
+  m.memory_node_gb =
+      o.memory_gb > 0 ? o.memory_gb : static_cast<double>(available_memory_bytes()) / 1e9;
+  if (o.rate > 0) {
+    m.rate_gflops = o.rate;
+    m.rate_source = "given";
+  } else {
+    // A step's block at the largest rank count that still has a few
+    // thousand tokens per rank: where the hop question matters.
+    const std::int64_t tokens = q.n / std::max(1, ranks.back());
+    m.rate_gflops = measure_kernel_rate(
+        q, static_cast<int>(std::min<std::int64_t>(std::max<std::int64_t>(tokens, 4096), 8192)),
+        m.threads);
+    m.rate_source = "measured here";
+  }
+  const Plan plan = make_plan(q, m, ranks);
+  if (o.json)
+    std::printf("%s\n", plan_json(plan).dump().c_str());
+  else
+    print_table(plan);
+  return kOk;
+}
+
 }  // namespace
 
 std::function<int()> add_plan(CLI::App& app) {
@@ -129,35 +159,7 @@ std::function<int()> add_plan(CLI::App& app) {
                 "the rate (default: this machine's cores)")
       ->check(positive());
   c->add_flag("--json", o->json, "Print one JSON object instead of the table");
-  return [o] {
-    PlanProblem& q = o->problem;
-    PlanMachine& m = o->machine;
-    q.dtype = parse_dtype(o->dtype);
-    if (o->partition != "auto") q.partition = parse_partition(o->partition);
-    const std::vector<int> ranks = parse_ranks(o->ranks);
-    m.latency_s = o->latency_us * 1e-6;
-    if (m.cores_per_node == 0) m.cores_per_node = affinity_cores();
-    m.memory_node_gb =
-        o->memory_gb > 0 ? o->memory_gb : static_cast<double>(available_memory_bytes()) / 1e9;
-    if (o->rate > 0) {
-      m.rate_gflops = o->rate;
-      m.rate_source = "given";
-    } else {
-      // A step's block at the largest rank count that still has a few
-      // thousand tokens per rank: where the hop question matters.
-      const std::int64_t tokens = q.n / std::max(1, ranks.back());
-      m.rate_gflops = measure_kernel_rate(
-          q, static_cast<int>(std::min<std::int64_t>(std::max<std::int64_t>(tokens, 4096), 8192)),
-          m.threads);
-      m.rate_source = "measured here";
-    }
-    const Plan plan = make_plan(q, m, ranks);
-    if (o->json)
-      std::printf("%s\n", plan_json(plan).dump().c_str());
-    else
-      print_table(plan);
-    return kOk;
-  };
+  return [o] { return plan(*o); };
 }
 
 }  // namespace ringattn::cli

@@ -35,7 +35,7 @@
 #                 1 Gbit/s (NETNS_PLAN_POINTS, LINK:TOKENS_PER_RANK ...), each
 #                 beside the plan's prediction from the hop's measured
 #                 bandwidth and the kernel rate the plan measures (one
-#                 thread, the step's block, outside the namespaces); one
+#                 thread, outside the namespaces); one
 #                 line per run on stdout
 #
 # The case runs in SCRATCH_DIR/CASE, emptied first. Exit 0 on success, 1 on
