@@ -68,6 +68,8 @@ def main():
             fail(f"--keys '{a.keys}' is not A:B")
     where = f"b{a.batch}_h{head}"
     what = f"query token {row}, head {head}" + (f", batch {a.batch}" if B > 1 else "")
+    if "row_tokens" in f:  # the input's token id of that row (weights records it when it can)
+        what += f" (token id {int(f['row_tokens'][a.batch, r])})"
 
     fig, ax = plt.subplots(figsize=(8, 3))
     if top:
