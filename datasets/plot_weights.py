@@ -40,6 +40,7 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import MaxNLocator
 
     try:
         f = h5py.File(a.weights, "r")
@@ -72,6 +73,7 @@ def main():
         what += f" (token id {int(f['row_tokens'][a.batch, r])})"
 
     fig, ax = plt.subplots(figsize=(8, 3))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # keys are whole tokens
     if top:
         keys = f["top_keys"][a.batch, j, r, :]
         w = f["top_weights"][a.batch, j, r, :]
