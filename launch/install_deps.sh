@@ -14,7 +14,7 @@ PACKAGES=(
   python3-h5py python3-numpy python3-matplotlib         # dataset scripts and plots
   python3-zmq                                           # the service's Python client (clients/python)
   slurm-wlm slurmctld slurmd slurm-client munge         # tests/launch: a throwaway single-node Slurm
-  iproute2                                              # tests/net: network namespaces, veth, tc
+  iproute2 nftables                                     # tests/net: network namespaces, veth, tc; lossy links
   bowtie2-examples golang-github-pierrec-lz4-dev        # real inputs for datasets/ tests: lambda phage, Gutenberg #1661
   clang libclang-rt-14-dev libomp-14-dev                # launch/run_fuzz.sh: libFuzzer (gcc has none), clang's OpenMP
   qemu-user                                            # tests/cli: an emulated AVX2 CPU, to test refusing wider paths

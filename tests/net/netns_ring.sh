@@ -25,6 +25,12 @@
 #                 timeout plus a margin, rank 0 prints one error line,
 #                 nothing is committed; with the link back, `--resume`
 #                 finishes it and o is bit-identical to an uncut run
+#   lossy_link    a causal `run` at P = 2 over 1 Gbit/s links that drop 2%
+#                 of their packets at random (nftables in each rank's
+#                 namespace, NETNS_LOSS_PERMILLE, default 20; this kernel has
+#                 no netem): `verify` passes on its output, the
+#                 drop counters show packets were lost, and `bench ring`
+#                 over the same links prints the hop's bandwidth under loss
 #   table         (not a ctest case; about 30 s) the figures of docs/network.md:
 #                 bench ring at P = 2 and 3, unshaped, 10 and 1 Gbit/s, and a
 #                 sweep of N at 1 Gbit/s; one line per run on stdout
@@ -41,7 +47,8 @@
 # The case runs in SCRATCH_DIR/CASE, emptied first. Exit 0 on success, 1 on
 # a failed check, 77 (skipped, with a one-line reason) when not root, when
 # `ip netns add` fails (no CAP_SYS_ADMIN, no netns support), when mpirun,
-# ip or tc is missing, when tbf is not in the kernel, or (cut_link) when
+# ip or tc is missing, when tbf is not in the kernel, (lossy_link) when nft
+# is missing or the kernel has no nf_tables, or (cut_link, lossy_link) when
 # the Python cannot import h5py and numpy. Every namespace, link and
 # process the case made is removed on any exit; every launch is bounded,
 # and all of a case's within NETNS_CASE_BUDGET seconds (default 100, table
@@ -226,6 +233,33 @@ rate_bits() {  # 1gbit -> 1000000000
 
 need_tc() {
   command -v tc >/dev/null || skip "tc (iproute2) is not installed"
+}
+
+need_nft() {
+  command -v nft >/dev/null || skip "nft (nftables) is not installed"
+}
+
+# lose PERMILLE: every rank's namespace drops that share of the packets it
+# sends on its veth, at random, counted (nftables: tc's netem and gact are
+# not in this kernel).
+lose() {
+  local r
+  for ((r = 0; r < ${#ns[@]}; ++r)); do
+    in_ns "$r" nft add table inet ra_loss 2>nft_err.txt ||
+      skip "nft cannot make a table here: $(head -n1 nft_err.txt)"
+    in_ns "$r" nft add chain inet ra_loss out '{ type filter hook output priority 0; }'
+    in_ns "$r" nft add rule inet ra_loss out oifname ra0 numgen random mod 1000 '<' "$1" counter drop
+  done
+}
+
+# dropped: packets the loss rules dropped, summed over the ranks.
+dropped() {
+  local r n total=0
+  for ((r = 0; r < ${#ns[@]}; ++r)); do
+    n=$(in_ns "$r" nft list chain inet ra_loss out | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
+    total=$((total + ${n:-0}))
+  done
+  echo "$total"
 }
 
 # ns_mpirun NP SECONDS CMD...: CMD on NP ranks, rank r in namespace r,
@@ -428,6 +462,25 @@ case_table() {
     done
     teardown
   done
+}
+
+case_lossy_link() {
+  need_tools
+  need_tc
+  need_nft
+  need_h5py
+  local lost
+  setup_net 2
+  shape 1gbit
+  lose "${NETNS_LOSS_PERMILLE:-20}"
+  expect 0 "$bin" gen --n 8192 --heads 4 --d 64 -o in.h5
+  expect 0 ns_mpirun 2 60 "$bin" run --input in.h5 --output o.h5 --causal --lse --threads 1 \
+    --progress none
+  expect 0 "$bin" verify --input in.h5 --output o.h5 --rows 300
+  bench 2 8192 1gbit --no-baseline --p2p-iters 5
+  lost=$(dropped)
+  ((lost > 0)) || fail "the 2% loss rules dropped no packet: the links were not lossy"
+  echo "lossy link (1 Gbit/s, ${NETNS_LOSS_PERMILLE:-20} per mille lost): run verified, $lost packets dropped"
 }
 
 case_plan_check() {
