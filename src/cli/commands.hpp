@@ -26,7 +26,6 @@ enum ExitCode : int {
 // Each returns the callback to run when its subcommand was chosen.
 std::function<int()> add_bench_kernel(CLI::App& bench);
 std::function<int()> add_selfcheck(CLI::App& app);
-std::function<int()> add_plan(CLI::App& app);
 
 class MpiSession;
 // Subcommands that run under mpirun get the MPI session.
@@ -40,6 +39,9 @@ std::function<int()> add_query(CLI::App& app);
 std::function<int(MpiSession&)> add_gen(CLI::App& app);
 std::function<int(MpiSession&)> add_info(CLI::App& app);
 std::function<int(MpiSession&)> add_verify(CLI::App& app);
+// Every rank works: weights splits the keys among them, plan --measure-link
+// times the link between them (then rank 0 plans and prints).
 std::function<int(MpiSession&)> add_weights(CLI::App& app);
+std::function<int(MpiSession&)> add_plan(CLI::App& app);
 
 }  // namespace ringattn::cli

@@ -193,9 +193,10 @@ int main(int argc, char** argv) {
 
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
       app.got_subcommand("info") || app.got_subcommand("verify") || app.got_subcommand("serve") ||
-      app.got_subcommand("weights")) {
+      app.got_subcommand("weights") || app.got_subcommand("plan")) {
     const auto& chosen = app.got_subcommand("serve")     ? run_serve
                          : app.got_subcommand("weights") ? run_weights
+                         : app.got_subcommand("plan")    ? run_plan
                          : app.got_subcommand("gen")     ? run_gen
                          : app.got_subcommand("info")    ? run_info
                          : app.got_subcommand("verify")  ? run_verify
@@ -209,7 +210,6 @@ int main(int argc, char** argv) {
   try {
     if (bench->got_subcommand("kernel")) return run_bench_kernel();
     if (app.got_subcommand("selfcheck")) return run_selfcheck();
-    if (app.got_subcommand("plan")) return run_plan();
     if (app.got_subcommand("submit")) return run_submit();
     if (app.got_subcommand("query")) return run_query();
   } catch (const ringattn::Error& e) {

@@ -1,10 +1,13 @@
 // `ringattn plan`: binds the flags to the ring's model (job/plan.hpp) and
-// prints its table or JSON.
+// prints its table or JSON (rank 0); under mpirun with --measure-link the
+// ranks first time the link between them.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <sstream>
 
 #include "cli/commands.hpp"
+#include "cli/mpi_session.hpp"
 #include "cli/option_checks.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
@@ -20,7 +23,7 @@ struct PlanOptions {
   PlanMachine machine;
   std::string dtype = "f32", partition = "auto", ranks = "1,2,4,8,16,32,64,128,256,512,1024,4096";
   double rate = 0, latency_us = 2, memory_gb = 0;
-  bool json = false;
+  bool json = false, measure_link = false;
 };
 
 std::vector<int> parse_ranks(const std::string& text) {
@@ -49,10 +52,10 @@ void print_table(const Plan& plan) {
       p.causal ? "causal" : "non-causal", p.backward ? ", backward" : "",
       static_cast<long long>(p.kv_heads_per_chunk));
   std::printf(
-      "machine  %.1f GFLOP/s per rank (%s), %d threads; link %.1f Gbit/s, %.1f us; "
+      "machine  %.1f GFLOP/s per rank (%s), %d threads; link %.2f Gbit/s, %.1f us (%s); "
       "%.1f GB and %d cores per node, %d ranks per node\n",
       m.rate_gflops, m.rate_source.c_str(), m.threads, m.bandwidth_gbps, m.latency_s * 1e6,
-      m.memory_node_gb, m.cores_per_node, m.ranks_per_node);
+      m.link_source.c_str(), m.memory_node_gb, m.cores_per_node, m.ranks_per_node);
   std::printf("partition %s\n", plan.partition_reason.c_str());
   std::printf("a hop hides under a step from %.0f tokens per rank\n\n", plan.min_tokens_to_hide);
   std::printf("%6s %12s %12s %10s %10s %12s %9s %7s %11s  %s\n", "ranks", "tokens/rank",
@@ -72,13 +75,9 @@ void print_table(const Plan& plan) {
   }
 }
 
-int plan(PlanOptions& o) {
+int plan_on_rank0(PlanOptions& o, const std::vector<int>& ranks) {
   PlanProblem& q = o.problem;
   PlanMachine& m = o.machine;
-  q.dtype = parse_dtype(o.dtype);
-  if (o.partition != "auto") q.partition = parse_partition(o.partition);
-  const std::vector<int> ranks = parse_ranks(o.ranks);
-  m.latency_s = o.latency_us * 1e-6;
   if (m.cores_per_node == 0) m.cores_per_node = affinity_cores();
   m.memory_node_gb =
       o.memory_gb > 0 ? o.memory_gb : static_cast<double>(available_memory_bytes()) / 1e9;
@@ -102,9 +101,32 @@ int plan(PlanOptions& o) {
   return kOk;
 }
 
+// Every rank checks the options alike; with --measure-link they all time
+// the ring's hop; rank 0 alone measures the kernel and prints.
+int plan(const MpiSession& mpi, PlanOptions& o) {
+  PlanProblem& q = o.problem;
+  PlanMachine& m = o.machine;
+  q.dtype = parse_dtype(o.dtype);
+  if (o.partition != "auto") q.partition = parse_partition(o.partition);
+  const std::vector<int> ranks = parse_ranks(o.ranks);
+  m.latency_s = o.latency_us * 1e-6;
+  if (o.measure_link) {
+    // One chunk's block at the largest rank count (where the hop question
+    // matters), 1 to 64 MiB.
+    const std::int64_t tokens = (q.n_kv > 0 ? q.n_kv : q.n) / std::max(1, ranks.back());
+    const double bytes = std::clamp(hop_bytes(q, tokens), 1048576.0, 67108864.0);
+    const MeasuredLink l = measure_link(MPI_COMM_WORLD, static_cast<std::uint64_t>(bytes));
+    m.bandwidth_gbps = l.bandwidth_gbps;
+    m.latency_s = l.latency_s;
+    m.link_source = "measured between " + std::to_string(mpi.size()) + " ranks, " +
+                    std::to_string(l.bytes >> 10) + " KiB hop";
+  }
+  return on_rank0(mpi, [&] { return plan_on_rank0(o, ranks); });
+}
+
 }  // namespace
 
-std::function<int()> add_plan(CLI::App& app) {
+std::function<int(MpiSession&)> add_plan(CLI::App& app) {
   auto o = std::make_shared<PlanOptions>();
   PlanProblem& p = o->problem;
   CLI::App* c = app.add_subcommand(
@@ -142,13 +164,21 @@ std::function<int()> add_plan(CLI::App& app) {
   c->add_option("--threads", o->machine.threads, "Threads per rank (measurement and scratch)")
       ->capture_default_str()
       ->check(positive());
-  c->add_option("--bandwidth", o->machine.bandwidth_gbps, "Link bandwidth, Gbit/s per direction")
-      ->default_val(100.0)
-      ->capture_default_str()
-      ->check(positive());
-  c->add_option("--latency", o->latency_us, "Link latency per hop, microseconds")
-      ->capture_default_str()
-      ->check(non_negative());
+  CLI::Option* bandwidth = c->add_option("--bandwidth", o->machine.bandwidth_gbps,
+                                         "Link bandwidth, Gbit/s per direction")
+                               ->default_val(100.0)
+                               ->capture_default_str()
+                               ->check(positive());
+  CLI::Option* latency =
+      c->add_option("--latency", o->latency_us, "Link latency per hop, microseconds")
+          ->capture_default_str()
+          ->check(non_negative());
+  c->add_flag("--measure-link", o->measure_link,
+              "Measure the link instead (under mpirun, 2 or more ranks placed as the run's: every "
+              "rank sends a hop to the next at once, as the ring does; latency from 8 bytes, "
+              "bandwidth from one chunk's block at the largest --ranks, 1-64 MiB)")
+      ->excludes(bandwidth)
+      ->excludes(latency);
   c->add_option("--memory-gb", o->memory_gb, "Memory per node, GB (default: this machine's)")
       ->check(positive());
   c->add_option("--ranks-per-node", o->machine.ranks_per_node, "Ranks sharing a node's memory")
@@ -159,7 +189,7 @@ std::function<int()> add_plan(CLI::App& app) {
                 "the rate (default: this machine's cores)")
       ->check(positive());
   c->add_flag("--json", o->json, "Print one JSON object instead of the table");
-  return [o] { return plan(*o); };
+  return [o](MpiSession& mpi) { return plan(mpi, *o); };
 }
 
 }  // namespace ringattn::cli

@@ -91,25 +91,6 @@ RingStats timed_ring(MPI_Comm comm, const Problem& pb, const RingBenchRequest& o
   return ring.run_backward(layout, q.data(), {d_o.data(), out.data(), lse.data()}, opt);
 }
 
-// Seconds per ring hop of `bytes` (median of iters), every rank at once.
-double time_hop(MPI_Comm comm, std::uint64_t bytes, int iters) {
-  MpiTransport transport(comm);
-  AlignedBuffer<char> a(bytes), b(bytes);
-  a.fill(1);
-  std::vector<double> t;
-  for (int i = 0; i < iters + 1; ++i) {
-    RA_MPI_CHECK(MPI_Barrier(comm));
-    Timer timer;
-    transport.start(a.data(), bytes, b.data(), bytes);
-    transport.wait();
-    double s = timer.seconds();
-    RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, comm));
-    if (i > 0) t.push_back(s);  // the first hop sets up connections
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 // What the run measured; the per-rank figures only on rank 0.
 struct Figures {
   double t1 = 0, tp = 0;                        // seconds on one rank, on P ranks (the slowest)
@@ -300,6 +281,24 @@ std::optional<nlohmann::json> RingBench::run() const {
   const Figures f = measure(comm_, P, rank, pb, req_, threads);
   if (rank != 0) return std::nullopt;
   return report(f, P, pb, req_, threads);
+}
+
+double time_hop(MPI_Comm comm, std::uint64_t bytes, int iters) {
+  MpiTransport transport(comm);
+  AlignedBuffer<char> a(bytes), b(bytes);
+  a.fill(1);
+  std::vector<double> t;
+  for (int i = 0; i < iters + 1; ++i) {
+    RA_MPI_CHECK(MPI_Barrier(comm));
+    Timer timer;
+    transport.start(a.data(), bytes, b.data(), bytes);
+    transport.wait();
+    double s = timer.seconds();
+    RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_MAX, comm));
+    if (i > 0) t.push_back(s);  // the first hop sets up connections
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
 }
 
 }  // namespace ringattn

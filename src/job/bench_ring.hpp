@@ -45,4 +45,10 @@ class RingBench {
   RingBenchRequest req_;
 };
 
+// Seconds per ring hop of `bytes` (median of iters, after one untimed hop
+// that sets up connections): every rank of comm sends to the next and
+// receives from the previous at once, as the ring does; the slowest rank's
+// time. Collective over comm.
+double time_hop(MPI_Comm comm, std::uint64_t bytes, int iters);
+
 }  // namespace ringattn

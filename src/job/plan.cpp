@@ -8,6 +8,7 @@
 #include "core/visibility.hpp"
 #include "io/input_file.hpp"
 #include "job/bench_kernel.hpp"
+#include "job/bench_ring.hpp"
 #include "job/job_config.hpp"
 #include "job/preflight.hpp"
 
@@ -222,6 +223,7 @@ nlohmann::json plan_json(const Plan& plan) {
         {"rate_source", m.rate_source},
         {"bandwidth_gbps", m.bandwidth_gbps},
         {"latency_s", m.latency_s},
+        {"link_source", m.link_source},
         {"memory_node_gb", m.memory_node_gb},
         {"ranks_per_node", m.ranks_per_node},
         {"threads_per_rank", m.threads},
@@ -245,6 +247,25 @@ nlohmann::json plan_json(const Plan& plan) {
                          {"fits", r.fits},
                          {"why", r.why}});
   return j;
+}
+
+MeasuredLink measure_link(MPI_Comm comm, std::uint64_t bytes, int iters) {
+  int size = 1;
+  RA_MPI_CHECK(MPI_Comm_size(comm, &size));
+  RA_CHECK(size >= 2, usage, "plan --measure-link: needs 2 or more ranks (mpirun -np 2 ...), got ",
+           size);
+  MeasuredLink l;
+  l.bytes = std::max<std::uint64_t>(bytes, 1 << 16);
+  l.latency_s = time_hop(comm, 8, iters);
+  const double t = time_hop(comm, l.bytes, iters);
+  l.bandwidth_gbps = static_cast<double>(l.bytes) * 8 / std::max(t - l.latency_s, 1e-9) / 1e9;
+  return l;
+}
+
+double hop_bytes(const PlanProblem& problem, std::int64_t tokens) {
+  PlanProblem p = problem;
+  if (p.kv_heads == 0) p.kv_heads = p.heads;
+  return chunk_geometry(p).hop_bytes_per_token * static_cast<double>(tokens);
 }
 
 double measure_kernel_rate(const PlanProblem& problem, int tokens, int threads) {

@@ -21,9 +21,11 @@
 // long job), the kernel's rate changing with the block size (measure at the
 // size you plan for), and contention on a shared network.
 //
-// Includes: <cstdint>, <optional>, <string>, <vector>, <nlohmann/json.hpp>,
+// Includes: mpi.h (MPI_Comm), <cstdint>, <optional>, <string>, <vector>, <nlohmann/json.hpp>,
 // core/dtype.hpp (DType), ring/partition.hpp (PartitionKind).
 #pragma once
+
+#include <mpi.h>
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -55,6 +57,7 @@ struct PlanMachine {
   int cores_per_node = 0;   // 0: as many as the ranks' threads; fewer: ranks share cores
                             // and each runs at cores / (ranks_per_node x threads) of the rate
   std::string rate_source;  // "measured ..." or "given"
+  std::string link_source = "given";  // or "measured between P ranks"
 };
 
 struct PlanRow {
@@ -89,6 +92,19 @@ Plan make_plan(const PlanProblem& problem, const PlanMachine& machine,
                const std::vector<int>& ranks);
 
 nlohmann::json plan_json(const Plan& plan);
+
+// The link between the ranks of comm as the ring uses it (every rank sends
+// to the next and receives from the previous at once, job/bench_ring.hpp's
+// time_hop): latency, a hop of 8 bytes; bandwidth, `bytes` over a hop of
+// them less that latency. Collective over comm, which has 2 or more ranks.
+struct MeasuredLink {
+  double bandwidth_gbps = 0, latency_s = 0;
+  std::uint64_t bytes = 0;  // the hop the bandwidth was measured with
+};
+MeasuredLink measure_link(MPI_Comm comm, std::uint64_t bytes, int iters = 5);
+
+// Bytes of one hop of one chunk's block at `tokens` K/V tokens per rank.
+double hop_bytes(const PlanProblem& problem, std::int64_t tokens);
 
 // The kernel's rate on this machine for a block like one step of `problem`
 // at `ranks` ranks (tokens capped at 8192 so it takes seconds): GFLOP/s,

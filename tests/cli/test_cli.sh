@@ -675,6 +675,18 @@ assert j["machine"]["rate_source"] == "given" and j["min_tokens_per_rank_to_hide
   one_error_line "heads 3 must be a multiple of kv heads 2"
   expect 2 "$bin" plan --n 64 --ranks 2,x --rate 1
   one_error_line "--ranks: 'x'"
+  # --measure-link: the ranks time the hop between them (shared memory here).
+  expect 0 mpi 2 "$bin" plan --n 8192 --d 16 --heads 2 --ranks 2 --rate 50 --measure-link --json
+  "$py" -c '
+import json
+m = json.load(open("out.txt"))["machine"]
+assert m["link_source"].startswith("measured between 2 ranks"), m
+assert m["bandwidth_gbps"] > 0 and 0 < m["latency_s"] < 0.1, m
+' || fail "plan --measure-link: no measured link in the record"
+  expect 2 "$bin" plan --n 64 --rate 1 --measure-link
+  one_error_line "needs 2 or more ranks"
+  expect 2 "$bin" plan --n 64 --rate 1 --measure-link --latency 3
+  one_error_line "excludes"
 }
 
 # A vector path wider than this CPU's is refused before anything runs: one

@@ -39,9 +39,9 @@
 #                 P = 2 and 3 at 8192 tokens per rank over 1 Gbit/s (the hop
 #                 hidden), 4096 over 100 Mbit/s (exposed) and 2048 over
 #                 1 Gbit/s (NETNS_PLAN_POINTS, LINK:TOKENS_PER_RANK ...), each
-#                 beside the plan's prediction from the hop's measured
-#                 bandwidth and the kernel rate the plan measures (one
-#                 thread, outside the namespaces); one
+#                 beside the plan's prediction: the link measured by
+#                 `plan --measure-link` across the namespaces, the kernel
+#                 rate by the plan outside them (one thread); one
 #                 line per run on stdout
 #
 # The case runs in SCRATCH_DIR/CASE, emptied first. Exit 0 on success, 1 on
@@ -369,6 +369,13 @@ case_shaped_bench() {
   sent=$(tc -s -n "${ns[0]}" qdisc show dev ra0 | sed -n 's/^ *Sent \([0-9]*\) bytes.*/\1/p' | head -n1)
   ((sent >= 10 * hop)) || fail "rank 0's tbf passed $sent bytes, less than the 10 timed hops ($((10 * hop)))"
   echo "shaped to 1 Gbit/s: the hop measured $(printf %.3f "$gbit") Gbit/s; rank 0's tbf passed $sent bytes"
+  # The planner's own measurement of the same link agrees.
+  expect 0 ns_mpirun 2 60 "$bin" plan --n 8192 --d 64 --heads 4 --ranks 2 --rate 100 \
+    --measure-link --json
+  gbit=$(json out.txt 'j["machine"]["bandwidth_gbps"]')
+  "$py" -c "import sys; sys.exit(not 0.3 < $gbit < 1.2)" ||
+    fail "plan --measure-link over a 1 Gbit/s link measured $gbit Gbit/s, outside (0.3, 1.2)"
+  echo "plan --measure-link: $(printf %.3f "$gbit") Gbit/s"
 }
 
 case_cut_link() {
@@ -486,25 +493,31 @@ case_lossy_link() {
 case_plan_check() {
   need_tools
   need_tc
-  local np per n gbit point link
+  local np per n point link rate
   for np in ${NETNS_TABLE_P:-2 3}; do
     setup_net "$np"
     for point in ${NETNS_PLAN_POINTS:-1gbit:8192 100mbit:4096 1gbit:2048}; do
       link=${point%%:*} per=${point##*:}
       n=$((per * np))
       bench "$np" "$n" "$link" --no-baseline --p2p-iters 3
-      gbit=$(json "bench_${np}_${n}_${link}.json" 'j["p2p"]["algbw_GBps"] * 8')
+      # The kernel rate measured outside the namespaces' load, the link by
+      # the plan's ranks across them.
       expect 0 "$bin" plan --n "$n" --d 64 --heads 4 --kv-heads-per-chunk 4 --ranks "$np" \
-        --ranks-per-node "$np" --cores-per-node "$(getconf _NPROCESSORS_ONLN)" --threads 1 \
-        --bandwidth "$gbit" --latency 50 --json
+        --threads 1 --json
+      rate=$(json out.txt 'j["machine"]["rate_gflops"]')
+      expect 0 ns_mpirun "$np" 60 "$bin" plan --n "$n" --d 64 --heads 4 --kv-heads-per-chunk 4 \
+        --ranks "$np" --ranks-per-node "$np" --cores-per-node "$(getconf _NPROCESSORS_ONLN)" \
+        --threads 1 --rate "$rate" --measure-link --json
       "$py" - "bench_${np}_${n}_${link}.json" out.txt <<'EOF'
 import json, sys
 b, p = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["rows"][0]
-print("P %d  N %6d  link %.3f Gbit/s  measured %.3f s  predicted %.3f s  predicted/measured %.2f"
-      "  (predicted: rate %.1f GFLOP/s, hop %.4f s, step compute %.4f s, exposed %.4f s)" % (
-          b["ranks"], b["n"], b["p2p"]["algbw_GBps"] * 8, b["seconds"], p["predicted_s"],
-          p["predicted_s"] / b["seconds"], json.load(open(sys.argv[2]))["machine"]["rate_gflops"],
-          p["hop_s"], p["step_compute_s"], p["exposed_s"]))
+m = json.load(open(sys.argv[2]))["machine"]
+print("P %d  N %6d  link %.3f Gbit/s (bench), %.3f (plan)  measured %.3f s  predicted %.3f s"
+      "  predicted/measured %.2f  (predicted: rate %.1f GFLOP/s, hop %.4f s, step compute %.4f s,"
+      " exposed %.4f s)" % (
+          b["ranks"], b["n"], b["p2p"]["algbw_GBps"] * 8, m["bandwidth_gbps"], b["seconds"],
+          p["predicted_s"], p["predicted_s"] / b["seconds"], m["rate_gflops"], p["hop_s"],
+          p["step_compute_s"], p["exposed_s"]))
 EOF
     done
     teardown
