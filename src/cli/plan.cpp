@@ -78,7 +78,9 @@ void print_table(const Plan& plan) {
 int plan_on_rank0(PlanOptions& o, const std::vector<int>& ranks) {
   PlanProblem& q = o.problem;
   PlanMachine& m = o.machine;
-  if (m.cores_per_node == 0) m.cores_per_node = affinity_cores();
+  // The node's cores: under mpirun (--measure-link) this rank's own
+  // binding would say 1.
+  if (m.cores_per_node == 0) m.cores_per_node = online_cores();
   m.memory_node_gb =
       o.memory_gb > 0 ? o.memory_gb : static_cast<double>(available_memory_bytes()) / 1e9;
   if (o.rate > 0) {

@@ -56,6 +56,10 @@ int affinity_cores() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+int online_cores() {
+  return static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
 std::string thread_cpu_list(int threads) {
   cpu_set_t all;
   CPU_ZERO(&all);
@@ -73,8 +77,14 @@ std::string thread_cpu_list(int threads) {
     if (!CPU_ISSET(c, &all)) continue;
     int last = c;
     while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, &all)) ++last;
-    list += (list.empty() ? "" : ",") + std::to_string(c) +
-            (last > c ? "-" + std::to_string(last) : std::string());
+    // Appended piece by piece: gcc 12 warns (-Wrestrict, a false positive)
+    // on "-" + std::to_string(...).
+    if (!list.empty()) list += ',';
+    list += std::to_string(c);
+    if (last > c) {
+      list += '-';
+      list += std::to_string(last);
+    }
     c = last;
   }
   return list;
@@ -92,7 +102,7 @@ int local_ranks() {
 
 int default_threads() {
   const int cores = affinity_cores();
-  const int online = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  const int online = online_cores();
   // A launcher that binds each rank to its own cores already gave us our share.
   if (cores < online) return cores;
   // Slurm says how many CPUs a task has even where it does not bind tasks.
@@ -102,7 +112,7 @@ int default_threads() {
 }
 
 std::string oversubscription_warning(int threads) {
-  const int online = static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  const int online = online_cores();
   const int local = local_ranks();
   // One thread per rank cannot be lowered: more ranks than cores was the
   // launch's own choice (--oversubscribe), not a --threads mistake.

@@ -42,6 +42,8 @@ std::string oversubscription_warning(int threads);
 
 // Cores in this process's affinity mask.
 int affinity_cores();
+// This node's online cores, whatever this process is bound to.
+int online_cores();
 
 // The CPUs `threads` OpenMP threads of this process may run on, each as it
 // is bound (OMP_PROC_BIND pins each to its place), together, as a list
