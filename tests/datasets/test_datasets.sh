@@ -167,6 +167,25 @@ EOF
   [[ ! -e x.h5 ]] || fail "a refused weights request left x.h5"
 }
 
+# datasets/weights_example.sh end to end on 2 ranks: its plots exist, the
+# genome's rows are its T's and the book's are its "holmes" words.
+case_weights_example() {
+  need_h5py
+  need_file "$LAMBDA" bowtie2-examples
+  need_file "$PG1661" golang-github-pierrec-lz4-dev
+  LAMBDA=$LAMBDA PG1661=$PG1661 PYTHON=$py MPIEXEC_FLAGS="${mpi_flags[*]}" \
+    expect 0 bash "$ds/weights_example.sh" ex "$bin" 2
+  grep -q "wrote 8 plots" out.txt || fail "weights_example.sh: $(tail -n1 out.txt)"
+  "$py" - <<'EOF' || fail "weights_example.sh: the rows are not the token's"
+import h5py, numpy as np
+g = h5py.File("ex/genome.h5")["tokens"][0]
+w = h5py.File("ex/genome_T.h5")
+assert list(w["rows"][:]) == list(np.flatnonzero(g == 3)) and (w["row_tokens"][0] == 3).all()
+b = h5py.File("ex/book_holmes.h5")
+assert len(b["rows"]) > 10 and len(set(b["row_tokens"][0])) == 1
+EOF
+}
+
 # 3-mers, f16, grouped-query heads, 2 windows, records picked by name and
 # index from a multi-record gzip FASTA cut from lambda phage (one record
 # holding N's): info, run, verify; k-mers never span records; unknown k-mers
