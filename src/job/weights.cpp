@@ -43,9 +43,10 @@ bool parse_int(const std::string& t, std::int64_t& out) {
 // One plane's sums on this rank: the rows of one query head against this
 // rank's shard of the K plane of its K/V head.
 struct PlaneWork {
-  const float* k = nullptr;  // (keys, D): keys [first_key, first_key + keys)
-  const float* q = nullptr;  // (R, D)
-  std::int64_t first_key = 0, keys = 0, d = 0, top_k = 0;
+  const float* k = nullptr;               // (keys, D)
+  const std::int64_t* key_ids = nullptr;  // (keys): their indices among all N_k
+  const float* q = nullptr;               // (R, D)
+  std::int64_t keys = 0, d = 0, top_k = 0;
   double scale = 0;
   Visibility vis;
   const std::vector<std::int64_t>* k_coord = nullptr;  // (keys): the shard's coordinates
@@ -108,8 +109,7 @@ void shard_sums(const PlaneWork& p, std::int64_t R, std::vector<double>& m,
 #pragma omp parallel
   {
     std::vector<double> s(static_cast<std::size_t>(p.keys));
-    std::vector<std::int64_t> order, index(p.top_k > 0 ? static_cast<std::size_t>(p.keys) : 0);
-    std::iota(index.begin(), index.end(), p.first_key);
+    std::vector<std::int64_t> order;
 #pragma omp for schedule(dynamic)
     for (std::int64_t r = 0; r < R; ++r) {
       const double top = row_scores(p, r, s);
@@ -120,7 +120,7 @@ void shard_sums(const PlaneWork& p, std::int64_t R, std::vector<double>& m,
       m[static_cast<std::size_t>(r)] = top;
       sum[static_cast<std::size_t>(r)] = total;
       if (p.top_k > 0)
-        top_scores(s.data(), index.data(), p.keys, p.top_k, order, c.keys.data() + r * p.top_k,
+        top_scores(s.data(), p.key_ids, p.keys, p.top_k, order, c.keys.data() + r * p.top_k,
                    c.scores.data() + r * p.top_k);
     }
   }
@@ -226,17 +226,16 @@ void merge_top_k(MPI_Comm comm, std::int64_t R, std::int64_t K, const Candidates
   }
 }
 
-// Rows of plane (b, h) of `name` as f32, read in the stored type.
+// Rows `rows` of plane (b, h) of `name`, D values each, as f32, read in the
+// stored type.
 void read_f32_rows(H5RowReader& r, const std::string& name, std::int64_t b, std::int64_t h,
-                   const std::vector<std::int64_t>* rows, DType stored, std::size_t count,
+                   const std::vector<std::int64_t>& rows, std::int64_t D, DType stored,
                    std::vector<float>& out) {
+  const auto count = rows.size() * static_cast<std::size_t>(D);
   out.resize(count);
   std::vector<unsigned char> raw(stored == DType::f32 ? 0 : count * dtype_size(stored));
-  void* dst = stored == DType::f32 ? static_cast<void*>(out.data()) : raw.data();
-  if (rows)
-    r.read_rows(name, b, h, *rows, stored, dst);
-  else
-    r.read_plane(name, b, h, stored, dst);
+  r.read_rows(name, b, h, rows, stored,
+              stored == DType::f32 ? static_cast<void*>(out.data()) : raw.data());
   if (stored != DType::f32) load_f32(raw.data(), stored, out.data(), count);
 }
 
@@ -445,11 +444,11 @@ class WeightsRun {
   // masks compare.
   void shard() {
     shards_.emplace(PartitionKind::contiguous, in_.shape.tokens_kv, size_);
-    first_ = shards_->global_position(rank_, 0);
-    count_ = shards_->local_size(rank_);
-    shard_keys_.resize(static_cast<std::size_t>(count_));
-    std::iota(shard_keys_.begin(), shard_keys_.end(), first_);
-    const Positions kp = docs_.k_coordinates(Positions::contiguous(first_, count_));
+    const std::int64_t first = shards_->global_position(rank_, 0);
+    const std::int64_t count = shards_->local_size(rank_);
+    shard_keys_.resize(static_cast<std::size_t>(count));
+    std::iota(shard_keys_.begin(), shard_keys_.end(), first);
+    const Positions kp = docs_.k_coordinates(Positions::contiguous(first, count));
     k_coord_.resize(static_cast<std::size_t>(kp.size()));
     kp.fill(0, kp.size(), k_coord_.data());
     q_coord_ = docs_.q_coordinates(Positions::of_rows(rows_.data(), rows_.size()));
@@ -461,21 +460,19 @@ class WeightsRun {
     const auto R = static_cast<std::int64_t>(rows_.size());
     const std::int64_t h = heads_[j], hk = h / (s.heads_q / s.heads_kv), D = s.head_dim;
     agree(comm_, [&] {
-      if (hk != loaded_)
-        read_f32_rows(*input_, run_.names.k, b, hk, &shard_keys_, in_.dtype,
-                      static_cast<std::size_t>(count_ * D), k_);
+      if (hk != loaded_) read_f32_rows(*input_, run_.names.k, b, hk, shard_keys_, D, in_.dtype, k_);
       loaded_ = hk;
-      read_f32_rows(*input_, run_.names.q, b, h, &rows_, in_.dtype, static_cast<std::size_t>(R * D),
-                    q_);
+      read_f32_rows(*input_, run_.names.q, b, h, rows_, D, in_.dtype, q_);
       if (output_) {
         run_lse_.resize(static_cast<std::size_t>(R));
         output_->read_rows("lse", b, h, rows_, DType::f32, run_lse_.data());
       }
     });
-    const PlaneWork p{
-        k_.data(), q_.data(),  first_,     count_,
-        D,         req_.top_k, run_.scale, Visibility::of(run_.causal, docs_.window(run_.window)),
-        &k_coord_, &q_coord_};
+    const PlaneWork p{k_.data(),  shard_keys_.data(),
+                      q_.data(),  static_cast<std::int64_t>(shard_keys_.size()),
+                      D,          req_.top_k,
+                      run_.scale, Visibility::of(run_.causal, docs_.window(run_.window)),
+                      &k_coord_,  &q_coord_};
     shard_sums(p, R, m_, sum_, cand_);
     const std::vector<double> lse = global_lse(comm_, m_, sum_);
     if (req_.top_k > 0) {
@@ -503,8 +500,7 @@ class WeightsRun {
   std::vector<std::int64_t> rows_, heads_;
   std::optional<WeightsFile> file_;  // rank 0's
   std::optional<Partition> shards_;
-  std::int64_t first_ = 0, count_ = 0;  // this rank's keys [first_, first_ + count_)
-  std::vector<std::int64_t> shard_keys_, k_coord_;
+  std::vector<std::int64_t> shard_keys_, k_coord_;  // this rank's keys, their mask coordinates
   Positions q_coord_;
   std::optional<H5RowReader> input_, output_;  // output_: rank 0's, for the run's lse
   std::int64_t loaded_ = -1;                   // the K/V head whose K shard is in k_
