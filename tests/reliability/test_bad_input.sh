@@ -247,8 +247,13 @@ case_output() {
     # root writes anywhere: drop to nobody (one rank: Open MPI's launcher
     # cannot start ranks as another user).
     chmod -R o+rX "$dir" && chmod o+x "$scratch"
+    # Open MPI's session files in a folder of nobody's own, apart from the
+    # root runs beside it (one CI run saw MPI_File_open fail here once).
+    local tmp_nobody=$dir/tmp-nobody
+    mkdir -p "$tmp_nobody" && chown nobody:nogroup "$tmp_nobody"
     local rc=0
-    setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin" run --input in/good.h5 \
+    TMPDIR=$tmp_nobody OMPI_MCA_orte_tmpdir_base=$tmp_nobody \
+      setpriv --reuid=nobody --regid=nogroup --clear-groups "$bin" run --input in/good.h5 \
       --output ro/o.h5 --threads 1 >out.txt 2>err.txt || rc=$?
     [[ $rc -eq 4 ]] || fail "not-writable directory: exit $rc, expected 4"
     grep -q "^ringattn: io error: output file 'ro/o.h5': directory 'ro' is not writable" err.txt ||
