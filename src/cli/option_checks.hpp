@@ -10,20 +10,18 @@
 #include <cstdint>
 #include <string>
 
+#include "job/setting.hpp"
+
 namespace ringattn::cli {
 
 namespace option_checks_detail {
 
-// The number a flag's text holds, if all of it is one.
+// The number a flag's text holds, if all of it is one (the settings' parse).
 inline bool parse_number(const std::string& text, long double& out) {
-  if (text.empty()) return false;
-  std::size_t used = 0;
-  try {
-    out = std::stold(text, &used);
-  } catch (...) {
-    return false;
-  }
-  return used == text.size() && std::isfinite(out);
+  const auto v = number_in_text(text);
+  if (!v || !std::isfinite(*v)) return false;
+  out = *v;
+  return true;
 }
 
 inline CLI::Validator compare(const std::string& what, bool (*ok)(long double)) {

@@ -14,6 +14,7 @@
 #include "core/host_memory.hpp"
 #include "core/shape.hpp"
 #include "job/plan.hpp"
+#include "job/setting.hpp"
 
 namespace ringattn::cli {
 namespace {
@@ -31,11 +32,8 @@ std::vector<int> parse_ranks(const std::string& text) {
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    long double v = 0;
-    RA_CHECK(option_checks_detail::parse_number(item, v) && v >= 1 && v <= 65536 &&
-                 v == static_cast<int>(v),
-             usage, "plan --ranks: '", item, "' is not a rank count 1..65536");
-    out.push_back(static_cast<int>(v));
+    out.push_back(
+        static_cast<int>(checked_integer_from_text(item, "plan --ranks", {.lo = 1, .hi = 65536})));
   }
   RA_CHECK(!out.empty(), usage, "plan --ranks: no rank counts");
   return out;

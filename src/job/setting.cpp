@@ -61,23 +61,23 @@ std::string quoted_list(const std::vector<std::string>& names) {
 }
 
 double number_from_text(std::string_view text, const std::string& where) {
+  if (const auto v = number_in_text(text)) return *v;
   double v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec == std::errc::result_out_of_range)
+  if (std::from_chars(text.data(), text.data() + text.size(), v).ec ==
+      std::errc::result_out_of_range)
     refuse(where, "cannot be represented as a double, got '" + std::string(text) + "'");
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
-    refuse(where, "must be a number, got '" + std::string(text) + "'");
-  return v;
+  refuse(where, "must be a number, got '" + std::string(text) + "'");
+  return 0;
 }
 
 std::int64_t integer_from_text(std::string_view text, const std::string& where) {
+  if (const auto v = integer_in_text(text)) return *v;
   std::int64_t v = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec == std::errc::result_out_of_range)
+  if (std::from_chars(text.data(), text.data() + text.size(), v).ec ==
+      std::errc::result_out_of_range)
     refuse(where, "is out of range, got " + std::string(text));
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
-    refuse(where, "must be an integer, got '" + std::string(text) + "'");
-  return v;
+  refuse(where, "must be an integer, got '" + std::string(text) + "'");
+  return 0;
 }
 
 const std::string* raw_string(const RawValue& raw) {
@@ -100,6 +100,20 @@ std::int64_t checked_integer_from_text(std::string_view text, const std::string&
   setting_detail::check_number(static_cast<double>(v), where, rule,
                                static_cast<double>(std::numeric_limits<std::int64_t>::lowest()),
                                static_cast<double>(std::numeric_limits<std::int64_t>::max()));
+  return v;
+}
+
+std::optional<double> number_in_text(std::string_view text) {
+  double v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return {};
+  return v;
+}
+
+std::optional<std::int64_t> integer_in_text(std::string_view text) {
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty()) return {};
   return v;
 }
 

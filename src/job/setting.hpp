@@ -252,4 +252,9 @@ double checked_number_from_text(std::string_view text, const std::string& where,
 std::int64_t checked_integer_from_text(std::string_view text, const std::string& where,
                                        const NumberRule& rule);
 
+// The number (integer) all of `text` spells, or nothing: the same parse as
+// the settings', for callers that word their own refusal.
+std::optional<double> number_in_text(std::string_view text);
+std::optional<std::int64_t> integer_in_text(std::string_view text);
+
 }  // namespace ringattn

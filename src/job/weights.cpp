@@ -21,6 +21,7 @@
 #include "io/input_file.hpp"
 #include "io/weights_file.hpp"
 #include "job/run_facts.hpp"
+#include "job/setting.hpp"
 #include "ring/partition.hpp"
 
 namespace ringattn {
@@ -29,15 +30,11 @@ namespace {
 // Full rows held in memory per (b, h) plane at most.
 constexpr double kMaxPlaneBytes = 1024.0 * 1024 * 1024;
 
+// An integer all of t spells (the settings' parse) into out.
 bool parse_int(const std::string& t, std::int64_t& out) {
-  if (t.empty()) return false;
-  std::size_t used = 0;
-  try {
-    out = std::stoll(t, &used);
-  } catch (...) {
-    return false;
-  }
-  return used == t.size();
+  const auto v = integer_in_text(t);
+  if (v) out = *v;
+  return v.has_value();
 }
 
 // One plane's sums on this rank: the rows of one query head against this

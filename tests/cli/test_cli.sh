@@ -674,7 +674,7 @@ assert j["machine"]["rate_source"] == "given" and j["min_tokens_per_rank_to_hide
   expect 2 "$bin" plan --n 64 --heads 3 --kv-heads 2 --rate 1
   one_error_line "heads 3 must be a multiple of kv heads 2"
   expect 2 "$bin" plan --n 64 --ranks 2,x --rate 1
-  one_error_line "--ranks: 'x'"
+  one_error_line "plan --ranks must be an integer, got 'x'"
   # --measure-link: the ranks time the hop between them (shared memory here).
   expect 0 mpi 2 "$bin" plan --n 8192 --d 16 --heads 2 --ranks 2 --rate 50 --measure-link --json
   "$py" -c '
