@@ -44,6 +44,28 @@ grep -q "local root = \"$prefix\"" "$module" || fail "the module file does not n
 [[ $(stat -c %U "$prefix/bin/ringattn") != root || ${#as_user[@]} -eq 0 ]] ||
   fail "the install ran as root"
 
+# Built as .ci/run builds the tree (launch/build.sh as BUILD_AS, the
+# dependencies of tests/launch/stage_deps_prefix.sh in RINGATTN_DEPS_PREFIX
+# on CMAKE_PREFIX_PATH): each was found in that prefix, and the installed
+# ringattn loads the prefix's toml++ through its RUNPATH, no
+# LD_LIBRARY_PATH.
+if [[ -n ${RINGATTN_DEPS_PREFIX:-} ]]; then
+  deps=$(realpath "$RINGATTN_DEPS_PREFIX")
+  for var in CLI11_DIR nlohmann_json_DIR tomlplusplus_DIR LIBXSMM_INCLUDE_DIR LIBXSMM_LIBRARY \
+    LIBXSMM_NOBLAS_LIBRARY; do
+    value=$(sed -n "s/^$var:[A-Z]*=//p" "$build/CMakeCache.txt")
+    [[ $value == "$deps"/* ]] || fail "the build took $var from '$value', not from $deps"
+  done
+  toml=$(env -u LD_LIBRARY_PATH ldd "$prefix/bin/ringattn" | grep libtomlplusplus || true)
+  [[ $toml == *"=> $deps/"* ]] || fail "the installed ringattn loads toml++ as '$toml', not from $deps"
+  builder=$(stat -c %U "$build/CMakeCache.txt")
+  echo "  built from source by $builder, libxsmm, toml++, CLI11 and nlohmann_json from $deps"
+  [[ $builder != root || -z ${BUILD_AS:-} ]] ||
+    echo "  NOTE: BUILD_AS=$BUILD_AS, but the tree was built by root (launch/build.sh said why)"
+else
+  echo "  (where the dependencies came from is not checked: RINGATTN_DEPS_PREFIX is unset; .ci/run sets it)"
+fi
+
 # A project of the user's own, against the installed package only.
 mkdir -p app
 cat >app/CMakeLists.txt <<'CMAKE'
