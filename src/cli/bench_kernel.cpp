@@ -80,34 +80,26 @@ void add_timing_and_mask_options(CLI::App& c, BenchKernelOptions& o) {
 
 // Which kernel, which code path, which pass; the report's form.
 void add_path_options(CLI::App& c, BenchKernelOptions& o) {
-  c.add_option("--backend", o.req.backend,
-               "cpu: the CPU kernel against the FMA peak; cuda: the device kernel (CUDA events) "
-               "against the GPU's dense f16/bf16 tensor-core peak (exit code 2 without a device)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  c.add_option("--tiles", o.req.tiles,
-               "CPU kernel's tile shape (--backend cpu): native (the shape tuned for this CPU's "
-               "widest ISA), "
-               "avx2 or avx512 (the shape tuned for that ISA; any CPU runs any shape). The "
-               "kernel line of the report shows its bq x bk")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"native", "avx2", "avx512"}));
-  c.add_option("--vector-path", o.req.vector_path,
-               "CPU kernel's vector code (--backend cpu; softmax step, compensated sums): native "
-               "(the widest "
-               "this CPU runs), avx512, avx2 or generic; one this CPU cannot run is refused "
-               "(exit code 2)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"native", "avx512", "avx2", "generic"}));
-  c.add_option("--bf16-products", o.req.bf16_products,
-               "How --compute bf16 multiplies (--backend cpu): native (amx where the CPU has "
-               "AMX-BF16, else dot where it has AVX512_BF16, else fp32), amx (AMX tiles, "
-               "tdpbf16ps, into fp32 tiles; products whose dims are not multiples of 32 take "
-               "dot's kernels; refused, exit code 2, without AMX-BF16), dot (vdpbf16ps into "
-               "fp32 accumulators; refused, exit code 2, without AVX512_BF16) or fp32 "
-               "(widened, fp32 speed). The kernel line shows products=...")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"native", "amx", "dot", "fp32"}));
+  add_choice(c, "--backend", o.req.backend, {"cpu", "cuda"},
+             "cpu: the CPU kernel against the FMA peak; cuda: the device kernel (CUDA events) "
+             "against the GPU's dense f16/bf16 tensor-core peak (exit code 2 without a device)");
+  add_choice(c, "--tiles", o.req.tiles, {"native", "avx2", "avx512"},
+             "CPU kernel's tile shape (--backend cpu): native (the shape tuned for this CPU's "
+             "widest ISA), "
+             "avx2 or avx512 (the shape tuned for that ISA; any CPU runs any shape). The "
+             "kernel line of the report shows its bq x bk");
+  add_choice(c, "--vector-path", o.req.vector_path, {"native", "avx512", "avx2", "generic"},
+             "CPU kernel's vector code (--backend cpu; softmax step, compensated sums): native "
+             "(the widest "
+             "this CPU runs), avx512, avx2 or generic; one this CPU cannot run is refused "
+             "(exit code 2)");
+  add_choice(c, "--bf16-products", o.req.bf16_products, {"native", "amx", "dot", "fp32"},
+             "How --compute bf16 multiplies (--backend cpu): native (amx where the CPU has "
+             "AMX-BF16, else dot where it has AVX512_BF16, else fp32), amx (AMX tiles, "
+             "tdpbf16ps, into fp32 tiles; products whose dims are not multiples of 32 take "
+             "dot's kernels; refused, exit code 2, without AMX-BF16), dot (vdpbf16ps into "
+             "fp32 accumulators; refused, exit code 2, without AVX512_BF16) or fp32 "
+             "(widened, fp32 speed). The kernel line shows products=...");
   c.add_flag("--backward", o.req.backward,
              "Time the backward pass instead (GradState reset, fold, finish: dQ, dK, dV from a "
              "seeded dO and the forward's o and lse, computed once untimed); flops 2.5x the "
@@ -142,16 +134,12 @@ std::function<int()> add_bench_kernel(CLI::App& bench) {
                 "Key/value heads, dividing --heads (default: --heads)")
       ->check(positive());
   c->add_option("--batch", opts->req.batch, "Batch size")->capture_default_str()->check(positive());
-  c->add_option("--dtype", opts->req.dtype, "Storage type of Q, K, V")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  c->add_option("--compute", opts->req.compute,
-                "Tile-product precision: f32, or bf16 (Q, K, V and probabilities rounded to "
-                "bf16, fp32 accumulation; multiplied on AMX tiles where the CPU has AMX-BF16, "
-                "by bf16 dot products where it has AVX512_BF16, else in fp32: see "
-                "--bf16-products)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  add_choice(*c, "--dtype", opts->req.dtype, {"f32", "f16", "bf16"}, "Storage type of Q, K, V");
+  add_choice(*c, "--compute", opts->req.compute, {"f32", "bf16"},
+             "Tile-product precision: f32, or bf16 (Q, K, V and probabilities rounded to "
+             "bf16, fp32 accumulation; multiplied on AMX tiles where the CPU has AMX-BF16, "
+             "by bf16 dot products where it has AVX512_BF16, else in fp32: see "
+             "--bf16-products)");
   c->add_option("--threads", opts->req.threads,
                 "Threads (default: this rank's share of the cores it may run on)")
       ->check(positive());

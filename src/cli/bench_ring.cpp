@@ -78,16 +78,14 @@ std::function<int(MpiSession&)> add_bench_ring(CLI::App& bench) {
   c->add_option("--kv-heads", opts->req.kv_heads, "Key/value heads (default: --heads)")
       ->check(positive());
   c->add_option("--batch", opts->req.batch, "Batch size")->capture_default_str()->check(positive());
-  c->add_option("--dtype", opts->req.dtype, "Storage type of Q, K, V (K/V travel in it)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  c->add_option("--compute", opts->req.compute, "Tile-product precision (see bench kernel)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "bf16"}));
-  c->add_option("--partition", opts->req.partition,
-                "contiguous, zigzag, striped or balanced (cut by visible work; default: balanced "
-                "with --docs, else zigzag when causal, else contiguous)")
-      ->check(CLI::IsMember({"contiguous", "zigzag", "striped", "balanced"}));
+  add_choice(*c, "--dtype", opts->req.dtype, {"f32", "f16", "bf16"},
+             "Storage type of Q, K, V (K/V travel in it)");
+  add_choice(*c, "--compute", opts->req.compute, {"f32", "bf16"},
+             "Tile-product precision (see bench kernel)");
+  add_choice(*c, "--partition", opts->req.partition,
+             {"contiguous", "zigzag", "striped", "balanced"},
+             "contiguous, zigzag, striped or balanced (cut by visible work; default: balanced "
+             "with --docs, else zigzag when causal, else contiguous)");
   c->add_option("--threads", opts->req.threads,
                 "Threads per rank (default: the rank's share of its node's cores)")
       ->check(positive());

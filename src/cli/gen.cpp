@@ -81,13 +81,11 @@ std::function<int(MpiSession&)> add_gen(CLI::App& app) {
   c->add_option("--d", s.shape.head_dim, "D: head dim (1.." + std::to_string(kMaxHeadDim) + ")")
       ->capture_default_str()
       ->check(integer_in(1, kMaxHeadDim));
-  c->add_option("--dtype", f->dtype, "Element type (f16: IEEE half, as numpy.float16)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16"}));
+  add_choice(*c, "--dtype", f->dtype, {"f32", "f16"},
+             "Element type (f16: IEEE half, as numpy.float16)");
   c->add_option("--seed", s.seed, "Seed of q (k: seed + 1, v: seed + 2, do: seed + 3)")
       ->capture_default_str()
-      ->check(CLI::Range(std::uint64_t{0},
-                         static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())));
+      ->check(integer_in(0, std::numeric_limits<std::int64_t>::max()));
   c->add_option("--amplitude", s.amplitude, "Values lie in [-amplitude, amplitude)")
       ->capture_default_str()
       ->check(positive());

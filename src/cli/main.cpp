@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "cli/help.hpp"
 #include "cli/mpi_session.hpp"
 #include "core/cpu.hpp"
 #include "core/error.hpp"
@@ -16,72 +17,6 @@
 #include "job/stop_request.hpp"
 
 namespace {
-
-// The subcommands in the order --help lists them, each with a one-line
-// summary for that list and an example for its own help; the subcommand's
-// full description moves below its options.
-struct Summary {
-  const char* path;  // "bench ring": a subcommand of bench
-  const char* line;
-  const char* example;
-};
-constexpr Summary kSummaries[] = {
-    {"run", "Compute exact attention for an HDF5 input across the MPI ranks",
-     "mpirun -np 4 ringattn run --input in.h5 --output out.h5 --causal --lse"},
-    {"verify", "Check a run's output against a float64 recomputation",
-     "ringattn verify --input in.h5 --output out.h5 --rows 2000"},
-    {"weights", "Write the exact attention weights of chosen rows of a run",
-     "ringattn weights --input in.h5 --output out.h5 --rows 0:4096:512 --top-k 32 --to w.h5"},
-    {"info", "Describe an HDF5 file and whether `run` accepts it", "ringattn info in.h5 --json"},
-    {"gen", "Write a seeded synthetic input",
-     "ringattn gen --output in.h5 --heads 8 --kv-heads 2 --n 65536 --d 64"},
-    {"serve", "Run the attention service: contexts resident across the ranks",
-     "mpirun -np 2 ringattn serve --socket /tmp/ra.sock --context book=book.h5"},
-    {"submit", "Queue a batch job (a TOML run config) on a running service",
-     "ringattn submit --socket /tmp/ra.sock --wait configs/smoke.toml"},
-    {"query", "Ask a running service: ping, list, status, job_status, drop",
-     "ringattn query --socket /tmp/ra.sock status"},
-    {"bench", "Benchmarks: the kernel (one process), the ring (under mpirun)",
-     "ringattn bench kernel --n 8192 --d 128 --heads 4 --threads 2 --json"},
-    {"bench kernel", "Time the fused kernel against this machine's FMA peak",
-     "ringattn bench kernel --n 8192 --d 128 --heads 4 --threads 2 --json"},
-    {"bench ring", "Time the ring on P ranks against one rank",
-     "mpirun -np 2 ringattn bench ring --n 65536 --d 64 --causal --threads 1 --json"},
-    {"plan", "Predict a ring run's time, efficiency and memory at each rank count",
-     "ringattn plan --n 1048576 --d 128 --heads 8 --kv-heads 2 --causal --bandwidth 100"},
-    {"selfcheck", "Check the kernel against the float64 reference on built-in problems",
-     "ringattn selfcheck --threads 2"},
-    {"help", "Print the help of a subcommand", "ringattn help bench ring"},
-};
-
-CLI::App* find_subcommand(CLI::App& app, const std::string& path) {
-  CLI::App* at = &app;
-  std::size_t start = 0;
-  while (at && start < path.size()) {
-    const std::size_t end = std::min(path.find(' ', start), path.size());
-    const std::string name = path.substr(start, end - start);
-    CLI::App* next = nullptr;
-    for (CLI::App* s : at->get_subcommands({}))
-      if (s->get_name() == name) next = s;
-    at = next;
-    start = end + 1;
-  }
-  return at;
-}
-
-// Summaries, examples and the listing order (CLI11 lists subcommands in the
-// order they were added: they are re-added in kSummaries' order).
-void describe_subcommands(CLI::App& app) {
-  for (const Summary& s : kSummaries) {
-    CLI::App* sub = find_subcommand(app, s.path);
-    if (!sub) continue;
-    const std::string details = sub->get_description();
-    std::string footer;
-    if (details != s.line) footer = "\n" + details + "\n";
-    sub->footer(footer + "\nExample:\n  " + s.example);
-    sub->description(s.line);
-  }
-}
 
 // A bad command line: one line, from rank 0 only (every rank parses the same
 // argv; MPI is not started yet, so the launcher's rank variable tells).
@@ -135,23 +70,6 @@ int run_under_mpi(const std::function<int(ringattn::cli::MpiSession&)>& subcomma
   }
 }
 
-// `ringattn help [SUBCOMMAND...]`: that subcommand's --help.
-int print_help(CLI::App& app, const std::vector<std::string>& words) {
-  std::string path;
-  for (const std::string& w : words) path += (path.empty() ? "" : " ") + w;
-  const CLI::App* target = find_subcommand(app, path);
-  if (!target) {
-    std::fprintf(stderr, "ringattn: usage error: no subcommand '%s' (see --help)\n", path.c_str());
-    return ringattn::cli::kUsage;
-  }
-  // The formatter itself: App::help() of a parent shows its parsed
-  // subcommand's help, here `help`'s own.
-  const std::string name = path.empty() ? "ringattn" : "ringattn " + path;
-  std::fputs(target->get_formatter()->make_help(target, name, CLI::AppFormatMode::Normal).c_str(),
-             stdout);
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -182,14 +100,25 @@ int main(int argc, char** argv) {
   CLI::App* help = app.add_subcommand("help", "");
   std::vector<std::string> help_path;
   help->add_option("subcommand", help_path, "A subcommand, e.g. run or bench ring");
-  describe_subcommands(app);
+  bool synopsis = false, markdown = false;
+  help->add_flag("--synopsis", synopsis, "Every subcommand's flags in one synopsis each");
+  help->add_flag("--markdown", markdown, "docs/cli.md: the synopsis and every subcommand's help");
+  ringattn::cli::describe_subcommands(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return parse_error(app, e, argc, argv);
   }
-  if (app.got_subcommand(help)) return print_help(app, help_path);
+  if (app.got_subcommand(help)) {
+    if (synopsis || markdown) {
+      const std::string text =
+          markdown ? ringattn::cli::cli_reference_markdown(app) : ringattn::cli::cli_synopsis(app);
+      std::fputs(text.c_str(), stdout);
+      return 0;
+    }
+    return ringattn::cli::print_help(app, help_path);
+  }
 
   if (bench->got_subcommand("ring") || app.got_subcommand("run") || app.got_subcommand("gen") ||
       app.got_subcommand("info") || app.got_subcommand("verify") || app.got_subcommand("serve") ||

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "job/setting.hpp"
 
@@ -59,6 +60,17 @@ inline CLI::Validator integer_in(std::int64_t lo, std::int64_t hi) {
         return {};
       },
       "", "in " + range);
+}
+
+// A flag that takes one of the words given, its metavar "a|b|c" (CLI11's
+// own would read TEXT:{a,b,c}) and the value's initial text its default.
+inline CLI::Option* add_choice(CLI::App& app, const std::string& flag, std::string& value,
+                               const std::vector<std::string>& words, const std::string& help) {
+  std::string bar;
+  for (const std::string& w : words) bar += (bar.empty() ? "" : "|") + w;
+  CLI::Validator member = CLI::IsMember(words);
+  member.description("");
+  return app.add_option(flag, value, help)->capture_default_str()->check(member)->type_name(bar);
 }
 
 }  // namespace ringattn::cli

@@ -145,18 +145,15 @@ std::function<int(MpiSession&)> add_plan(CLI::App& app) {
   c->add_option("--heads", p.heads, "Query heads")->capture_default_str()->check(positive());
   c->add_option("--kv-heads", p.kv_heads, "Key/value heads (default: --heads)")->check(positive());
   c->add_option("--batch", p.batch, "Batch size")->capture_default_str()->check(positive());
-  c->add_option("--dtype", o->dtype, "Storage type of Q, K, V (what travels)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  add_choice(*c, "--dtype", o->dtype, {"f32", "f16", "bf16"},
+             "Storage type of Q, K, V (what travels)");
   c->add_flag("--causal", p.causal, "Causal masking");
   c->add_flag("--backward", p.backward, "The backward ring (2.5x the flops; dK, dV travel too)");
   c->add_option("--kv-heads-per-chunk", p.kv_heads_per_chunk, "K/V heads per streamed chunk")
       ->capture_default_str()
       ->check(positive());
-  c->add_option("--partition", o->partition,
-                "auto (zigzag when causal, else contiguous), contiguous, zigzag or striped")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "contiguous", "zigzag", "striped"}));
+  add_choice(*c, "--partition", o->partition, {"auto", "contiguous", "zigzag", "striped"},
+             "auto (zigzag when causal, else contiguous), contiguous, zigzag or striped");
   c->add_option("--ranks", o->ranks, "Rank counts, comma-separated")->capture_default_str();
   c->add_option("--rate", o->rate,
                 "A rank's kernel GFLOP/s (default: measured here with --threads threads)")

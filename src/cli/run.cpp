@@ -138,8 +138,11 @@ std::function<int(MpiSession&)> add_run(CLI::App& app) {
       "shaped like q and, with --lse, lse [B, H, N] f32, written to a temporary file and renamed "
       "when complete. Settings: defaults, then --config, then flags.");
   f->app = c;
+  CLI::Validator exists = CLI::ExistingFile;
+  exists.description("");  // the metavar says it: FILE.toml, not TEXT:FILE
   c->add_option("--config", f->config, "TOML configuration (see configs/)")
-      ->check(CLI::ExistingFile);
+      ->check(exists)
+      ->type_name("FILE.toml");
   add_setting_flags(*c, *f);
   c->add_flag("--print-config", f->print_config,
               "Print the effective configuration (TOML) and exit");

@@ -83,8 +83,8 @@ std::function<int(MpiSession&)> add_serve(CLI::App& app) {
       "ranks, attend requests answered by all ranks (docs/service.md). Stops on SIGTERM, SIGINT or "
       "SIGUSR1 to the ranks (mpirun forwards SIGUSR1) after answering what it accepted, exit 0.");
   c->add_option("--socket", o->socket,
-                "Unix socket to listen on (made 0600 in a 0700 directory you own; default " +
-                    serve::default_socket_path() + ")");
+                "Unix socket to listen on (made 0600 in a 0700 directory you own; default "
+                "$XDG_RUNTIME_DIR/ringattn/sock, or /tmp/ringattn-UID/sock without it)");
   c->add_option("--tcp", o->tcp,
                 "Listen on TCP HOST:PORT instead; beyond 127.0.0.1 needs --secret-file");
   c->add_option("--secret-file", o->secret_file,

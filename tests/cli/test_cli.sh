@@ -50,22 +50,24 @@ case_help() {
   expect 2 "$bin" help nope
   one_error_line "no subcommand 'nope'"
   expect 2 "$bin" gen  # --output is required
-  # README's "The CLI in full" names every flag each subcommand's --help has
-  # (the config table drives run's flags: a new setting must reach the docs).
+  # The synopsis README's "The CLI in full" is generated from (docs_cli
+  # checks README against it) names every flag each subcommand's --help has.
   local synopsis sub flag missing=""
+  expect 0 "$bin" help --synopsis
+  cp out.txt synopsis.txt
   for sub in run verify weights info gen serve submit query plan selfcheck "bench kernel" "bench ring"; do
     # The subcommand's entry: its first line and the indented ones after it.
-    synopsis=$(sed -n '/^## The CLI in full/,/^## /p' "$repo/README.md" |
-      awk -v s="ringattn $sub " 'index($0, s) { on = 1; print; next } on && /^ / { print; next } { on = 0 }')
+    synopsis=$(awk -v s="ringattn $sub " 'index($0, s) { on = 1; print; next } on && /^ / { print; next } { on = 0 }' synopsis.txt)
     [[ -n $synopsis ]] || missing+=" $sub (no entry)"
     # shellcheck disable=SC2086  # "bench ring" is two words
     expect 0 "$bin" $sub --help
+    ! grep -q 'TEXT:{' out.txt || fail "$sub --help: parser noise TEXT:{...}"
     for flag in $(grep -oE '^  (-[a-zA-Z], ?)?--[a-z0-9-]+' out.txt | grep -oE -- '--[a-z0-9-]+'); do
       [[ $flag == --help ]] && continue
       grep -q -- "$flag\b" <<<"$synopsis" || missing+=" $sub:$flag"
     done
   done
-  [[ -z $missing ]] || fail "README's The CLI in full lacks:$missing"
+  [[ -z $missing ]] || fail "help --synopsis lacks:$missing"
 }
 
 # gen writes files that info describes and h5py reads, with the values the
