@@ -703,8 +703,10 @@ case_bench_kernel_refusal() {
     command -v qemu-x86_64 >/dev/null ||
       skip "this CPU runs every vector path (widest: $widest), and qemu-x86_64" \
         "(apt-get install qemu-user) is not there to emulate one that does not"
-    # qemu warns about CPUID bits it does not emulate: only the program's lines count.
-    printf '#!/bin/bash\nexec 2> >(grep -v "TCG doesn.t support" >&2)\nexec qemu-x86_64 -cpu Haswell %q "$@"\n' \
+    # qemu warns about CPUID bits it does not emulate: only the program's
+    # lines count. Filtered after qemu exits (a process substitution could
+    # still be writing when the caller reads err.txt).
+    printf '#!/bin/bash\nerr=$(mktemp)\nrc=0\nqemu-x86_64 -cpu Haswell %q "$@" 2>"$err" || rc=$?\ngrep -v "TCG doesn.t support" "$err" >&2\nrm -f "$err"\nexit "$rc"\n' \
       "$bin" >emulated.sh
     chmod +x emulated.sh
     bin=$PWD/emulated.sh
