@@ -41,7 +41,7 @@ NodeLocalRank node_local_rank(MPI_Comm comm) {
 int select_cuda_device(MPI_Comm comm) {
   const NodeLocalRank local = node_local_rank(comm);
   const int count = cuda_device_count();
-  RA_CHECK(cuda_built(), usage, "this ringattn was built without CUDA");
+  RA_CHECK(cuda_built(), usage, kNoCudaBuild);
   RA_CHECK(count >= 1, usage, "no CUDA device: ", cuda_summary());
   const int device = device_for_local_rank(local.rank, local.size, count);
 #ifdef RINGATTN_HAVE_CUDA
@@ -54,8 +54,7 @@ void check_cuda_backend(MPI_Comm comm) {
   agree(comm, [] {
     if (!cuda_built())
       throw Error(ErrorClass::usage,
-                  "--backend cuda: this ringattn was built without CUDA (CMake found no CUDA "
-                  "toolkit and NCCL, or RINGATTN_CUDA=OFF); use --backend cpu");
+                  std::string("--backend cuda: ") + kNoCudaBuild + "; use --backend cpu");
     if (cuda_device_count() == 0) {
       char host[256] = "?";
       gethostname(host, sizeof host - 1);

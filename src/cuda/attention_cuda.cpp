@@ -180,13 +180,6 @@ void attention_forward(const AttnParams& p, float* o, float* lse, Stream stream)
   RA_CUDA_CHECK(cudaFreeAsync(m2, st));
 }
 
-std::string kernel_implementation(const AttnParams& p) {
-  LaunchShape s;
-  s.path = choose_path(p.dtype, p.compute);
-  s.tile = tile_shape(s.path, head_dim_tile(p.head_dim));
-  return s.name() + " compute=" + compute_type_name(p.compute);
-}
-
 // ---- helpers ---------------------------------------------------------------------------------
 
 DeviceBuffer::DeviceBuffer(std::size_t bytes) : bytes_(bytes) {

@@ -2,8 +2,10 @@
 // kernel/attention.hpp (running m2 in base 2, l and acc in fp32; finalize to o
 // and natural-log lse; causal on global positions; GQA without expanding K/V;
 // cross-attention; rows with no visible key give o = 0, lse = -inf), on the
-// current CUDA device. Declared whether or not the CUDA parts are built:
-// without them every call throws Error(usage) saying the build has no CUDA.
+// current CUDA device. Defined only in a build with the CUDA parts: callers
+// outside them guard each call with `if constexpr (kCudaBuilt)`
+// (cuda/device.hpp). kernel_implementation (cuda/launch_shape.hpp) names the
+// kernel a problem would get in any build.
 //
 // Pointers inside AttnParams (q, k, v) and every float* here are device
 // pointers; the Positions in AttnParams are host descriptions (the call
@@ -61,10 +63,6 @@ void finalize(DeviceAttnState& s, float* o, float* lse, Stream stream);
 
 // reset + update_state + finalize for one whole block (o, lse on the device).
 void attention_forward(const AttnParams& p, float* o, float* lse, Stream stream);
-
-// Which kernel instantiation serves p, for reports: e.g. "cuda-mma-f16 d=128 bq=64 bk=64
-// compute=f32".
-std::string kernel_implementation(const AttnParams& p);
 
 // ---- helpers for tests and benchmarks (CPU-only code needs no CUDA header) ----
 

@@ -1,5 +1,5 @@
-// Device discovery for the CUDA build (the GPU kernel and NCCL transport of
-// the GPU issue build on this). Compiled only when CMake found CUDA and NCCL.
+// Device discovery for the CUDA build (cuda/device.hpp's cuda_device_count
+// and cuda_summary call these). Compiled only when CMake found CUDA and NCCL.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -7,13 +7,9 @@
 
 #include "cuda/device.hpp"
 
-namespace ringattn {
+namespace ringattn::cuda {
 
-bool cuda_built() {
-  return true;
-}
-
-int cuda_device_count() {
+int device_count() {
   int n = 0;
   // No driver or no device is a normal condition here, not an error.
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -23,7 +19,7 @@ int cuda_device_count() {
   return n;
 }
 
-std::string cuda_summary() {
+std::string devices_summary() {
   int nccl_version = 0;
   ncclGetVersion(&nccl_version);
   std::string s = "CUDA runtime " + std::to_string(CUDART_VERSION) + ", NCCL " +
@@ -44,4 +40,4 @@ std::string cuda_summary() {
   return n ? s + "]" : s;
 }
 
-}  // namespace ringattn
+}  // namespace ringattn::cuda

@@ -1,7 +1,7 @@
 # The CUDA fused attention kernel (issue 6). Included by the top-level
 # CMakeLists.txt after the library target exists. The launch arithmetic and
 # the device peak table are plain C++ and always built (tested on CPUs); the
-# kernels only with the CUDA parts, else a stub that says the build has none.
+# kernels only with the CUDA parts.
 target_sources(ringattn_lib PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/launch_shape.cpp
   ${CMAKE_CURRENT_LIST_DIR}/device_peak.cpp)
@@ -17,6 +17,4 @@ if(RINGATTN_HAVE_CUDA)
     ${CMAKE_CURRENT_LIST_DIR}/attention_kernel_d128.cu
     ${CMAKE_CURRENT_LIST_DIR}/attention_kernel_d256.cu)
   message(STATUS "  CUDA kernel   : mma.sync f16/bf16 and fp32 FMA paths, head-dim tiles 64, 128, 256")
-else()
-  target_sources(ringattn_lib PRIVATE ${CMAKE_CURRENT_LIST_DIR}/attention_cuda_stub.cpp)
 endif()

@@ -146,4 +146,11 @@ TileCounts count_tiles(const AttnParams& p, const TileShape& t) {
   return c;
 }
 
+std::string kernel_implementation(const AttnParams& p) {
+  LaunchShape s;
+  s.path = choose_path(p.dtype, p.compute);
+  s.tile = tile_shape(s.path, head_dim_tile(p.head_dim));
+  return s.name() + " compute=" + compute_type_name(p.compute);
+}
+
 }  // namespace ringattn::cuda

@@ -211,6 +211,10 @@ struct LaunchShape {
 // 8 elements, every row starts 16-byte aligned (base pointers and all strides).
 bool vector_loads_ok(const AttnParams& p, KernelPath path);
 
+// Which kernel instantiation serves p, for reports: e.g. "cuda-mma-f16 d=128
+// bq=64 bk=64 compute=f32" (any build: the names are plain arithmetic).
+std::string kernel_implementation(const AttnParams& p);
+
 // The launch for p on a device: throws Error(usage) for a device older than
 // sm_80 (the kernels use bf16 mma.sync and ldmatrix), shared memory beyond the
 // device's limit, or a grid beyond 2^31 - 1 blocks.

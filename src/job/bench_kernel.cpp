@@ -16,6 +16,7 @@
 #include "cuda/attention_cuda.hpp"
 #include "cuda/device.hpp"
 #include "cuda/device_peak.hpp"
+#include "cuda/launch_shape.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/backward.hpp"
 #include "kernel/softmax_tile.hpp"
@@ -88,10 +89,16 @@ nlohmann::json or_null(bool known, double x) {
 // The device kernel on the same problem: p points at host tensors, which
 // time_attention_forward copies to the device once.
 nlohmann::json bench_cuda(const KernelBenchRequest& o, const AttnParams& p) {
-  const cuda::DeviceInfo dev = cuda::current_device_info();
+  cuda::DeviceInfo dev;
+  std::vector<double> secs;
+  if constexpr (kCudaBuilt) {
+    dev = cuda::current_device_info();
+    secs = cuda::time_attention_forward(p, o.warmup, o.reps);
+  } else {
+    RA_FAIL(usage, "bench kernel --backend cuda: ", kNoCudaBuild);
+  }
   const cuda::DevicePeak peak =
       cuda::dense_tensor_peak(dev.name, dev.cc_major, dev.cc_minor, dev.sm_count, dev.clock_mhz);
-  const std::vector<double> secs = cuda::time_attention_forward(p, o.warmup, o.reps);
   const double flops = attention_flops(p);
   const double sec = median(secs);
   const double tflops = flops / sec / 1e12;

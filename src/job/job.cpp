@@ -275,8 +275,7 @@ void Job::start_ring() {
     o_.resize(q_floats);
   }
   if (cfg_.backend == Backend::cuda)
-    ring_ = std::make_unique<DeviceRing>(comm_, choice_name(cfg_.effective_transport()),
-                                         cfg_.comm_timeout);
+    ring_ = make_device_ring(comm_, choice_name(cfg_.effective_transport()), cfg_.comm_timeout);
   else
     ring_ = std::make_unique<CpuRing>(comm_);
   opt_.causal = cfg_.causal;

@@ -19,9 +19,9 @@
 // runs, growing them when a chunk needs more. The home block is pinned host
 // memory, so the one copy of K/V to the device runs at full speed.
 //
-// Declared whether or not the CUDA parts are built: without them the
-// constructor checks its arguments, then throws Error(usage). Includes: mpi.h
-// (MPI_Comm).
+// Defined only with the CUDA parts: make it with make_device_ring, which in a
+// build without them checks its arguments, then throws Error(usage).
+// Includes: mpi.h (MPI_Comm).
 #pragma once
 
 #include <mpi.h>
@@ -31,6 +31,7 @@
 
 #include "comm/agree.hpp"
 #include "core/error.hpp"
+#include "cuda/device.hpp"
 #include "ring/ring.hpp"
 
 namespace ringattn {
@@ -41,7 +42,8 @@ class DeviceRing final : public Ring {
   // transport). transport: "nccl" or "mpi" (anything else: Error(usage), in
   // every build). comm_timeout_s: the longest a rank waits for one hop
   // before it aborts the transfer and throws Error(fault); 0 = wait forever.
-  // Call check_cuda_backend(comm) first.
+  // Call check_cuda_backend(comm) first. Outside the CUDA parts, make one
+  // with make_device_ring.
   DeviceRing(MPI_Comm comm, const std::string& transport, double comm_timeout_s);
   ~DeviceRing() override;
   DeviceRing(const DeviceRing&) = delete;
@@ -82,6 +84,21 @@ inline void check_device_ring_arguments(MPI_Comm comm, const std::string& transp
              ": the device ring moves blocks with nccl or mpi");
     RA_CHECK(comm_timeout_s >= 0, usage, "communication timeout ", comm_timeout_s, " s < 0");
   });
+}
+
+// A DeviceRing (collective, as its constructor). In a build without the CUDA
+// parts: the same argument check, then every rank throws the same
+// Error(usage) (check_cuda_backend says the same earlier in a job).
+inline std::unique_ptr<Ring> make_device_ring(MPI_Comm comm, const std::string& transport,
+                                              double comm_timeout_s) {
+  if constexpr (kCudaBuilt) {
+    return std::make_unique<DeviceRing>(comm, transport, comm_timeout_s);
+  } else {
+    check_device_ring_arguments(comm, transport, comm_timeout_s);
+    // The same text on every rank (no host:rank suffix): every rank throws it.
+    throw Error(ErrorClass::usage,
+                std::string(kNoCudaBuild) + ": no device ring; use --backend cpu");
+  }
 }
 
 }  // namespace ringattn

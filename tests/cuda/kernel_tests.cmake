@@ -1,9 +1,13 @@
 # Tests of the CUDA fused attention kernel (issue 6). Included by
 # tests/cuda/CMakeLists.txt. test_launch_shape runs everywhere (launch
-# arithmetic, tile rule, peak table); test_cuda_kernel compares the device
-# kernel with the float64 reference and the CPU kernel and skips, with a
-# message, where there is no device. Both build with or without CUDA.
-foreach(_t test_launch_shape test_cuda_kernel)
+# arithmetic, tile rule, peak table); test_cuda_kernel, built with the CUDA
+# parts only, compares the device kernel with the float64 reference and the
+# CPU kernel and skips, with a message, where there is no device.
+set(_kernel_tests test_launch_shape)
+if(RINGATTN_HAVE_CUDA)
+  list(APPEND _kernel_tests test_cuda_kernel)
+endif()
+foreach(_t ${_kernel_tests})
   add_executable(${_t} ${CMAKE_CURRENT_LIST_DIR}/${_t}.cpp)
   target_compile_options(${_t} PRIVATE ${RINGATTN_WARNINGS})
   # tests/ for kernel/attn_test_util.hpp (the CPU kernel tests' shared helpers).

@@ -18,6 +18,7 @@
 
 #include "cuda/attention_cuda.hpp"
 #include "cuda/device.hpp"
+#include "cuda/launch_shape.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/attn_test_util.hpp"
 

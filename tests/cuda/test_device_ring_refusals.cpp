@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <memory>
 #include <string>
 
 #include "core/error.hpp"
@@ -19,13 +20,13 @@ namespace {
 using test::on_every_rank;
 using test::same_on_every_rank;
 
-// The message a DeviceRing(transport, timeout) throws, checked to be a usage
-// error agreed by every rank ("" when it throws nothing). Collective.
+// The message make_device_ring(transport, timeout) throws, checked to be a
+// usage error agreed by every rank ("" when it throws nothing). Collective.
 std::string refusal(const std::string& transport, double timeout_s) {
   std::string what;
   try {
-    DeviceRing ring(MPI_COMM_WORLD, transport, timeout_s);
-    ADD_FAILURE() << "DeviceRing(" << transport << ", " << timeout_s << " s) was accepted";
+    const std::unique_ptr<Ring> ring = make_device_ring(MPI_COMM_WORLD, transport, timeout_s);
+    ADD_FAILURE() << "make_device_ring(" << transport << ", " << timeout_s << " s) was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.error_class(), ErrorClass::usage) << e.what();
     what = e.what();
