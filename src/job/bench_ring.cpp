@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "core/positions.hpp"
 #include "core/seeded_data.hpp"
+#include "core/shape.hpp"
 #include "core/timer.hpp"
 #include "core/version.hpp"
 #include "kernel/attention.hpp"
@@ -39,12 +40,14 @@ void fill_seeded_shard(char* out, std::uint64_t seed, DType t, std::int64_t B, s
 }
 
 struct Problem {
-  std::int64_t B, HQ, HK, NQ, NKV, D;
+  AttnShape shape;
   DType dtype;
   Documents docs;  // packed sequences, or one dense sequence
   Visibility vis;
   PartitionKind kind;
-  RingPartitions parts(int ranks) const { return ring_partitions(kind, NQ, NKV, ranks, docs, vis); }
+  RingPartitions parts(int ranks) const {
+    return ring_partitions(kind, shape.tokens_q, shape.tokens_kv, ranks, docs, vis);
+  }
 };
 
 // Runs the ring on comm with this rank's seeded shards, K and V seeded
@@ -59,15 +62,23 @@ RingStats timed_ring(MPI_Comm comm, const Problem& pb, const RingBenchRequest& o
   RA_MPI_CHECK(MPI_Comm_rank(comm, &r));
   const RingPartitions parts = pb.parts(P);
   const Partition &qp = parts.q, &kp = parts.kv;
-  RingLayout layout{qp, kp, {pb.dtype, pb.B, pb.HK, pb.D}, pb.HQ, pb.docs};
+  RingLayout layout{qp,
+                    kp,
+                    {pb.dtype, pb.shape.batch, pb.shape.heads_kv, pb.shape.head_dim},
+                    pb.shape.heads_q,
+                    pb.docs};
   layout.gradients = o.backward;
-  const std::size_t q_elems = static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r) * pb.D);
+  const std::size_t q_elems = static_cast<std::size_t>(pb.shape.batch * pb.shape.heads_q *
+                                                       qp.local_size(r) * pb.shape.head_dim);
   AlignedBuffer<char> q(q_elems * dtype_size(pb.dtype));
-  fill_seeded_shard(q.data(), o.seed, pb.dtype, pb.B, pb.HQ, pb.NQ, pb.D, qp.positions(r));
+  fill_seeded_shard(q.data(), o.seed, pb.dtype, pb.shape.batch, pb.shape.heads_q, pb.shape.tokens_q,
+                    pb.shape.head_dim, qp.positions(r));
   auto fill_home = [&] {
     const KvBlockRef kv = ring.home_block(layout);
-    fill_seeded_shard(kv.k(), o.seed + 1, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
-    fill_seeded_shard(kv.v(), o.seed + 2, pb.dtype, pb.B, pb.HK, pb.NKV, pb.D, kp.positions(r));
+    fill_seeded_shard(kv.k(), o.seed + 1, pb.dtype, pb.shape.batch, pb.shape.heads_kv,
+                      pb.shape.tokens_kv, pb.shape.head_dim, kp.positions(r));
+    fill_seeded_shard(kv.v(), o.seed + 2, pb.dtype, pb.shape.batch, pb.shape.heads_kv,
+                      pb.shape.tokens_kv, pb.shape.head_dim, kp.positions(r));
   };
   fill_home();
   RingOptions opt;
@@ -80,12 +91,13 @@ RingStats timed_ring(MPI_Comm comm, const Problem& pb, const RingBenchRequest& o
     RA_MPI_CHECK(MPI_Barrier(comm));
     return ring.run(layout, q.data(), nullptr, opt);
   }
-  AlignedBuffer<float> out(q_elems), lse(static_cast<std::size_t>(pb.B * pb.HQ * qp.local_size(r)));
+  AlignedBuffer<float> out(q_elems),
+      lse(static_cast<std::size_t>(pb.shape.batch * pb.shape.heads_q * qp.local_size(r)));
   AlignedBuffer<float> d_o(q_elems);  // (B, H, local q rows, D)
   ring.run(layout, q.data(), lse.data(), opt);
   std::copy_n(ring.output(), q_elems, out.data());
-  fill_seeded_shard(reinterpret_cast<char*>(d_o.data()), o.seed + 3, DType::f32, pb.B, pb.HQ, pb.NQ,
-                    pb.D, qp.positions(r));
+  fill_seeded_shard(reinterpret_cast<char*>(d_o.data()), o.seed + 3, DType::f32, pb.shape.batch,
+                    pb.shape.heads_q, pb.shape.tokens_q, pb.shape.head_dim, qp.positions(r));
   fill_home();
   RA_MPI_CHECK(MPI_Barrier(comm));
   return ring.run_backward(layout, q.data(), {d_o.data(), out.data(), lse.data()}, opt);
@@ -161,7 +173,8 @@ Figures measure(MPI_Comm comm, int P, int rank, const Problem& pb, const RingBen
 
   // The hop alone, at the largest message's size: the largest block, and
   // in the backward the gradients of another behind it.
-  const KvBlock largest = KvBlock::largest({pb.dtype, pb.B, pb.HK, pb.D}, pb.parts(P).kv);
+  const KvBlock largest = KvBlock::largest(
+      {pb.dtype, pb.shape.batch, pb.shape.heads_kv, pb.shape.head_dim}, pb.parts(P).kv);
   f.hop_bytes = largest.bytes() + (o.backward ? largest.grad_bytes() : 0);
   f.hop_s = P > 1 ? time_hop(comm, f.hop_bytes, o.p2p_iters) : 0.0;
   return f;
@@ -185,8 +198,9 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
   const double exposed = f.step_wait_max;
   const double bw = f.hop_s > 0 ? static_cast<double>(f.hop_bytes) / f.hop_s / 1e9 : 0.0;
   // The flops of every (query, key) pair, by the pass's own count.
-  const AttnParams all_pairs = AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ,
-                                                 pb.HK, pb.NQ, pb.NKV, pb.D);
+  const AttnParams all_pairs = AttnParams::dense(
+      nullptr, nullptr, nullptr, pb.dtype, pb.shape.batch, pb.shape.heads_q, pb.shape.heads_kv,
+      pb.shape.tokens_q, pb.shape.tokens_kv, pb.shape.head_dim);
   const double all_flops =
       o.backward ? attention_backward_flops(all_pairs) : attention_flops(all_pairs);
   nlohmann::json j = {
@@ -195,12 +209,12 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
       {"version", kVersion},
       {"ranks", P},
       {"threads_per_rank", threads},
-      {"batch", pb.B},
-      {"n", pb.NQ},
-      {"n_kv", pb.NKV},
-      {"d", pb.D},
-      {"heads", pb.HQ},
-      {"kv_heads", pb.HK},
+      {"batch", pb.shape.batch},
+      {"n", pb.shape.tokens_q},
+      {"n_kv", pb.shape.tokens_kv},
+      {"d", pb.shape.head_dim},
+      {"heads", pb.shape.heads_q},
+      {"kv_heads", pb.shape.heads_kv},
       {"dtype", dtype_name(pb.dtype)},
       {"causal", o.causal},
       {"window", o.window},
@@ -236,20 +250,16 @@ nlohmann::json report(const Figures& f, int P, const Problem& pb, const RingBenc
 }
 
 Problem problem_of(const RingBenchRequest& o) {
-  Problem pb{o.batch,
-             o.heads,
-             o.kv_heads > 0 ? o.kv_heads : o.heads,
-             o.n,
-             o.n_kv > 0 ? o.n_kv : o.n,
-             o.d,
+  Problem pb{{o.batch, o.heads, o.kv_heads > 0 ? o.kv_heads : o.heads, o.n,
+              o.n_kv > 0 ? o.n_kv : o.n, o.d},
              parse_dtype(o.dtype),
              {},
              Visibility::of(o.causal, Window::parse(o.window, "bench ring --window")),
              PartitionKind::contiguous};
   if (!o.docs.empty()) {
     RA_CHECK(o.batch == 1, usage, "bench ring --docs: packed sequences need --batch 1");
-    pb.docs = Documents::packed(packed_offsets(o.docs, pb.NQ, "bench ring --docs"),
-                                packed_offsets(o.docs, pb.NKV, "bench ring --docs"));
+    pb.docs = Documents::packed(packed_offsets(o.docs, pb.shape.tokens_q, "bench ring --docs"),
+                                packed_offsets(o.docs, pb.shape.tokens_kv, "bench ring --docs"));
   }
   pb.kind = o.partition.empty() ? default_partition(o.causal, pb.docs.is_packed())
                                 : parse_partition(o.partition);
@@ -266,7 +276,8 @@ RingBench::RingBench(MPI_Comm comm, const RingBenchRequest& req) : comm_(comm), 
   RA_CHECK(!req.backward || req.compute == "f32", usage,
            "bench ring --backward: the backward computes in f32 only, not --compute ", req.compute);
   AttnParams check =
-      AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.B, pb.HQ, pb.HK, 0, 0, pb.D);
+      AttnParams::dense(nullptr, nullptr, nullptr, pb.dtype, pb.shape.batch, pb.shape.heads_q,
+                        pb.shape.heads_kv, 0, 0, pb.shape.head_dim);
   check.window = Window::parse(req.window, "bench ring --window");
   check.validate();
   (void)pb.parts(P);  // they refuse N < P

@@ -17,7 +17,7 @@ namespace {
 
 struct Case {
   const char* name;
-  std::int64_t hq, hkv, nq, nkv, d;
+  std::int64_t heads_q, heads_kv, n_q, n_kv, head_dim;  // as AttnParams spells them
   DType dtype;
   ComputeType compute;
   bool causal;
@@ -46,21 +46,21 @@ SelfcheckReport run_selfcheck(int threads) {
   };
   SelfcheckReport report;
   for (const auto& c : cases) {
-    const std::size_t qn = static_cast<std::size_t>(c.hq * c.nq * c.d);
-    const std::size_t kn = static_cast<std::size_t>(c.hkv * c.nkv * c.d);
+    const std::size_t qn = static_cast<std::size_t>(c.heads_q * c.n_q * c.head_dim);
+    const std::size_t kn = static_cast<std::size_t>(c.heads_kv * c.n_kv * c.head_dim);
     const std::size_t es = dtype_size(c.dtype);
     AlignedBuffer<char> q(qn * es), k(kn * es), v(kn * es);
     fill_seeded(q.data(), c.dtype, qn, 11, 0, 2.0f);
     fill_seeded(k.data(), c.dtype, kn, 12, 0, 2.0f);
     fill_seeded(v.data(), c.dtype, kn, 13);
-    AttnParams p =
-        AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, 1, c.hq, c.hkv, c.nq, c.nkv, c.d);
+    AttnParams p = AttnParams::dense(q.data(), k.data(), v.data(), c.dtype, 1, c.heads_q,
+                                     c.heads_kv, c.n_q, c.n_kv, c.head_dim);
     p.causal = c.causal;
     p.compute = c.compute;
     p.q_pos = c.q_pos;
     p.k_pos = c.k_pos;
     p.threads = threads;
-    const std::size_t rows = static_cast<std::size_t>(c.hq * c.nq);
+    const std::size_t rows = static_cast<std::size_t>(c.heads_q * c.n_q);
     std::vector<float> o(qn), lse(rows);
     std::vector<double> ro(qn), rlse(rows);
     attention_forward(p, o.data(), lse.data());
