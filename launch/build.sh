@@ -19,7 +19,15 @@ if [[ -n ${BUILD_AS:-} && $(id -u) -eq 0 ]]; then
   if "${drop[@]}" test -r "$PWD/CMakeLists.txt"; then
     mkdir -p "$BUILD_DIR/.home"
     chown -R "$BUILD_AS:$(id -gn "$BUILD_AS")" "$BUILD_DIR"
-    as_user=(env HOME="$PWD/$BUILD_DIR/.home" "${drop[@]}")
+    build_home=$(realpath "$BUILD_DIR")/.home
+    if ! "${drop[@]}" test -w "$build_home"; then
+      echo "build.sh: $BUILD_AS cannot write $build_home (a folder above it is closed)" >&2
+      exit 1
+    fi
+    # The checkout belongs to root: without safe.directory, git refuses it
+    # to another user and the build records its commit as 'unknown'.
+    as_user=(env HOME="$build_home" GIT_CONFIG_COUNT=1
+      GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0="$PWD" "${drop[@]}")
     echo "build.sh: building as $BUILD_AS"
   else
     echo "build.sh: $BUILD_AS cannot read $PWD (a folder above it is closed): building as root"

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <set>
 
+#include <CLI/Version.hpp>
+
 #include "cli/commands.hpp"
 
 namespace ringattn::cli {
@@ -174,7 +176,7 @@ std::string cli_reference_markdown(CLI::App& app) {
       "# The CLI in full\n\n"
       "Generated from the parser by `ringattn help --markdown` (`launch/gen_cli_docs.sh`\n"
       "writes this page and README's synopsis; the `docs_cli` test fails when either\n"
-      "is out of date).\n\n```\n" +
+      "is out of date). Formatted by CLI11 " CLI11_VERSION ".\n\n```\n" +
       cli_synopsis(app) + "```\n";
   for_each_leaf(app, [&](const Summary& s, CLI::App& sub) {
     const std::string name = std::string("ringattn ") + s.path;

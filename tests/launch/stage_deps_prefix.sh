@@ -19,3 +19,10 @@ cp -a /usr/lib/"$arch"/libtomlplusplus.so* "$dir/lib/$arch/"
 cp -a /usr/lib/"$arch"/cmake/tomlplusplus "$dir/lib/$arch/cmake/"
 cp -a /usr/share/cmake/CLI11 /usr/share/cmake/nlohmann_json "$dir/share/cmake/"
 chmod -R a+rX "$dir"
+# A build as another user (launch/build.sh's BUILD_AS) must read it: a
+# folder above it that is closed would hide it.
+if [[ -n ${BUILD_AS:-} && $(id -u) -eq 0 ]] &&
+  ! setpriv --reuid="$BUILD_AS" --regid="$(id -gn "$BUILD_AS")" --clear-groups -- test -r "$dir/include/CLI"; then
+  echo "stage_deps_prefix.sh: $BUILD_AS cannot read $dir (a folder above it is closed)" >&2
+  exit 1
+fi

@@ -54,11 +54,20 @@ if [[ -n ${RINGATTN_DEPS_PREFIX:-} ]]; then
   for var in CLI11_DIR nlohmann_json_DIR tomlplusplus_DIR LIBXSMM_INCLUDE_DIR LIBXSMM_LIBRARY \
     LIBXSMM_NOBLAS_LIBRARY; do
     value=$(sed -n "s/^$var:[A-Z]*=//p" "$build/CMakeCache.txt")
+    # Both sides resolved: a symlinked TMPDIR spells one folder two ways.
+    [[ -z $value ]] || value=$(realpath -m "$value")
     [[ $value == "$deps"/* ]] || fail "the build took $var from '$value', not from $deps"
   done
   toml=$(env -u LD_LIBRARY_PATH ldd "$prefix/bin/ringattn" | grep libtomlplusplus || true)
   [[ $toml == *"=> $deps/"* ]] || fail "the installed ringattn loads toml++ as '$toml', not from $deps"
   builder=$(stat -c %U "$build/CMakeCache.txt")
+  # A build from a git checkout records its commit, whoever built it (git
+  # refuses another user's checkout unless build.sh marks it safe).
+  source_dir=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
+  if git -C "$source_dir" rev-parse HEAD >/dev/null 2>&1; then
+    ! grep -q 'kGitCommit = "unknown"' "$prefix/include/ringattn/core/version.hpp" ||
+      fail "the build by $builder recorded its commit as 'unknown'"
+  fi
   echo "  built from source by $builder, libxsmm, toml++, CLI11 and nlohmann_json from $deps"
   [[ $builder != root || -z ${BUILD_AS:-} ]] ||
     echo "  NOTE: BUILD_AS=$BUILD_AS, but the tree was built by root (launch/build.sh said why)"
