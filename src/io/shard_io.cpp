@@ -236,7 +236,159 @@ IoModeReport read_windows(hid_t dset, hid_t mem_type, const Positions& rows,
   return io_mode_of(dxpl.get());
 }
 
+// Every rank's rows, gathered, when the ranks together hold each of the
+// dataset's N rows exactly once over one (batch, head) block: a partition.
+// Then the rows can move as contiguous ranges and be exchanged in memory.
+struct RowOwners {
+  std::vector<Positions> rows;  // rank -> its rows
+  bool partition = false;
+};
+
+RowOwners gather_row_owners(MPI_Comm comm, const Positions& mine, const BatchHeadRange& r,
+                            std::int64_t N) {
+  int P = 1;
+  RA_MPI_CHECK(MPI_Comm_size(comm, &P));
+  std::vector<std::int64_t> packed{r.b0, r.b_count, r.h0, r.h_count};
+  for (const PositionSegment& seg : mine.segments())
+    packed.insert(packed.end(), {seg.first, seg.stride, seg.count});
+  int n = static_cast<int>(packed.size());
+  std::vector<int> counts(static_cast<std::size_t>(P)), displs(static_cast<std::size_t>(P));
+  RA_MPI_CHECK(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm));
+  for (int q = 1; q < P; ++q)
+    displs[static_cast<std::size_t>(q)] =
+        displs[static_cast<std::size_t>(q - 1)] + counts[static_cast<std::size_t>(q - 1)];
+  std::vector<std::int64_t> all(static_cast<std::size_t>(displs.back() + counts.back()));
+  RA_MPI_CHECK(MPI_Allgatherv(packed.data(), n, MPI_INT64_T, all.data(), counts.data(),
+                              displs.data(), MPI_INT64_T, comm));
+  RowOwners o;
+  o.partition = r.b_count > 0 && r.h_count > 0;
+  std::vector<std::uint8_t> held(o.partition ? static_cast<std::size_t>(N) : 0);
+  for (int q = 0; q < P; ++q) {
+    const std::int64_t* at = all.data() + displs[static_cast<std::size_t>(q)];
+    o.partition =
+        o.partition && at[0] == r.b0 && at[1] == r.b_count && at[2] == r.h0 && at[3] == r.h_count;
+    Positions rows;
+    for (int i = 4; i + 2 < counts[static_cast<std::size_t>(q)]; i += 3) {
+      rows.append({at[i], at[i + 1], at[i + 2]});
+      for (std::int64_t k = 0; o.partition && k < at[i + 2]; ++k) {
+        const std::int64_t t = at[i] + k * at[i + 1];
+        o.partition = t >= 0 && t < N && held[static_cast<std::size_t>(t)]++ == 0;
+      }
+    }
+    o.rows.push_back(std::move(rows));
+  }
+  o.partition =
+      o.partition && std::all_of(held.begin(), held.end(), [](std::uint8_t h) { return h == 1; });
+  return o;
+}
+
+// The rows each rank moves to or from the file: an even split of [0, N).
+std::int64_t range_begin(std::int64_t N, int P, int q) {
+  return N * q / P;
+}
+
+// The first row of `rows` at a position >= t (rows increase).
+std::int64_t first_row_at(const Positions& rows, std::int64_t t) {
+  std::int64_t lo = 0, hi = rows.size();
+  while (lo < hi) {
+    const std::int64_t mid = lo + (hi - lo) / 2;
+    if (rows[mid] < t)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+// A partition's rows (striped: every P-th) moved as each rank's contiguous
+// range of rows, one (batch, head) plane at a time, and exchanged with
+// MPI_Alltoallv: the file sees P large contiguous requests per plane
+// instead of N single-row pieces, and memory holds two plane ranges extra
+// (shard_redistribution_bytes). Rows sent to a rank arrive grouped by
+// sender, whose ranges increase, so they land in the rank's row order.
+IoModeReport transfer_redistributed(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_type,
+                                    const RowOwners& owners, const BatchHeadRange& r, void* buf,
+                                    std::int64_t N, std::size_t row_bytes) {
+  int P = 1, me = 0;
+  RA_MPI_CHECK(MPI_Comm_size(comm, &P));
+  RA_MPI_CHECK(MPI_Comm_rank(comm, &me));
+  const auto Pz = static_cast<std::size_t>(P);
+  const Positions& mine = owners.rows[static_cast<std::size_t>(me)];
+  const std::int64_t lo = range_begin(N, P, me), hi = range_begin(N, P, me + 1);
+  // theirs[d]: rank d's rows in my range, [first, first + count) of its rows;
+  // ours[q]: my rows in q's range, as counts (they follow each other).
+  std::vector<std::int64_t> their_first(Pz);
+  std::vector<int> their_count(Pz), our_count(Pz), their_displ(Pz), our_displ(Pz);
+  for (int q = 0; q < P; ++q) {
+    const auto qz = static_cast<std::size_t>(q);
+    const Positions& d_rows = owners.rows[qz];
+    their_first[qz] = first_row_at(d_rows, lo);
+    their_count[qz] = static_cast<int>(first_row_at(d_rows, hi) - their_first[qz]);
+    our_count[qz] = static_cast<int>(first_row_at(mine, range_begin(N, P, q + 1)) -
+                                     first_row_at(mine, range_begin(N, P, q)));
+    if (q > 0) {
+      their_displ[qz] = their_displ[qz - 1] + their_count[qz - 1];
+      our_displ[qz] = our_displ[qz - 1] + our_count[qz - 1];
+    }
+  }
+  MPI_Datatype row_type = MPI_DATATYPE_NULL;
+  RA_MPI_CHECK(MPI_Type_contiguous(static_cast<int>(row_bytes), MPI_BYTE, &row_type));
+  RA_MPI_CHECK(MPI_Type_commit(&row_type));
+  const auto range_rows = static_cast<std::size_t>(hi - lo);
+  std::vector<unsigned char> range(std::max<std::size_t>(range_rows, 1) * row_bytes),
+      exchanged(range.size());
+  const Positions range_pos = Positions::contiguous(lo, hi - lo);
+  IoModeReport rep;
+  try {
+    auto* local = static_cast<unsigned char*>(buf);
+    for (std::int64_t b = 0; b < r.b_count; ++b)
+      for (std::int64_t h = 0; h < r.h_count; ++h) {
+        const BatchHeadRange plane_range{r.b0 + b, 1, r.h0 + h, 1};
+        unsigned char* plane =
+            local + static_cast<std::size_t>((b * r.h_count + h) * mine.size()) * row_bytes;
+        // exchanged: the rows of my range grouped by the rank that holds them.
+        auto for_each_held = [&](auto&& move_row) {
+          std::size_t k = 0;
+          for (int q = 0; q < P; ++q) {
+            const Positions& d_rows = owners.rows[static_cast<std::size_t>(q)];
+            for (std::int64_t i = 0; i < their_count[static_cast<std::size_t>(q)]; ++i, ++k)
+              move_row(
+                  exchanged.data() + k * row_bytes,
+                  range.data() + static_cast<std::size_t>(
+                                     d_rows[their_first[static_cast<std::size_t>(q)] + i] - lo) *
+                                     row_bytes);
+          }
+        };
+        if (dir == Transfer::read) {
+          rep = transfer_shard(comm, dir, dset, mem_type, range_pos, plane_range, range.data());
+          for_each_held(
+              [&](unsigned char* x, const unsigned char* f) { std::memcpy(x, f, row_bytes); });
+          RA_MPI_CHECK(MPI_Alltoallv(exchanged.data(), their_count.data(), their_displ.data(),
+                                     row_type, plane, our_count.data(), our_displ.data(), row_type,
+                                     comm));
+        } else {
+          RA_MPI_CHECK(MPI_Alltoallv(plane, our_count.data(), our_displ.data(), row_type,
+                                     exchanged.data(), their_count.data(), their_displ.data(),
+                                     row_type, comm));
+          for_each_held(
+              [&](const unsigned char* x, unsigned char* f) { std::memcpy(f, x, row_bytes); });
+          rep = transfer_shard(comm, dir, dset, mem_type, range_pos, plane_range, range.data());
+        }
+      }
+  } catch (...) {
+    MPI_Type_free(&row_type);
+    throw;
+  }
+  RA_MPI_CHECK(MPI_Type_free(&row_type));
+  return rep;
+}
+
 }  // namespace
+
+std::int64_t shard_redistribution_bytes(std::int64_t N, int ranks, std::int64_t row_bytes) {
+  if (ranks <= 1) return 0;
+  return 2 * ((N + ranks - 1) / ranks) * row_bytes;
+}
 
 IoModeReport transfer_shard(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_type,
                             const Positions& rows, const BatchHeadRange& r, void* buf,
@@ -245,17 +397,30 @@ IoModeReport transfer_shard(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_t
   float dummy = 0.0f;
   if (buf == nullptr) buf = &dummy;
 
-  H5Handle dcpl(RA_H5_CHECK(H5Dget_create_plist(dset)), H5Kind::plist);
+  // Every rank takes the same path: agreed here.
+  int strided_anywhere = 0;
+  for (const PositionSegment& s : rows.segments()) strided_anywhere |= s.stride != 1 && s.count > 1;
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &strided_anywhere, 1, MPI_INT, MPI_MAX, comm));
   H5Handle space(RA_H5_CHECK(H5Dget_space(dset)), H5Kind::dataspace);
-  const H5Storage st = h5_storage(dcpl.get(), RA_H5_CHECK(H5Sget_simple_extent_ndims(space.get())));
+  const int ndims = RA_H5_CHECK(H5Sget_simple_extent_ndims(space.get()));
+  if (strided_anywhere && collective) {
+    std::array<hsize_t, kMaxRank> dims{};
+    RA_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr));
+    const auto N = static_cast<std::int64_t>(dims[2]);
+    const RowOwners owners = gather_row_owners(comm, rows, r, N);
+    if (owners.partition)
+      return transfer_redistributed(comm, dir, dset, mem_type, owners, r, buf, N,
+                                    H5Tget_size(mem_type) * (ndims == kMaxRank ? dims[3] : 1));
+  }
+
+  H5Handle dcpl(RA_H5_CHECK(H5Dget_create_plist(dset)), H5Kind::plist);
+  const H5Storage st = h5_storage(dcpl.get(), ndims);
   if (st.layout != "chunked") return transfer_flat(dir, dset, mem_type, rows, r, buf, collective);
 
-  // Every rank takes the same path and makes as many calls: agreed here.
-  bool strided = false;
-  for (const PositionSegment& s : rows.segments()) strided |= s.stride != 1 && s.count > 1;
-  std::array<int, 2> most{static_cast<int>(rows.segments().size()), strided ? 1 : 0};
-  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, most.data(), 2, MPI_INT, MPI_MAX, comm));
-  if (most[1] == 0) return transfer_runs(dir, dset, mem_type, rows, r, buf, collective, most[0]);
+  // Every rank makes as many calls: agreed here.
+  int most = static_cast<int>(rows.segments().size());
+  RA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &most, 1, MPI_INT, MPI_MAX, comm));
+  if (!strided_anywhere) return transfer_runs(dir, dset, mem_type, rows, r, buf, collective, most);
   if (dir == Transfer::read) return read_windows(dset, mem_type, rows, r, buf, st.chunk[2]);
   return transfer_flat(dir, dset, mem_type, rows, r, buf, collective);
 }

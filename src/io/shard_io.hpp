@@ -59,11 +59,21 @@ enum class Transfer { read, write };
 // (b_count, h_count, rows.size()) or (b_count, h_count, rows.size(), D)
 // elements of mem_type, dense. Arguments must have passed check_shard.
 //
-// Contiguous datasets move in one call. Chunked ones move one run of rows
-// per call against a memory space shaped like the block (a flat one makes
-// HDF5 map chunks element by element); strided rows from a chunked dataset
-// are read window by window, independently (see shard_io.cpp). The report
-// is that of the last call.
+// Strided rows (striped) that partition the dataset's rows among the ranks
+// over one block move as each rank's contiguous range of rows (an even
+// split of N), one (batch, head) plane at a time, exchanged between the
+// ranks with MPI_Alltoallv: the file sees large contiguous requests, not
+// N / P single rows per rank. Otherwise contiguous datasets move in one
+// call, and chunked ones one run of rows per call against a memory space
+// shaped like the block (a flat one makes HDF5 map chunks element by
+// element); strided rows from a chunked dataset that are not such a
+// partition are read window by window, independently (see shard_io.cpp).
+// The report is that of the last call.
+// The scratch transfer_shard allocates to exchange a partition's strided
+// rows (two of the largest per-rank ranges of one plane), for a dataset of
+// N rows of row_bytes each moved over `ranks` ranks; 0 on one rank.
+std::int64_t shard_redistribution_bytes(std::int64_t N, int ranks, std::int64_t row_bytes);
+
 IoModeReport transfer_shard(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_type,
                             const Positions& rows, const BatchHeadRange& range, void* buf,
                             bool collective = true);

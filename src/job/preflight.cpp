@@ -17,6 +17,7 @@
 #include "core/error.hpp"
 #include "core/host_memory.hpp"
 #include "core/message_text.hpp"
+#include "io/shard_io.hpp"
 #include "kernel/attention.hpp"
 #include "kernel/backward.hpp"
 #include "kernel/params.hpp"
@@ -98,6 +99,11 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info,
   m.state = device ? c.mul({q_rows, D, 4}) : c.add({c.mul({2, q_rows, 4}), c.mul({q_rows, D, 4})});
   m.lse = c.mul({q_rows, 4});
   m.out16 = cfg.o_dtype == OutDType::input && info.dtype == DType::f16 ? c.mul({q_rows, D, 2}) : 0;
+  // Strided shards move through the exchange's scratch; f32 rows (o, the
+  // gradients) are the widest it carries.
+  if (q_part.kind() == PartitionKind::striped || kv_part.kind() == PartitionKind::striped)
+    m.io = shard_redistribution_bytes(std::max(q_part.tokens(), kv_part.tokens()), q_part.ranks(),
+                                      c.mul({D, std::max<std::int64_t>(es, 4)}));
   if (cfg.backward && !c.overflow) {
     AttnParams kp = AttnParams::dense(nullptr, nullptr, nullptr, info.dtype, 1, hq, hk, nq, nkv, D);
     kp.threads = cfg.threads > 0 ? cfg.threads : default_threads();
@@ -109,7 +115,7 @@ RankMemory estimate_rank_memory(const JobConfig& cfg, const InputInfo& info,
         c.add({c.mul({3, q_rows, D, 4}), c.mul({2, hk, nkv, D, es}), ring_grads, state, tiles});
   }
   c.overflow = c.overflow || m.ring == kBytesOverflow || m.packed == kBytesOverflow;
-  m.total = c.add({m.q, m.ring, m.packed, m.state, m.lse, m.out16, m.gradients});
+  m.total = c.add({m.q, m.ring, m.packed, m.state, m.lse, m.out16, m.io, m.gradients});
   m.overflow = c.overflow;
   return m;
 }
@@ -192,6 +198,7 @@ RingPartitions preflight(MPI_Comm comm, const JobConfig& cfg, const InputInfo& i
             binary_bytes(static_cast<double>(m.ring)), ", kernel ",
             binary_bytes(static_cast<double>(m.packed)), ", state ",
             binary_bytes(static_cast<double>(m.state + m.lse + m.out16)),
+            m.io > 0 ? ", striped rows' exchange " + binary_bytes(static_cast<double>(m.io)) : "",
             m.gradients > 0 ? ", gradients " + binary_bytes(static_cast<double>(m.gradients)) : "",
             "), over the budget of ", binary_bytes(static_cast<double>(budget)), " (", limit.str(),
             "); ", hint.str());

@@ -42,6 +42,7 @@ struct RankMemory {
   std::int64_t state = 0;   // (hq, nq) m2, l + (hq, nq, D) acc, f32 (device: o only)
   std::int64_t lse = 0;     // (hq, nq) f32
   std::int64_t out16 = 0;   // (hq, nq, D) f16 when o is f16: OutputFile's rounding scratch
+  std::int64_t io = 0;      // shard_redistribution_bytes: striped rows' exchange scratch
   // --backward: dO and o (hq, nq, D) f32, the home block kept aside, the
   // ring's travelling gradients (ring_gradient_bytes) and dq, the backward
   // kernel's state and tiles (GradState::bytes, fold_bytes).
