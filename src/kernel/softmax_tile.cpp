@@ -15,6 +15,10 @@
 #include "core/cpu.hpp"
 #include "core/error.hpp"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace ringattn {
 namespace {
 
@@ -57,30 +61,15 @@ RA_INLINE void storev(float* p, const VF& v) {
   std::memcpy(p, &v, sizeof v);
 }
 
-// 2^x: round-to-nearest range reduction (magic number: exact for |x| < 2^22),
-// a degree-6 polynomial on [-1/2, 1/2] (relative error 1e-7), exponent
-// built from bits. x < -126 (including -inf) gives exactly 0. kNonPositive
-// skips the upper clamp where the caller guarantees x <= 0 (scores minus
-// their running max). kBf16 trades the polynomial for one of degree 4
-// (3.5e-6 relative error) where the result is rounded to bf16 (2^-9) anyway.
-template <int W, bool kNonPositive = false, bool kBf16 = false>
-RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
-  using VF = typename Vec<W>::f;
-  using VI = typename Vec<W>::i;
-  const VF lo = splat<VF>(-127.0f);
-  VF xc = x > lo ? x : lo;  // one vmaxps, and -inf -> lo
-  if constexpr (!kNonPositive) {
-    const VF hi = splat<VF>(127.0f);
-    xc = xc > hi ? hi : xc;
-  }
-  const VF magic = splat<VF>(12582912.0f);  // 1.5 · 2^23
-  const VF r = (xc + magic) - magic;
-  const VF f = xc - r;
-  // Degree 6 interpolating 2^f at the 7 Chebyshev nodes of [-1/2, 1/2]:
-  // 1.0e-7 worst relative error in fp32 (Taylor of the same degree: 2.2e-7).
-  VF p;
+// The polynomial of exp2v: 2^f for |f| <= 1/2. Degree 6 interpolating 2^f
+// at the 7 Chebyshev nodes of [-1/2, 1/2]: 1.0e-7 worst relative error in
+// fp32 (Taylor of the same degree: 2.2e-7). kBf16: degree 4 at the 5
+// Chebyshev nodes (3.5e-6), for results rounded to bf16 (2^-9) anyway. p
+// goes out by reference: clang refuses an AVX-512 vector returned by value
+// to exp2v_avx512 from a function compiled without AVX-512.
+template <class VF, bool kBf16>
+RA_INLINE void exp2_poly(const VF& f, VF& p) {
   if constexpr (kBf16) {
-    // Degree 4 at the 5 Chebyshev nodes of [-1/2, 1/2].
     p = splat<VF>(9.666368515391557e-3f);
     p = p * f + 5.592197584226425e-2f;
     p = p * f + 2.4022349038020266e-1f;
@@ -95,6 +84,67 @@ RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
     p = p * f + 6.9314720670283330e-1f;
     p = p * f + 1.0f;
   }
+}
+
+#if defined(__x86_64__)
+// The AVX-512 wrappers' target, which the helper below must carry exactly
+// (a narrower one fails to inline: "target specific option mismatch").
+#define RA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+// exp2v's AVX-512 form, the same values bit for bit (checked against it over
+// all 2^32 inputs, x <= 1 for kNonPositive): r = round-to-nearest-even(x) by vrndscaleps (what the
+// magic number gives for |x| < 2^22), the same f = x - r and polynomial, and
+// p · 2^r by vscalefps (one rounding, as p times the built 2^r), zero-masked
+// where !(x >= -126): below -126, -inf and NaN give 0 as before, so no lower
+// clamp is needed. 10 instructions for kNonPositive (exp2v's bit building
+// and clamps took 16). Plain inline, not always_inline: it carries the
+// target, the templates between it and the wrappers do not, and GCC and
+// clang refuse always_inline across that; it is inlined into the wrappers
+// all the same. The vectors go by reference, as to exp2_poly.
+template <bool kNonPositive, bool kBf16>
+inline RA_AVX512 void exp2v_avx512(const Vec<16>::f& x, Vec<16>::f& out) {
+  __m512 xc = x;
+  // The masked forms: the unmasked ones' _mm512_undefined_ps trips GCC 12's
+  // -Wuninitialized.
+  if constexpr (!kNonPositive)
+    xc = _mm512_mask_min_ps(xc, static_cast<__mmask16>(-1), xc, _mm512_set1_ps(127.0f));
+  const __m512 r = _mm512_mask_roundscale_ps(xc, static_cast<__mmask16>(-1), xc,
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const Vec<16>::f f = xc - r;
+  Vec<16>::f p;
+  exp2_poly<Vec<16>::f, kBf16>(f, p);
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+  out = _mm512_maskz_scalef_ps(keep, p, r);
+}
+#endif
+
+// 2^x: round-to-nearest range reduction (magic number: exact for |x| < 2^22),
+// exp2_poly on [-1/2, 1/2], exponent built from bits. x < -126 (including
+// -inf) gives exactly 0. kNonPositive skips the upper clamp where the caller
+// guarantees x <= 0 (scores minus their running max). kBf16 takes the degree
+// 4 polynomial, where the result is rounded to bf16 anyway. W = 16 on x86-64:
+// exp2v_avx512, the same values in fewer instructions.
+template <int W, bool kNonPositive = false, bool kBf16 = false>
+RA_INLINE typename Vec<W>::f exp2v(const typename Vec<W>::f& x) {
+  using VF = typename Vec<W>::f;
+  using VI = typename Vec<W>::i;
+#if defined(__x86_64__)
+  if constexpr (W == 16) {
+    VF out;
+    exp2v_avx512<kNonPositive, kBf16>(x, out);
+    return out;
+  }
+#endif
+  const VF lo = splat<VF>(-127.0f);
+  VF xc = x > lo ? x : lo;  // one vmaxps, and -inf -> lo
+  if constexpr (!kNonPositive) {
+    const VF hi = splat<VF>(127.0f);
+    xc = xc > hi ? hi : xc;
+  }
+  const VF magic = splat<VF>(12582912.0f);  // 1.5 · 2^23
+  const VF r = (xc + magic) - magic;
+  VF p;
+  exp2_poly<VF, kBf16>(xc - r, p);
   const VI n = __builtin_convertvector(r, VI);
   VF scale;
   const VI bits = (n + 127) << 23;

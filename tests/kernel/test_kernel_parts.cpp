@@ -326,6 +326,34 @@ TEST_P(Exp2, ExactlyZeroBelowMinus126) {
   for (std::size_t i = 0; i < x.size(); ++i) EXPECT_EQ(y[i], 0.0f) << "x = " << x[i];
 }
 
+// The AVX-512 exp2 reduces with vrndscaleps and scales with vscalefps where
+// the AVX2 one uses the magic number and builds 2^n from bits: the same
+// values bit for bit (the same FMA polynomial, one rounding of p · 2^n), over
+// every 1021st bit pattern (all exponents, both signs, inf and NaN), a grid
+// of step 2^-12 over [-128, 128] and the edges of the clamps.
+TEST(Exp2Paths, Avx512MatchesAvx2BitForBit) {
+  if (!cpu_runs(VectorIsa::avx512) || !cpu_runs(VectorIsa::avx2))
+    GTEST_SKIP() << "this CPU cannot execute both the avx512 and the avx2 path";
+  std::vector<float> x;
+  for (std::uint64_t b = 0; b < (std::uint64_t{1} << 32); b += 1021)
+    x.push_back(std::bit_cast<float>(static_cast<std::uint32_t>(b)));
+  for (int i = -128 * 4096; i <= 128 * 4096; ++i) x.push_back(static_cast<float>(i) / 4096.0f);
+  for (float e : {-127.0f, -126.5f, -126.0f, -125.5f, 126.5f, 127.0f, 127.5f, 128.0f, 1e30f})
+    for (float v : {std::nextafter(e, -kInf), e, std::nextafter(e, kInf)}) {
+      x.push_back(v);
+      x.push_back(-v);
+    }
+  x.insert(x.end(), {0.0f, -0.0f, kInf, -kInf, std::numeric_limits<float>::quiet_NaN()});
+  const std::vector<float> a = exp2_of(x, VectorIsa::avx512);
+  const std::vector<float> b = exp2_of(x, VectorIsa::avx2);
+  std::size_t differ = 0;
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (std::bit_cast<std::uint32_t>(a[i]) != std::bit_cast<std::uint32_t>(b[i]) && ++differ <= 5)
+      ADD_FAILURE() << "x = " << std::setprecision(9) << x[i] << ": avx512 " << a[i] << ", avx2 "
+                    << b[i];
+  EXPECT_EQ(differ, 0u) << "of " << x.size();
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernel, Exp2,
                          ::testing::Values(VectorIsa::avx512, VectorIsa::avx2, VectorIsa::generic),
                          [](const ::testing::TestParamInfo<VectorIsa>& param) {
