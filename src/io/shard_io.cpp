@@ -300,6 +300,20 @@ std::int64_t first_row_at(const Positions& rows, std::int64_t t) {
   return lo;
 }
 
+// The exchange's scratch, kept from call to call: a job moves a plane range
+// per dataset per chunk, and fresh pages each time (the kernel zeroes them
+// on first touch) cost more than the exchange itself. It grows to the
+// largest range asked for, what shard_redistribution_bytes reports. One
+// thread moves shards (HDF5 calls are serial), so one buffer serves.
+std::vector<unsigned char>& exchange_scratch(std::size_t bytes) {
+  static std::vector<unsigned char> scratch;
+  if (scratch.size() < bytes) {
+    scratch = {};
+    scratch.resize(bytes);
+  }
+  return scratch;
+}
+
 // A partition's rows (striped: every P-th) moved as each rank's contiguous
 // range of rows, one (batch, head) plane at a time, and exchanged with
 // MPI_Alltoallv: the file sees P large contiguous requests per plane
@@ -334,9 +348,10 @@ IoModeReport transfer_redistributed(MPI_Comm comm, Transfer dir, hid_t dset, hid
   MPI_Datatype row_type = MPI_DATATYPE_NULL;
   RA_MPI_CHECK(MPI_Type_contiguous(static_cast<int>(row_bytes), MPI_BYTE, &row_type));
   RA_MPI_CHECK(MPI_Type_commit(&row_type));
-  const auto range_rows = static_cast<std::size_t>(hi - lo);
-  std::vector<unsigned char> range(std::max<std::size_t>(range_rows, 1) * row_bytes),
-      exchanged(range.size());
+  const std::size_t range_bytes = std::max<std::int64_t>(hi - lo, 1) * row_bytes;
+  std::vector<unsigned char>& scratch = exchange_scratch(2 * range_bytes);
+  unsigned char* range = scratch.data();
+  unsigned char* exchanged = range + range_bytes;
   const Positions range_pos = Positions::contiguous(lo, hi - lo);
   IoModeReport rep;
   try {
@@ -352,27 +367,24 @@ IoModeReport transfer_redistributed(MPI_Comm comm, Transfer dir, hid_t dset, hid
           for (int q = 0; q < P; ++q) {
             const Positions& d_rows = owners.rows[static_cast<std::size_t>(q)];
             for (std::int64_t i = 0; i < their_count[static_cast<std::size_t>(q)]; ++i, ++k)
-              move_row(
-                  exchanged.data() + k * row_bytes,
-                  range.data() + static_cast<std::size_t>(
-                                     d_rows[their_first[static_cast<std::size_t>(q)] + i] - lo) *
-                                     row_bytes);
+              move_row(exchanged + k * row_bytes,
+                       range + static_cast<std::size_t>(
+                                   d_rows[their_first[static_cast<std::size_t>(q)] + i] - lo) *
+                                   row_bytes);
           }
         };
         if (dir == Transfer::read) {
-          rep = transfer_shard(comm, dir, dset, mem_type, range_pos, plane_range, range.data());
+          rep = transfer_shard(comm, dir, dset, mem_type, range_pos, plane_range, range);
           for_each_held(
               [&](unsigned char* x, const unsigned char* f) { std::memcpy(x, f, row_bytes); });
-          RA_MPI_CHECK(MPI_Alltoallv(exchanged.data(), their_count.data(), their_displ.data(),
-                                     row_type, plane, our_count.data(), our_displ.data(), row_type,
-                                     comm));
+          RA_MPI_CHECK(MPI_Alltoallv(exchanged, their_count.data(), their_displ.data(), row_type,
+                                     plane, our_count.data(), our_displ.data(), row_type, comm));
         } else {
-          RA_MPI_CHECK(MPI_Alltoallv(plane, our_count.data(), our_displ.data(), row_type,
-                                     exchanged.data(), their_count.data(), their_displ.data(),
-                                     row_type, comm));
+          RA_MPI_CHECK(MPI_Alltoallv(plane, our_count.data(), our_displ.data(), row_type, exchanged,
+                                     their_count.data(), their_displ.data(), row_type, comm));
           for_each_held(
               [&](const unsigned char* x, unsigned char* f) { std::memcpy(f, x, row_bytes); });
-          rep = transfer_shard(comm, dir, dset, mem_type, range_pos, plane_range, range.data());
+          rep = transfer_shard(comm, dir, dset, mem_type, range_pos, plane_range, range);
         }
       }
   } catch (...) {
