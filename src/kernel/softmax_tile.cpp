@@ -210,77 +210,143 @@ RA_INLINE void store_bf16v(std::uint16_t* p, const typename Vec<W>::f& x) {
   std::memcpy(p, &h, sizeof h);
 }
 
+#if defined(__x86_64__)
+// The target of the bf16 dot path's softmax wrapper, which the helper below
+// carries exactly (as exp2v_avx512 carries RA_AVX512).
+#define RA_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,fma,avx512bf16")))
+
+// round_bf16v + store_bf16v for W = 16 by one vcvtneps2bf16: the bf16 bits
+// to out, and their value as floats (what l sums) back in `rounded`. The
+// same bits for every exp2v result: it rounds to nearest even like
+// round_bf16v, and the inputs it would flush (denormals) never occur: exp2v
+// gives 0 below -126 and at least 2^-126, the smallest normal, from there
+// (r = -126 takes f >= 0, so p >= 1). Plain inline for the reason
+// exp2v_avx512 is; vectors by reference likewise.
+inline RA_AVX512_BF16 void round_store_bf16_avx512(const Vec<16>::f& x, std::uint16_t* out,
+                                                   Vec<16>::f& rounded) {
+  const __m256bh h = _mm512_cvtneps_pbh(x);
+  __m256i bits;
+  std::memcpy(&bits, &h, sizeof bits);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bits);
+  // The zero-masked forms, as in exp2v_avx512 (GCC 12's -Wuninitialized).
+  const __mmask16 all = static_cast<__mmask16>(-1);
+  rounded =
+      _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, bits), 16));
+}
+#endif
+
+// The largest of s[0, bk), by four running maxima: one would chain every
+// vmaxps on the last (the same maximum either way, max being exact).
+template <int W>
+RA_INLINE float row_max(const float* s, int bk) {
+  using VF = typename Vec<W>::f;
+  VF m0 = splat<VF>(-__builtin_inff()), m1 = m0, m2 = m0, m3 = m0;
+  int j = 0;
+  for (; j + 4 * W <= bk; j += 4 * W) {
+    const VF x0 = loadv<VF>(s + j), x1 = loadv<VF>(s + j + W);
+    const VF x2 = loadv<VF>(s + j + 2 * W), x3 = loadv<VF>(s + j + 3 * W);
+    m0 = x0 > m0 ? x0 : m0;  // vmaxps
+    m1 = x1 > m1 ? x1 : m1;
+    m2 = x2 > m2 ? x2 : m2;
+    m3 = x3 > m3 ? x3 : m3;
+  }
+  for (; j < bk; j += W) {
+    const VF x = loadv<VF>(s + j);
+    m0 = x > m0 ? x : m0;
+  }
+  m1 = m1 > m3 ? m1 : m3;
+  m0 = m0 > m2 ? m0 : m2;
+  return hmax<W>(m0 > m1 ? m0 : m1);
+}
+
 // kBf16Out: scores are s · score_scale (> 0, so the tile's max is the raw
 // max times it), probabilities rounded and written to t.p_bf16.
-template <int W, bool kRoundBf16, bool kBf16Out = false>
+// kCvt (W = 16, AVX512_BF16): rounds and stores them by vcvtneps2bf16, the
+// same bits in fewer instructions.
+template <int W, bool kRoundBf16, bool kBf16Out = false, bool kCvt = false>
 RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
   static_assert(kRoundBf16 || !kBf16Out, "bf16 output is rounded");
+  static_assert(!kCvt || (kBf16Out && W == 16), "vcvtneps2bf16 writes bf16 output, 16 lanes");
   using VF = typename Vec<W>::f;
   const float ninf = -__builtin_inff();
   const VF vscale = splat<VF>(t.score_scale);
-  for (int i = 0; i < t.rows; ++i) {
-    float* s = t.s + static_cast<long>(i) * t.bk;
-    std::uint16_t* pb = kBf16Out ? t.p_bf16 + static_cast<long>(i) * t.bk : nullptr;
-    VF vmax = splat<VF>(ninf);
-    for (int j = 0; j < t.bk; j += W) {
-      const VF x = loadv<VF>(s + j);
-      vmax = x > vmax ? x : vmax;  // vmaxps
-    }
-    const float tile_max = kBf16Out ? hmax<W>(vmax) * t.score_scale : hmax<W>(vmax);
-    const float m_old = t.m2[i];
-    const float m_new = tile_max > m_old ? tile_max : m_old;
-    if (m_new == ninf) {  // nothing visible yet: probabilities 0, state untouched
+  // Rows go in chunks: first every row's max, then the rest row by row. A
+  // row's max is a chain of vmaxps and shuffles that its exponentials wait
+  // for; computed ahead, the chunk's maxima overlap one another.
+  constexpr int kChunk = 16;
+  float raw_max[kChunk];
+  for (int i0 = 0; i0 < t.rows; i0 += kChunk) {
+    const int i1 = t.rows - i0 < kChunk ? t.rows : i0 + kChunk;
+    for (int i = i0; i < i1; ++i)
+      raw_max[i - i0] = row_max<W>(t.s + static_cast<long>(i) * t.bk, t.bk);
+    for (int i = i0; i < i1; ++i) {
+      float* s = t.s + static_cast<long>(i) * t.bk;
+      std::uint16_t* pb = kBf16Out ? t.p_bf16 + static_cast<long>(i) * t.bk : nullptr;
+      const float tile_max = kBf16Out ? raw_max[i - i0] * t.score_scale : raw_max[i - i0];
+      const float m_old = t.m2[i];
+      const float m_new = tile_max > m_old ? tile_max : m_old;
+      if (m_new == ninf) {  // nothing visible yet: probabilities 0, state untouched
+        for (int j = 0; j < t.bk; j += W) {
+          if constexpr (kBf16Out)
+            store_bf16v<W>(pb + j, splat<VF>(0.0f));
+          else
+            storev(s + j, splat<VF>(0.0f));
+        }
+        continue;
+      }
+      const VF vm = splat<VF>(m_new);
+      VF vsum = splat<VF>(0.0f);
       for (int j = 0; j < t.bk; j += W) {
-        if constexpr (kBf16Out)
-          store_bf16v<W>(pb + j, splat<VF>(0.0f));
-        else
-          storev(s + j, splat<VF>(0.0f));
+        if constexpr (kBf16Out) {
+          // s · scale - m fused: it may round a hair above 0, which exp2v takes.
+          const VF e = exp2v<W, true, true>(loadv<VF>(s + j) * vscale - vm);
+          VF p;
+#if defined(__x86_64__)
+          if constexpr (kCvt) {
+            round_store_bf16_avx512(e, pb + j, p);
+          } else
+#endif
+          {
+            p = round_bf16v<W>(e);
+            store_bf16v<W>(pb + j, p);
+          }
+          vsum += p;
+        } else {
+          VF p = exp2v<W, true>(loadv<VF>(s + j) - vm);
+          if constexpr (kRoundBf16) p = round_bf16v<W>(p);
+          vsum += p;
+          storev(s + j, p);
+        }
       }
-      continue;
-    }
-    const VF vm = splat<VF>(m_new);
-    VF vsum = splat<VF>(0.0f);
-    for (int j = 0; j < t.bk; j += W) {
-      if constexpr (kBf16Out) {
-        // s · scale - m fused: it may round a hair above 0, which exp2v takes.
-        const VF p = round_bf16v<W>(exp2v<W, true, true>(loadv<VF>(s + j) * vscale - vm));
-        vsum += p;
-        store_bf16v<W>(pb + j, p);
+      float* l = t.l_lanes + static_cast<long>(i) * kLanes;
+      VF lv = loadv<VF>(l);
+      VF lc = t.l_comp ? loadv<VF>(t.l_comp + static_cast<long>(i) * kLanes) : splat<VF>(0.0f);
+      const bool grew = m_new > m_old;
+      // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
+      const VF valpha = grew ? exp2v<W>(splat<VF>(m_old - m_new)) : splat<VF>(1.0f);
+      if (grew) {
+        lv *= valpha;
+        lc *= valpha;
+      }
+      if (t.l_comp) {
+        const VF y = vsum - lc;
+        const VF sum = lv + y;
+        lc = (sum - lv) - y;
+        lv = sum;
+        storev(t.l_comp + static_cast<long>(i) * kLanes, lc);
       } else {
-        VF p = exp2v<W, true>(loadv<VF>(s + j) - vm);
-        if constexpr (kRoundBf16) p = round_bf16v<W>(p);
-        vsum += p;
-        storev(s + j, p);
+        lv += vsum;
       }
-    }
-    float* l = t.l_lanes + static_cast<long>(i) * kLanes;
-    VF lv = loadv<VF>(l);
-    VF lc = t.l_comp ? loadv<VF>(t.l_comp + static_cast<long>(i) * kLanes) : splat<VF>(0.0f);
-    const bool grew = m_new > m_old;
-    // alpha = 2^(m_old - m_new); 0 when m_old = -inf (acc and l are 0 then).
-    const VF valpha = grew ? exp2v<W>(splat<VF>(m_old - m_new)) : splat<VF>(1.0f);
-    if (grew) {
-      lv *= valpha;
-      lc *= valpha;
-    }
-    if (t.l_comp) {
-      const VF y = vsum - lc;
-      const VF sum = lv + y;
-      lc = (sum - lv) - y;
-      lv = sum;
-      storev(t.l_comp + static_cast<long>(i) * kLanes, lc);
-    } else {
-      lv += vsum;
-    }
-    storev(l, lv);
-    if (grew) {
-      const float alpha = valpha[0];
-      for (float* rows : {t.acc_partial, t.acc, t.acc_comp}) {
-        if (!rows) continue;
-        float* a = rows + static_cast<long>(i) * t.head_dim;
-        for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
+      storev(l, lv);
+      if (grew) {
+        const float alpha = valpha[0];
+        for (float* rows : {t.acc_partial, t.acc, t.acc_comp}) {
+          if (!rows) continue;
+          float* a = rows + static_cast<long>(i) * t.head_dim;
+          for (int d = 0; d < t.head_dim; ++d) a[d] *= alpha;
+        }
+        t.m2[i] = m_new;
       }
-      t.m2[i] = m_new;
     }
   }
 }
@@ -335,6 +401,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_tile_avx51
   : t.round_bf16 ? softmax_tile_impl<16, true>(t)
                  : softmax_tile_impl<16, false>(t);
 }
+#if defined(__x86_64__)
+// The bf16 dot path's softmax where the CPU has AVX512_BF16.
+RA_AVX512_BF16 void softmax_tile_avx512_bf16(const SoftmaxTile& t) {
+  softmax_tile_impl<16, true, true, true>(t);
+}
+#endif
 __attribute__((target("avx2,fma"))) void softmax_tile_avx2(const SoftmaxTile& t) {
   t.p_bf16       ? softmax_tile_impl<8, true, true>(t)
   : t.round_bf16 ? softmax_tile_impl<8, true>(t)
@@ -412,6 +484,9 @@ void softmax_tile(const SoftmaxTile& t, VectorIsa isa) {
            "bf16 probabilities out need rounding and a positive score scale");
   switch (runnable(isa)) {
     case VectorIsa::avx512:
+#if defined(__x86_64__)
+      if (t.p_bf16 && cpu_features().avx512_bf16) return softmax_tile_avx512_bf16(t);
+#endif
       return softmax_tile_avx512(t);
     case VectorIsa::avx2:
       return softmax_tile_avx2(t);

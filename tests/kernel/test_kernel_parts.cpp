@@ -360,6 +360,90 @@ INSTANTIATE_TEST_SUITE_P(Kernel, Exp2,
                            return std::string(vector_isa_name(param.param));
                          });
 
+// ---- softmax_tile ------------------------------------------------------------------
+
+// The bf16 dot path's softmax step (probabilities out as bf16 bits): the
+// AVX-512 path (vcvtneps2bf16 where the CPU has AVX512_BF16, which flushes
+// denormals) gives the AVX2 path's values bit for bit: probabilities, running
+// max and the rescaled rows; l's lanes are laid out per vector width, so
+// their sums agree to rounding. Exponents span [-140, 0], across the -126
+// edge below which exp2 gives 0; 37 rows and 17 vectors a row leave partial
+// chunks of rows and of the row max's unrolled loop; one row is all hidden,
+// one starts from an empty state.
+TEST(SoftmaxTilePaths, Bf16OutAvx512MatchesAvx2BitForBit) {
+  if (!cpu_runs(VectorIsa::avx512) || !cpu_runs(VectorIsa::avx2))
+    GTEST_SKIP() << "this CPU cannot execute both the avx512 and the avx2 path";
+  constexpr int rows = 37, bk = 272, d = 24;
+  constexpr float scale = 0.7f;
+  std::vector<float> u(static_cast<std::size_t>(rows) * bk), m2(rows);
+  fill_seeded(u.data(), DType::f32, u.size(), 91);
+  fill_seeded(m2.data(), DType::f32, m2.size(), 92);
+  std::vector<float> s(u.size());
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < bk; ++j) {
+      const std::size_t e = static_cast<std::size_t>(i) * bk + j;
+      // Scores whose scaled values lie within 140 of 3 (the max of most rows).
+      s[e] = (3.0f - 70.0f * (std::fabs(u[e]) + std::fabs(u[(e * 7 + 3) % u.size()]))) / scale;
+      if (i == 5 || (e % 13 == 0)) s[e] = -kInf;
+    }
+  for (int i = 0; i < rows; ++i) m2[i] = i == 6 ? -kInf : 4.0f * m2[i];
+  struct Out {
+    std::vector<std::uint16_t> p;
+    std::vector<float> s, m2, l, lanes, lcomp, part, acc, comp;
+  };
+  auto run = [&](VectorIsa isa) {
+    Out o;
+    o.p.assign(s.size(), 0xffff);
+    o.s = s;
+    o.m2 = m2;
+    o.l.resize(rows);
+    for (int i = 0; i < rows; ++i) o.l[i] = i == 6 ? 0.0f : 1.0f + 0.01f * static_cast<float>(i);
+    o.lanes.resize(static_cast<std::size_t>(rows) * kLanes);
+    spread_lanes(o.l.data(), rows, o.lanes.data());
+    o.lcomp.assign(o.lanes.size(), 0.0f);
+    for (auto* r : {&o.part, &o.acc, &o.comp}) {
+      r->resize(static_cast<std::size_t>(rows) * d);
+      fill_seeded(r->data(), DType::f32, r->size(), 93);
+    }
+    softmax_tile({.s = o.s.data(),
+                  .rows = rows,
+                  .bk = bk,
+                  .m2 = o.m2.data(),
+                  .l_lanes = o.lanes.data(),
+                  .l_comp = o.lcomp.data(),
+                  .acc_partial = o.part.data(),
+                  .acc = o.acc.data(),
+                  .acc_comp = o.comp.data(),
+                  .head_dim = d,
+                  .round_bf16 = true,
+                  .p_bf16 = o.p.data(),
+                  .score_scale = scale},
+                 isa);
+    sum_lanes(o.lanes.data(), rows, o.l.data());
+    return o;
+  };
+  const Out a = run(VectorIsa::avx512), b = run(VectorIsa::avx2);
+  std::size_t differ = 0, zeros = 0, tiny = 0;
+  for (std::size_t e = 0; e < s.size(); ++e) {
+    if (a.p[e] != b.p[e] && ++differ <= 5)
+      ADD_FAILURE() << "p[" << e << "]: avx512 " << std::hex << a.p[e] << ", avx2 " << b.p[e]
+                    << std::dec;
+    zeros += a.p[e] == 0;
+    tiny += a.p[e] != 0 && bf16_to_float(a.p[e]) < 0x1p-120f;
+  }
+  EXPECT_EQ(differ, 0u) << "of " << s.size();
+  EXPECT_GT(zeros, s.size() / 20) << "the exponents should reach below -126";
+  EXPECT_GT(tiny, 0u) << "the exponents should reach just above -126";
+  for (int i = 0; i < rows; ++i) {
+    EXPECT_EQ(std::bit_cast<std::uint32_t>(a.m2[i]), std::bit_cast<std::uint32_t>(b.m2[i]))
+        << "m2 row " << i;
+    EXPECT_NEAR(a.l[i], b.l[i], 1e-6f * std::fabs(b.l[i])) << "l row " << i;
+  }
+  EXPECT_EQ(a.part, b.part);
+  EXPECT_EQ(a.acc, b.acc);
+  EXPECT_EQ(a.comp, b.comp);
+}
+
 // ---- compensated_add -----------------------------------------------------------
 
 class CompensatedAdd : public ::testing::TestWithParam<VectorIsa> {
