@@ -329,8 +329,9 @@ IoModeReport transfer_redistributed(MPI_Comm comm, Transfer dir, hid_t dset, hid
   const auto Pz = static_cast<std::size_t>(P);
   const Positions& mine = owners.rows[static_cast<std::size_t>(me)];
   const std::int64_t lo = range_begin(N, P, me), hi = range_begin(N, P, me + 1);
-  // theirs[d]: rank d's rows in my range, [first, first + count) of its rows;
-  // ours[q]: my rows in q's range, as counts (they follow each other).
+  // their_first/count[d]: rank d's rows in my range, [first, first + count)
+  // of its rows; our_count[q]: how many of my rows lie in q's range (they
+  // follow each other in my order).
   std::vector<std::int64_t> their_first(Pz);
   std::vector<int> their_count(Pz), our_count(Pz), their_displ(Pz), our_displ(Pz);
   for (int q = 0; q < P; ++q) {

@@ -69,13 +69,13 @@ enum class Transfer { read, write };
 // element); strided rows from a chunked dataset that are not such a
 // partition are read window by window, independently (see shard_io.cpp).
 // The report is that of the last call.
+IoModeReport transfer_shard(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_type,
+                            const Positions& rows, const BatchHeadRange& range, void* buf,
+                            bool collective = true);
+
 // The scratch transfer_shard allocates to exchange a partition's strided
 // rows (two of the largest per-rank ranges of one plane), for a dataset of
 // N rows of row_bytes each moved over `ranks` ranks; 0 on one rank.
 std::int64_t shard_redistribution_bytes(std::int64_t N, int ranks, std::int64_t row_bytes);
-
-IoModeReport transfer_shard(MPI_Comm comm, Transfer dir, hid_t dset, hid_t mem_type,
-                            const Positions& rows, const BatchHeadRange& range, void* buf,
-                            bool collective = true);
 
 }  // namespace ringattn

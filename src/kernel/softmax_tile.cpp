@@ -86,11 +86,11 @@ RA_INLINE void exp2_poly(const VF& f, VF& p) {
   }
 }
 
-#if defined(__x86_64__)
-// The AVX-512 wrappers' target, which the helper below must carry exactly
-// (a narrower one fails to inline: "target specific option mismatch").
+// The AVX-512 wrappers' target, which exp2v_avx512 must carry exactly (a
+// narrower one fails to inline: "target specific option mismatch").
 #define RA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 
+#if defined(__x86_64__)
 // exp2v's AVX-512 form, the same values bit for bit (checked against it over
 // all 2^32 inputs, x <= 1 for kNonPositive): r = round-to-nearest-even(x) by vrndscaleps (what the
 // magic number gives for |x| < 2^22), the same f = x - r and polynomial, and
@@ -384,8 +384,7 @@ RA_INLINE void gradient_tile_impl(const GradientTile& t) {
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void gradient_tile_avx512(
-    const GradientTile& t) {
+RA_AVX512 void gradient_tile_avx512(const GradientTile& t) {
   gradient_tile_impl<16>(t);
 }
 __attribute__((target("avx2,fma"))) void gradient_tile_avx2(const GradientTile& t) {
@@ -395,8 +394,7 @@ void gradient_tile_generic(const GradientTile& t) {
   gradient_tile_impl<4>(t);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void softmax_tile_avx512(
-    const SoftmaxTile& t) {
+RA_AVX512 void softmax_tile_avx512(const SoftmaxTile& t) {
   t.p_bf16       ? softmax_tile_impl<16, true, true>(t)
   : t.round_bf16 ? softmax_tile_impl<16, true>(t)
                  : softmax_tile_impl<16, false>(t);
@@ -432,8 +430,7 @@ void compensated_add_generic(float* sum, float* comp, const float* x, std::int64
   compensated_add_impl(sum, comp, x, n);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void exp2_avx512(const float* x,
-                                                                          float* out, int n) {
+RA_AVX512 void exp2_avx512(const float* x, float* out, int n) {
   exp2_array_impl<16>(x, out, n);
 }
 __attribute__((target("avx2,fma"))) void exp2_avx2(const float* x, float* out, int n) {
