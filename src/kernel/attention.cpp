@@ -8,6 +8,9 @@
 //       part (+)= P · V_kt            (BQ, D)    tile product 2, libxsmm
 //     every kFoldKeys keys: acc += part, Kahan-compensated
 //
+// The softmax step prefetches this step's V tile and the next K^T tile into
+// L2 while it computes (SoftmaxTile::prefetch).
+//
 // K is packed transposed and V padded once per call (libxsmm cannot transpose
 // its first operand), which also widens f16/bf16 to f32 and zero-pads the last
 // tile so both products always run at the fixed tile shape. On the bf16 dot
@@ -284,6 +287,9 @@ void update_state(const AttnParams& p, AttnState& s) {
   }
 
   const std::int64_t items = B * HQ * QT;
+  const std::size_t f32_tile_bytes = static_cast<std::size_t>(BK) * D * sizeof(float);
+  const std::size_t bf16_tile_bytes_k = static_cast<std::size_t>(BK) * Dk * sizeof(std::uint16_t);
+  const std::size_t bf16_tile_bytes_v = static_cast<std::size_t>(BK) * D * sizeof(std::uint16_t);
 
 #pragma omp parallel num_threads(p.threads)
   {
@@ -383,6 +389,16 @@ void update_state(const AttnParams& p, AttnState& s) {
         if (kind == TileKind::diagonal || k_valid < BK)
           mask_tile(sbuf.data(), rows, BK, qposbuf.data(), kpos.data() + kt * BK, k_valid,
                     kind == TileKind::diagonal ? vis : Visibility{});
+        // During the step: pull this step's V tile and the next K^T tile
+        // towards L2 (SoftmaxTile::prefetch).
+        const SoftmaxTile::Prefetch v_now =
+            dot ? SoftmaxTile::Prefetch{v_pack_bf16.data() + tile * BK * D, bf16_tile_bytes_v}
+                : SoftmaxTile::Prefetch{v_tile_in(b, hk, kt), f32_tile_bytes};
+        const SoftmaxTile::Prefetch k_next =
+            kt + 1 == KT ? SoftmaxTile::Prefetch{}
+            : dot        ? SoftmaxTile::Prefetch{kt_pack_bf16.data() + (tile + 1) * Dk * BK,
+                                          bf16_tile_bytes_k}
+                  : SoftmaxTile::Prefetch{kt_pack.data() + (tile + 1) * D * BK, f32_tile_bytes};
         softmax_tile({.s = sbuf.data(),
                       .rows = rows,
                       .bk = BK,
@@ -395,7 +411,8 @@ void update_state(const AttnParams& p, AttnState& s) {
                       .head_dim = D,
                       .round_bf16 = bf16,
                       .p_bf16 = dot ? pbuf_bf16.data() : nullptr,
-                      .score_scale = std::abs(qscale)},
+                      .score_scale = std::abs(qscale),
+                      .prefetch = {v_now, k_next}},
                      isa);
         if (dot)
           (pending > 0 ? *dot_pv_more : *dot_pv_first)(v_pack_bf16.data() + tile * BK * D,

@@ -7,6 +7,7 @@
 // (GCC vector extensions), picked at run time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernel/params.hpp"
@@ -40,9 +41,26 @@ struct SoftmaxTile {
   // (rows, bk), instead of back into s. Needs round_bf16.
   std::uint16_t* p_bf16 = nullptr;
   float score_scale = 1.0f;  // read only with p_bf16; must be > 0
+  // Memory the kernel reads next (the V tile of this step's P·V, the next
+  // K^T tile), pulled towards L2 a few lines per score vector while the step
+  // computes: fetched on demand by the tile products instead, from L3, each
+  // tile cost them ~13% (measured on an Intel Xeon with 2 MiB L2). Either may
+  // be null.
+  struct Prefetch {
+    const void* p = nullptr;
+    std::size_t bytes = 0;
+  } prefetch[2] = {};
 };
 
 void softmax_tile(const SoftmaxTile& t, VectorIsa isa = VectorIsa::native);
+
+// Row i's share of a prefetch range of `bytes` spread over `rows` rows: its
+// 64-byte lines [first, last); the rows' shares together name each line of
+// the range once.
+struct LineSpan {
+  long first = 0, last = 0;
+};
+LineSpan prefetch_share(std::size_t bytes, int rows, int i);
 
 // Lanes per row of SoftmaxTile::l_lanes: the widest vector (16 floats).
 constexpr int kLanes = 16;

@@ -444,6 +444,97 @@ TEST(SoftmaxTilePaths, Bf16OutAvx512MatchesAvx2BitForBit) {
   EXPECT_EQ(a.comp, b.comp);
 }
 
+// The rows' prefetch shares name each 64-byte line of a range once, for
+// ranges shorter than a line, than one line a row, and of a partial last line.
+TEST(SoftmaxTilePrefetch, RowSharesNameEachLineOnce) {
+  for (const std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{64}, std::size_t{100},
+                                  std::size_t{64 * 37}, std::size_t{131072 + 7}})
+    for (const int rows : {1, 7, 37, 128, 256}) {
+      const long lines = static_cast<long>((bytes + 63) / 64);
+      long next = 0;
+      for (int i = 0; i < rows; ++i) {
+        const LineSpan span = prefetch_share(bytes, rows, i);
+        EXPECT_EQ(span.first, next) << bytes << " bytes, " << rows << " rows, row " << i;
+        EXPECT_LE(span.first, span.last) << bytes << " bytes, " << rows << " rows, row " << i;
+        next = span.last;
+      }
+      EXPECT_EQ(next, lines) << bytes << " bytes, " << rows << " rows";
+    }
+}
+
+// A prefetch is a hint: with ranges to pull in (one null, one shorter than a
+// line, one of more lines than the tile has vectors, unaligned), every
+// output of the step is the same bits as without, on each path this CPU runs
+// and for f32 and bf16 probabilities; hidden rows take the other branch.
+TEST(SoftmaxTilePrefetch, LeavesEveryOutputBitAlone) {
+  constexpr int rows = 37, bk = 272, d = 24;
+  std::vector<float> s(static_cast<std::size_t>(rows) * bk), m2(rows);
+  fill_seeded(s.data(), DType::f32, s.size(), 94, 0, 20.0f);
+  fill_seeded(m2.data(), DType::f32, m2.size(), 95, 0, 4.0f);
+  for (int j = 0; j < bk; ++j) s[static_cast<std::size_t>(5) * bk + j] = -kInf;
+  m2[5] = -kInf;
+  const std::vector<char> far(300000, 1);
+  struct Out {
+    std::vector<std::uint16_t> p;
+    std::vector<float> s, m2, lanes, lcomp, part, acc, comp;
+  };
+  auto run = [&](VectorIsa isa, bool bf16_out, const SoftmaxTile::Prefetch(&pf)[2]) {
+    Out o;
+    o.p.assign(s.size(), 0);
+    o.s = s;
+    o.m2 = m2;
+    o.lanes.assign(static_cast<std::size_t>(rows) * kLanes, 0.5f);
+    o.lcomp.assign(o.lanes.size(), 0.0f);
+    for (auto* r : {&o.part, &o.acc, &o.comp}) {
+      r->resize(static_cast<std::size_t>(rows) * d);
+      fill_seeded(r->data(), DType::f32, r->size(), 96);
+    }
+    softmax_tile({.s = o.s.data(),
+                  .rows = rows,
+                  .bk = bk,
+                  .m2 = o.m2.data(),
+                  .l_lanes = o.lanes.data(),
+                  .l_comp = o.lcomp.data(),
+                  .acc_partial = o.part.data(),
+                  .acc = o.acc.data(),
+                  .acc_comp = o.comp.data(),
+                  .head_dim = d,
+                  .round_bf16 = bf16_out,
+                  .p_bf16 = bf16_out ? o.p.data() : nullptr,
+                  .score_scale = 0.9f,
+                  .prefetch = {pf[0], pf[1]}},
+                 isa);
+    return o;
+  };
+  const SoftmaxTile::Prefetch none[2] = {};
+  const SoftmaxTile::Prefetch cases[][2] = {
+      {{far.data() + 3, far.size() - 3}, {}},
+      {{}, {far.data() + 17, 1}},
+      {{far.data(), 64 * 37}, {far.data() + 1000, 5000}},
+  };
+  int ran = 0;
+  for (const VectorIsa isa : {VectorIsa::avx512, VectorIsa::avx2, VectorIsa::generic}) {
+    if (!cpu_runs(isa)) continue;
+    for (const bool bf16_out : {false, true}) {
+      const Out want = run(isa, bf16_out, none);
+      for (const auto& pf : cases) {
+        const Out got = run(isa, bf16_out, pf);
+        const std::string what = std::string(vector_isa_name(isa)) + (bf16_out ? " bf16" : " f32");
+        EXPECT_EQ(got.p, want.p) << what;
+        EXPECT_EQ(0, std::memcmp(got.s.data(), want.s.data(), s.size() * sizeof(float))) << what;
+        EXPECT_EQ(got.m2, want.m2) << what;
+        EXPECT_EQ(got.lanes, want.lanes) << what;
+        EXPECT_EQ(got.lcomp, want.lcomp) << what;
+        EXPECT_EQ(got.part, want.part) << what;
+        EXPECT_EQ(got.acc, want.acc) << what;
+        EXPECT_EQ(got.comp, want.comp) << what;
+        ++ran;
+      }
+    }
+  }
+  EXPECT_GE(ran, 6) << "the generic path runs everywhere";
+}
+
 // ---- compensated_add -----------------------------------------------------------
 
 class CompensatedAdd : public ::testing::TestWithParam<VectorIsa> {
