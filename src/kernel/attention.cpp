@@ -390,15 +390,21 @@ void update_state(const AttnParams& p, AttnState& s) {
           mask_tile(sbuf.data(), rows, BK, qposbuf.data(), kpos.data() + kt * BK, k_valid,
                     kind == TileKind::diagonal ? vis : Visibility{});
         // During the step: pull this step's V tile and the next K^T tile
-        // towards L2 (SoftmaxTile::prefetch).
+        // this query tile needs (none past a causal diagonal) towards L2
+        // (SoftmaxTile::prefetch).
+        std::int64_t next = kt + 1;
+        while (next < KT &&
+               classify_tile(q_lo, q_hi, kmin[next], kmax[next], vis) == TileKind::empty)
+          ++next;
+        const std::int64_t next_tile = tile + (next - kt);
         const SoftmaxTile::Prefetch v_now =
             dot ? SoftmaxTile::Prefetch{v_pack_bf16.data() + tile * BK * D, bf16_tile_bytes_v}
                 : SoftmaxTile::Prefetch{v_tile_in(b, hk, kt), f32_tile_bytes};
         const SoftmaxTile::Prefetch k_next =
-            kt + 1 == KT ? SoftmaxTile::Prefetch{}
-            : dot        ? SoftmaxTile::Prefetch{kt_pack_bf16.data() + (tile + 1) * Dk * BK,
+            next == KT ? SoftmaxTile::Prefetch{}
+            : dot      ? SoftmaxTile::Prefetch{kt_pack_bf16.data() + next_tile * Dk * BK,
                                           bf16_tile_bytes_k}
-                  : SoftmaxTile::Prefetch{kt_pack.data() + (tile + 1) * D * BK, f32_tile_bytes};
+                       : SoftmaxTile::Prefetch{kt_pack.data() + next_tile * D * BK, f32_tile_bytes};
         softmax_tile({.s = sbuf.data(),
                       .rows = rows,
                       .bk = BK,
