@@ -263,30 +263,26 @@ RA_INLINE float row_max(const float* s, int bk) {
 // max times it), probabilities rounded and written to t.p_bf16.
 // kCvt (W = 16, AVX512_BF16): rounds and stores them by vcvtneps2bf16, the
 // same bits in fewer instructions.
-// Row i's lines of t.prefetch's ranges (prefetch_share), `per` of them at
-// each score vector, so that the requests spread over the row instead of
-// queueing at once.
+// Row i's lines of one of t.prefetch's ranges (prefetch_share), `per` of
+// them at each score vector, so that the requests spread over the row
+// instead of queueing at once. Plain scalars, so that they stay in registers.
 struct RowPrefetch {
-  const char* p[2] = {nullptr, nullptr};
-  long next[2] = {0, 0}, end[2] = {0, 0}, per[2] = {0, 0};
-  RA_INLINE RowPrefetch(const SoftmaxTile& t, int i, int vectors) {
-    for (int r = 0; r < 2; ++r) {
-      if (!t.prefetch[r].p) continue;
-      const LineSpan span = prefetch_share(t.prefetch[r].bytes, t.rows, i);
-      p[r] = static_cast<const char*>(t.prefetch[r].p);
-      next[r] = span.first;
-      end[r] = span.last;
-      per[r] = (end[r] - next[r] + vectors - 1) / vectors;
-    }
+  const char* next = nullptr;  // the next line to ask for
+  long left = 0;               // lines still to ask for
+  long per = 0;                // lines per score vector
+  RA_INLINE RowPrefetch(const SoftmaxTile::Prefetch& range, int rows, int i, int vectors) {
+    if (!range.p) return;
+    const LineSpan span = prefetch_share(range.bytes, rows, i);
+    next = static_cast<const char*>(range.p) + span.first * 64;
+    left = span.last - span.first;
+    per = (left + vectors - 1) / vectors;
   }
   RA_INLINE void step() {
-    for (int r = 0; r < 2; ++r)
-      for (long k = 0; k < per[r] && next[r] < end[r]; ++k, ++next[r])
-        __builtin_prefetch(p[r] + next[r] * 64, 0, 2);  // to L2 (prefetcht1 on x86)
+    for (long k = 0; k < per && left > 0; ++k, --left, next += 64)
+      __builtin_prefetch(next, 0, 2);  // to L2 (prefetcht1 on x86)
   }
   RA_INLINE void rest() {
-    for (int r = 0; r < 2; ++r)
-      for (; next[r] < end[r]; ++next[r]) __builtin_prefetch(p[r] + next[r] * 64, 0, 2);
+    for (; left > 0; --left, next += 64) __builtin_prefetch(next, 0, 2);
   }
 };
 
@@ -312,9 +308,10 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
       const float tile_max = kBf16Out ? raw_max[i - i0] * t.score_scale : raw_max[i - i0];
       const float m_old = t.m2[i];
       const float m_new = tile_max > m_old ? tile_max : m_old;
-      RowPrefetch pf(t, i, t.bk / W);
+      RowPrefetch pf0(t.prefetch[0], t.rows, i, t.bk / W), pf1(t.prefetch[1], t.rows, i, t.bk / W);
       if (m_new == ninf) {  // nothing visible yet: probabilities 0, state untouched
-        pf.rest();
+        pf0.rest();
+        pf1.rest();
         for (int j = 0; j < t.bk; j += W) {
           if constexpr (kBf16Out)
             store_bf16v<W>(pb + j, splat<VF>(0.0f));
@@ -326,7 +323,8 @@ RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
       const VF vm = splat<VF>(m_new);
       VF vsum = splat<VF>(0.0f);
       for (int j = 0; j < t.bk; j += W) {
-        pf.step();
+        pf0.step();
+        pf1.step();
         if constexpr (kBf16Out) {
           // s · scale - m fused: it may round a hair above 0, which exp2v takes.
           const VF e = exp2v<W, true, true>(loadv<VF>(s + j) * vscale - vm);
