@@ -362,6 +362,46 @@ INSTANTIATE_TEST_SUITE_P(Kernel, Exp2,
 
 // ---- softmax_tile ------------------------------------------------------------------
 
+// One softmax step on copies of the scores, running max and l's lanes, with
+// the rows it rescales (P·V partial, total, Kahan terms) seeded from
+// rows_seed; bf16_out: probabilities as bf16 bits (the dot path's form).
+struct StepOut {
+  std::vector<std::uint16_t> p;
+  std::vector<float> s, m2, lanes, lcomp, part, acc, comp;
+};
+StepOut softmax_step(VectorIsa isa, const std::vector<float>& s, const std::vector<float>& m2,
+                     const std::vector<float>& lanes, int rows, int bk, int d, bool bf16_out,
+                     float scale, std::uint64_t rows_seed,
+                     const SoftmaxTile::Prefetch (&prefetch)[2]) {
+  StepOut o;
+  o.p.assign(s.size(), 0xffff);
+  o.s = s;
+  o.m2 = m2;
+  o.lanes = lanes;
+  o.lcomp.assign(o.lanes.size(), 0.0f);
+  for (auto* r : {&o.part, &o.acc, &o.comp}) {
+    r->resize(static_cast<std::size_t>(rows) * d);
+    fill_seeded(r->data(), DType::f32, r->size(), rows_seed);
+  }
+  softmax_tile({.s = o.s.data(),
+                .rows = rows,
+                .bk = bk,
+                .m2 = o.m2.data(),
+                .l_lanes = o.lanes.data(),
+                .l_comp = o.lcomp.data(),
+                .acc_partial = o.part.data(),
+                .acc = o.acc.data(),
+                .acc_comp = o.comp.data(),
+                .head_dim = d,
+                .round_bf16 = bf16_out,
+                .p_bf16 = bf16_out ? o.p.data() : nullptr,
+                .score_scale = scale,
+                .prefetch = {prefetch[0], prefetch[1]}},
+               isa);
+  return o;
+}
+constexpr SoftmaxTile::Prefetch kNoPrefetch[2] = {};
+
 // The bf16 dot path's softmax step (probabilities out as bf16 bits): the
 // AVX-512 path (vcvtneps2bf16 where the CPU has AVX512_BF16, which flushes
 // denormals) gives the AVX2 path's values bit for bit: probabilities, running
@@ -387,38 +427,15 @@ TEST(SoftmaxTilePaths, Bf16OutAvx512MatchesAvx2BitForBit) {
       if (i == 5 || (e % 13 == 0)) s[e] = -kInf;
     }
   for (int i = 0; i < rows; ++i) m2[i] = i == 6 ? -kInf : 4.0f * m2[i];
-  struct Out {
-    std::vector<std::uint16_t> p;
-    std::vector<float> s, m2, l, lanes, lcomp, part, acc, comp;
+  std::vector<float> l(rows), lanes(static_cast<std::size_t>(rows) * kLanes);
+  for (int i = 0; i < rows; ++i) l[i] = i == 6 ? 0.0f : 1.0f + 0.01f * static_cast<float>(i);
+  spread_lanes(l.data(), rows, lanes.data());
+  struct Out : StepOut {
+    std::vector<float> l;
   };
   auto run = [&](VectorIsa isa) {
-    Out o;
-    o.p.assign(s.size(), 0xffff);
-    o.s = s;
-    o.m2 = m2;
+    Out o{softmax_step(isa, s, m2, lanes, rows, bk, d, true, scale, 93, kNoPrefetch), {}};
     o.l.resize(rows);
-    for (int i = 0; i < rows; ++i) o.l[i] = i == 6 ? 0.0f : 1.0f + 0.01f * static_cast<float>(i);
-    o.lanes.resize(static_cast<std::size_t>(rows) * kLanes);
-    spread_lanes(o.l.data(), rows, o.lanes.data());
-    o.lcomp.assign(o.lanes.size(), 0.0f);
-    for (auto* r : {&o.part, &o.acc, &o.comp}) {
-      r->resize(static_cast<std::size_t>(rows) * d);
-      fill_seeded(r->data(), DType::f32, r->size(), 93);
-    }
-    softmax_tile({.s = o.s.data(),
-                  .rows = rows,
-                  .bk = bk,
-                  .m2 = o.m2.data(),
-                  .l_lanes = o.lanes.data(),
-                  .l_comp = o.lcomp.data(),
-                  .acc_partial = o.part.data(),
-                  .acc = o.acc.data(),
-                  .acc_comp = o.comp.data(),
-                  .head_dim = d,
-                  .round_bf16 = true,
-                  .p_bf16 = o.p.data(),
-                  .score_scale = scale},
-                 isa);
     sum_lanes(o.lanes.data(), rows, o.l.data());
     return o;
   };
@@ -474,39 +491,10 @@ TEST(SoftmaxTilePrefetch, LeavesEveryOutputBitAlone) {
   for (int j = 0; j < bk; ++j) s[static_cast<std::size_t>(5) * bk + j] = -kInf;
   m2[5] = -kInf;
   const std::vector<char> far(300000, 1);
-  struct Out {
-    std::vector<std::uint16_t> p;
-    std::vector<float> s, m2, lanes, lcomp, part, acc, comp;
-  };
+  const std::vector<float> lanes(static_cast<std::size_t>(rows) * kLanes, 0.5f);
   auto run = [&](VectorIsa isa, bool bf16_out, const SoftmaxTile::Prefetch(&pf)[2]) {
-    Out o;
-    o.p.assign(s.size(), 0);
-    o.s = s;
-    o.m2 = m2;
-    o.lanes.assign(static_cast<std::size_t>(rows) * kLanes, 0.5f);
-    o.lcomp.assign(o.lanes.size(), 0.0f);
-    for (auto* r : {&o.part, &o.acc, &o.comp}) {
-      r->resize(static_cast<std::size_t>(rows) * d);
-      fill_seeded(r->data(), DType::f32, r->size(), 96);
-    }
-    softmax_tile({.s = o.s.data(),
-                  .rows = rows,
-                  .bk = bk,
-                  .m2 = o.m2.data(),
-                  .l_lanes = o.lanes.data(),
-                  .l_comp = o.lcomp.data(),
-                  .acc_partial = o.part.data(),
-                  .acc = o.acc.data(),
-                  .acc_comp = o.comp.data(),
-                  .head_dim = d,
-                  .round_bf16 = bf16_out,
-                  .p_bf16 = bf16_out ? o.p.data() : nullptr,
-                  .score_scale = 0.9f,
-                  .prefetch = {pf[0], pf[1]}},
-                 isa);
-    return o;
+    return softmax_step(isa, s, m2, lanes, rows, bk, d, bf16_out, 0.9f, 96, pf);
   };
-  const SoftmaxTile::Prefetch none[2] = {};
   const SoftmaxTile::Prefetch cases[][2] = {
       {{far.data() + 3, far.size() - 3}, {}},
       {{}, {far.data() + 17, 1}},
@@ -516,9 +504,9 @@ TEST(SoftmaxTilePrefetch, LeavesEveryOutputBitAlone) {
   for (const VectorIsa isa : {VectorIsa::avx512, VectorIsa::avx2, VectorIsa::generic}) {
     if (!cpu_runs(isa)) continue;
     for (const bool bf16_out : {false, true}) {
-      const Out want = run(isa, bf16_out, none);
+      const StepOut want = run(isa, bf16_out, kNoPrefetch);
       for (const auto& pf : cases) {
-        const Out got = run(isa, bf16_out, pf);
+        const StepOut got = run(isa, bf16_out, pf);
         const std::string what = std::string(vector_isa_name(isa)) + (bf16_out ? " bf16" : " f32");
         EXPECT_EQ(got.p, want.p) << what;
         EXPECT_EQ(0, std::memcmp(got.s.data(), want.s.data(), s.size() * sizeof(float))) << what;
