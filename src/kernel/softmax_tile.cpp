@@ -259,10 +259,6 @@ RA_INLINE float row_max(const float* s, int bk) {
   return hmax<W>(m0 > m1 ? m0 : m1);
 }
 
-// kBf16Out: scores are s · score_scale (> 0, so the tile's max is the raw
-// max times it), probabilities rounded and written to t.p_bf16.
-// kCvt (W = 16, AVX512_BF16): rounds and stores them by vcvtneps2bf16, the
-// same bits in fewer instructions.
 // Row i's lines of one of t.prefetch's ranges (prefetch_share), `per` of
 // them at each score vector, so that the requests spread over the row
 // instead of queueing at once. Plain scalars, so that they stay in registers.
@@ -286,6 +282,10 @@ struct RowPrefetch {
   }
 };
 
+// kBf16Out: scores are s · score_scale (> 0, so the tile's max is the raw
+// max times it), probabilities rounded and written to t.p_bf16.
+// kCvt (W = 16, AVX512_BF16): rounds and stores them by vcvtneps2bf16, the
+// same bits in fewer instructions.
 template <int W, bool kRoundBf16, bool kBf16Out = false, bool kCvt = false>
 RA_INLINE void softmax_tile_impl(const SoftmaxTile& t) {
   static_assert(kRoundBf16 || !kBf16Out, "bf16 output is rounded");
