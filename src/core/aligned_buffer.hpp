@@ -12,12 +12,12 @@
 
 namespace ringattn {
 
-// `bytes` (a multiple of 64) 64-byte aligned, or nullptr. From 8 MiB on
+// `bytes` (a multiple of align) on an align-byte boundary, or nullptr. From 8 MiB on
 // (packed tiles, ring blocks) whole 2 MiB pages, asked for as transparent
 // huge pages where Linux hands them out on request (mode madvise): one page
 // fault and one TLB entry per 2 MiB instead of 512. The tail's rounding is
 // at most a quarter.
-inline void* allocate_aligned(std::size_t bytes) {
+inline void* allocate_aligned(std::size_t bytes, std::size_t align) {
 #if defined(MADV_HUGEPAGE)
   constexpr std::size_t kHugePage = std::size_t{2} << 20;
   if (bytes >= 4 * kHugePage) {
@@ -27,7 +27,7 @@ inline void* allocate_aligned(std::size_t bytes) {
     return p;
   }
 #endif
-  return std::aligned_alloc(64, bytes);
+  return std::aligned_alloc(align, bytes);
 }
 
 template <class T>
@@ -57,7 +57,7 @@ class AlignedBuffer {
     n_ = 0;
     if (n == 0) return;
     std::size_t bytes = (n * sizeof(T) + kAlign - 1) / kAlign * kAlign;
-    p_ = static_cast<T*>(allocate_aligned(bytes));
+    p_ = static_cast<T*>(allocate_aligned(bytes, kAlign));
     if (!p_) throw std::bad_alloc();
     n_ = n;
   }
