@@ -25,6 +25,7 @@ const CpuFeatures& cpu_features() {
     c.avx512f = __builtin_cpu_supports("avx512f");
     c.avx512bw = __builtin_cpu_supports("avx512bw");
     c.avx512vl = __builtin_cpu_supports("avx512vl");
+    c.avx512dq = __builtin_cpu_supports("avx512dq");
     c.avx512_bf16 = __builtin_cpu_supports("avx512bf16");
     // gcc 12 has no "f16c" name for __builtin_cpu_supports; AVX2 parts all have it.
     c.f16c = c.avx2;
@@ -44,7 +45,7 @@ const CpuFeatures& cpu_features() {
 
 std::string vector_isa() {
   const auto& c = cpu_features();
-  if (c.avx512f && c.avx512bw && c.avx512vl) return "avx512";
+  if (c.avx512f && c.avx512bw && c.avx512vl && c.avx512dq) return "avx512";
   if (c.avx2 && c.fma) return "avx2";
   return "generic";
 }

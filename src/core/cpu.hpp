@@ -13,6 +13,7 @@ struct CpuFeatures {
   bool avx512f = false;
   bool avx512bw = false;
   bool avx512vl = false;
+  bool avx512dq = false;
   bool avx512_bf16 = false;
   // AMX tiles with bf16 dot products (Sapphire Rapids and later), and the
   // kernel's permission to use the tile data (Linux's ARCH_REQ_XCOMP_PERM,

@@ -326,7 +326,7 @@ TEST_P(Exp2, ExactlyZeroBelowMinus126) {
   for (std::size_t i = 0; i < x.size(); ++i) EXPECT_EQ(y[i], 0.0f) << "x = " << x[i];
 }
 
-// The AVX-512 exp2 reduces with vrndscaleps and scales with vscalefps where
+// The AVX-512 exp2 reduces with vreduceps and scales with vscalefps where
 // the AVX2 one uses the magic number and builds 2^n from bits: the same
 // values bit for bit (the same FMA polynomial, one rounding of p · 2^n), over
 // every 1021st bit pattern (all exponents, both signs, inf and NaN), a grid
